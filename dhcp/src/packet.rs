@@ -1,0 +1,192 @@
+//! The AF_PACKET socket under the DHCP server: the only `unsafe` code in this crate.
+//!
+//! Each function is one system call wrapped in `std::io::Result`, so `Server::bind` reads as
+//! the script of steps it is. The socket is opened with protocol 0, which receives nothing,
+//! and only `bind` (after the filter is attached) names ETH_P_IP: so no frame that the filter
+//! would have refused can be queued in between.
+//!
+//! All of it needs CAP_NET_RAW in the network namespace the socket is created in (the calling
+//! thread's).
+
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// Classic BPF over the Ethernet frame: accept untagged IPv4, UDP, not a fragment (so the UDP
+/// header is there), destination port 67; drop everything else. Equivalent to
+/// `tcpdump -dd 'ip and udp dst port 67 and ip[6:2] & 0x1fff = 0'`. Userspace checks the
+/// same again, so this is about not waking up for foreign traffic, not about safety.
+const FILTER: [libc::sock_filter; 11] = [
+    op(0x28, 0, 0, 12),          // 0: ldh [12]            ethertype
+    op(0x15, 0, 8, 0x0800),      // 1: jeq #IPv4 ? 2 : drop
+    op(0x30, 0, 0, 23),          // 2: ldb [23]            IP protocol
+    op(0x15, 0, 6, 17),          // 3: jeq #UDP ? 4 : drop
+    op(0x28, 0, 0, 20),          // 4: ldh [20]            flags + fragment offset
+    op(0x45, 4, 0, 0x1fff),      // 5: jset #0x1fff ? drop : 6
+    op(0xb1, 0, 0, 14),          // 6: ldxb 4*([14]&0xf)   IP header length
+    op(0x48, 0, 0, 16),          // 7: ldh [x+16]          UDP destination port
+    op(0x15, 0, 1, 67),          // 8: jeq #67 ? accept : drop
+    op(0x06, 0, 0, 0x0004_0000), // 9: accept (whole frame, up to 256 KiB)
+    op(0x06, 0, 0, 0),           // 10: drop
+];
+
+const fn op(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+/// One received frame: its length and whether the kernel says we sent it ourselves.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Received {
+    /// Bytes in the frame; may be larger than the buffer (then the frame was truncated).
+    pub(crate) len: usize,
+    /// `PACKET_OUTGOING`: a frame leaving the interface, e.g. our own reply.
+    pub(crate) outgoing: bool,
+}
+
+/// `socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)`: receives nothing until
+/// `bind`. Needs CAP_NET_RAW.
+pub(crate) fn open() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments; no memory is passed.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2), is valid and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Attaches [`FILTER`] (SO_ATTACH_FILTER).
+pub(crate) fn attach_filter(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut filter = FILTER;
+    let prog = libc::sock_fprog {
+        len: filter.len() as libc::c_ushort,
+        filter: filter.as_mut_ptr(),
+    };
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
+}
+
+/// Asks the kernel not to loop our own transmitted frames back (PACKET_IGNORE_OUTGOING,
+/// Linux 4.20+). The receive path also drops `PACKET_OUTGOING` frames, so failure is harmless.
+pub(crate) fn ignore_outgoing(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    setsockopt(fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)
+}
+
+/// Binds to `ifindex` for IPv4 frames. From here on frames are queued, so the guest's first
+/// DISCOVER is kept even if the server loop starts later. `ifindex` must not be 0 (that means
+/// "every interface").
+pub(crate) fn bind(fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {
+    let ifindex = i32::try_from(ifindex)
+        .ok()
+        .filter(|i| *i > 0)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let addr = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as libc::c_ushort,
+        sll_protocol: (libc::ETH_P_IP as u16).to_be(),
+        sll_ifindex: ifindex,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
+    };
+    // SAFETY: `addr` is a fully initialised sockaddr_ll that outlives the call, and the length
+    // passed is its size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const addr).cast::<libc::sockaddr>(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Receives one frame into `buf` without blocking (the socket is non-blocking).
+pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
+    let mut addr = libc::sockaddr_ll {
+        sll_family: 0,
+        sll_protocol: 0,
+        sll_ifindex: 0,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
+    };
+    let mut addr_len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: `buf` is valid for `buf.len()` writable bytes; `addr`/`addr_len` describe a
+    // writable sockaddr_ll of the given size. MSG_TRUNC only changes the returned length.
+    let n = unsafe {
+        libc::recvfrom(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_TRUNC,
+            (&raw mut addr).cast::<libc::sockaddr>(),
+            &mut addr_len,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Received {
+        // n >= 0 was checked above.
+        len: n as usize,
+        outgoing: addr.sll_pkttype == libc::PACKET_OUTGOING,
+    })
+}
+
+/// Transmits one complete Ethernet frame on the bound interface without blocking.
+pub(crate) fn send(fd: BorrowedFd<'_>, frame: &[u8]) -> io::Result<()> {
+    // SAFETY: `frame` is valid for `frame.len()` readable bytes for the duration of the call.
+    // No address is passed: a bound packet socket sends on its bound interface.
+    let n = unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Registers the socket with the current tokio runtime's reactor, for readability only.
+/// Must be called inside a tokio runtime.
+pub(crate) fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd is a valid open descriptor that stays open, and always returns the
+    // same number from as_raw_fd(), until it is dropped; the AsyncFd owns it and is never
+    // taken apart with into_inner(), so the registration never outlives the descriptor.
+    let registered = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) };
+    registered.map_err(io::Error::from)
+}
+
+fn setsockopt<T>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `value` points to a live, initialised T for the duration of the call and the
+    // length passed is its size; the kernel copies what it needs before returning.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

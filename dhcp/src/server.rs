@@ -1,0 +1,601 @@
+//! The per-interface DHCP server: an AF_PACKET socket on one VM interface around [`reply`].
+//!
+//! Why AF_PACKET: the guest has no address while it asks for one, replies must reach exactly
+//! this guest, and the socket must work on a TAP that is a bridge port (where ebtables keeps
+//! DHCP off the bridge). A packet socket bound to the TAP sees the guest's frames before the
+//! bridge does, and what it sends goes straight to the guest (DESIGN.md section 4).
+//!
+//! The loop is deliberately thin: frame -> `frame::parse_ipv4_udp_frame` -> `decode_request`
+//! -> `reply` -> `frame::build_ipv4_udp_frame` -> send. Everything the guest sends is
+//! untrusted: malformed input is counted and logged at debug only, never an error, so a guest
+//! can neither stop the server nor flood the journal. Only a failure of the socket itself ends
+//! `run` with an error.
+//!
+//! `bind` opens the socket in the calling thread's network namespace and starts queueing
+//! frames at once, so the daemon can bind before it hands out the TAP fds and start `run`
+//! later without losing the guest's first DISCOVER.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dhcproto::v4::{Message, MessageType};
+use dhcproto::{Decodable, Decoder, Encodable};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::binding::{Binding, BindingError};
+use crate::frame::{build_ipv4_udp_frame, parse_ipv4_udp_frame};
+use crate::packet;
+use crate::reply::reply;
+
+/// DHCP server port (the server listens here).
+pub const SERVER_PORT: u16 = 67;
+/// DHCP client port (replies go here).
+pub const CLIENT_PORT: u16 = 68;
+/// BOOTP messages are at least this long (RFC 951 / RFC 1542); some clients drop shorter ones.
+const MIN_BOOTP_LEN: usize = 300;
+/// Fixed BOOTP header (236 bytes) plus the magic cookie.
+const OPTIONS_OFFSET: usize = 240;
+const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
+/// Receive buffer: the largest IPv4 packet plus an Ethernet header. Longer frames are truncated
+/// by the kernel and then rejected as malformed.
+const RECV_BUF_LEN: usize = 65536 + 14;
+/// Frames handled per wake-up before yielding, so a flooding guest cannot starve cancellation.
+const FRAMES_PER_WAKE: usize = 64;
+
+/// Why the server could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The binding fails [`Binding::validate`].
+    #[error("the binding cannot be served")]
+    InvalidBinding(#[source] BindingError),
+    /// The interface index is 0 (which would mean every interface) or out of range.
+    #[error("{0} is not a usable interface index")]
+    Ifindex(u32),
+    /// socket(AF_PACKET) failed; EPERM means CAP_NET_RAW is missing.
+    #[error("creating the AF_PACKET socket")]
+    Socket(#[source] io::Error),
+    /// SO_ATTACH_FILTER failed.
+    #[error("attaching the DHCP BPF filter")]
+    AttachFilter(#[source] io::Error),
+    /// bind(2) to the interface failed (ENODEV: no such interface in this namespace).
+    #[error("binding the socket to interface index {ifindex}")]
+    Bind {
+        /// The interface index.
+        ifindex: u32,
+        /// What bind(2) said.
+        #[source]
+        source: io::Error,
+    },
+    /// The socket could not be registered with the tokio reactor (no runtime?).
+    #[error("registering the socket with the tokio reactor")]
+    Register(#[source] io::Error),
+    /// Waiting for the socket to become readable failed.
+    #[error("waiting for frames")]
+    Wait(#[source] io::Error),
+    /// recvfrom(2) failed with something other than a transient error.
+    #[error("receiving a frame")]
+    Receive(#[source] io::Error),
+}
+
+/// What the server has seen, for tests and for the daemon's status output.
+/// Shared with the running server; read it with `load(Ordering::Relaxed)`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Frames received (after the kernel filter, own transmissions excluded).
+    pub received: AtomicU64,
+    /// Frames that were not a well-formed IPv4/UDP/DHCP request.
+    pub malformed: AtomicU64,
+    /// Well-formed requests `reply` chose not to answer.
+    pub ignored: AtomicU64,
+    /// Replies handed to the kernel.
+    pub replied: AtomicU64,
+    /// Replies the kernel refused to send (queue full, interface down).
+    pub send_failed: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A DHCP server for one VM interface: an AF_PACKET socket bound to it plus the binding.
+#[derive(Debug)]
+pub struct Server {
+    socket: OwnedFd,
+    ifindex: u32,
+    binding: Binding,
+    counters: Arc<Counters>,
+}
+
+impl Server {
+    /// Opens an AF_PACKET socket bound to `ifindex` in the CALLING THREAD's network namespace
+    /// (the daemon calls this from a thread that did setns; the socket keeps that namespace).
+    /// Attaches a classic BPF filter so only IPv4/UDP destination port 67 frames are delivered,
+    /// and ignores PACKET_OUTGOING frames. Frames are queued from the moment this returns.
+    ///
+    /// Needs CAP_NET_RAW in that namespace. Synchronous; does not need a tokio runtime.
+    pub fn bind(ifindex: u32, binding: Binding) -> Result<Server, Error> {
+        binding.validate().map_err(Error::InvalidBinding)?;
+        if ifindex == 0 || i32::try_from(ifindex).is_err() {
+            return Err(Error::Ifindex(ifindex));
+        }
+        // Protocol 0: nothing is received until bind() below names ETH_P_IP.
+        let socket = packet::open().map_err(Error::Socket)?;
+        // Filter before bind, so no unfiltered frame is ever queued.
+        packet::attach_filter(socket.as_fd()).map_err(Error::AttachFilter)?;
+        // Best effort: recv drops PACKET_OUTGOING frames anyway (kernels before 4.20 lack it).
+        if let Err(e) = packet::ignore_outgoing(socket.as_fd()) {
+            debug!(ifindex, error = %e, "PACKET_IGNORE_OUTGOING unavailable");
+        }
+        // From here on the guest's frames are queued for run().
+        packet::bind(socket.as_fd(), ifindex).map_err(|source| Error::Bind { ifindex, source })?;
+        Ok(Server {
+            socket,
+            ifindex,
+            binding,
+            counters: Arc::default(),
+        })
+    }
+
+    /// The binding this server hands out.
+    pub fn binding(&self) -> &Binding {
+        &self.binding
+    }
+
+    /// The interface index the socket is bound to.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Live counters of what the server saw; keeps working after `run` consumed the server.
+    pub fn counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Runs until `cancel` fires: receives frames, parses Ethernet/IPv4/UDP, decodes DHCP,
+    /// calls [`reply`], builds the reply frame and sends it on the same socket (straight to
+    /// the guest). Broadcast (ff:ff:ff:ff:ff:ff / 255.255.255.255) when the request has the
+    /// broadcast flag, ciaddr is 0, or the reply is a DHCPNAK; otherwise unicast to the guest's
+    /// MAC and ciaddr.
+    ///
+    /// Malformed packets are counted and logged at debug only. Returns an error only when the
+    /// socket itself fails. Must be called inside a tokio runtime.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), Error> {
+        let Server {
+            socket,
+            ifindex,
+            binding,
+            counters,
+        } = self;
+        let fd = packet::register(socket).map_err(Error::Register)?;
+        let mut buf = vec![0u8; RECV_BUF_LEN];
+        debug!(ifindex, ip = %binding.ip, "DHCP server running");
+
+        loop {
+            let mut guard = tokio::select! {
+                () = cancel.cancelled() => break,
+                ready = fd.readable() => ready.map_err(Error::Wait)?,
+            };
+            for _ in 0..FRAMES_PER_WAKE {
+                let received =
+                    match guard.try_io(|inner| packet::recv(inner.get_ref().as_fd(), &mut buf)) {
+                        Err(_would_block) => break,
+                        Ok(Ok(received)) => received,
+                        Ok(Err(e)) if is_transient(&e) => {
+                            debug!(ifindex, error = %e, "transient receive error");
+                            continue;
+                        }
+                        Ok(Err(e)) => return Err(Error::Receive(e)),
+                    };
+                if received.outgoing {
+                    continue;
+                }
+                Counters::bump(&counters.received);
+                // A frame longer than the buffer was truncated by the kernel (MSG_TRUNC).
+                let outcome = buf
+                    .get(..received.len)
+                    .map_or(Outcome::Malformed("frame truncated"), |f| {
+                        answer(f, &binding)
+                    });
+                deliver(fd.get_ref().as_fd(), outcome, &counters, ifindex);
+            }
+        }
+
+        debug!(
+            ifindex,
+            received = counters.received.load(Ordering::Relaxed),
+            malformed = counters.malformed.load(Ordering::Relaxed),
+            replied = counters.replied.load(Ordering::Relaxed),
+            "DHCP server stopped"
+        );
+        Ok(())
+    }
+}
+
+/// Sends a reply, or counts and logs why there is none.
+fn deliver(fd: BorrowedFd<'_>, outcome: Outcome, counters: &Counters, ifindex: u32) {
+    match outcome {
+        Outcome::Malformed(why) => {
+            Counters::bump(&counters.malformed);
+            debug!(ifindex, why, "dropping malformed frame");
+        }
+        Outcome::Ignored => Counters::bump(&counters.ignored),
+        Outcome::Reply(frame) => match packet::send(fd, &frame) {
+            Ok(()) => Counters::bump(&counters.replied),
+            Err(e) => {
+                // The guest retransmits; a full queue or a downed link is not fatal.
+                Counters::bump(&counters.send_failed);
+                debug!(ifindex, error = %e, "sending reply failed");
+            }
+        },
+    }
+}
+
+/// Errors after which the socket keeps working: interrupted, or the link went down (the
+/// kernel reports ENETDOWN once and re-arms the socket when the link comes back up).
+fn is_transient(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Interrupted || e.raw_os_error() == Some(libc::ENETDOWN)
+}
+
+/// What to do with one received frame.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Send this frame back.
+    Reply(Vec<u8>),
+    /// A well-formed request that gets no answer.
+    Ignored,
+    /// Not a well-formed IPv4/UDP/DHCP request; the reason is for debug logs.
+    Malformed(&'static str),
+}
+
+/// The whole per-frame path, without the socket: parse, decode, decide, build.
+fn answer(frame: &[u8], b: &Binding) -> Outcome {
+    let Some(udp) = parse_ipv4_udp_frame(frame) else {
+        return Outcome::Malformed("not an IPv4/UDP frame");
+    };
+    if udp.dst_port != SERVER_PORT {
+        return Outcome::Malformed("not for the DHCP server port");
+    }
+    let req = match decode_request(udp.payload) {
+        Ok(req) => req,
+        Err(why) => return Outcome::Malformed(why),
+    };
+    let Some(resp) = reply(&req, b) else {
+        return Outcome::Ignored;
+    };
+    let Ok(mut payload) = resp.to_vec() else {
+        return Outcome::Malformed("reply could not be encoded");
+    };
+    if payload.len() < MIN_BOOTP_LEN {
+        // Zeros after the End option are Pad options.
+        payload.resize(MIN_BOOTP_LEN, 0);
+    }
+    let (dst_mac, dst_ip) = destination(&req, &resp, b);
+    Outcome::Reply(build_ipv4_udp_frame(
+        b.server_mac,
+        dst_mac,
+        b.server_id,
+        dst_ip,
+        SERVER_PORT,
+        CLIENT_PORT,
+        &payload,
+    ))
+}
+
+/// Where a reply goes. RFC 2131 section 4.1, for a server on the client's own link: a NAK is
+/// always broadcast; a client without an address yet (ciaddr 0) or asking for broadcast gets
+/// a broadcast; a client that has its address (renewing, INFORM) gets unicast to it.
+fn destination(req: &Message, resp: &Message, b: &Binding) -> ([u8; 6], Ipv4Addr) {
+    let nak = resp.opts().has_msg_type(MessageType::Nak);
+    if nak || req.flags().broadcast() || req.ciaddr().is_unspecified() {
+        ([0xff; 6], Ipv4Addr::BROADCAST)
+    } else {
+        (b.mac, req.ciaddr())
+    }
+}
+
+/// DHCP options the server reads, with their required lengths (`None`: any non-zero length).
+/// Everything else is dropped before decoding.
+const READ_OPTIONS: [(u8, Option<usize>); 5] = [
+    (53, Some(1)), // message type
+    (50, Some(4)), // requested IP address
+    (54, Some(4)), // server identifier
+    (55, None),    // parameter request list
+    (57, Some(2)), // maximum message size
+];
+
+/// Decodes a BOOTP/DHCP request from untrusted bytes.
+///
+/// dhcproto's decoder is written for well-formed input: some options of the wrong length trip
+/// `debug_assert!`s in it (a panic in debug builds), and a `hlen` above 16 makes `chaddr()` panic.
+/// So the fixed header is checked here, and the options are rebuilt to contain only those
+/// this server reads, each with a checked length, before dhcproto sees them.
+fn decode_request(payload: &[u8]) -> Result<Message, &'static str> {
+    let header = payload
+        .get(..OPTIONS_OFFSET)
+        .ok_or("shorter than a BOOTP header")?;
+    if header[236..240] != MAGIC_COOKIE {
+        return Err("no DHCP magic cookie");
+    }
+    if header[2] > 16 {
+        return Err("hardware address length above 16");
+    }
+
+    let mut clean = header.to_vec();
+    let mut seen = [false; 256];
+    let mut rest = &payload[OPTIONS_OFFSET..];
+    while let Some((&code, tail)) = rest.split_first() {
+        match code {
+            0 => {
+                rest = tail;
+                continue;
+            }
+            255 => break,
+            _ => {}
+        }
+        let (&len, tail) = tail.split_first().ok_or("option without length")?;
+        let len = usize::from(len);
+        let value = tail.get(..len).ok_or("option runs past the packet")?;
+        rest = &tail[len..];
+
+        let Some((_, want)) = READ_OPTIONS.iter().find(|(c, _)| *c == code) else {
+            continue;
+        };
+        if want.is_some_and(|w| w != len) || len == 0 {
+            return Err("option with a wrong length");
+        }
+        // Keep the first copy only; RFC 3396 concatenation is not needed for these options.
+        if !std::mem::replace(&mut seen[usize::from(code)], true) {
+            clean.push(code);
+            clean.push(len as u8);
+            clean.extend_from_slice(value);
+        }
+    }
+    clean.push(255);
+
+    Message::decode(&mut Decoder::new(&clean)).map_err(|_| "DHCP message does not decode")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::binding::tests::full;
+    use dhcproto::v4::{DhcpOption, Flags, OptionCode};
+
+    const GUEST: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
+    fn discover() -> Message {
+        let u = Ipv4Addr::UNSPECIFIED;
+        let mut m = Message::new_with_id(7, u, u, u, u, &GUEST);
+        m.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Discover));
+        m.opts_mut().insert(DhcpOption::ParameterRequestList(vec![
+            OptionCode::SubnetMask,
+            OptionCode::Router,
+        ]));
+        m
+    }
+
+    fn frame_of(payload: &[u8], src_ip: Ipv4Addr, dst_ip: Ipv4Addr) -> Vec<u8> {
+        build_ipv4_udp_frame(GUEST, [0xff; 6], src_ip, dst_ip, 68, 67, payload)
+    }
+
+    fn broadcast_frame(payload: &[u8]) -> Vec<u8> {
+        frame_of(payload, Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST)
+    }
+
+    fn reply_of(outcome: Outcome) -> Vec<u8> {
+        match outcome {
+            Outcome::Reply(bytes) => bytes,
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn discover_frame_gets_broadcast_offer_frame() {
+        let bytes = reply_of(answer(
+            &broadcast_frame(&discover().to_vec().unwrap()),
+            &full(),
+        ));
+        let f = parse_ipv4_udp_frame(&bytes).unwrap();
+        assert_eq!(f.src_mac, full().server_mac);
+        assert_eq!(f.dst_mac, [0xff; 6]);
+        assert_eq!(f.src_ip, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(f.dst_ip, Ipv4Addr::BROADCAST);
+        assert_eq!((f.src_port, f.dst_port), (67, 68));
+        assert!(f.payload.len() >= 300);
+        let offer = Message::decode(&mut Decoder::new(f.payload)).unwrap();
+        assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
+        assert_eq!(offer.yiaddr(), Ipv4Addr::new(10, 0, 0, 5));
+    }
+
+    #[test]
+    fn renewal_is_unicast_to_ciaddr() {
+        let mut req = discover();
+        req.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Request));
+        req.set_ciaddr(Ipv4Addr::new(10, 0, 0, 5));
+        let frame = frame_of(
+            &req.to_vec().unwrap(),
+            Ipv4Addr::new(10, 0, 0, 5),
+            Ipv4Addr::new(10, 0, 0, 1),
+        );
+        let bytes = reply_of(answer(&frame, &full()));
+        let f = parse_ipv4_udp_frame(&bytes).unwrap();
+        assert_eq!(f.dst_mac, GUEST);
+        assert_eq!(f.dst_ip, Ipv4Addr::new(10, 0, 0, 5));
+    }
+
+    #[test]
+    fn broadcast_flag_wins_over_ciaddr() {
+        let mut req = discover();
+        req.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Request));
+        req.set_ciaddr(Ipv4Addr::new(10, 0, 0, 5))
+            .set_flags(Flags::default().set_broadcast());
+        let bytes = reply_of(answer(&broadcast_frame(&req.to_vec().unwrap()), &full()));
+        assert_eq!(
+            parse_ipv4_udp_frame(&bytes).unwrap().dst_ip,
+            Ipv4Addr::BROADCAST
+        );
+    }
+
+    #[test]
+    fn nak_is_broadcast_even_when_renewing() {
+        let mut req = discover();
+        req.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Request));
+        req.set_ciaddr(Ipv4Addr::new(10, 0, 0, 99));
+        let bytes = reply_of(answer(&broadcast_frame(&req.to_vec().unwrap()), &full()));
+        let f = parse_ipv4_udp_frame(&bytes).unwrap();
+        assert_eq!((f.dst_mac, f.dst_ip), ([0xff; 6], Ipv4Addr::BROADCAST));
+    }
+
+    #[test]
+    fn other_client_is_ignored() {
+        let mut req = discover();
+        req.set_chaddr(&[2, 0, 0, 0, 0, 9]);
+        assert_eq!(
+            answer(&broadcast_frame(&req.to_vec().unwrap()), &full()),
+            Outcome::Ignored
+        );
+    }
+
+    #[test]
+    fn non_udp_frame_is_malformed() {
+        let mut frame = broadcast_frame(&discover().to_vec().unwrap());
+        frame[12] = 0x86; // ethertype 0x86dd
+        frame[13] = 0xdd;
+        assert!(matches!(answer(&frame, &full()), Outcome::Malformed(_)));
+    }
+
+    #[test]
+    fn wrong_port_is_malformed() {
+        let payload = discover().to_vec().unwrap();
+        let frame = build_ipv4_udp_frame(
+            GUEST,
+            [0xff; 6],
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::BROADCAST,
+            68,
+            53,
+            &payload,
+        );
+        assert!(matches!(answer(&frame, &full()), Outcome::Malformed(_)));
+    }
+
+    #[test]
+    fn short_bootp_is_malformed() {
+        let payload = discover().to_vec().unwrap();
+        assert_eq!(
+            answer(&broadcast_frame(&payload[..200]), &full()),
+            Outcome::Malformed("shorter than a BOOTP header")
+        );
+    }
+
+    #[test]
+    fn missing_magic_cookie_is_malformed() {
+        let mut payload = discover().to_vec().unwrap();
+        payload[236] = 0;
+        assert_eq!(
+            answer(&broadcast_frame(&payload), &full()),
+            Outcome::Malformed("no DHCP magic cookie")
+        );
+    }
+
+    #[test]
+    fn huge_hlen_is_malformed_not_a_panic() {
+        let mut payload = discover().to_vec().unwrap();
+        payload[2] = 255;
+        assert_eq!(
+            answer(&broadcast_frame(&payload), &full()),
+            Outcome::Malformed("hardware address length above 16")
+        );
+    }
+
+    #[test]
+    fn option_running_past_the_packet_is_malformed() {
+        let mut payload = discover().to_vec().unwrap()[..240].to_vec();
+        payload.extend([53, 1, 1, 12, 40, b'x']);
+        assert_eq!(
+            answer(&broadcast_frame(&payload), &full()),
+            Outcome::Malformed("option runs past the packet")
+        );
+    }
+
+    #[test]
+    fn message_type_of_wrong_length_is_malformed() {
+        let mut payload = discover().to_vec().unwrap()[..240].to_vec();
+        payload.extend([53, 2, 1, 1, 255]);
+        assert_eq!(
+            answer(&broadcast_frame(&payload), &full()),
+            Outcome::Malformed("option with a wrong length")
+        );
+    }
+
+    #[test]
+    fn options_that_trip_dhcproto_are_dropped_not_decoded() {
+        // In a debug build dhcproto panics on 81 (client FQDN) with length 1
+        // (`debug_assert!(len >= 3)`) and on 80 (rapid commit) with length 2
+        // (`debug_assert!(len == 0)`); checked by hand against dhcproto 0.15.0. Neither
+        // reaches its decoder.
+        let mut payload = discover().to_vec().unwrap()[..240].to_vec();
+        payload.extend([81, 1, 0, 80, 2, 0, 0, 53, 1, 1, 255]);
+        let bytes = reply_of(answer(&broadcast_frame(&payload), &full()));
+        assert!(parse_ipv4_udp_frame(&bytes).is_some());
+    }
+
+    #[test]
+    fn missing_end_option_is_accepted() {
+        let mut payload = discover().to_vec().unwrap()[..240].to_vec();
+        payload.extend([53, 1, 1]);
+        assert!(matches!(
+            answer(&broadcast_frame(&payload), &full()),
+            Outcome::Reply(_)
+        ));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // A tiny xorshift generator: deterministic, no dependency.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let valid = discover().to_vec().unwrap();
+        for _ in 0..20_000 {
+            let mut payload = valid.clone();
+            let flips = next() % 8 + 1;
+            for _ in 0..flips {
+                let i = (next() as usize) % payload.len();
+                payload[i] = next() as u8;
+            }
+            let cut = (next() as usize) % (payload.len() + 1);
+            payload.truncate(cut.max(200));
+            // Any outcome is fine; panicking is not.
+            let _outcome = answer(&broadcast_frame(&payload), &full());
+        }
+    }
+
+    #[test]
+    fn invalid_binding_is_refused_before_any_syscall() {
+        let b = Binding {
+            prefix_len: 40,
+            ..full()
+        };
+        assert!(matches!(Server::bind(1, b), Err(Error::InvalidBinding(_))));
+    }
+
+    #[test]
+    fn ifindex_zero_is_refused() {
+        assert!(matches!(Server::bind(0, full()), Err(Error::Ifindex(0))));
+    }
+}

@@ -1,0 +1,162 @@
+//! The messages of the protocol: what a client may ask and what the daemon answers.
+//!
+//! Adding a field or a variant changes the wire format (bincode is not self-describing), so
+//! every such change bumps [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION); see the crate docs
+//! for the versioning rule.
+
+use crate::types::{IfName, MacAddr, NetworkName, VmId};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// First frame in each direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol version the sender speaks.
+    pub version: u32,
+}
+
+/// The daemon's answer to the client's [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    Accepted(Hello),
+    Rejected(Error),
+}
+
+/// One request; `id` is echoed in the matching [`Response`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: u64,
+    pub body: RequestBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestBody {
+    /// Build the VM's network and hand over its fds. The response frame carries the fds,
+    /// interface by interface, in request order.
+    Attach(AttachRequest),
+    /// Tear down a VM's attachment now (it also ends when the caller's process exits).
+    Release { vm: VmId },
+    /// The caller's attachments (every attachment, for root).
+    List,
+    /// One attachment.
+    Info { vm: VmId },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachRequest {
+    pub vm: VmId,
+    /// One entry per NIC, in the order the guest sees them.
+    pub networks: Vec<NetworkRequest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRequest {
+    pub network: NetworkName,
+    /// The guest's MAC; derived from the VM id and the NIC's position when absent.
+    pub mac: Option<MacAddr>,
+    /// Queue pairs; above 1 the TAP is multi-queue and one fd per queue is handed over.
+    pub queues: u16,
+}
+
+impl NetworkRequest {
+    pub fn new(network: NetworkName) -> Self {
+        NetworkRequest {
+            network,
+            mac: None,
+            queues: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub id: u64,
+    pub body: Result<ResponseBody, Error>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResponseBody {
+    Attached(Attachment),
+    Released,
+    List(Vec<Attachment>),
+    Info(Attachment),
+}
+
+/// A VM's network as the daemon built it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub vm: VmId,
+    /// The uid that made it; only that uid (and root) may see or release it.
+    pub uid: u32,
+    /// The process whose exit ends it.
+    pub pid: i32,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    pub interfaces: Vec<Interface>,
+}
+
+/// One NIC of a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interface {
+    pub network: NetworkName,
+    /// The host-side device (the TAP).
+    pub ifname: IfName,
+    /// The guest's MAC: give it to the hypervisor.
+    pub mac: MacAddr,
+    /// The address the DHCP server hands out, with its prefix length.
+    pub address: Option<(Ipv4Addr, u8)>,
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: u32,
+    /// Queue pairs; also the number of fds of this interface in an `Attached` frame.
+    pub queues: u16,
+    /// Whether the fds were opened with `IFF_VNET_HDR` (the hypervisor must use vnet_hdr).
+    pub vnet_hdr: bool,
+}
+
+/// A typed failure: a code a program can match on and a sentence a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The peers speak no common protocol version.
+    VersionMismatch,
+    /// The caller may not do this (not in the group, not the owner, network not allowed).
+    PermissionDenied,
+    /// No such network in the daemon's config.
+    UnknownNetwork,
+    /// This VM id is already attached for this uid.
+    AlreadyAttached,
+    /// No attachment with this VM id (for this uid).
+    NotFound,
+    /// The request is malformed or out of limits.
+    InvalidRequest,
+    /// The network has no free address.
+    AddressesExhausted,
+    /// The caller holds too many attachments, queues or connections.
+    QuotaExceeded,
+    /// The daemon is shutting down or not ready.
+    Unavailable,
+    /// Something failed inside the daemon; the message says what. Nothing was left behind.
+    Internal,
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}

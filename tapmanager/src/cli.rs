@@ -1,0 +1,71 @@
+//! Output of `tapmanager list` and `show`: a table for people, JSON for programs.
+
+use protocol::Attachment;
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+struct InterfaceView {
+    network: String,
+    ifname: String,
+    mac: String,
+    address: Option<String>,
+    gateway: Option<String>,
+    mtu: u32,
+    queues: u16,
+}
+
+#[derive(Debug, Serialize)]
+struct AttachmentView {
+    vm: String,
+    uid: u32,
+    pid: i32,
+    created: u64,
+    interfaces: Vec<InterfaceView>,
+}
+
+fn view(a: &Attachment) -> AttachmentView {
+    AttachmentView {
+        vm: a.vm.to_string(),
+        uid: a.uid,
+        pid: a.pid,
+        created: a.created,
+        interfaces: a
+            .interfaces
+            .iter()
+            .map(|i| InterfaceView {
+                network: i.network.to_string(),
+                ifname: i.ifname.to_string(),
+                mac: i.mac.to_string(),
+                address: i.address.map(|(a, p)| format!("{a}/{p}")),
+                gateway: i.gateway.map(|g| g.to_string()),
+                mtu: i.mtu,
+                queues: i.queues,
+            })
+            .collect(),
+    }
+}
+
+pub fn json(list: &[Attachment]) -> String {
+    let v: Vec<_> = list.iter().map(view).collect();
+    serde_json::to_string_pretty(&v).expect("plain data serializes")
+}
+
+pub fn table(list: &[Attachment]) -> String {
+    let mut out = format!(
+        "{:<20} {:>6} {:>8} {:<10} {:<14} {:<17} {:<18} {}\n",
+        "VM", "UID", "PID", "NETWORK", "TAP", "MAC", "ADDRESS", "QUEUES"
+    );
+    for a in list {
+        for i in &a.interfaces {
+            let addr = i
+                .address
+                .map(|(a, p)| format!("{a}/{p}"))
+                .unwrap_or_else(|| "-".into());
+            out.push_str(&format!(
+                "{:<20} {:>6} {:>8} {:<10} {:<14} {:<17} {:<18} {}\n",
+                a.vm, a.uid, a.pid, i.network, i.ifname, i.mac, addr, i.queues
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,392 @@
+//! The daemon's configuration: a TOML file parsed into raw structs, then converted into
+//! validated ones (`TryFrom`), so the rest of the daemon never sees a config that is wrong.
+//!
+//! ```toml
+//! socket = "/run/tapmanager/tapmanager.sock"
+//! state_dir = "/run/tapmanager"
+//! group = "tapmanager"
+//!
+//! [networks.default]
+//! kind = "bridge"
+//! bridge = "tmbr0"
+//! gateway = "10.88.0.1/24"
+//! dns = ["10.88.0.1"]
+//! ```
+
+use ipnet::Ipv4Net;
+use protocol::{IfName, NetworkName};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}", .0.display())]
+    Read(PathBuf, #[source] std::io::Error),
+    #[error("config file {}", .0.display())]
+    Parse(PathBuf, #[source] Box<toml::de::Error>),
+    #[error("group {0:?} does not exist (give a name from /etc/group or a numeric gid)")]
+    UnknownGroup(String),
+    #[error("user {0:?} does not exist (give a name from /etc/passwd or a numeric uid)")]
+    UnknownUser(String),
+    #[error("network {network}: {problem}")]
+    Network { network: String, problem: String },
+    #[error("invalid name")]
+    Name(#[source] protocol::InvalidValue),
+    #[error("interface prefix {0:?} must be 1 to 4 lowercase letters")]
+    Prefix(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_socket")]
+    socket: PathBuf,
+    #[serde(default = "default_state_dir")]
+    state_dir: PathBuf,
+    #[serde(default = "default_group")]
+    group: String,
+    /// Prefix of every interface the daemon creates; reconcile removes unknown links carrying it.
+    #[serde(default = "default_prefix")]
+    interface_prefix: String,
+    #[serde(default)]
+    networks: BTreeMap<String, RawNetwork>,
+}
+
+fn default_socket() -> PathBuf {
+    protocol::DEFAULT_SOCKET.into()
+}
+fn default_state_dir() -> PathBuf {
+    "/run/tapmanager".into()
+}
+fn default_group() -> String {
+    "tapmanager".into()
+}
+fn default_prefix() -> String {
+    "tm".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum RawNetwork {
+    Bridge(RawBridge),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBridge {
+    bridge: String,
+    gateway: Ipv4Net,
+    #[serde(default)]
+    dns: Vec<Ipv4Addr>,
+    #[serde(default)]
+    search: Vec<String>,
+    domain: Option<String>,
+    addresses: Option<Vec<Ipv4Net>>,
+    #[serde(default = "default_mtu")]
+    mtu: u32,
+    #[serde(default = "default_lease")]
+    lease_secs: u32,
+    /// Extra users and groups allowed on this network besides the daemon's group.
+    #[serde(default)]
+    allow_users: Vec<String>,
+    #[serde(default)]
+    allow_groups: Vec<String>,
+    /// When true, only root and `allow_users`/`allow_groups` may use the network.
+    #[serde(default)]
+    private: bool,
+}
+
+fn default_mtu() -> u32 {
+    1500
+}
+fn default_lease() -> u32 {
+    3600
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub group: u32,
+    pub interface_prefix: String,
+    pub networks: BTreeMap<NetworkName, Network>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub name: NetworkName,
+    pub access: Access,
+    pub kind: NetworkKind,
+}
+
+/// Who may attach to a network, besides root.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Members of the daemon's group may use it (false for a `private` network).
+    pub daemon_group: bool,
+    pub users: BTreeSet<u32>,
+    pub groups: BTreeSet<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub enum NetworkKind {
+    Bridge(BridgeNet),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeNet {
+    pub bridge: IfName,
+    /// The gateway address with the guests' prefix length.
+    pub gateway: Ipv4Net,
+    pub dns: Vec<Ipv4Addr>,
+    pub search: Vec<String>,
+    pub domain: Option<String>,
+    /// A static list of guest addresses, or `None` for the whole subnet.
+    pub addresses: Option<Vec<Ipv4Addr>>,
+    pub mtu: u32,
+    pub lease_secs: u32,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse(_, inner) => ConfigError::Parse(path.to_owned(), inner),
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(PathBuf::new(), Box::new(e)))?;
+        Config::try_from(raw)
+    }
+
+    pub fn network(&self, name: &NetworkName) -> Option<&Network> {
+        self.networks.get(name)
+    }
+}
+
+pub fn resolve_group(g: &str) -> Result<u32, ConfigError> {
+    if let Ok(gid) = g.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(g) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        _ => Err(ConfigError::UnknownGroup(g.to_owned())),
+    }
+}
+
+fn resolve_user(u: &str) -> Result<u32, ConfigError> {
+    if let Ok(uid) = u.parse::<u32>() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(u) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        _ => Err(ConfigError::UnknownUser(u.to_owned())),
+    }
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<Config, ConfigError> {
+        let p = &raw.interface_prefix;
+        if p.is_empty() || p.len() > 4 || !p.bytes().all(|b| b.is_ascii_lowercase()) {
+            return Err(ConfigError::Prefix(p.clone()));
+        }
+        let mut networks = BTreeMap::new();
+        let mut bridges: BTreeMap<IfName, String> = BTreeMap::new();
+        for (name, net) in raw.networks {
+            let name_v = NetworkName::try_from(name.clone()).map_err(ConfigError::Name)?;
+            let problem = |problem: String| ConfigError::Network {
+                network: name.clone(),
+                problem,
+            };
+            let (kind, access) = match net {
+                RawNetwork::Bridge(b) => {
+                    let access = Access {
+                        daemon_group: !b.private,
+                        users: b
+                            .allow_users
+                            .iter()
+                            .map(|u| resolve_user(u))
+                            .collect::<Result<_, _>>()?,
+                        groups: b
+                            .allow_groups
+                            .iter()
+                            .map(|g| resolve_group(g))
+                            .collect::<Result<_, _>>()?,
+                    };
+                    let bridge = validate_bridge(b, p).map_err(problem)?;
+                    if let Some(other) = bridges.insert(bridge.bridge.clone(), name.clone()) {
+                        return Err(ConfigError::Network {
+                            network: name,
+                            problem: format!(
+                                "bridge {} is already used by network {other}",
+                                bridge.bridge
+                            ),
+                        });
+                    }
+                    (NetworkKind::Bridge(bridge), access)
+                }
+            };
+            networks.insert(
+                name_v.clone(),
+                Network {
+                    name: name_v,
+                    access,
+                    kind,
+                },
+            );
+        }
+        Ok(Config {
+            socket: raw.socket,
+            state_dir: raw.state_dir,
+            group: resolve_group(&raw.group)?,
+            interface_prefix: raw.interface_prefix,
+            networks,
+        })
+    }
+}
+
+fn validate_bridge(b: RawBridge, prefix: &str) -> Result<BridgeNet, String> {
+    let bridge = IfName::try_from(b.bridge).map_err(|e| e.to_string())?;
+    if crate::names::is_generated(bridge.as_str(), prefix) {
+        // Reconcile deletes unknown links of that shape; a configured bridge must not be one.
+        return Err(format!(
+            "bridge name {bridge} has the shape of a generated TAP name ({prefix} + 10 hex digits)"
+        ));
+    }
+    let gw = b.gateway;
+    if gw.prefix_len() > 30 {
+        return Err(format!("gateway {gw}: the subnet must be /30 or larger"));
+    }
+    if gw.addr() == gw.network() || gw.addr() == gw.broadcast() {
+        return Err(format!(
+            "gateway {gw}: the gateway must be a host address, not the network or broadcast address"
+        ));
+    }
+    if !(68..=65535).contains(&b.mtu) {
+        return Err(format!("mtu {} is out of range (68..=65535)", b.mtu));
+    }
+    if b.lease_secs < 60 {
+        return Err(format!("lease_secs {} is below 60", b.lease_secs));
+    }
+    let addresses = match b.addresses {
+        None => None,
+        Some(list) => {
+            let mut out = Vec::new();
+            for a in list {
+                if a.prefix_len() != gw.prefix_len() || !gw.contains(&a.addr()) {
+                    return Err(format!(
+                        "address {a} is not in the gateway's subnet {}",
+                        gw.trunc()
+                    ));
+                }
+                if [gw.addr(), gw.network(), gw.broadcast()].contains(&a.addr()) {
+                    return Err(format!(
+                        "address {a} is the network, gateway or broadcast address"
+                    ));
+                }
+                if out.contains(&a.addr()) {
+                    return Err(format!("address {a} is listed twice"));
+                }
+                out.push(a.addr());
+            }
+            if out.is_empty() {
+                return Err("addresses is empty".to_owned());
+            }
+            Some(out)
+        }
+    };
+    Ok(BridgeNet {
+        bridge,
+        gateway: gw,
+        dns: b.dns,
+        search: b.search,
+        domain: b.domain,
+        addresses,
+        mtu: b.mtu,
+        lease_secs: b.lease_secs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+socket = "/run/tapmanager/tapmanager.sock"
+state_dir = "/run/tapmanager"
+group = "0"
+
+[networks.default]
+kind = "bridge"
+bridge = "tmbr0x"
+gateway = "10.88.0.1/24"
+dns = ["10.88.0.1"]
+"#;
+
+    #[test]
+    fn the_documented_config_parses() {
+        let text = EXAMPLE
+            .replace("tmbr0x", "tmbr0")
+            .replace("\"0\"", "\"root\"");
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.group, 0);
+        assert!(Config::parse(&EXAMPLE.replace("tmbr0x", "tm0123456789")).is_err());
+        let net = c.network(&"default".parse().unwrap()).unwrap();
+        let NetworkKind::Bridge(b) = &net.kind;
+        assert_eq!(b.gateway.to_string(), "10.88.0.1/24");
+        assert_eq!(b.mtu, 1500);
+        assert!(net.access.daemon_group);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let text = format!("{EXAMPLE}\nmtuu = 1400\n").replace("tmbr0x", "br0");
+        assert!(matches!(Config::parse(&text), Err(ConfigError::Parse(..))));
+    }
+
+    #[test]
+    fn static_addresses_must_be_host_addresses_in_the_subnet() {
+        let base = EXAMPLE.replace("tmbr0x", "br0");
+        let ok = format!("{base}addresses = [\"10.88.0.10/24\", \"10.88.0.11/24\"]\n");
+        assert!(Config::parse(&ok).is_ok());
+        for bad in [
+            "10.88.1.10/24",
+            "10.88.0.1/24",
+            "10.88.0.255/24",
+            "10.88.0.0/24",
+            "10.88.0.10/16",
+        ] {
+            let text = format!("{base}addresses = [\"{bad}\"]\n");
+            assert!(Config::parse(&text).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_gateway_and_names_are_refused() {
+        let base = EXAMPLE.replace("tmbr0x", "br0");
+        assert!(Config::parse(&base.replace("10.88.0.1/24", "10.88.0.0/24")).is_err());
+        assert!(Config::parse(&base.replace("10.88.0.1/24", "10.88.0.1/31")).is_err());
+        assert!(Config::parse(&base.replace("br0", "a-very-long-bridge-name")).is_err());
+        assert!(
+            Config::parse(&base.replace("group = \"0\"", "group = \"no-such-group-xyz\"")).is_err()
+        );
+    }
+
+    #[test]
+    fn one_bridge_per_network() {
+        let base = EXAMPLE.replace("tmbr0x", "br0");
+        let text = format!(
+            "{base}\n[networks.other]\nkind = \"bridge\"\nbridge = \"br0\"\ngateway = \"10.89.0.1/24\"\n"
+        );
+        assert!(Config::parse(&text).is_err());
+    }
+}

@@ -1,0 +1,505 @@
+//! The daemon: accept connections, identify and authorize callers, dispatch requests.
+//!
+//! # Theory of operation
+//!
+//! One tokio runtime; one task per connection. A connection is identified once
+//! ([`crate::peer`]): uid, groups and a pidfd pinning the caller's process. Only root and
+//! members of the configured group (or of a network's allow lists) get past the handshake.
+//!
+//! Attachments live in a [`Registry`] keyed by (uid, VM id), mirrored by the journal on disk.
+//! An attach first *reserves* its entry under the registry lock (so a second attach of the same
+//! id, a MAC clash or an exhausted pool is refused before anything is created), then builds the
+//! network ([`crate::lifecycle`]) outside the lock, journals it, and only then replies with the
+//! fds. A watcher task per attachment waits on the caller's pidfd and tears everything down when
+//! the caller exits; Release does the same on request. Teardown removes the journal entry last,
+//! so a daemon killed halfway finds the rest at start-up, where [`Daemon::start`] reconciles:
+//! live callers' attachments are adopted again, dead ones torn down, unknown links removed.
+
+use crate::config::{Config, NetworkKind};
+use crate::firewall::Firewall;
+use crate::lifecycle::{self, Bridges, Built};
+use crate::link::Links;
+use crate::peer::{self, Peer};
+use crate::state::{Journal, Record};
+use protocol::fdpass::{read_frame_async, write_frame_async};
+use protocol::{
+    AttachRequest, Attachment, Error, ErrorCode, Hello, HelloReply, Request, RequestBody, Response,
+    ResponseBody, VmId, PROTOCOL_VERSION,
+};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+/// Most NICs one attach may ask for.
+pub const MAX_NICS: usize = 8;
+/// Most queues one NIC may ask for (8 NICs × 8 queues = the protocol's fd limit).
+pub const MAX_QUEUES: u16 = 8;
+/// Most simultaneous connections one uid may hold.
+pub const MAX_CONNECTIONS_PER_UID: usize = 64;
+/// How long a connection may sit idle between requests.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+type Key = (u32, VmId);
+
+/// An attachment the daemon holds: its record and what keeps it running.
+#[derive(Debug)]
+struct Entry {
+    record: Record,
+    /// Cancels the DHCP servers and the exit watcher.
+    cancel: CancellationToken,
+    /// False while the attach is still being built.
+    ready: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    entries: HashMap<Key, Entry>,
+    connections: HashMap<u32, usize>,
+}
+
+impl Registry {
+    pub(crate) fn records(&self) -> impl Iterator<Item = &Record> {
+        self.entries.values().map(|e| &e.record)
+    }
+}
+
+/// The running daemon.
+#[derive(Debug)]
+pub struct Daemon {
+    pub(crate) config: Config,
+    pub(crate) journal: Journal,
+    pub(crate) links: Links,
+    pub(crate) firewall: Firewall,
+    pub(crate) bridges: Bridges,
+    pub(crate) registry: Mutex<Registry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("state directory")]
+    State(#[from] crate::state::StateError),
+    #[error("netlink")]
+    Link(#[from] crate::link::LinkError),
+    #[error("firewall")]
+    Firewall(#[from] crate::firewall::FirewallError),
+    #[error("accepting a connection failed")]
+    Accept(#[source] std::io::Error),
+}
+
+fn err(code: ErrorCode, msg: impl Into<String>) -> Error {
+    Error::new(code, msg)
+}
+
+impl Daemon {
+    /// Opens the journal, prepares the kernel side and reconciles it with the journal.
+    /// Must run inside the tokio runtime, on a thread in the daemon's network namespace.
+    pub async fn start(config: Config) -> Result<Arc<Daemon>, DaemonError> {
+        let journal = Journal::open(&config.state_dir)?;
+        let links = Links::connect()?;
+        let firewall = Firewall::start().await?;
+        let bridges = lifecycle::ensure_bridges(&config, &links).await?;
+        let daemon = Arc::new(Daemon {
+            config,
+            journal,
+            links,
+            firewall,
+            bridges,
+            registry: Mutex::new(Registry::default()),
+        });
+        lifecycle::reconcile(&daemon).await?;
+        Ok(daemon)
+    }
+
+    /// Accepts connections until `shutdown` fires.
+    pub async fn serve(
+        self: &Arc<Self>,
+        listener: UnixListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), DaemonError> {
+        loop {
+            let stream = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                r = listener.accept() => match r {
+                    Ok((s, _)) => s,
+                    Err(e) if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) => {
+                        tracing::error!(error = %e, "out of file descriptors; pausing accept");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(DaemonError::Accept(e)),
+                },
+            };
+            let d = Arc::clone(self);
+            tokio::spawn(async move { d.connection(stream).await });
+        }
+    }
+
+    /// Whether this caller may talk to the daemon at all.
+    fn may_connect(&self, p: &Peer) -> bool {
+        p.is_root()
+            || p.in_group(self.config.group)
+            || self.config.networks.values().any(|n| {
+                n.access.users.contains(&p.uid) || n.access.groups.iter().any(|g| p.in_group(*g))
+            })
+    }
+
+    async fn connection(self: Arc<Self>, stream: UnixStream) {
+        let peer = match peer::identify(stream.as_fd()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot identify caller; connection dropped");
+                return;
+            }
+        };
+        let uid = peer.uid;
+        let admitted = {
+            let mut reg = self.registry.lock().unwrap();
+            let n = reg.connections.entry(uid).or_default();
+            if *n >= MAX_CONNECTIONS_PER_UID && uid != 0 {
+                false
+            } else {
+                *n += 1;
+                true
+            }
+        };
+        let reply = if !self.may_connect(&peer) {
+            HelloReply::Rejected(err(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "uid {uid} is not root and not a member of group {} (gid {})",
+                    group_name(self.config.group),
+                    self.config.group
+                ),
+            ))
+        } else if !admitted {
+            HelloReply::Rejected(err(
+                ErrorCode::QuotaExceeded,
+                format!("uid {uid} already holds {MAX_CONNECTIONS_PER_UID} connections"),
+            ))
+        } else {
+            HelloReply::Accepted(Hello {
+                version: PROTOCOL_VERSION,
+            })
+        };
+        self.converse(&stream, &peer, reply).await;
+        if admitted {
+            let mut reg = self.registry.lock().unwrap();
+            if let Some(n) = reg.connections.get_mut(&uid) {
+                *n -= 1;
+                if *n == 0 {
+                    reg.connections.remove(&uid);
+                }
+            }
+        }
+    }
+
+    /// The handshake, then requests until the caller closes, errs or idles out.
+    async fn converse(self: &Arc<Self>, stream: &UnixStream, peer: &Peer, mut reply: HelloReply) {
+        let hello =
+            tokio::time::timeout(protocol::REQUEST_TIMEOUT, read_frame_async::<Hello>(stream))
+                .await;
+        let hello = match hello {
+            Ok(Ok((h, _fds))) => h,
+            Ok(Err(e)) => {
+                tracing::debug!(uid = peer.uid, error = %e, "bad hello; connection dropped");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(uid = peer.uid, "no hello in time; connection dropped");
+                return;
+            }
+        };
+        if hello.version != PROTOCOL_VERSION && matches!(reply, HelloReply::Accepted(_)) {
+            reply = HelloReply::Rejected(err(
+                ErrorCode::VersionMismatch,
+                format!(
+                    "client speaks protocol version {}, this daemon speaks only {PROTOCOL_VERSION}",
+                    hello.version
+                ),
+            ));
+        }
+        let accepted = matches!(reply, HelloReply::Accepted(_));
+        if write_frame_async(stream, &reply, &[]).await.is_err() || !accepted {
+            return;
+        }
+        loop {
+            let req = tokio::time::timeout(IDLE_TIMEOUT, read_frame_async::<Request>(stream)).await;
+            let req = match req {
+                Ok(Ok((req, _fds))) => req, // fds nobody asked for are closed right here
+                Ok(Err(protocol::FrameError::Closed)) => return,
+                Ok(Err(e)) => {
+                    tracing::debug!(uid = peer.uid, error = %e, "malformed frame; connection closed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let id = req.id;
+            let (body, fds) = match self.handle(peer, req.body).await {
+                Ok((body, fds)) => (Ok(body), fds),
+                Err(e) => (Err(e), Vec::new()),
+            };
+            let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+            if let Err(e) = write_frame_async(stream, &Response { id, body }, &borrowed).await {
+                // The caller went away before its reply: its attachment, if any, is reaped by
+                // the exit watcher (or stays with its live process, which can Release it).
+                tracing::debug!(uid = peer.uid, error = %e, "reply not delivered");
+                return;
+            }
+        }
+    }
+
+    async fn handle(
+        self: &Arc<Self>,
+        peer: &Peer,
+        body: RequestBody,
+    ) -> Result<(ResponseBody, Vec<OwnedFd>), Error> {
+        match body {
+            RequestBody::Attach(req) => {
+                let (a, fds) = self.attach(peer, req).await?;
+                Ok((ResponseBody::Attached(a), fds))
+            }
+            RequestBody::Release { vm } => {
+                let key = self.find(peer, &vm)?;
+                self.release(&key).await;
+                Ok((ResponseBody::Released, Vec::new()))
+            }
+            RequestBody::List => {
+                let reg = self.registry.lock().unwrap();
+                let mut list: Vec<Attachment> = reg
+                    .entries
+                    .values()
+                    .filter(|e| e.ready && (peer.is_root() || e.record.uid == peer.uid))
+                    .map(|e| e.record.attachment())
+                    .collect();
+                list.sort_by(|a, b| (a.uid, &a.vm).cmp(&(b.uid, &b.vm)));
+                Ok((ResponseBody::List(list), Vec::new()))
+            }
+            RequestBody::Info { vm } => {
+                let key = self.find(peer, &vm)?;
+                let reg = self.registry.lock().unwrap();
+                let e = reg.entries.get(&key).ok_or_else(|| not_found(&vm))?;
+                Ok((ResponseBody::Info(e.record.attachment()), Vec::new()))
+            }
+        }
+    }
+
+    /// The key of the caller's attachment `vm`. Root may name another uid's VM when the id is
+    /// unique across uids.
+    fn find(&self, peer: &Peer, vm: &VmId) -> Result<Key, Error> {
+        let reg = self.registry.lock().unwrap();
+        let own = (peer.uid, vm.clone());
+        if reg.entries.get(&own).is_some_and(|e| e.ready) {
+            return Ok(own);
+        }
+        if peer.is_root() {
+            let mut matches = reg.entries.iter().filter(|(k, e)| k.1 == *vm && e.ready);
+            if let (Some((k, _)), None) = (matches.next(), matches.next()) {
+                return Ok(k.clone());
+            }
+        }
+        Err(not_found(vm))
+    }
+
+    async fn attach(
+        self: &Arc<Self>,
+        peer: &Peer,
+        req: AttachRequest,
+    ) -> Result<(Attachment, Vec<OwnedFd>), Error> {
+        if req.networks.is_empty() || req.networks.len() > MAX_NICS {
+            return Err(err(
+                ErrorCode::InvalidRequest,
+                format!("ask for 1 to {MAX_NICS} networks"),
+            ));
+        }
+        for n in &req.networks {
+            if n.queues == 0 || n.queues > MAX_QUEUES {
+                return Err(err(
+                    ErrorCode::InvalidRequest,
+                    format!("queues must be 1 to {MAX_QUEUES}, not {}", n.queues),
+                ));
+            }
+            let net = self.config.network(&n.network).ok_or_else(|| {
+                let known: Vec<&str> = self.config.networks.keys().map(|k| k.as_str()).collect();
+                err(
+                    ErrorCode::UnknownNetwork,
+                    format!(
+                        "no network {:?}; these exist: {}",
+                        n.network.as_str(),
+                        known.join(", ")
+                    ),
+                )
+            })?;
+            let a = &net.access;
+            let allowed = peer.is_root()
+                || (a.daemon_group && peer.in_group(self.config.group))
+                || a.users.contains(&peer.uid)
+                || a.groups.iter().any(|g| peer.in_group(*g));
+            if !allowed {
+                return Err(err(
+                    ErrorCode::PermissionDenied,
+                    format!("uid {} may not use network {}", peer.uid, n.network),
+                ));
+            }
+        }
+
+        let key = (peer.uid, req.vm.clone());
+        let cancel = CancellationToken::new();
+        let record = {
+            let mut reg = self.registry.lock().unwrap();
+            if reg.entries.contains_key(&key) {
+                return Err(err(
+                    ErrorCode::AlreadyAttached,
+                    format!("VM {} is already attached for uid {}", req.vm, peer.uid),
+                ));
+            }
+            let record = lifecycle::plan(self, &reg, peer, &req)?;
+            reg.entries.insert(
+                key.clone(),
+                Entry {
+                    record: record.clone(),
+                    cancel: cancel.clone(),
+                    ready: false,
+                },
+            );
+            record
+        };
+
+        let pidfd = match peer.pidfd.try_clone() {
+            Ok(fd) => fd,
+            Err(e) => {
+                self.registry.lock().unwrap().entries.remove(&key);
+                return Err(err(
+                    ErrorCode::Internal,
+                    format!("cannot duplicate pidfd: {e}"),
+                ));
+            }
+        };
+        let started = std::time::Instant::now();
+        let built = lifecycle::build(self, &record, peer.gid, &cancel).await;
+        let Built { fds } = match built {
+            Ok(b) => b,
+            Err(e) => {
+                cancel.cancel();
+                lifecycle::teardown(self, &record).await;
+                self.registry.lock().unwrap().entries.remove(&key);
+                tracing::warn!(vm = %req.vm, uid = peer.uid, error = %crate::error_chain(&*e), "attach failed");
+                return Err(err(ErrorCode::Internal, crate::error_chain(&*e)));
+            }
+        };
+        if let Err(e) = self.journal.write(&record) {
+            cancel.cancel();
+            lifecycle::teardown(self, &record).await;
+            self.registry.lock().unwrap().entries.remove(&key);
+            return Err(err(ErrorCode::Internal, crate::error_chain(&e)));
+        }
+        if let Some(e) = self.registry.lock().unwrap().entries.get_mut(&key) {
+            e.ready = true;
+        }
+        self.watch(key, pidfd, cancel);
+        tracing::info!(vm = %req.vm, uid = peer.uid, pid = peer.pid, nics = record.interfaces.len(),
+            micros = started.elapsed().as_micros() as u64, "attached");
+        Ok((record.attachment(), fds))
+    }
+
+    /// Arms the exit watcher: when the caller's process exits, its attachment is torn down.
+    pub(crate) fn watch(self: &Arc<Self>, key: Key, pidfd: OwnedFd, cancel: CancellationToken) {
+        // The watcher holds only a weak link to the daemon; it is the daemon's task through
+        // `cancel`, which teardown fires.
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            // SAFETY: the OwnedFd moved into the AsyncFd keeps the pidfd open, and refers to
+            // the same description, for the AsyncFd's whole lifetime.
+            let fd = match unsafe { tokio::io::unix::AsyncFd::register(pidfd) } {
+                Ok(fd) => fd,
+                Err(e) => {
+                    tracing::error!(vm = %key.1, uid = key.0, error = %e, "cannot watch caller; releasing now");
+                    if let Some(d) = me.upgrade() {
+                        d.release(&key).await;
+                    }
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = peer::exited(&fd) => {
+                    if let Some(d) = me.upgrade() {
+                        tracing::info!(vm = %key.1, uid = key.0, "caller exited; tearing down");
+                        d.release(&key).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Tears down an attachment and forgets it. Idempotent.
+    pub(crate) async fn release(&self, key: &Key) {
+        let taken = {
+            let reg = self.registry.lock().unwrap();
+            reg.entries
+                .get(key)
+                .filter(|e| e.ready)
+                .map(|e| (e.record.clone(), e.cancel.clone()))
+        };
+        let Some((record, cancel)) = taken else {
+            return;
+        };
+        // Mark it as going away first, so a concurrent release does nothing twice.
+        if let Some(e) = self.registry.lock().unwrap().entries.get_mut(key) {
+            e.ready = false;
+        }
+        cancel.cancel();
+        if lifecycle::teardown(self, &record).await {
+            self.registry.lock().unwrap().entries.remove(key);
+            tracing::info!(vm = %key.1, uid = key.0, "released");
+        }
+    }
+
+    pub(crate) fn adopt(
+        self: &Arc<Self>,
+        record: Record,
+        pidfd: OwnedFd,
+        cancel: CancellationToken,
+    ) {
+        let key = (record.uid, record.vm.clone());
+        self.registry.lock().unwrap().entries.insert(
+            key.clone(),
+            Entry {
+                record,
+                cancel: cancel.clone(),
+                ready: true,
+            },
+        );
+        self.watch(key, pidfd, cancel);
+    }
+}
+
+fn not_found(vm: &VmId) -> Error {
+    err(
+        ErrorCode::NotFound,
+        format!("no attachment {vm} for this user"),
+    )
+}
+
+fn group_name(gid: u32) -> String {
+    match nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)) {
+        Ok(Some(g)) => g.name,
+        _ => gid.to_string(),
+    }
+}
+
+/// Network kinds this build can wire (all of them, today only `bridge`).
+pub fn kind_name(k: &NetworkKind) -> &'static str {
+    match k {
+        NetworkKind::Bridge(_) => "bridge",
+    }
+}
+
+impl Daemon {
+    /// The socket path from the config.
+    pub fn config_socket(&self) -> std::path::PathBuf {
+        self.config.socket.clone()
+    }
+}

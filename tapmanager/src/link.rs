@@ -1,0 +1,202 @@
+//! Links over rtnetlink, reading like `ip`: `ensure_bridge`, `finish_tap`, `delete_if_exists`,
+//! `list_names`. Each converges: "already exists" and "already gone" are success where that is
+//! the intent.
+//!
+//! The [`Links`] handle talks to the network namespace its connection was opened in. Every
+//! operation here needs CAP_NET_ADMIN in that namespace.
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use protocol::{IfName, MacAddr};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec};
+use std::net::IpAddr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("cannot open a netlink socket")]
+    Connect(#[source] std::io::Error),
+    #[error("cannot create bridge {0}")]
+    CreateBridge(String, #[source] rtnetlink::Error),
+    #[error("cannot configure bridge {0}")]
+    ConfigureBridge(String, #[source] rtnetlink::Error),
+    #[error("cannot add address {1} to {0}")]
+    AddAddress(String, Ipv4Net, #[source] rtnetlink::Error),
+    #[error("cannot look up link {0}")]
+    Get(String, #[source] rtnetlink::Error),
+    #[error("link {0} does not exist")]
+    Missing(String),
+    #[error("cannot set up TAP {0} (mtu, address, master, up)")]
+    FinishTap(String, #[source] rtnetlink::Error),
+    #[error("cannot delete link {0}")]
+    Delete(String, #[source] rtnetlink::Error),
+    #[error("cannot list links")]
+    List(#[source] rtnetlink::Error),
+}
+
+fn errno(e: &rtnetlink::Error) -> i32 {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => -m.raw_code(),
+        _ => 0,
+    }
+}
+
+/// A link as the kernel reports it.
+#[derive(Debug, Clone)]
+pub struct LinkInfo {
+    pub index: u32,
+    pub name: String,
+    pub mac: Option<MacAddr>,
+}
+
+fn info(msg: &LinkMessage) -> LinkInfo {
+    let mut out = LinkInfo {
+        index: msg.header.index,
+        name: String::new(),
+        mac: None,
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => out.name = n.clone(),
+            LinkAttribute::Address(a) if a.len() == 6 => {
+                out.mac = Some(MacAddr([a[0], a[1], a[2], a[3], a[4], a[5]]))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// An rtnetlink connection bound to one network namespace.
+#[derive(Debug, Clone)]
+pub struct Links {
+    handle: Handle,
+}
+
+impl Links {
+    /// Opens a connection in the calling thread's network namespace and spawns its driver on
+    /// the current tokio runtime.
+    pub fn connect() -> Result<Links, LinkError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(LinkError::Connect)?;
+        tokio::spawn(conn);
+        Ok(Links { handle })
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Option<LinkInfo>, LinkError> {
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
+        match s.try_next().await {
+            Ok(Some(m)) => Ok(Some(info(&m))),
+            Ok(None) => Ok(None),
+            Err(e) if errno(&e) == libc::ENODEV => Ok(None),
+            Err(e) => Err(LinkError::Get(name.to_owned(), e)),
+        }
+    }
+
+    /// Makes sure bridge `name` exists with `mac`, `mtu`, the gateway address, and is up.
+    /// Learning stays on (a plain bridge); forwarding delay 0 so new ports pass traffic at once.
+    pub async fn ensure_bridge(
+        &self,
+        name: &IfName,
+        mac: MacAddr,
+        mtu: u32,
+        gateway: Ipv4Net,
+    ) -> Result<LinkInfo, LinkError> {
+        let n = name.as_str();
+        if self.get(n).await?.is_none() {
+            let msg = LinkBridge::new(n).mtu(mtu).address(mac.0.to_vec()).build();
+            match self.handle.link().add(msg).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == libc::EEXIST => {}
+                Err(e) => return Err(LinkError::CreateBridge(n.to_owned(), e)),
+            }
+        }
+        let link = self
+            .get(n)
+            .await?
+            .ok_or_else(|| LinkError::Missing(n.to_owned()))?;
+        let msg = LinkUnspec::new_with_index(link.index)
+            .mtu(mtu)
+            .address(mac.0.to_vec())
+            .up()
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| LinkError::ConfigureBridge(n.to_owned(), e))?;
+        let mut add = self
+            .handle
+            .address()
+            .add(link.index, IpAddr::V4(gateway.addr()), gateway.prefix_len())
+            .replace();
+        // `replace` converges: the address is there afterwards whether it was before or not.
+        add.message_mut();
+        add.execute()
+            .await
+            .map_err(|e| LinkError::AddAddress(n.to_owned(), gateway, e))?;
+        Ok(LinkInfo {
+            mac: Some(mac),
+            ..link
+        })
+    }
+
+    /// Sets a new TAP's MTU and MAC, enslaves it to `master` and brings it up, in one message.
+    pub async fn finish_tap(
+        &self,
+        index: u32,
+        name: &IfName,
+        mtu: u32,
+        mac: MacAddr,
+        master: u32,
+    ) -> Result<(), LinkError> {
+        let msg = LinkUnspec::new_with_index(index)
+            .mtu(mtu)
+            .address(mac.0.to_vec())
+            .controller(master)
+            .up()
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| LinkError::FinishTap(name.to_string(), e))
+    }
+
+    /// Deletes a link by name; a link that is already gone is success.
+    pub async fn delete_if_exists(&self, name: &str) -> Result<(), LinkError> {
+        let Some(link) = self.get(name).await? else {
+            return Ok(());
+        };
+        match self.handle.link().del(link.index).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == libc::ENODEV => Ok(()),
+            Err(e) => Err(LinkError::Delete(name.to_owned(), e)),
+        }
+    }
+
+    /// The names of every link in the namespace.
+    pub async fn list_names(&self) -> Result<Vec<String>, LinkError> {
+        let links: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(LinkError::List)?;
+        Ok(links.iter().map(|m| info(m).name).collect())
+    }
+}
+
+/// The index of a link in the calling thread's namespace (`if_nametoindex`), without a
+/// netlink round trip.
+pub fn index_of(name: &IfName) -> Option<u32> {
+    nix::net::if_::if_nametoindex(name.as_str()).ok()
+}

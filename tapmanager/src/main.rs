@@ -1,0 +1,178 @@
+//! `tapmanager`: parse the command line, then hand over to the library.
+
+use clap::{Parser, Subcommand};
+use protocol::{Client, VmId};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tapmanager::config::Config;
+use tapmanager::daemon::Daemon;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Wires VMs into networks and hands their TAP fds to unprivileged launchers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the daemon.
+    Serve {
+        #[arg(long, default_value = "/etc/tapmanager/tapmanager.toml")]
+        config: PathBuf,
+    },
+    /// List attachments (yours; every one for root).
+    List {
+        #[arg(long, default_value = protocol::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one attachment.
+    Show {
+        vm: VmId,
+        #[arg(long, default_value = protocol::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tear down one attachment now.
+    Release {
+        vm: VmId,
+        #[arg(long, default_value = protocol::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error("config")]
+    Config(#[from] tapmanager::config::ConfigError),
+    #[error("cannot prepare socket {}", .0.display())]
+    Socket(PathBuf, #[source] std::io::Error),
+    #[error("another tapmanager is already listening on {}", .0.display())]
+    SocketInUse(PathBuf),
+    #[error("cannot reduce capabilities")]
+    Privileges(#[from] tapmanager::privileges::PrivilegeError),
+    #[error("cannot start the runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("daemon")]
+    Daemon(#[from] tapmanager::daemon::DaemonError),
+    #[error(transparent)]
+    Client(#[from] protocol::ClientError),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tapmanager: {}", tapmanager::error_chain(&e));
+            if let MainError::Client(c) = &e {
+                if let Some(h) = c.hint() {
+                    eprintln!("hint: {h}");
+                }
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), MainError> {
+    match cli.cmd {
+        Cmd::Serve { config } => serve(&config),
+        Cmd::List { socket, json } => {
+            let list = Client::connect(&socket)?.list()?;
+            if json {
+                println!("{}", tapmanager::cli::json(&list));
+            } else {
+                print!("{}", tapmanager::cli::table(&list));
+            }
+            Ok(())
+        }
+        Cmd::Show { vm, socket, json } => {
+            let a = Client::connect(&socket)?.info(&vm)?;
+            if json {
+                println!("{}", tapmanager::cli::json(std::slice::from_ref(&a)));
+            } else {
+                print!("{}", tapmanager::cli::table(std::slice::from_ref(&a)));
+            }
+            Ok(())
+        }
+        Cmd::Release { vm, socket } => Ok(Client::connect(&socket)?.release(&vm)?),
+    }
+}
+
+/// Binds the listening socket: 0660 root:group, refusing to steal a live daemon's socket.
+fn bind_socket(path: &Path, group: u32) -> Result<std::os::unix::net::UnixListener, MainError> {
+    let err = |e| MainError::Socket(path.to_owned(), e);
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(err)?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(MainError::SocketInUse(path.to_owned()));
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
+    std::os::unix::fs::chown(path, Some(0), Some(group)).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
+    Ok(listener)
+}
+
+fn serve(config_path: &Path) -> Result<(), MainError> {
+    let config = Config::load(config_path)?;
+    let listener = bind_socket(&config.socket, config.group)?;
+    // Before any thread exists: capabilities are per thread.
+    if nix::unistd::geteuid().is_root() {
+        tapmanager::privileges::reduce()?;
+    } else {
+        tracing::warn!("not running as root: capabilities left as they are");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(MainError::Runtime)?;
+    rt.block_on(async move {
+        let daemon = Daemon::start(config).await?;
+        let listener = tokio::net::UnixListener::from_std(listener)
+            .map_err(|e| MainError::Socket(daemon.config_socket(), e))?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            s.cancel();
+        });
+        tracing::info!(socket = %daemon.config_socket().display(), "serving");
+        daemon.serve(listener, shutdown).await?;
+        // Attachments stay: their VMs keep running, and the next start adopts them.
+        tracing::info!("stopping; attachments stay in place for the next start");
+        Ok(())
+    })
+}

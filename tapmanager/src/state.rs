@@ -1,0 +1,216 @@
+//! The journal: one JSON file per attachment under `<state_dir>/attachments/`, written before
+//! the caller gets its fds, removed only after teardown has finished. It is the daemon's only
+//! persisted state (IPAM reads the addresses in use from it), so a daemon killed at any point
+//! finds on restart everything it may have to adopt or undo.
+//!
+//! Writes are atomic: write a temporary file, fsync it, rename it over the old one, fsync the
+//! directory. The state directory is locked (`flock`) by the one daemon that uses it.
+
+use protocol::{Attachment, Interface, VmId};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot create state directory {}", .0.display())]
+    CreateDir(PathBuf, #[source] io::Error),
+    #[error("another tapmanager already uses state directory {}", .0.display())]
+    Locked(PathBuf),
+    #[error("cannot lock state directory {}", .0.display())]
+    Lock(PathBuf, #[source] io::Error),
+    #[error("cannot write journal entry {}", .0.display())]
+    Write(PathBuf, #[source] io::Error),
+    #[error("cannot remove journal entry {}", .0.display())]
+    Remove(PathBuf, #[source] io::Error),
+    #[error("cannot read journal {}", .0.display())]
+    Read(PathBuf, #[source] io::Error),
+}
+
+/// One attachment as journaled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub vm: VmId,
+    pub uid: u32,
+    pub pid: i32,
+    /// The caller's start time (`/proc/<pid>/stat` field 22), so a reused pid is not mistaken
+    /// for the caller after a restart.
+    pub pid_start: u64,
+    pub created: u64,
+    pub interfaces: Vec<Interface>,
+}
+
+impl Record {
+    pub fn attachment(&self) -> Attachment {
+        Attachment {
+            vm: self.vm.clone(),
+            uid: self.uid,
+            pid: self.pid,
+            created: self.created,
+            interfaces: self.interfaces.clone(),
+        }
+    }
+}
+
+/// The journal directory, held locked for the daemon's lifetime.
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl Journal {
+    /// Creates the state directory (0700) if needed and takes its lock.
+    pub fn open(state_dir: &Path) -> Result<Journal, StateError> {
+        let dir = state_dir.join("attachments");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| StateError::CreateDir(dir.clone(), e))?;
+        let lock_path = state_dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| StateError::Lock(lock_path.clone(), e))?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| match errno {
+                nix::errno::Errno::EWOULDBLOCK => StateError::Locked(state_dir.to_owned()),
+                e => StateError::Lock(lock_path.clone(), e.into()),
+            })?;
+        Ok(Journal { dir, _lock: lock })
+    }
+
+    fn path(&self, uid: u32, vm: &VmId) -> PathBuf {
+        self.dir.join(format!("{uid}-{vm}.json"))
+    }
+
+    /// Atomically writes (or replaces) one record.
+    pub fn write(&self, r: &Record) -> Result<(), StateError> {
+        let path = self.path(r.uid, &r.vm);
+        let tmp = self.dir.join(format!(".{}-{}.tmp", r.uid, r.vm));
+        let err = |e| StateError::Write(path.clone(), e);
+        let data = serde_json::to_vec_pretty(r).map_err(|e| err(io::Error::other(e)))?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err)?;
+        f.write_all(&data).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        fs::rename(&tmp, &path).map_err(err)?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)
+    }
+
+    /// Removes one record; an absent record is already removed.
+    pub fn remove(&self, uid: u32, vm: &VmId) -> Result<(), StateError> {
+        let path = self.path(uid, vm);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StateError::Remove(path, e)),
+        }
+    }
+
+    /// Every record. Unreadable or corrupt entries (a torn temp file cannot be one: temp files
+    /// are skipped) are reported and skipped, so one bad file does not stop the daemon.
+    pub fn load(&self) -> Result<Vec<Record>, StateError> {
+        let mut out = Vec::new();
+        let entries = fs::read_dir(&self.dir).map_err(|e| StateError::Read(self.dir.clone(), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StateError::Read(self.dir.clone(), e))?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                // An interrupted write; the rename never happened, so nothing refers to it.
+                let _ = fs::remove_file(&path); // best effort: a leftover temp file is harmless
+                continue;
+            }
+            match fs::read(&path).map(|d| serde_json::from_slice::<Record>(&d)) {
+                Ok(Ok(r)) => out.push(r),
+                Ok(Err(e)) => {
+                    tracing::error!(path = %path.display(), error = %e, "corrupt journal entry skipped")
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "unreadable journal entry skipped")
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(vm: &str) -> Record {
+        Record {
+            vm: vm.parse().unwrap(),
+            uid: 1000,
+            pid: 42,
+            pid_start: 7,
+            created: 1,
+            interfaces: vec![Interface {
+                network: "default".parse().unwrap(),
+                ifname: "tm0123456789".parse().unwrap(),
+                mac: "02:00:00:00:00:01".parse().unwrap(),
+                address: Some(("10.0.0.2".parse().unwrap(), 24)),
+                gateway: Some("10.0.0.1".parse().unwrap()),
+                mtu: 1500,
+                queues: 1,
+                vnet_hdr: true,
+            }],
+        }
+    }
+
+    fn tempdir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "tm-state-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_dir_all(&d); // a leftover from an earlier run of this test
+        d
+    }
+
+    #[test]
+    fn write_load_remove() {
+        let dir = tempdir();
+        let j = Journal::open(&dir).unwrap();
+        j.write(&record("a")).unwrap();
+        j.write(&record("b")).unwrap();
+        let mut got = j.load().unwrap();
+        got.sort_by(|x, y| x.vm.cmp(&y.vm));
+        assert_eq!(got, vec![record("a"), record("b")]);
+        j.remove(1000, &"a".parse().unwrap()).unwrap();
+        j.remove(1000, &"a".parse().unwrap()).unwrap();
+        assert_eq!(j.load().unwrap(), vec![record("b")]);
+        drop(j);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn second_daemon_is_locked_out_and_corrupt_entries_are_skipped() {
+        let dir = tempdir();
+        let j = Journal::open(&dir).unwrap();
+        assert!(matches!(Journal::open(&dir), Err(StateError::Locked(_))));
+        fs::write(dir.join("attachments/0-x.json"), b"{not json").unwrap();
+        fs::write(dir.join("attachments/.0-y.tmp"), b"partial").unwrap();
+        j.write(&record("ok")).unwrap();
+        assert_eq!(j.load().unwrap(), vec![record("ok")]);
+        assert!(!dir.join("attachments/.0-y.tmp").exists());
+        drop(j);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,175 @@
+//! The command line: `vmwrapper [--socket PATH] [--id VM_ID] [--hypervisor KIND]
+//! --net NAME[,mac=MAC][,queues=N] [--net ...] -- HYPERVISOR [ARGS...]`.
+
+use crate::hypervisor::Kind;
+use protocol::{MacAddr, NetworkName, NetworkRequest, VmId};
+use std::path::PathBuf;
+
+pub const USAGE: &str = "usage: vmwrapper [--socket PATH] [--id VM_ID] [--hypervisor qemu] \
+--net NAME[,mac=MAC][,queues=N] [--net ...] -- HYPERVISOR [ARGS...]";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    pub socket: PathBuf,
+    pub id: Option<VmId>,
+    pub hypervisor: Option<Kind>,
+    pub nets: Vec<NetworkRequest>,
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ArgsError {
+    #[error("{0} needs a value")]
+    MissingValue(String),
+    #[error("unknown option {0}")]
+    UnknownOption(String),
+    #[error("invalid --net {0:?}: {1}")]
+    Net(String, String),
+    #[error("invalid --id: {0}")]
+    Id(String),
+    #[error("unknown --hypervisor {0:?} (known: qemu)")]
+    Hypervisor(String),
+    #[error("no --net given")]
+    NoNet,
+    #[error("no hypervisor command after --")]
+    NoCommand,
+}
+
+/// Parses `NAME[,mac=MAC][,queues=N]`.
+pub fn parse_net(spec: &str) -> Result<NetworkRequest, ArgsError> {
+    let bad = |why: String| ArgsError::Net(spec.to_owned(), why);
+    let mut parts = spec.split(',');
+    let name: NetworkName = parts
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e: protocol::InvalidValue| bad(e.to_string()))?;
+    let mut req = NetworkRequest::new(name);
+    for p in parts {
+        match p.split_once('=') {
+            Some(("mac", v)) => {
+                let mac: MacAddr = v
+                    .parse()
+                    .map_err(|e: protocol::InvalidValue| bad(e.to_string()))?;
+                req.mac = Some(mac);
+            }
+            Some(("queues", v)) => {
+                req.queues = v
+                    .parse()
+                    .ok()
+                    .filter(|q| *q >= 1)
+                    .ok_or_else(|| bad(format!("queues must be a number from 1, not {v:?}")))?;
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unknown part {p:?} (expected mac=... or queues=...)"
+                )))
+            }
+        }
+    }
+    Ok(req)
+}
+
+pub fn parse(argv: &[String]) -> Result<Args, ArgsError> {
+    let mut a = Args {
+        socket: protocol::DEFAULT_SOCKET.into(),
+        id: None,
+        hypervisor: None,
+        nets: Vec::new(),
+        command: Vec::new(),
+    };
+    let mut it = argv.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| ArgsError::MissingValue(flag.to_owned()))
+        };
+        match flag {
+            "--" => {
+                a.command = it.by_ref().cloned().collect();
+                break;
+            }
+            "--socket" => a.socket = value()?.into(),
+            "--id" => {
+                a.id = Some(
+                    value()?
+                        .parse()
+                        .map_err(|e: protocol::InvalidValue| ArgsError::Id(e.to_string()))?,
+                )
+            }
+            "--hypervisor" => {
+                let v = value()?;
+                a.hypervisor = Some(Kind::from_name(&v).ok_or(ArgsError::Hypervisor(v))?);
+            }
+            "--net" => a.nets.push(parse_net(&value()?)?),
+            other => return Err(ArgsError::UnknownOption(other.to_owned())),
+        }
+    }
+    if a.nets.is_empty() {
+        return Err(ArgsError::NoNet);
+    }
+    if a.command.is_empty() {
+        return Err(ArgsError::NoCommand);
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn full_command_line() {
+        let a = parse(&argv(
+            "--socket /tmp/s --id vm1 --net default --net lan,mac=AA-BB-CC-DD-EE-00,queues=4 -- qemu-system-x86_64 -m 512 -- x",
+        ))
+        .unwrap();
+        assert_eq!(a.socket, PathBuf::from("/tmp/s"));
+        assert_eq!(a.id.unwrap().as_str(), "vm1");
+        assert_eq!(a.nets.len(), 2);
+        assert_eq!(a.nets[0].queues, 1);
+        assert_eq!(a.nets[1].mac.unwrap().to_string(), "aa:bb:cc:dd:ee:00");
+        assert_eq!(a.nets[1].queues, 4);
+        assert_eq!(a.command, argv("qemu-system-x86_64 -m 512 -- x"));
+    }
+
+    #[test]
+    fn errors_a_user_can_act_on() {
+        assert_eq!(parse(&argv("-- qemu")), Err(ArgsError::NoNet));
+        assert_eq!(parse(&argv("--net default")), Err(ArgsError::NoCommand));
+        assert!(matches!(
+            parse(&argv("--net default,mac=01:00:00:00:00:00 -- q")),
+            Err(ArgsError::Net(..))
+        ));
+        assert!(matches!(
+            parse(&argv("--net default,queues=0 -- q")),
+            Err(ArgsError::Net(..))
+        ));
+        assert!(matches!(
+            parse(&argv("--net default,speed=9 -- q")),
+            Err(ArgsError::Net(..))
+        ));
+        assert!(matches!(
+            parse(&argv("--bogus -- q")),
+            Err(ArgsError::UnknownOption(_))
+        ));
+        assert!(matches!(
+            parse(&argv("--net")),
+            Err(ArgsError::MissingValue(_))
+        ));
+        assert!(matches!(
+            parse(&argv("--hypervisor vmware --net a -- q")),
+            Err(ArgsError::Hypervisor(_))
+        ));
+    }
+}

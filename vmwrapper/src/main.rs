@@ -1,0 +1,123 @@
+//! `vmwrapper`: wires the library's steps together and execs the hypervisor.
+
+use protocol::{AttachRequest, Client};
+use std::ffi::CString;
+use std::process::ExitCode;
+use vmwrapper::args::{self, USAGE};
+use vmwrapper::fds;
+use vmwrapper::hypervisor::Kind;
+
+fn fresh_id() -> protocol::VmId {
+    let mut b = [0u8; 6];
+    // Without /dev/urandom fall back to pid and time: an id only has to be unique per user.
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0) as u64
+            ^ u64::from(std::process::id());
+        b.copy_from_slice(&t.to_le_bytes()[..6]);
+    }
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("vm-{hex}").parse().expect("valid id")
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("vmwrapper: {msg}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.iter().any(|a| a == "--help" || a == "-h") && !argv.iter().any(|a| a == "--") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let a = match args::parse(&argv) {
+        Ok(a) => a,
+        Err(e) => return fail(format!("{e}\n{USAGE}")),
+    };
+    let kind = match a.hypervisor.or_else(|| Kind::detect(&a.command[0])) {
+        Some(k) => k,
+        None => {
+            return fail(format!(
+                "cannot tell which hypervisor {:?} is; pass --hypervisor qemu",
+                a.command[0]
+            ))
+        }
+    };
+    let vm = a.id.clone().unwrap_or_else(fresh_id);
+    let mut client = match Client::connect(&a.socket) {
+        Ok(c) => c,
+        Err(e) => {
+            let mut msg = chain(&e);
+            if let Some(h) = e.hint() {
+                msg.push_str(&format!("\nhint: {h}"));
+            }
+            return fail(msg);
+        }
+    };
+    let (attachment, received) = match client.attach(AttachRequest {
+        vm: vm.clone(),
+        networks: a.nets.clone(),
+    }) {
+        Ok(x) => x,
+        Err(e) => return fail(chain(&e)),
+    };
+    // The connection is not needed any more; the daemon watches our pid, not the socket.
+    drop(client);
+    // Interface i owns `queues` consecutive fds.
+    let placed = match fds::place(received) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("cannot place TAP fds: {e}")),
+    };
+    let mut per_iface = Vec::new();
+    let mut rest = placed.as_slice();
+    for iface in &attachment.interfaces {
+        let (mine, more) = rest.split_at(usize::from(iface.queues).min(rest.len()));
+        per_iface.push(mine.to_vec());
+        rest = more;
+    }
+    let mut full = a.command.clone();
+    full.extend(kind.net_args(&attachment.interfaces, &per_iface));
+    for i in &attachment.interfaces {
+        let addr = i
+            .address
+            .map(|(a, p)| format!("{a}/{p}"))
+            .unwrap_or_else(|| "-".into());
+        eprintln!(
+            "vmwrapper: {vm}: {} on {} ({}), mac {}, address {addr}",
+            i.ifname, i.network, i.queues, i.mac
+        );
+    }
+    exec(&full)
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Replaces this process with the hypervisor (same pid, so the daemon's watch follows it).
+fn exec(argv: &[String]) -> ExitCode {
+    let c: Result<Vec<CString>, _> = argv.iter().map(|s| CString::new(s.as_bytes())).collect();
+    let Ok(c) = c else {
+        return fail("an argument contains a NUL byte");
+    };
+    // Rust ignores SIGPIPE; the hypervisor should get the default disposition back.
+    // SAFETY: resetting a signal disposition to SIG_DFL has no memory effects.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let err = nix::unistd::execvp(&c[0], &c).unwrap_err();
+    fail(format!("cannot run {}: {err}", argv[0]))
+}
