@@ -10,4 +10,6 @@ else
 fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The integration tests run the daemon and vmwrapper binaries: build them first.
+cargo build --workspace --bins
 cargo test --workspace -- --test-threads=2

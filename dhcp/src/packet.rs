@@ -2,7 +2,7 @@
 //!
 //! Each function is one system call wrapped in `std::io::Result`, so `Server::bind` reads as
 //! the script of steps it is. The socket is opened with protocol 0, which receives nothing,
-//! and only `bind` (after the filter is attached) names ETH_P_IP: so no frame that the filter
+//! and only `bind` (after the filter is attached) names ETH_P_ALL: so no frame that the filter
 //! would have refused can be queued in between.
 //!
 //! All of it needs CAP_NET_RAW in the network namespace the socket is created in (the calling
@@ -91,7 +91,10 @@ pub(crate) fn bind(fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
     let addr = libc::sockaddr_ll {
         sll_family: libc::AF_PACKET as libc::c_ushort,
-        sll_protocol: (libc::ETH_P_IP as u16).to_be(),
+        // ETH_P_ALL, not ETH_P_IP: on a bridge port the bridge's rx handler consumes every
+        // frame before protocol-specific taps run; only ETH_P_ALL taps see the guest's frames
+        // first. The BPF filter already admits nothing but IPv4/UDP to port 67.
+        sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
         sll_ifindex: ifindex,
         sll_hatype: 0,
         sll_pkttype: 0,

@@ -124,7 +124,7 @@ impl Server {
         if ifindex == 0 || i32::try_from(ifindex).is_err() {
             return Err(Error::Ifindex(ifindex));
         }
-        // Protocol 0: nothing is received until bind() below names ETH_P_IP.
+        // Protocol 0: nothing is received until bind() below names ETH_P_ALL.
         let socket = packet::open().map_err(Error::Socket)?;
         // Filter before bind, so no unfiltered frame is ever queued.
         packet::attach_filter(socket.as_fd()).map_err(Error::AttachFilter)?;

@@ -1,1 +1,6 @@
-//! placeholder
+//! Shared pieces of the integration tests (DESIGN.md §9): the sandbox fixture that runs the
+//! daemon in a network namespace of the test's own, and the fake VM that speaks Ethernet on
+//! a TAP fd. The tests themselves are in `tests/tests/`.
+
+pub mod fakevm;
+pub mod sandbox;

@@ -1,0 +1,270 @@
+//! A fake guest on a TAP fd: reads and writes Ethernet frames the way a virtio NIC does
+//! (each prefixed by a 10-byte `virtio_net_hdr`, since the TAP has `IFF_VNET_HDR`), runs a DHCP
+//! DORA, ARPs, and sends spoofed frames on demand.
+
+use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
+use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+const VNET_HDR: usize = 10;
+pub const BROADCAST: [u8; 6] = [0xff; 6];
+
+/// What the guest learned from DHCP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub router: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub mtu: Option<u16>,
+    pub server_id: Option<Ipv4Addr>,
+    pub lease_secs: Option<u32>,
+    pub server_mac: [u8; 6],
+}
+
+#[derive(Debug)]
+pub struct FakeVm {
+    fd: OwnedFd,
+    pub mac: [u8; 6],
+}
+
+impl FakeVm {
+    pub fn new(fd: OwnedFd, mac: [u8; 6]) -> FakeVm {
+        FakeVm { fd, mac }
+    }
+
+    /// Sends one Ethernet frame into the TAP (as the guest).
+    pub fn send(&self, frame: &[u8]) {
+        let mut buf = vec![0u8; VNET_HDR];
+        buf.extend_from_slice(frame);
+        nix::unistd::write(&self.fd, &buf).expect("write to TAP");
+    }
+
+    /// The next frame for the guest, waiting up to `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut fds = [nix::poll::PollFd::new(
+                self.fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let ms = left.as_millis().min(i32::MAX as u128) as i32;
+            let n =
+                nix::poll::poll(&mut fds, nix::poll::PollTimeout::try_from(ms).unwrap()).ok()?;
+            if n == 0 {
+                return None;
+            }
+            match nix::unistd::read(&self.fd, &mut buf) {
+                Ok(n) if n > VNET_HDR => return Some(buf[VNET_HDR..n].to_vec()),
+                Ok(_) => continue,
+                Err(nix::errno::Errno::EAGAIN) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Waits for a frame `pick` accepts, discarding others.
+    pub fn recv_until<T>(
+        &self,
+        timeout: Duration,
+        mut pick: impl FnMut(&[u8]) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        while let Some(f) = self.recv(deadline.saturating_duration_since(Instant::now())) {
+            if let Some(t) = pick(&f) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    fn dhcp_frame(&self, msg: &Message) -> Vec<u8> {
+        let mut payload = Vec::new();
+        msg.encode(&mut Encoder::new(&mut payload)).unwrap();
+        dhcp::frame::build_ipv4_udp_frame(
+            self.mac,
+            BROADCAST,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::BROADCAST,
+            68,
+            67,
+            &payload,
+        )
+    }
+
+    fn dhcp_reply(&self, xid: u32, want: MessageType) -> Option<(Message, [u8; 6])> {
+        self.recv_until(Duration::from_secs(5), |f| {
+            let u = dhcp::frame::parse_ipv4_udp_frame(f)?;
+            if u.dst_port != 68 {
+                return None;
+            }
+            let m = Message::decode(&mut Decoder::new(u.payload)).ok()?;
+            (m.xid() == xid && m.opts().msg_type() == Some(want)).then_some((m, u.src_mac))
+        })
+    }
+
+    fn request(&self, xid: u32, kind: MessageType) -> Message {
+        let mut m = Message::default();
+        m.set_xid(xid)
+            .set_flags(dhcproto::v4::Flags::default().set_broadcast())
+            .set_chaddr(&self.mac);
+        m.opts_mut().insert(DhcpOption::MessageType(kind));
+        m.opts_mut().insert(DhcpOption::ParameterRequestList(vec![
+            OptionCode::SubnetMask,
+            OptionCode::Router,
+            OptionCode::DomainNameServer,
+            OptionCode::InterfaceMtu,
+            OptionCode::DomainSearch,
+        ]));
+        m
+    }
+
+    /// DISCOVER, OFFER, REQUEST, ACK.
+    pub fn dhcp(&self) -> Option<Lease> {
+        let xid = u32::from_be_bytes([self.mac[2], self.mac[3], self.mac[4], self.mac[5]]);
+        self.send(&self.dhcp_frame(&self.request(xid, MessageType::Discover)));
+        let (offer, _) = self.dhcp_reply(xid, MessageType::Offer)?;
+        let mut req = self.request(xid, MessageType::Request);
+        req.opts_mut()
+            .insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
+        if let Some(DhcpOption::ServerIdentifier(s)) =
+            offer.opts().get(OptionCode::ServerIdentifier)
+        {
+            req.opts_mut().insert(DhcpOption::ServerIdentifier(*s));
+        }
+        self.send(&self.dhcp_frame(&req));
+        let (ack, server_mac) = self.dhcp_reply(xid, MessageType::Ack)?;
+        let o = ack.opts();
+        let prefix_len = match o.get(OptionCode::SubnetMask) {
+            Some(DhcpOption::SubnetMask(m)) => u32::from(*m).count_ones() as u8,
+            _ => 32,
+        };
+        Some(Lease {
+            ip: ack.yiaddr(),
+            prefix_len,
+            router: match o.get(OptionCode::Router) {
+                Some(DhcpOption::Router(r)) => r.first().copied(),
+                _ => None,
+            },
+            dns: match o.get(OptionCode::DomainNameServer) {
+                Some(DhcpOption::DomainNameServer(d)) => d.clone(),
+                _ => Vec::new(),
+            },
+            mtu: match o.get(OptionCode::InterfaceMtu) {
+                Some(DhcpOption::InterfaceMtu(m)) => Some(*m),
+                _ => None,
+            },
+            server_id: match o.get(OptionCode::ServerIdentifier) {
+                Some(DhcpOption::ServerIdentifier(s)) => Some(*s),
+                _ => None,
+            },
+            lease_secs: match o.get(OptionCode::AddressLeaseTime) {
+                Some(DhcpOption::AddressLeaseTime(t)) => Some(*t),
+                _ => None,
+            },
+            server_mac,
+        })
+    }
+
+    /// Sends an ARP request for `target` from (`src_mac`, `src_ip`) and returns the MAC that
+    /// answers, if any.
+    pub fn arp(&self, src_mac: [u8; 6], src_ip: Ipv4Addr, target: Ipv4Addr) -> Option<[u8; 6]> {
+        self.send(&arp_request(src_mac, src_ip, target));
+        self.recv_until(Duration::from_secs(2), |f| {
+            let is_reply = f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 2];
+            (is_reply && f[28..32] == target.octets()).then(|| f[22..28].try_into().unwrap())
+        })
+    }
+}
+
+/// An ARP request frame.
+pub fn arp_request(src_mac: [u8; 6], src_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&BROADCAST);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&src_ip.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f
+}
+
+/// A broadcast UDP frame carrying `marker`, from (`src_mac`, `src_ip`).
+pub fn marked_udp(src_mac: [u8; 6], src_ip: Ipv4Addr, marker: &[u8]) -> Vec<u8> {
+    dhcp::frame::build_ipv4_udp_frame(
+        src_mac,
+        BROADCAST,
+        src_ip,
+        Ipv4Addr::BROADCAST,
+        4000,
+        4000,
+        marker,
+    )
+}
+
+/// A raw AF_PACKET capture on one interface of the calling thread's namespace.
+#[derive(Debug)]
+pub struct Capture {
+    fd: OwnedFd,
+}
+
+impl Capture {
+    /// Opens a capture on `ifname`; call from a thread inside the right namespace.
+    pub fn open(ifname: &str) -> Capture {
+        let index = nix::net::if_::if_nametoindex(ifname).expect("ifindex");
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket(2) call; the result is checked and owned below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                i32::from(proto),
+            )
+        };
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: the fd was just returned by socket(2) and is owned by nobody else.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = index as i32;
+        // SAFETY: `sll` is a valid sockaddr_ll of the size passed.
+        let rc = unsafe {
+            libc::bind(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+        Capture { fd }
+    }
+
+    /// Every frame received within `window` that contains `needle`.
+    pub fn count_containing(&self, needle: &[u8], window: Duration) -> usize {
+        let deadline = Instant::now() + window;
+        let mut buf = vec![0u8; 65536];
+        let mut n = 0;
+        while Instant::now() < deadline {
+            match nix::unistd::read(&self.fd, &mut buf) {
+                Ok(len) => {
+                    if buf[..len].windows(needle.len()).any(|w| w == needle) {
+                        n += 1;
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        n
+    }
+}

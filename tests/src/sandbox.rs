@@ -1,0 +1,315 @@
+//! The sandbox fixture: a network namespace made for one test, a tapmanager daemon running
+//! inside it with its own state dir, socket and config, and cleanup in `Drop` (daemon killed
+//! by pid, namespace deleted by exact name, temp dir removed), also when the test fails.
+//! Nothing here touches the machine's own network.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// True when root; otherwise prints why the test is skipped.
+pub fn is_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        true
+    } else {
+        eprintln!("SKIP {test}: needs root (network namespaces, TAP devices)");
+        false
+    }
+}
+
+/// Where cargo put the workspace's binaries (`target/debug`), next to `deps/` holding this test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// Runs a command, panicking with its output on failure.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace of this test's own.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!(
+            "tmt-{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn file(&self) -> File {
+        File::open(format!("/run/netns/{}", self.name)).expect("netns file")
+    }
+
+    /// `ip -n NAME ARGS`.
+    pub fn ip(&self, args: &[&str]) -> String {
+        run(Command::new("ip").arg("-n").arg(&self.name).args(args))
+    }
+
+    /// `ip netns exec NAME ARGS`, output and success.
+    pub fn exec(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .expect("ip netns exec");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    pub fn link_exists(&self, name: &str) -> bool {
+        Command::new("ip")
+            .args(["-n", &self.name, "link", "show", "dev", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Runs `f` on a fresh thread that has entered this namespace; what it returns (sockets,
+    /// fds) keeps the namespace.
+    pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let file = self.file();
+        std::thread::spawn(move || {
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("netns thread")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip") // best effort: nothing more to do if it fails
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A daemon in its own namespace with a temporary state dir.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub ns: Netns,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub group: u32,
+    daemon: Option<Child>,
+    log: PathBuf,
+}
+
+/// The default network of the sandbox config.
+pub const GATEWAY: &str = "10.88.0.1";
+pub const BRIDGE: &str = "tmbr0";
+
+pub fn default_networks() -> String {
+    format!(
+        r#"
+[networks.default]
+kind = "bridge"
+bridge = "{BRIDGE}"
+gateway = "{GATEWAY}/24"
+dns = ["10.88.0.1", "10.88.0.53"]
+mtu = 1400
+search = ["example.test"]
+"#
+    )
+}
+
+impl Sandbox {
+    /// A sandbox whose daemon serves `networks` (TOML `[networks.*]` tables) to group `group`.
+    pub fn new(tag: &str, group: u32, networks: &str) -> Sandbox {
+        let ns = Netns::new(tag);
+        let dir = std::env::temp_dir().join(&ns.name);
+        let _ = std::fs::remove_dir_all(&dir); // leftover of an earlier run with the same pid
+        std::fs::create_dir_all(&dir).unwrap();
+        // Unprivileged test users must reach the socket through this directory.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let socket = dir.join("tapmanager.sock");
+        let config = dir.join("tapmanager.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "socket = \"{}\"\nstate_dir = \"{}\"\ngroup = \"{group}\"\n{networks}",
+                socket.display(),
+                dir.join("state").display()
+            ),
+        )
+        .unwrap();
+        let log = dir.join("daemon.log");
+        let mut sb = Sandbox {
+            ns,
+            dir,
+            socket,
+            config,
+            group,
+            daemon: None,
+            log,
+        };
+        sb.start();
+        sb
+    }
+
+    pub fn with_defaults(tag: &str, group: u32) -> Sandbox {
+        Sandbox::new(tag, group, &default_networks())
+    }
+
+    /// Starts the daemon inside the namespace (setns before exec; no mount namespace) and
+    /// waits until its socket answers.
+    pub fn start(&mut self) {
+        assert!(self.daemon.is_none());
+        let nsfile: OwnedFd = self.ns.file().into();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = Command::new(bin("tapmanager"));
+        cmd.args(["serve", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let raw = nsfile.as_raw_fd();
+        // SAFETY: between fork and exec only async-signal-safe calls: setns is a syscall.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn tapmanager");
+        drop(nsfile);
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if protocol::Client::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon not ready:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the daemon with SIGKILL (no cleanup of its own).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill(); // already dead is fine
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn client(&self) -> protocol::Client {
+        protocol::Client::connect(&self.socket).expect("connect")
+    }
+
+    /// Journal entries on disk.
+    pub fn journal_entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.dir.join("state/attachments"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Links named like the daemon's TAPs.
+    pub fn taps(&self) -> Vec<String> {
+        let out = self.ns.ip(&["-o", "link", "show"]);
+        out.lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+            .filter(|n| n.starts_with("tm") && n.len() == 12)
+            .collect()
+    }
+
+    /// Waits until `cond` holds, up to `secs`.
+    pub fn wait_for(&self, secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cond()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            // SIGTERM first so it exits cleanly; the namespace deletion removes its links.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill(); // already exited is fine
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- daemon log ({}) ---\n{}", self.ns.name, self.log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir); // best effort
+    }
+}
