@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -23,17 +23,22 @@ pub fn is_root(test: &str) -> bool {
     }
 }
 
-/// Where cargo put the workspace's binaries (`target/debug`), next to `deps/` holding this test.
+/// A workspace binary built by cargo: next to the running executable (a benchmark binary in
+/// `target/release`) or one level up (a test in `target/debug/deps`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} not built: run `cargo build --workspace --bins` first (scripts/test.sh does)",
-        p.display()
-    );
-    p
+    let here = exe.parent().expect("exe dir");
+    let candidates = [here.join(name), here.parent().unwrap_or(here).join(name)];
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not built next to {}: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+                exe.display()
+            )
+        })
 }
 
 /// Runs a command, panicking with its output on failure.
@@ -246,6 +251,11 @@ impl Sandbox {
             let _ = c.kill(); // already dead is fine
             let _ = c.wait();
         }
+    }
+
+    /// The running daemon's pid.
+    pub fn daemon_pid(&self) -> u32 {
+        self.daemon.as_ref().expect("daemon running").id()
     }
 
     pub fn log(&self) -> String {

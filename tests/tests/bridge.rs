@@ -324,6 +324,12 @@ fn sigkill_and_restart_keep_live_guests_and_reap_dead_ones() {
     assert!(sb.wait_for(10, || sb.journal_entries().len() == 2));
     let taps_before = sb.taps();
     assert_eq!(taps_before.len(), 2);
+    // Each TAP is owned by the caller, with its final flags.
+    for tap in &taps_before {
+        let d = sb.ns.ip(&["-d", "link", "show", "dev", tap]);
+        assert!(d.contains(&format!("user {USER}")), "{d}");
+        assert!(d.contains("vnet_hdr on"), "{d}");
+    }
     sb.kill();
     drop(dying.stdin.take());
     dying.wait().unwrap();
@@ -354,4 +360,18 @@ fn sigkill_and_restart_keep_live_guests_and_reap_dead_ones() {
     live.wait().unwrap();
     assert!(sb.wait_for(10, || sb.taps().is_empty()
         && sb.journal_entries().is_empty()));
+}
+
+#[test]
+fn the_daemon_keeps_only_net_admin_and_net_raw() {
+    if !is_root("the_daemon_keeps_only_net_admin_and_net_raw") {
+        return;
+    }
+    let sb = Sandbox::with_defaults("caps", GROUP);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sb.daemon_pid())).unwrap();
+    // CAP_NET_ADMIN is bit 12, CAP_NET_RAW bit 13.
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        let line = status.lines().find(|l| l.starts_with(set)).unwrap();
+        assert!(line.ends_with("0000000000003000"), "{line}");
+    }
 }
