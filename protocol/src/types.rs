@@ -120,7 +120,8 @@ macro_rules! string_newtype_common {
         }
         impl fmt::Display for $t {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                // `pad` honours width and alignment, so tables line up.
+                f.pad(&self.0)
             }
         }
         impl FromStr for $t {
@@ -170,11 +171,10 @@ impl MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(
-            f,
+        f.pad(&format!(
             "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
             b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        ))
     }
 }
 
@@ -215,6 +215,9 @@ mod tests {
         let b: MacAddr = "AA-BB-CC-DD-EE-F0".parse().unwrap();
         assert_eq!(a, b);
         assert_eq!(a.to_string(), "aa:bb:cc:dd:ee:f0");
+        assert_eq!(format!("{a:<18}|"), "aa:bb:cc:dd:ee:f0 |");
+        let vm: VmId = "vm".parse().unwrap();
+        assert_eq!(format!("{vm:<4}|"), "vm  |");
     }
 
     #[test]

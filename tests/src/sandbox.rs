@@ -139,6 +139,7 @@ pub struct Sandbox {
     pub group: u32,
     daemon: Option<Child>,
     log: PathBuf,
+    log_filter: String,
 }
 
 /// The default network of the sandbox config.
@@ -159,11 +160,36 @@ search = ["example.test"]
     )
 }
 
+/// Where a sandbox keeps its files and how its daemon logs. The default is what the tests use:
+/// the system temp dir and `RUST_LOG=debug`.
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    /// Parent of the sandbox's own directory (state dir, socket, config, log). A benchmark
+    /// puts it on tmpfs (`/dev/shm`), as `/run/tapmanager` is in production.
+    pub base_dir: PathBuf,
+    /// The daemon's `RUST_LOG`.
+    pub log_filter: String,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> SandboxOptions {
+        SandboxOptions {
+            base_dir: std::env::temp_dir(),
+            log_filter: "debug".to_owned(),
+        }
+    }
+}
+
 impl Sandbox {
     /// A sandbox whose daemon serves `networks` (TOML `[networks.*]` tables) to group `group`.
     pub fn new(tag: &str, group: u32, networks: &str) -> Sandbox {
+        Sandbox::with_options(tag, group, networks, SandboxOptions::default())
+    }
+
+    /// [`Sandbox::new`] with its directory and log level chosen by the caller.
+    pub fn with_options(tag: &str, group: u32, networks: &str, opts: SandboxOptions) -> Sandbox {
         let ns = Netns::new(tag);
-        let dir = std::env::temp_dir().join(&ns.name);
+        let dir = opts.base_dir.join(&ns.name);
         let _ = std::fs::remove_dir_all(&dir); // leftover of an earlier run with the same pid
         std::fs::create_dir_all(&dir).unwrap();
         // Unprivileged test users must reach the socket through this directory.
@@ -189,6 +215,7 @@ impl Sandbox {
             group,
             daemon: None,
             log,
+            log_filter: opts.log_filter,
         };
         sb.start();
         sb
@@ -211,7 +238,7 @@ impl Sandbox {
         let mut cmd = Command::new(bin("tapmanager"));
         cmd.args(["serve", "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

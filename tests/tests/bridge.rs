@@ -197,9 +197,21 @@ fn queues_give_one_fd_per_queue_of_one_multiqueue_tap() {
 
 /// Runs vmwrapper as `USER` with the given supplementary groups, exec'ing `sh -c SCRIPT`.
 fn vmwrapper_as(sb: &Sandbox, groups: &str, vm: &str, script: &str) -> Command {
+    vmwrapper_on(sb, USER, groups, vm, "default", script)
+}
+
+/// Runs vmwrapper as `uid` with `groups` on network `net`, exec'ing `sh -c SCRIPT`.
+fn vmwrapper_on(
+    sb: &Sandbox,
+    uid: u32,
+    groups: &str,
+    vm: &str,
+    net: &str,
+    script: &str,
+) -> Command {
     let mut c = Command::new("setpriv");
-    c.arg(format!("--reuid={USER}"))
-        .arg(format!("--regid={USER}"));
+    c.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"));
     if groups.is_empty() {
         c.arg("--clear-groups");
     } else {
@@ -214,7 +226,7 @@ fn vmwrapper_as(sb: &Sandbox, groups: &str, vm: &str, script: &str) -> Command {
             "--hypervisor",
             "qemu",
             "--net",
-            "default",
+            net,
             "--",
             "sh",
             "-c",
@@ -259,8 +271,7 @@ fn a_caller_outside_the_group_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(sb.wait_for(10, || sb.taps().is_empty()));
-    assert!(sb.journal_entries().is_empty());
+    assert!(sb.wait_for(10, || sb.taps().is_empty() && sb.journal_entries().is_empty()));
 }
 
 #[test]
@@ -374,4 +385,87 @@ fn the_daemon_keeps_only_net_admin_and_net_raw() {
         let line = status.lines().find(|l| l.starts_with(set)).unwrap();
         assert!(line.ends_with("0000000000003000"), "{line}");
     }
+}
+
+/// Runs `tapmanager ARGS --socket S` as `uid` in `GROUP`.
+fn tapmanager_as(sb: &Sandbox, uid: u32, args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg(format!("--groups={GROUP}"))
+        .arg(bin("tapmanager"))
+        .args(args)
+        .arg("--socket")
+        .arg(&sb.socket)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn attachments_belong_to_their_uid_and_private_networks_to_their_list() {
+    if !is_root("attachments_belong_to_their_uid_and_private_networks_to_their_list") {
+        return;
+    }
+    const OTHER: u32 = 47_003;
+    let networks = format!(
+        "{}\n[networks.secret]\nkind = \"bridge\"\nbridge = \"tmbr1\"\ngateway = \"10.89.0.1/24\"\nprivate = true\nallow_users = [\"{OTHER}\"]\n",
+        tapmanager_tests::sandbox::default_networks()
+    );
+    let sb = Sandbox::new("owner", GROUP, &networks);
+    let g = GROUP.to_string();
+    let mut mine = vmwrapper_as(&sb, &g, "mine", "exec sleep 60")
+        .spawn()
+        .unwrap();
+    assert!(sb.wait_for(10, || sb.journal_entries().len() == 1));
+    // Another member sees nothing of it and cannot show or release it.
+    let out = tapmanager_as(&sb, OTHER, &["list", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    for verb in ["show", "release"] {
+        let out = tapmanager_as(&sb, OTHER, &[verb, "mine"]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
+    }
+    assert_eq!(sb.taps().len(), 1);
+    // Its owner sees it, as JSON with its address.
+    let out = tapmanager_as(&sb, USER, &["list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["vm"], "mine");
+    assert_eq!(list[0]["uid"], USER);
+    assert_eq!(list[0]["interfaces"][0]["address"], "10.88.0.2/24");
+    // The private network: refused to a plain member, served to its listed user.
+    let out = vmwrapper_on(&sb, USER, &g, "s1", "secret", "exit 0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("may not use network secret"), "{err}");
+    let out = vmwrapper_on(&sb, OTHER, &g, "s2", "secret", "echo \"$@\"")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("-netdev tap,id=tmnet0,fd=3"));
+    // An unknown network names the ones that exist.
+    let mut c = sb.client();
+    let e = c
+        .attach(AttachRequest {
+            vm: "u1".parse().unwrap(),
+            networks: vec![NetworkRequest::new("nosuch".parse().unwrap())],
+        })
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::UnknownNetwork));
+    assert!(
+        e.to_string().contains("these exist: default, secret"),
+        "{e}"
+    );
+    let _ = mine.kill(); // the test is done with it; its teardown is checked elsewhere
+    mine.wait().unwrap();
 }
