@@ -348,6 +348,16 @@ dns = ["10.88.0.1"]
     }
 
     #[test]
+    fn the_packaged_config_parses() {
+        // The group may not exist on the build machine; everything else is as shipped.
+        let text = include_str!("../../packaging/tapmanager.toml")
+            .replace("group = \"tapmanager\"", "group = \"0\"");
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.socket, PathBuf::from("/run/tapmanager/tapmanager.sock"));
+        assert_eq!(c.networks.len(), 1);
+    }
+
+    #[test]
     fn unknown_fields_are_refused() {
         let text = format!("{EXAMPLE}\nmtuu = 1400\n").replace("tmbr0x", "br0");
         assert!(matches!(Config::parse(&text), Err(ConfigError::Parse(..))));
