@@ -271,7 +271,8 @@ fn a_caller_outside_the_group_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(sb.wait_for(10, || sb.taps().is_empty() && sb.journal_entries().is_empty()));
+    assert!(sb.wait_for(10, || sb.taps().is_empty()
+        && sb.journal_entries().is_empty()));
 }
 
 #[test]
@@ -468,4 +469,51 @@ fn attachments_belong_to_their_uid_and_private_networks_to_their_list() {
     );
     let _ = mine.kill(); // the test is done with it; its teardown is checked elsewhere
     mine.wait().unwrap();
+}
+
+#[test]
+fn static_addresses_same_mac_for_the_same_id_and_the_async_client() {
+    if !is_root("static_addresses_same_mac_for_the_same_id_and_the_async_client") {
+        return;
+    }
+    let networks = tapmanager_tests::sandbox::default_networks()
+        + "addresses = [\"10.88.0.10/24\", \"10.88.0.11/24\"]\n";
+    let sb = Sandbox::new("static", GROUP, &networks);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = protocol::AsyncClient::connect(&sb.socket).await.unwrap();
+        let req = |vm: &str| AttachRequest {
+            vm: vm.parse().unwrap(),
+            networks: vec![NetworkRequest::new("default".parse().unwrap())],
+        };
+        let (a, fds) = c.attach(req("s1")).await.unwrap();
+        assert_eq!(fds.len(), 1);
+        assert_eq!(
+            a.interfaces[0].address,
+            Some((Ipv4Addr::new(10, 88, 0, 10), 24))
+        );
+        let vm = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
+        assert_eq!(vm.dhcp().expect("lease").ip, Ipv4Addr::new(10, 88, 0, 10));
+        let (b, _fds_b) = c.attach(req("s2")).await.unwrap();
+        assert_eq!(
+            b.interfaces[0].address,
+            Some((Ipv4Addr::new(10, 88, 0, 11), 24))
+        );
+        // The list is used up: the next attach is refused, and nothing is left of it.
+        let e = c.attach(req("s3")).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::AddressesExhausted));
+        assert_eq!(sb.taps().len(), 2);
+        // The same id gets the same MAC again after a release.
+        c.release(&"s1".parse().unwrap()).await.unwrap();
+        let (again, _fds_again) = c.attach(req("s1")).await.unwrap();
+        assert_eq!(again.interfaces[0].mac, a.interfaces[0].mac);
+        assert_eq!(
+            c.info(&"s1".parse().unwrap()).await.unwrap().vm.as_str(),
+            "s1"
+        );
+        assert_eq!(c.list().await.unwrap().len(), 2);
+    });
 }
