@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need (as root, removing nothing), then
-# runs formatting, lints and every test tier. Root tests skip themselves when not root.
+# runs formatting, lints and every test tier. Root tests skip themselves (printing why) when
+# not root. Ends with one line: "tests: N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ]; then
@@ -12,4 +13,11 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The integration tests run the daemon and vmwrapper binaries: build them first.
 cargo build --workspace --bins
-cargo test --workspace -- --test-threads=2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace -- --test-threads=2 2>&1 | tee "$log" || status=$?
+# One closing line for all of cargo's per-binary "test result:" lines.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -59,6 +59,19 @@ pub use types::{IfName, InvalidValue, MacAddr, NetworkName, VmId};
 
 use std::time::Duration;
 
+/// An error and its causes on one line ("cannot connect to ...: Permission denied"), for
+/// printing once at a program's edge.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// The version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 

@@ -19,14 +19,4 @@ pub mod privileges;
 pub mod state;
 pub mod tap;
 
-/// An error and its causes on one line: "attach failed: cannot create TAP: EBUSY".
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use protocol::error_chain;

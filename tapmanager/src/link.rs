@@ -124,20 +124,15 @@ impl Links {
             .address(mac.0.to_vec())
             .up()
             .build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.set(msg)
             .await
             .map_err(|e| LinkError::ConfigureBridge(n.to_owned(), e))?;
-        let mut add = self
-            .handle
+        // `replace` converges: the address is there afterwards whether it was before or not.
+        self.handle
             .address()
             .add(link.index, IpAddr::V4(gateway.addr()), gateway.prefix_len())
-            .replace();
-        // `replace` converges: the address is there afterwards whether it was before or not.
-        add.message_mut();
-        add.execute()
+            .replace()
+            .execute()
             .await
             .map_err(|e| LinkError::AddAddress(n.to_owned(), gateway, e))?;
         Ok(LinkInfo {
@@ -161,12 +156,14 @@ impl Links {
             .controller(master)
             .up()
             .build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.set(msg)
             .await
             .map_err(|e| LinkError::FinishTap(name.to_string(), e))
+    }
+
+    /// One RTM_SETLINK.
+    async fn set(&self, msg: LinkMessage) -> Result<(), rtnetlink::Error> {
+        self.handle.link().set(msg).execute().await
     }
 
     /// Deletes a link by name; a link that is already gone is success.

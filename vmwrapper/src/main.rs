@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     let mut client = match Client::connect(&a.socket) {
         Ok(c) => c,
         Err(e) => {
-            let mut msg = chain(&e);
+            let mut msg = protocol::error_chain(&e);
             if let Some(h) = e.hint() {
                 msg.push_str(&format!("\nhint: {h}"));
             }
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
         networks: a.nets.clone(),
     }) {
         Ok(x) => x,
-        Err(e) => return fail(chain(&e)),
+        Err(e) => return fail(protocol::error_chain(&e)),
     };
     // The connection is not needed any more; the daemon watches our pid, not the socket.
     drop(client);
@@ -94,17 +94,6 @@ fn main() -> ExitCode {
         );
     }
     exec(&full)
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Replaces this process with the hypervisor (same pid, so the daemon's watch follows it).
