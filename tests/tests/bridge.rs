@@ -517,3 +517,29 @@ fn static_addresses_same_mac_for_the_same_id_and_the_async_client() {
         assert_eq!(c.list().await.unwrap().len(), 2);
     });
 }
+
+#[test]
+fn a_failed_attach_leaves_nothing_behind() {
+    if !is_root("a_failed_attach_leaves_nothing_behind") {
+        return;
+    }
+    let sb = Sandbox::with_defaults("fail", GROUP);
+    // Pull the bridge from under the daemon: enslaving the new TAP must fail, mid-script.
+    sb.ns.ip(&["link", "del", "dev", BRIDGE]);
+    let e = sb
+        .client()
+        .attach(AttachRequest {
+            vm: "f1".parse().unwrap(),
+            networks: vec![NetworkRequest::new("default".parse().unwrap())],
+        })
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Internal));
+    assert!(e.to_string().contains("cannot set up TAP"), "{e}");
+    assert!(sb.taps().is_empty(), "{:?}", sb.taps());
+    assert!(sb.journal_entries().is_empty());
+    let (ok, rules) = sb
+        .ns
+        .exec(&["nft", "list", "table", "bridge", "tapmanager"]);
+    assert!(ok && !rules.contains("port_tm"), "{rules}");
+    assert!(sb.client().list().unwrap().is_empty());
+}
