@@ -15,7 +15,7 @@
 //! so a daemon killed halfway finds the rest at start-up, where [`Daemon::start`] reconciles:
 //! live callers' attachments are adopted again, dead ones torn down, unknown links removed.
 
-use crate::config::{Config, NetworkKind};
+use crate::config::Config;
 use crate::firewall::Firewall;
 use crate::lifecycle::{self, Bridges, Built};
 use crate::link::Links;
@@ -436,20 +436,18 @@ impl Daemon {
 
     /// Tears down an attachment and forgets it. Idempotent.
     pub(crate) async fn release(&self, key: &Key) {
+        // Take it and mark it as going away in one step, so concurrent releases (the exit
+        // watcher and a Release request) tear it down once.
         let taken = {
-            let reg = self.registry.lock().unwrap();
-            reg.entries
-                .get(key)
-                .filter(|e| e.ready)
-                .map(|e| (e.record.clone(), e.cancel.clone()))
+            let mut reg = self.registry.lock().unwrap();
+            reg.entries.get_mut(key).filter(|e| e.ready).map(|e| {
+                e.ready = false;
+                (e.record.clone(), e.cancel.clone())
+            })
         };
         let Some((record, cancel)) = taken else {
             return;
         };
-        // Mark it as going away first, so a concurrent release does nothing twice.
-        if let Some(e) = self.registry.lock().unwrap().entries.get_mut(key) {
-            e.ready = false;
-        }
         cancel.cancel();
         if lifecycle::teardown(self, &record).await {
             self.registry.lock().unwrap().entries.remove(key);
@@ -487,13 +485,6 @@ fn group_name(gid: u32) -> String {
     match nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)) {
         Ok(Some(g)) => g.name,
         _ => gid.to_string(),
-    }
-}
-
-/// Network kinds this build can wire (all of them, today only `bridge`).
-pub fn kind_name(k: &NetworkKind) -> &'static str {
-    match k {
-        NetworkKind::Bridge(_) => "bridge",
     }
 }
 
