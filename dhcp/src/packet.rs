@@ -165,8 +165,9 @@ pub(crate) fn send(fd: BorrowedFd<'_>, frame: &[u8]) -> io::Result<()> {
 /// Must be called inside a tokio runtime.
 pub(crate) fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: an OwnedFd is a valid open descriptor that stays open, and always returns the
-    // same number from as_raw_fd(), until it is dropped; the AsyncFd owns it and is never
-    // taken apart with into_inner(), so the registration never outlives the descriptor.
+    // same number from as_raw_fd(), until it is dropped; the AsyncFd owns it, and
+    // into_inner() (used at shutdown) deregisters before handing the descriptor back, so the
+    // registration never outlives the descriptor.
     let registered = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) };
     registered.map_err(io::Error::from)
 }

@@ -213,6 +213,10 @@ impl Server {
             replied = counters.replied.load(Ordering::Relaxed),
             "DHCP server stopped"
         );
+        // Closing a packet socket waits for an RCU grace period (synchronize_net, 10-15 ms
+        // here): do it off the runtime so a teardown does not stall other attaches.
+        let socket = fd.into_inner();
+        drop(tokio::task::spawn_blocking(move || drop(socket)));
         Ok(())
     }
 }
