@@ -7,10 +7,14 @@
 //! The rules are the ebtables guards of DESIGN.md §5 written in nft's syntax (ebtables here is
 //! itself the nft-backed variant, writing into the same kernel tables).
 //!
-//! Layout: table `bridge tapmanager` has a verdict map `ports` from input interface to the
-//! port's chain, consulted from the bridge `forward` and `input` hooks. A port's rules live in
-//! chain `port_<ifname>`, added together with its map element in one atomic line, and removed
-//! the same way. Start-up rebuilds the whole table from the journal in one transaction.
+//! Layout: a constant ruleset, so an attach costs the same whatever the number of ports (a
+//! chain per port made `nft` 1.0.6 re-read a cache that grows with every port: 1.2 ms at 0,
+//! 3.2 ms at 200, 9.8 ms at 500 ports, against 0.7-0.8 ms for these sets, measured here).
+//! Table `bridge tapmanager` has three sets: `ports` (the guarded TAPs), `macs` (port . MAC)
+//! and `ips` (port . IPv4). The bridge `forward` and `input` hooks send frames from any port
+//! in `ports` through chain `guard`, whose rules look the port's MAC and address up in the
+//! sets. A port is guarded by adding its three elements in one atomic line, and released by
+//! deleting them the same way. Start-up rebuilds the whole table in one transaction.
 //!
 //! Each line sent is followed by `list table bridge tapmanager_sync` (an empty table): when its
 //! listing arrives on stdout, the line before it has been committed, and anything on stderr
@@ -52,56 +56,74 @@ pub struct PortGuard {
     pub ip: Ipv4Addr,
 }
 
-/// The table, its map and its hooks; `add` of an existing object is a no-op in nft.
-fn base_script() -> String {
-    format!(
-        "add table bridge {TABLE}; \
-         add map bridge {TABLE} ports {{ type ifname : verdict; }}; \
-         add chain bridge {TABLE} guard_forward {{ type filter hook forward priority -200; policy accept; }}; \
-         add chain bridge {TABLE} guard_input {{ type filter hook input priority -200; policy accept; }}; \
-         flush chain bridge {TABLE} guard_forward; flush chain bridge {TABLE} guard_input; \
-         add rule bridge {TABLE} guard_forward iifname vmap @ports; \
-         add rule bridge {TABLE} guard_input iifname vmap @ports"
-    )
-}
+/// The guards of DESIGN.md §5, for every port at once: source MAC and ARP sender MAC from the
+/// port's `macs` entry, source IPv4 and ARP sender IP from its `ips` entry (ARP probes from
+/// 0.0.0.0 pass), DHCP kept on the port (our server answers it there) and no DHCP server in
+/// the guest, no IPv6 router advertisements or DHCPv6 server, nothing but IPv4, ARP and IPv6.
+const GUARDS: [&str; 9] = [
+    "iifname . ether saddr != @macs counter drop",
+    "ether type arp iifname . arp saddr ether != @macs counter drop",
+    "ether type arp arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @ips counter drop",
+    "ether type ip udp dport 67 counter drop",
+    "ether type ip udp sport 67 counter drop",
+    "ether type ip iifname . ip saddr != @ips counter drop",
+    "ether type ip6 icmpv6 type nd-router-advert counter drop",
+    "ether type ip6 udp sport 547 counter drop",
+    "ether type != { ip, arp, ip6 } counter drop",
+];
 
-/// The commands that add one port's chain and hook it in (DESIGN.md §5):
-/// source MAC guard, ARP guard, DHCP kept on the port (our server answers it there) and no
-/// DHCP server in the guest, source IPv4 guard, no router advertisements or DHCPv6 server,
-/// and nothing but IPv4, ARP and IPv6.
-pub fn port_script(p: &PortGuard) -> String {
-    let c = format!("bridge {TABLE} port_{}", p.ifname);
-    let (mac, ip, ifname) = (p.mac, p.ip, &p.ifname);
-    let mut s = String::new();
-    let rules = [
-        format!("ether saddr != {mac} counter drop"),
-        format!("ether type arp arp saddr ether != {mac} counter drop"),
-        format!("ether type arp arp saddr ip != {{ 0.0.0.0, {ip} }} counter drop"),
-        "ether type ip udp dport 67 counter drop".to_owned(),
-        "ether type ip udp sport 67 counter drop".to_owned(),
-        format!("ether type ip ip saddr != {ip} counter drop"),
-        "ether type ip6 icmpv6 type nd-router-advert counter drop".to_owned(),
-        "ether type ip6 udp sport 547 counter drop".to_owned(),
-        "ether type != { ip, arp, ip6 } counter drop".to_owned(),
-    ];
-    write!(s, "add chain {c}").unwrap();
-    for r in rules {
-        write!(s, "; add rule {c} {r}").unwrap();
+/// The table, its sets, the guard chain and the hooks. `add` of an existing object is a no-op
+/// in nft, and the chains are flushed before their rules are added, so this converges.
+fn base_script() -> String {
+    let t = format!("bridge {TABLE}");
+    let mut s = format!(
+        "add table {t}; \
+         add set {t} ports {{ type ifname; }}; \
+         add set {t} macs {{ type ifname . ether_addr; }}; \
+         add set {t} ips {{ type ifname . ipv4_addr; }}; \
+         add chain {t} guard; flush chain {t} guard"
+    );
+    for rule in GUARDS {
+        write!(s, "; add rule {t} guard {rule}").unwrap();
     }
-    write!(
-        s,
-        "; add element bridge {TABLE} ports {{ \"{ifname}\" : jump port_{ifname} }}"
-    )
-    .unwrap();
+    for hook in ["forward", "input"] {
+        write!(
+            s,
+            "; add chain {t} guard_{hook} {{ type filter hook {hook} priority -200; policy accept; }}; \
+             flush chain {t} guard_{hook}; add rule {t} guard_{hook} iifname @ports jump guard"
+        )
+        .unwrap();
+    }
     s
 }
 
-fn remove_element(ifname: &IfName) -> String {
-    format!("delete element bridge {TABLE} ports {{ \"{ifname}\" }}")
+/// The elements that guard one port: its MAC, its address, and the port itself last (in one
+/// transaction the order does not matter; it reads as "allow these, then guard it").
+fn elements(p: &PortGuard) -> [(&'static str, String); 3] {
+    let (mac, ip, ifname) = (p.mac, p.ip, &p.ifname);
+    [
+        ("macs", format!("\"{ifname}\" . {mac}")),
+        ("ips", format!("\"{ifname}\" . {ip}")),
+        ("ports", format!("\"{ifname}\"")),
+    ]
 }
 
-fn remove_chain(ifname: &IfName) -> String {
-    format!("delete chain bridge {TABLE} port_{ifname}")
+/// The commands that guard one port.
+pub fn port_script(p: &PortGuard) -> String {
+    elements(p)
+        .iter()
+        .map(|(set, e)| format!("add element bridge {TABLE} {set} {{ {e} }}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The commands that remove one port's guards: the port first, so it is never half-guarded.
+fn remove_commands(p: &PortGuard) -> Vec<String> {
+    elements(p)
+        .iter()
+        .rev()
+        .map(|(set, e)| format!("delete element bridge {TABLE} {set} {{ {e} }}"))
+        .collect()
 }
 
 /// The whole table, rebuilt in one transaction with exactly these ports.
@@ -243,12 +265,12 @@ impl Firewall {
     }
 
     /// Removes one port's guards. Idempotent: a port that has none is done.
-    pub async fn remove_port(&self, ifname: &IfName) -> Result<(), FirewallError> {
-        let both = format!("{}; {}", remove_element(ifname), remove_chain(ifname));
-        match self.run(&both).await {
+    pub async fn remove_port(&self, p: &PortGuard) -> Result<(), FirewallError> {
+        let all = remove_commands(p);
+        match self.run(&all.join("; ")).await {
             Err(FirewallError::Refused { stderr, .. }) if stderr.contains("No such file") => {
-                // One of the two is already gone; remove what is left, one at a time.
-                for one in [remove_element(ifname), remove_chain(ifname)] {
+                // Some are already gone; remove what is left, one at a time.
+                for one in all {
                     match self.run(&one).await {
                         Ok(()) => {}
                         Err(FirewallError::Refused { stderr, .. })
@@ -281,25 +303,38 @@ mod tests {
     }
 
     #[test]
-    fn port_script_has_every_guard_and_hooks_in_last() {
+    fn a_port_is_three_set_elements_added_and_removed_together() {
         let s = port_script(&guard());
-        let cmds: Vec<&str> = s.split("; ").collect();
-        assert_eq!(cmds[0], "add chain bridge tapmanager port_tm0123456789");
+        assert_eq!(
+            s,
+            "add element bridge tapmanager macs { \"tm0123456789\" . 02:11:22:33:44:55 }; \
+             add element bridge tapmanager ips { \"tm0123456789\" . 10.88.0.2 }; \
+             add element bridge tapmanager ports { \"tm0123456789\" }"
+        );
+        let rm = remove_commands(&guard());
+        assert_eq!(
+            rm[0],
+            "delete element bridge tapmanager ports { \"tm0123456789\" }"
+        );
+        assert_eq!(rm.len(), 3);
+    }
+
+    #[test]
+    fn the_guard_chain_has_every_guard_of_design_5() {
+        let s = base_script();
         for want in [
-            "ether saddr != 02:11:22:33:44:55 counter drop",
-            "arp saddr ether != 02:11:22:33:44:55 counter drop",
-            "arp saddr ip != { 0.0.0.0, 10.88.0.2 } counter drop",
+            "guard iifname . ether saddr != @macs counter drop",
+            "arp saddr ether != @macs counter drop",
+            "arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @ips counter drop",
             "udp dport 67 counter drop",
             "udp sport 67 counter drop",
-            "ip saddr != 10.88.0.2 counter drop",
+            "iifname . ip saddr != @ips counter drop",
             "nd-router-advert counter drop",
+            "guard_forward iifname @ports jump guard",
+            "guard_input iifname @ports jump guard",
         ] {
             assert!(s.contains(want), "missing {want}");
         }
-        assert_eq!(
-            *cmds.last().unwrap(),
-            "add element bridge tapmanager ports { \"tm0123456789\" : jump port_tm0123456789 }"
-        );
         assert!(!s.contains('\n'));
     }
 
@@ -309,7 +344,7 @@ mod tests {
         assert!(
             s.starts_with("add table bridge tapmanager; delete table bridge tapmanager; add table")
         );
-        assert!(s.contains("port_tm0123456789"));
+        assert!(s.ends_with(&port_script(&guard())));
         assert!(!s.contains('\n'));
     }
 }

@@ -255,9 +255,11 @@ pub(crate) async fn teardown(d: &Daemon, record: &Record) -> bool {
             tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot delete TAP");
             complete = false;
         }
-        if let Err(e) = d.firewall.remove_port(&iface.ifname).await {
-            tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot remove guards");
-            complete = false;
+        if let Some(g) = guard(iface) {
+            if let Err(e) = d.firewall.remove_port(&g).await {
+                tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot remove guards");
+                complete = false;
+            }
         }
     }
     if complete {
