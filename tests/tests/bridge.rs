@@ -545,3 +545,77 @@ fn a_failed_attach_leaves_nothing_behind() {
     assert!(ok && !rules.contains("elements"), "{rules}");
     assert!(sb.client().list().unwrap().is_empty());
 }
+
+#[test]
+fn several_nics_on_several_networks_in_order() {
+    if !is_root("several_nics_on_several_networks_in_order") {
+        return;
+    }
+    let networks = format!(
+        "{}\n[networks.lan2]\nkind = \"bridge\"\nbridge = \"tmbr2\"\ngateway = \"10.90.0.1/24\"\ndns = [\"10.90.0.1\"]\n",
+        tapmanager_tests::sandbox::default_networks()
+    );
+    let sb = Sandbox::new("nics", GROUP, &networks);
+    let (a, fds) = sb
+        .client()
+        .attach(AttachRequest {
+            vm: "multi".parse().unwrap(),
+            networks: vec![
+                NetworkRequest::new("default".parse().unwrap()),
+                NetworkRequest::new("lan2".parse().unwrap()),
+            ],
+        })
+        .unwrap();
+    assert_eq!(fds.len(), 2);
+    assert_eq!(a.interfaces[0].network.as_str(), "default");
+    assert_eq!(a.interfaces[1].network.as_str(), "lan2");
+    assert_ne!(a.interfaces[0].mac, a.interfaces[1].mac);
+    let mut fds = fds.into_iter();
+    let nic0 = FakeVm::new(fds.next().unwrap(), a.interfaces[0].mac.0);
+    let nic1 = FakeVm::new(fds.next().unwrap(), a.interfaces[1].mac.0);
+    let (l0, l1) = (nic0.dhcp().expect("lease 0"), nic1.dhcp().expect("lease 1"));
+    assert_eq!(l0.ip, Ipv4Addr::new(10, 88, 0, 2));
+    assert_eq!(l1.ip, Ipv4Addr::new(10, 90, 0, 2));
+    assert_eq!(l1.router, Some(Ipv4Addr::new(10, 90, 0, 1)));
+    // Each NIC is on its own bridge.
+    let show = sb
+        .ns
+        .ip(&["link", "show", "dev", a.interfaces[1].ifname.as_str()]);
+    assert!(show.contains("master tmbr2"), "{show}");
+    // vmwrapper gives QEMU both, in order, each with its MAC.
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={USER}"))
+        .arg(format!("--regid={USER}"))
+        .arg(format!("--groups={GROUP}"))
+        .arg(bin("vmwrapper"))
+        .arg("--socket")
+        .arg(&sb.socket)
+        .args([
+            "--id",
+            "m2",
+            "--net",
+            "default",
+            "--net",
+            "lan2,queues=2",
+            "--hypervisor",
+            "qemu",
+        ])
+        .args(["--", "sh", "-c", "echo \"$@\"", "sh"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("-netdev tap,id=tmnet0,fd=3 -device virtio-net-pci,netdev=tmnet0,mac="),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("-netdev tap,id=tmnet1,fds=4:5 -device virtio-net-pci,netdev=tmnet1,mac="),
+        "{stdout}"
+    );
+    assert!(stdout.contains(",mq=on,vectors=6"), "{stdout}");
+}
