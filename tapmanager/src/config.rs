@@ -71,6 +71,31 @@ fn default_prefix() -> String {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 enum RawNetwork {
     Bridge(RawBridge),
+    Isolated(RawIsolated),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIsolated {
+    /// Carved into one /30 per guest: network, gateway, guest, broadcast.
+    range: Ipv4Net,
+    /// The host interface NATed traffic leaves by.
+    uplink: String,
+    #[serde(default)]
+    drop: Vec<Ipv4Net>,
+    allow: Option<Vec<Ipv4Net>>,
+    #[serde(default)]
+    dns: Vec<Ipv4Addr>,
+    #[serde(default = "default_mtu")]
+    mtu: u32,
+    #[serde(default = "default_lease")]
+    lease_secs: u32,
+    #[serde(default)]
+    allow_users: Vec<String>,
+    #[serde(default)]
+    allow_groups: Vec<String>,
+    #[serde(default)]
+    private: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +159,24 @@ pub struct Access {
 #[derive(Debug, Clone)]
 pub enum NetworkKind {
     Bridge(BridgeNet),
+    Isolated(IsolatedNet),
+}
+
+/// Slicer's isolated mode: a namespace and a /30 per guest, routed and NATed out of `uplink`.
+///
+/// Destinations: with only `drop`, everything but `drop` is reachable; with only `allow`,
+/// nothing but `allow`; with both, a destination must be in `allow` and not in `drop` (drop
+/// wins, so `allow = ["10.0.0.0/8"]`, `drop = ["10.1.0.0/16"]` carves a hole). Other guests
+/// and the host's own addresses are never reachable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsolatedNet {
+    pub range: Ipv4Net,
+    pub uplink: IfName,
+    pub drop: Vec<Ipv4Net>,
+    pub allow: Option<Vec<Ipv4Net>>,
+    pub dns: Vec<Ipv4Addr>,
+    pub mtu: u32,
+    pub lease_secs: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,20 +251,27 @@ impl TryFrom<RawConfig> for Config {
                 problem,
             };
             let (kind, access) = match net {
+                RawNetwork::Isolated(i) => {
+                    let access = access(i.private, &i.allow_users, &i.allow_groups)?;
+                    let iso = validate_isolated(i).map_err(problem)?;
+                    for (other, net) in &networks {
+                        let o: &Network = net;
+                        if let NetworkKind::Isolated(x) = &o.kind {
+                            if overlaps(x.range, iso.range) {
+                                return Err(ConfigError::Network {
+                                    network: name,
+                                    problem: format!(
+                                        "range {} overlaps network {other}'s range {}",
+                                        iso.range, x.range
+                                    ),
+                                });
+                            }
+                        }
+                    }
+                    (NetworkKind::Isolated(iso), access)
+                }
                 RawNetwork::Bridge(b) => {
-                    let access = Access {
-                        daemon_group: !b.private,
-                        users: b
-                            .allow_users
-                            .iter()
-                            .map(|u| resolve_user(u))
-                            .collect::<Result<_, _>>()?,
-                        groups: b
-                            .allow_groups
-                            .iter()
-                            .map(|g| resolve_group(g))
-                            .collect::<Result<_, _>>()?,
-                    };
+                    let access = access(b.private, &b.allow_users, &b.allow_groups)?;
                     let bridge = validate_bridge(b, p).map_err(problem)?;
                     if let Some(other) = bridges.insert(bridge.bridge.clone(), name.clone()) {
                         return Err(ConfigError::Network {
@@ -252,6 +302,53 @@ impl TryFrom<RawConfig> for Config {
             networks,
         })
     }
+}
+
+fn access(private: bool, users: &[String], groups: &[String]) -> Result<Access, ConfigError> {
+    Ok(Access {
+        daemon_group: !private,
+        users: users
+            .iter()
+            .map(|u| resolve_user(u))
+            .collect::<Result<_, _>>()?,
+        groups: groups
+            .iter()
+            .map(|g| resolve_group(g))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+fn validate_isolated(i: RawIsolated) -> Result<IsolatedNet, String> {
+    let uplink = IfName::try_from(i.uplink).map_err(|e| e.to_string())?;
+    if i.range.prefix_len() > 30 {
+        return Err(format!("range {}: must hold at least one /30", i.range));
+    }
+    if i.range != i.range.trunc() {
+        return Err(format!(
+            "range {}: host bits are set (did you mean {}?)",
+            i.range,
+            i.range.trunc()
+        ));
+    }
+    if !(68..=65535).contains(&i.mtu) {
+        return Err(format!("mtu {} is out of range (68..=65535)", i.mtu));
+    }
+    if i.lease_secs < 60 {
+        return Err(format!("lease_secs {} is below 60", i.lease_secs));
+    }
+    Ok(IsolatedNet {
+        range: i.range,
+        uplink,
+        drop: i.drop.iter().map(|n| n.trunc()).collect(),
+        allow: i.allow.map(|a| a.iter().map(|n| n.trunc()).collect()),
+        dns: i.dns,
+        mtu: i.mtu,
+        lease_secs: i.lease_secs,
+    })
 }
 
 fn validate_bridge(b: RawBridge, prefix: &str) -> Result<BridgeNet, String> {
@@ -341,7 +438,9 @@ dns = ["10.88.0.1"]
         assert_eq!(c.group, 0);
         assert!(Config::parse(&EXAMPLE.replace("tmbr0x", "tm0123456789")).is_err());
         let net = c.network(&"default".parse().unwrap()).unwrap();
-        let NetworkKind::Bridge(b) = &net.kind;
+        let NetworkKind::Bridge(b) = &net.kind else {
+            panic!("a bridge network")
+        };
         assert_eq!(b.gateway.to_string(), "10.88.0.1/24");
         assert_eq!(b.mtu, 1500);
         assert!(net.access.daemon_group);
@@ -355,6 +454,38 @@ dns = ["10.88.0.1"]
         let c = Config::parse(&text).unwrap();
         assert_eq!(c.socket, PathBuf::from("/run/tapmanager/tapmanager.sock"));
         assert_eq!(c.networks.len(), 1);
+    }
+
+    #[test]
+    fn isolated_networks_parse_and_must_not_overlap() {
+        let base = EXAMPLE.replace("tmbr0x", "br0");
+        let iso = |name: &str, range: &str| {
+            format!("\n[networks.{name}]\nkind = \"isolated\"\nrange = \"{range}\"\nuplink = \"eth0\"\ndrop = [\"192.168.1.0/24\"]\n")
+        };
+        let c = Config::parse(&format!("{base}{}", iso("iso", "169.254.100.0/22"))).unwrap();
+        let NetworkKind::Isolated(i) = &c.network(&"iso".parse().unwrap()).unwrap().kind else {
+            panic!("an isolated network")
+        };
+        assert_eq!(i.range.to_string(), "169.254.100.0/22");
+        assert_eq!(i.drop.len(), 1);
+        assert!(i.allow.is_none());
+        let two = format!(
+            "{base}{}{}",
+            iso("a", "169.254.100.0/22"),
+            iso("b", "169.254.102.0/24")
+        );
+        assert!(matches!(
+            Config::parse(&two),
+            Err(ConfigError::Network { .. })
+        ));
+        let apart = format!(
+            "{base}{}{}",
+            iso("a", "169.254.100.0/22"),
+            iso("b", "169.254.104.0/22")
+        );
+        assert!(Config::parse(&apart).is_ok());
+        assert!(Config::parse(&format!("{base}{}", iso("x", "169.254.100.1/22"))).is_err());
+        assert!(Config::parse(&format!("{base}{}", iso("x", "169.254.100.0/31"))).is_err());
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub enum DaemonError {
     Link(#[from] crate::link::LinkError),
     #[error("firewall")]
     Firewall(#[from] crate::firewall::FirewallError),
+    #[error("cannot enable IPv4 forwarding for routed networks")]
+    Host(#[source] std::io::Error),
     #[error("accepting a connection failed")]
     Accept(#[source] std::io::Error),
 }
@@ -99,7 +101,24 @@ impl Daemon {
     pub async fn start(config: Config) -> Result<Arc<Daemon>, DaemonError> {
         let journal = Journal::open(&config.state_dir)?;
         let links = Links::connect()?;
-        let firewall = Firewall::start().await?;
+        crate::isolated::prepare_host(&config).map_err(DaemonError::Host)?;
+        let routed = config
+            .networks
+            .values()
+            .filter_map(|n| match &n.kind {
+                crate::config::NetworkKind::Isolated(i) => Some(i),
+                _ => None,
+            })
+            .enumerate()
+            .map(|(index, i)| crate::firewall::RoutedNet {
+                index,
+                range: i.range,
+                uplink: i.uplink.clone(),
+                drop: i.drop.clone(),
+                allow: i.allow.clone(),
+            })
+            .collect();
+        let firewall = Firewall::start(routed).await?;
         let bridges = lifecycle::ensure_bridges(&config, &links).await?;
         let daemon = Arc::new(Daemon {
             config,

@@ -20,6 +20,7 @@
 //! listing arrives on stdout, the line before it has been committed, and anything on stderr
 //! by then is that line's error.
 
+use ipnet::Ipv4Net;
 use protocol::{IfName, MacAddr};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -31,6 +32,8 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Mutex;
 
 const TABLE: &str = "tapmanager";
+const ROUTED: &str = "inet tapmanager_routed";
+const NAT: &str = "ip tapmanager_nat";
 const SYNC_TABLE: &str = "tapmanager_sync";
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -126,14 +129,131 @@ fn remove_commands(p: &PortGuard) -> Vec<String> {
         .collect()
 }
 
-/// The whole table, rebuilt in one transaction with exactly these ports.
-pub fn rebuild_script(ports: &[PortGuard]) -> String {
+/// A routed network (the isolated kind): its guests' traffic is filtered and NATed by the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutedNet {
+    /// Position among the routed networks; names its sets (`ports_N`, `drop_N`, `allow_N`).
+    pub index: usize,
+    pub range: Ipv4Net,
+    pub uplink: IfName,
+    pub drop: Vec<Ipv4Net>,
+    pub allow: Option<Vec<Ipv4Net>>,
+}
+
+/// One guest's host-side link on a routed network, and the only source it may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutedPort {
+    pub ifname: IfName,
+    pub net: usize,
+    pub ip: Ipv4Addr,
+}
+
+fn cidrs(list: &[Ipv4Net]) -> String {
+    list.iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Tables `inet tapmanager_routed` (filter) and `ip tapmanager_nat`: guests' source addresses
+/// checked, no IPv6 routed, no guest-to-guest, nothing initiated towards a guest, nothing to
+/// the host's own addresses, each network's drop/allow lists, and masquerade out of its uplink.
+fn routed_base_script(nets: &[RoutedNet]) -> String {
+    let r = ROUTED;
+    let mut s = format!(
+        "add table {r}; add set {r} iso_ports {{ type ifname; }}; \
+         add set {r} iso_src {{ type ifname . ipv4_addr; }}"
+    );
+    let mut per_net = String::new();
+    for n in nets {
+        let i = n.index;
+        write!(s, "; add set {r} ports_{i} {{ type ifname; }}").unwrap();
+        let mut list = |name: &str, cidrs_of: &[Ipv4Net], rule: &str| {
+            write!(s, "; add set {r} {name}_{i} {{ type ipv4_addr; flags interval; auto-merge; }}; flush set {r} {name}_{i}").unwrap();
+            if !cidrs_of.is_empty() {
+                write!(s, "; add element {r} {name}_{i} {{ {} }}", cidrs(cidrs_of)).unwrap();
+            }
+            write!(per_net, "; add rule {r} forward iifname @ports_{i} ip daddr {rule} @{name}_{i} counter drop").unwrap();
+        };
+        list("drop", &n.drop, "");
+        if let Some(allow) = &n.allow {
+            list("allow", allow, "!=");
+        }
+    }
+    write!(
+        s,
+        "; add chain {r} forward {{ type filter hook forward priority 0; policy accept; }}; flush chain {r} forward\
+         ; add rule {r} forward iifname @iso_ports meta nfproto ipv6 counter drop\
+         ; add rule {r} forward iifname @iso_ports iifname . ip saddr != @iso_src counter drop\
+         ; add rule {r} forward iifname @iso_ports oifname @iso_ports counter drop\
+         ; add rule {r} forward oifname @iso_ports ct state != {{ established, related }} counter drop\
+         {per_net}\
+         ; add chain {r} input {{ type filter hook input priority 0; policy accept; }}; flush chain {r} input\
+         ; add rule {r} input iifname @iso_ports counter drop\
+         ; add table {NAT}; add chain {NAT} postrouting {{ type nat hook postrouting priority 100; policy accept; }}\
+         ; flush chain {NAT} postrouting"
+    )
+    .unwrap();
+    for n in nets {
+        write!(
+            s,
+            "; add rule {NAT} postrouting ip saddr {} oifname \"{}\" counter masquerade",
+            n.range, n.uplink
+        )
+        .unwrap();
+    }
+    s
+}
+
+fn routed_elements(p: &RoutedPort) -> [(String, String); 3] {
+    let (ifname, ip) = (&p.ifname, p.ip);
+    [
+        ("iso_src".to_owned(), format!("\"{ifname}\" . {ip}")),
+        (format!("ports_{}", p.net), format!("\"{ifname}\"")),
+        ("iso_ports".to_owned(), format!("\"{ifname}\"")),
+    ]
+}
+
+/// The commands that put one guest's link under its network's rules.
+pub fn routed_port_script(p: &RoutedPort) -> String {
+    routed_elements(p)
+        .iter()
+        .map(|(set, e)| format!("add element {ROUTED} {set} {{ {e} }}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn routed_remove_commands(p: &RoutedPort) -> Vec<String> {
+    routed_elements(p)
+        .iter()
+        .rev()
+        .map(|(set, e)| format!("delete element {ROUTED} {set} {{ {e} }}"))
+        .collect()
+}
+
+/// Every table, rebuilt in one transaction with exactly these ports.
+pub fn rebuild_script(
+    ports: &[PortGuard],
+    routed: &[RoutedNet],
+    routed_ports: &[RoutedPort],
+) -> String {
     let mut s = format!(
         "add table bridge {TABLE}; delete table bridge {TABLE}; {}",
         base_script()
     );
     for p in ports {
         write!(s, "; {}", port_script(p)).unwrap();
+    }
+    if !routed.is_empty() {
+        write!(
+            s,
+            "; add table {ROUTED}; delete table {ROUTED}; add table {NAT}; delete table {NAT}; {}",
+            routed_base_script(routed)
+        )
+        .unwrap();
+        for p in routed_ports {
+            write!(s, "; {}", routed_port_script(p)).unwrap();
+        }
     }
     s
 }
@@ -226,15 +346,21 @@ impl Session {
 #[derive(Debug)]
 pub struct Firewall {
     session: Mutex<Option<Session>>,
+    routed: Vec<RoutedNet>,
 }
 
 impl Firewall {
     /// Starts `nft -i` in the calling thread's network namespace and makes sure the table exists.
-    pub async fn start() -> Result<Firewall, FirewallError> {
+    /// `routed` are the routed networks' filters and NAT, set up here and in every rebuild.
+    pub async fn start(routed: Vec<RoutedNet>) -> Result<Firewall, FirewallError> {
         let fw = Firewall {
             session: Mutex::new(Some(Session::spawn().await?)),
+            routed,
         };
         fw.run(&base_script()).await?;
+        if !fw.routed.is_empty() {
+            fw.run(&routed_base_script(&fw.routed)).await?;
+        }
         Ok(fw)
     }
 
@@ -266,7 +392,21 @@ impl Firewall {
 
     /// Removes one port's guards. Idempotent: a port that has none is done.
     pub async fn remove_port(&self, p: &PortGuard) -> Result<(), FirewallError> {
-        let all = remove_commands(p);
+        self.remove_all(remove_commands(p)).await
+    }
+
+    /// Puts a routed guest's link under its network's rules, atomically.
+    pub async fn add_routed_port(&self, p: &RoutedPort) -> Result<(), FirewallError> {
+        self.run(&routed_port_script(p)).await
+    }
+
+    /// Takes a routed guest's link out of the rules. Idempotent.
+    pub async fn remove_routed_port(&self, p: &RoutedPort) -> Result<(), FirewallError> {
+        self.remove_all(routed_remove_commands(p)).await
+    }
+
+    /// Deletes elements in one transaction, or one by one past those already gone.
+    async fn remove_all(&self, all: Vec<String>) -> Result<(), FirewallError> {
         match self.run(&all.join("; ")).await {
             Err(FirewallError::Refused { stderr, .. }) if stderr.contains("No such file") => {
                 // Some are already gone; remove what is left, one at a time.
@@ -284,9 +424,14 @@ impl Firewall {
         }
     }
 
-    /// Replaces the whole table with exactly `ports`, in one transaction (start-up reconcile).
-    pub async fn rebuild(&self, ports: &[PortGuard]) -> Result<(), FirewallError> {
-        self.run(&rebuild_script(ports)).await
+    /// Replaces every table with exactly these ports, in one transaction (start-up reconcile).
+    pub async fn rebuild(
+        &self,
+        ports: &[PortGuard],
+        routed_ports: &[RoutedPort],
+    ) -> Result<(), FirewallError> {
+        self.run(&rebuild_script(ports, &self.routed, routed_ports))
+            .await
     }
 }
 
@@ -339,8 +484,46 @@ mod tests {
     }
 
     #[test]
+    fn routed_rules_say_what_isolated_networks_mean() {
+        let net = RoutedNet {
+            index: 0,
+            range: "169.254.100.0/22".parse().unwrap(),
+            uplink: "up0".parse().unwrap(),
+            drop: vec!["192.168.1.0/24".parse().unwrap()],
+            allow: Some(vec!["192.168.0.0/16".parse().unwrap()]),
+        };
+        let s = routed_base_script(std::slice::from_ref(&net));
+        for want in [
+            "iifname @iso_ports iifname . ip saddr != @iso_src counter drop",
+            "iifname @iso_ports oifname @iso_ports counter drop",
+            "oifname @iso_ports ct state != { established, related } counter drop",
+            "add element inet tapmanager_routed drop_0 { 192.168.1.0/24 }",
+            "iifname @ports_0 ip daddr  @drop_0 counter drop",
+            "iifname @ports_0 ip daddr != @allow_0 counter drop",
+            "add rule inet tapmanager_routed input iifname @iso_ports counter drop",
+            "ip saddr 169.254.100.0/22 oifname \"up0\" counter masquerade",
+        ] {
+            assert!(s.contains(want), "missing {want}\n{s}");
+        }
+        let port = RoutedPort {
+            ifname: "tm0123456789".parse().unwrap(),
+            net: 0,
+            ip: Ipv4Addr::new(169, 254, 100, 2),
+        };
+        assert_eq!(
+            routed_port_script(&port),
+            "add element inet tapmanager_routed iso_src { \"tm0123456789\" . 169.254.100.2 }; \
+             add element inet tapmanager_routed ports_0 { \"tm0123456789\" }; \
+             add element inet tapmanager_routed iso_ports { \"tm0123456789\" }"
+        );
+        let all = rebuild_script(&[], &[net], &[port]);
+        assert!(all.contains("delete table inet tapmanager_routed; add table ip tapmanager_nat; delete table ip tapmanager_nat"));
+        assert!(!all.contains('\n'));
+    }
+
+    #[test]
     fn rebuild_starts_from_an_empty_table() {
-        let s = rebuild_script(&[guard()]);
+        let s = rebuild_script(&[guard()], &[], &[]);
         assert!(
             s.starts_with("add table bridge tapmanager; delete table bridge tapmanager; add table")
         );

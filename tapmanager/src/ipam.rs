@@ -29,6 +29,21 @@ impl Pool {
     }
 }
 
+/// The lowest /30 of `range` none of whose addresses is in `used` (the isolated kind: one /30
+/// per guest, so guests never share a subnet).
+pub fn free_slash30(range: Ipv4Net, used: &HashSet<Ipv4Addr>) -> Option<Ipv4Net> {
+    range
+        .subnets(30)
+        .ok()?
+        .find(|block| slash30_parts(*block).iter().all(|a| !used.contains(a)))
+}
+
+/// A /30's network, gateway, guest and broadcast addresses.
+pub fn slash30_parts(block: Ipv4Net) -> [Ipv4Addr; 4] {
+    let n = u32::from(block.network());
+    [n, n + 1, n + 2, n + 3].map(Ipv4Addr::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,6 +63,22 @@ mod tests {
         let pool = Pool::Subnet("10.0.0.2/29".parse().unwrap());
         let used: HashSet<_> = [Ipv4Addr::new(10, 0, 0, 1)].into();
         assert_eq!(pool.allocate(&used), Some(Ipv4Addr::new(10, 0, 0, 3)));
+    }
+
+    #[test]
+    fn slash30s_never_collide_and_exhaust() {
+        let range: Ipv4Net = "169.254.100.0/29".parse().unwrap();
+        let mut used = HashSet::new();
+        let a = free_slash30(range, &used).unwrap();
+        assert_eq!(slash30_parts(a)[2], Ipv4Addr::new(169, 254, 100, 2));
+        used.insert(slash30_parts(a)[2]);
+        let b = free_slash30(range, &used).unwrap();
+        assert_eq!(
+            slash30_parts(b),
+            [4, 5, 6, 7].map(|x| Ipv4Addr::new(169, 254, 100, x))
+        );
+        used.insert(slash30_parts(b)[2]);
+        assert_eq!(free_slash30(range, &used), None);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! Where things are: [`config`] (the TOML file), [`daemon`] (accept, authorize, dispatch),
 //! [`lifecycle`] (what runs on attach, on exit, on start-up), [`tap`] (the only ioctl code),
-//! [`link`] (rtnetlink), [`firewall`] (per-port guards), [`ipam`], [`names`], [`state`] (the
+//! [`link`] (rtnetlink), [`firewall`] (per-port guards), [`ipam`], [`names`], [`netns`],
+//! [`isolated`] (the isolated kind), [`state`] (the
 //! journal), [`peer`] (who is calling), [`privileges`] (capabilities), [`cli`] (list output).
 
 pub mod cli;
@@ -11,9 +12,11 @@ pub mod config;
 pub mod daemon;
 pub mod firewall;
 pub mod ipam;
+pub mod isolated;
 pub mod lifecycle;
 pub mod link;
 pub mod names;
+pub mod netns;
 pub mod peer;
 pub mod privileges;
 pub mod state;

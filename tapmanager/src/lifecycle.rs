@@ -40,7 +40,9 @@ pub type Bridges = HashMap<NetworkName, BridgeState>;
 pub async fn ensure_bridges(config: &Config, links: &Links) -> Result<Bridges, link::LinkError> {
     let mut out = HashMap::new();
     for (name, net) in &config.networks {
-        let NetworkKind::Bridge(b) = &net.kind;
+        let NetworkKind::Bridge(b) = &net.kind else {
+            continue;
+        };
         let mac = names::bridge_mac(b.bridge.as_str());
         let info = links
             .ensure_bridge(&b.bridge, mac, b.mtu, b.gateway)
@@ -75,7 +77,6 @@ pub(crate) fn plan(
             .config
             .network(&n.network)
             .expect("authorized networks exist");
-        let NetworkKind::Bridge(b) = &net.kind;
         // Everything already on this network, attached or planned in this request.
         let on_net: Vec<&Interface> = taken
             .iter()
@@ -109,23 +110,34 @@ pub(crate) fn plan(
             .iter()
             .filter_map(|x| x.address.map(|(a, _)| a))
             .collect();
-        let pool = match &b.addresses {
-            Some(list) => Pool::List(list.clone()),
-            None => Pool::Subnet(b.gateway),
-        };
-        let ip = pool.allocate(&used).ok_or_else(|| {
+        let exhausted = || {
             Error::new(
                 ErrorCode::AddressesExhausted,
                 format!("network {} has no free address", n.network),
             )
-        })?;
+        };
+        let (address, gateway, mtu) = match &net.kind {
+            NetworkKind::Bridge(b) => {
+                let pool = match &b.addresses {
+                    Some(list) => Pool::List(list.clone()),
+                    None => Pool::Subnet(b.gateway),
+                };
+                let ip = pool.allocate(&used).ok_or_else(exhausted)?;
+                ((ip, b.gateway.prefix_len()), b.gateway.addr(), b.mtu)
+            }
+            NetworkKind::Isolated(iso) => {
+                let block = crate::ipam::free_slash30(iso.range, &used).ok_or_else(exhausted)?;
+                let [_, gw, guest, _] = crate::ipam::slash30_parts(block);
+                ((guest, 30), gw, iso.mtu)
+            }
+        };
         planned.push(Interface {
             network: n.network.clone(),
             ifname,
             mac,
-            address: Some((ip, b.gateway.prefix_len())),
-            gateway: Some(b.gateway.addr()),
-            mtu: b.mtu,
+            address: Some(address),
+            gateway: Some(gateway),
+            mtu,
             queues: n.queues,
             vnet_hdr: true,
         });
@@ -149,6 +161,7 @@ pub struct Built {
     pub fds: Vec<OwnedFd>,
 }
 
+/// The bridge guards of a NIC (routed NICs have [`crate::isolated::routed_port`] instead).
 fn guard(iface: &Interface) -> Option<PortGuard> {
     iface.address.map(|(ip, _)| PortGuard {
         ifname: iface.ifname.clone(),
@@ -166,29 +179,52 @@ pub(crate) async fn build(
 ) -> Result<Built, BoxError> {
     let mut fds = Vec::new();
     for iface in &record.interfaces {
-        let bridge = &d.bridges[&iface.network];
-        // Guards first: they match the port by name, so they hold from its very first frame.
-        if let Some(g) = guard(iface) {
-            d.firewall.add_port(&g).await?;
-        }
-        // The TAP with its final flags (vnet_hdr, multi-queue), owned by the caller.
-        let tap = tap::create(&iface.ifname, iface.queues, record.uid, gid)?;
-        let index = link::index_of(&iface.ifname).ok_or("TAP vanished right after creation")?;
-        // MTU, host-side MAC, master and up in one netlink message.
-        d.links
-            .finish_tap(
-                index,
-                &iface.ifname,
-                iface.mtu,
-                names::host_side_mac(iface.mac),
-                bridge.index,
-            )
-            .await?;
-        // DHCP listens before any fd leaves the daemon, so the guest's first DISCOVER is answered.
-        start_dhcp(d, record, iface, index, cancel)?;
-        fds.extend(tap.fds);
+        let kind = &d
+            .config
+            .network(&iface.network)
+            .ok_or("network vanished")?
+            .kind;
+        let port = match kind {
+            NetworkKind::Bridge(_) => build_bridge_port(d, record, iface, gid, cancel).await?,
+            NetworkKind::Isolated(iso) => {
+                crate::isolated::build_port(d, iso, record, iface, gid, cancel).await?
+            }
+        };
+        fds.extend(port);
     }
     Ok(Built { fds })
+}
+
+/// One NIC on a bridge: guards, TAP, enslaved and up, DHCP.
+async fn build_bridge_port(
+    d: &Daemon,
+    record: &Record,
+    iface: &Interface,
+    gid: u32,
+    cancel: &CancellationToken,
+) -> Result<Vec<OwnedFd>, BoxError> {
+    let bridge = &d.bridges[&iface.network];
+    // Guards first: they match the port by name, so they hold from its very first frame.
+    if let Some(g) = guard(iface) {
+        d.firewall.add_port(&g).await?;
+    }
+    // The TAP with its final flags (vnet_hdr, multi-queue), owned by the caller.
+    let tap = tap::create(&iface.ifname, iface.queues, record.uid, gid)?;
+    let index = link::index_of(&iface.ifname).ok_or("TAP vanished right after creation")?;
+    // MTU, host-side MAC, master and up in one netlink message.
+    d.links
+        .finish_tap(
+            index,
+            &iface.ifname,
+            iface.mtu,
+            names::host_side_mac(iface.mac),
+            bridge.index,
+        )
+        .await?;
+    // DHCP listens before any fd leaves the daemon, so the guest's first DISCOVER is answered.
+    let server = dhcp::Server::bind(index, binding(d, record, iface).ok_or("no binding")?)?;
+    spawn_dhcp(server, iface, cancel);
+    Ok(tap.fds)
 }
 
 fn hostname(vm: &protocol::VmId) -> Option<String> {
@@ -203,37 +239,46 @@ fn hostname(vm: &protocol::VmId) -> Option<String> {
 /// What the DHCP server of one NIC hands out.
 pub(crate) fn binding(d: &Daemon, record: &Record, iface: &Interface) -> Option<dhcp::Binding> {
     let net = d.config.network(&iface.network)?;
-    let NetworkKind::Bridge(b) = &net.kind;
     let (ip, prefix_len) = iface.address?;
+    let gateway = iface.gateway?;
+    let (server_mac, dns, search, domain, mtu, lease_secs) = match &net.kind {
+        NetworkKind::Bridge(b) => (
+            d.bridges.get(&iface.network)?.mac,
+            b.dns.clone(),
+            b.search.clone(),
+            b.domain.clone(),
+            b.mtu,
+            b.lease_secs,
+        ),
+        // The gateway is the TAP's own address inside the guest's namespace.
+        NetworkKind::Isolated(i) => (
+            names::host_side_mac(iface.mac),
+            i.dns.clone(),
+            Vec::new(),
+            None,
+            i.mtu,
+            i.lease_secs,
+        ),
+    };
     Some(dhcp::Binding {
         mac: iface.mac.0,
         ip,
         prefix_len,
-        gateway: Some(b.gateway.addr()),
-        server_id: b.gateway.addr(),
-        server_mac: d.bridges.get(&iface.network)?.mac.0,
+        gateway: Some(gateway),
+        server_id: gateway,
+        server_mac: server_mac.0,
         routes: Vec::new(),
-        dns: b.dns.clone(),
-        search: b.search.clone(),
+        dns,
+        search,
         hostname: hostname(&record.vm),
-        domain: b.domain.clone(),
-        mtu: u16::try_from(b.mtu).ok(),
-        lease_secs: b.lease_secs,
+        domain,
+        mtu: u16::try_from(mtu).ok(),
+        lease_secs,
     })
 }
 
-/// Starts the DHCP server of one NIC as a task owned by `cancel`; its death is logged.
-pub(crate) fn start_dhcp(
-    d: &Daemon,
-    record: &Record,
-    iface: &Interface,
-    index: u32,
-    cancel: &CancellationToken,
-) -> Result<(), BoxError> {
-    let Some(b) = binding(d, record, iface) else {
-        return Ok(());
-    };
-    let server = dhcp::Server::bind(index, b)?;
+/// Runs a bound DHCP server as a task owned by `cancel`; its death is logged.
+pub(crate) fn spawn_dhcp(server: dhcp::Server, iface: &Interface, cancel: &CancellationToken) {
     let token = cancel.child_token();
     let ifname = iface.ifname.clone();
     tokio::spawn(async move {
@@ -243,7 +288,18 @@ pub(crate) fn start_dhcp(
             }
         }
     });
-    Ok(())
+}
+
+/// Binds the DHCP server of an existing NIC again (start-up adoption), where it was first.
+fn rebind_dhcp(d: &Daemon, record: &Record, iface: &Interface) -> Result<dhcp::Server, BoxError> {
+    let b = binding(d, record, iface).ok_or("no binding")?;
+    match d.config.network(&iface.network).map(|n| &n.kind) {
+        Some(NetworkKind::Isolated(_)) => crate::isolated::bind_dhcp(d, iface, b),
+        _ => {
+            let index = link::index_of(&iface.ifname).ok_or("TAP vanished")?;
+            Ok(dhcp::Server::bind(index, b)?)
+        }
+    }
 }
 
 /// Removes everything of a record: each link (so no frame passes unguarded), its guards, and
@@ -252,14 +308,21 @@ pub(crate) async fn teardown(d: &Daemon, record: &Record) -> bool {
     let mut complete = true;
     for iface in record.interfaces.iter().rev() {
         if let Err(e) = d.links.delete_if_exists(iface.ifname.as_str()).await {
-            tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot delete TAP");
+            tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot delete link");
             complete = false;
         }
-        if let Some(g) = guard(iface) {
-            if let Err(e) = d.firewall.remove_port(&g).await {
-                tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot remove guards");
-                complete = false;
+        // A network gone from the config leaves its kind unknown: undo what either kind does.
+        let kind = d.config.network(&iface.network).map(|n| &n.kind);
+        if !matches!(kind, Some(NetworkKind::Isolated(_))) {
+            if let Some(g) = guard(iface) {
+                if let Err(e) = d.firewall.remove_port(&g).await {
+                    tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot remove guards");
+                    complete = false;
+                }
             }
+        }
+        if !matches!(kind, Some(NetworkKind::Bridge(_))) {
+            complete &= crate::isolated::teardown_port(d, iface).await;
         }
     }
     if complete {
@@ -280,10 +343,15 @@ pub(crate) async fn reconcile(d: &Arc<Daemon>) -> Result<(), DaemonError> {
     for r in d.journal.load()? {
         // Adopt only if every network still exists, every TAP is still there (a TAP nobody
         // holds disappears by itself) and the caller is the same live process.
-        let intact = r
-            .interfaces
-            .iter()
-            .all(|i| d.bridges.contains_key(&i.network) && link::index_of(&i.ifname).is_some());
+        let intact = r.interfaces.iter().all(|i| {
+            let kind = d.config.network(&i.network).map(|n| &n.kind);
+            link::index_of(&i.ifname).is_some()
+                && match kind {
+                    Some(NetworkKind::Bridge(_)) => d.bridges.contains_key(&i.network),
+                    Some(NetworkKind::Isolated(_)) => crate::isolated::netns_path(d, i).exists(),
+                    None => false,
+                }
+        });
         match intact.then(|| peer::pin(r.pid, r.pid_start)).flatten() {
             Some(pidfd) => adopt.push((r, pidfd)),
             None => reap.push(r),
@@ -292,9 +360,19 @@ pub(crate) async fn reconcile(d: &Arc<Daemon>) -> Result<(), DaemonError> {
     // Exactly the adopted ports' guards, in one transaction: stale chains vanish with it.
     let guards: Vec<PortGuard> = adopt
         .iter()
-        .flat_map(|(r, _)| r.interfaces.iter().filter_map(guard))
+        .flat_map(|(r, _)| r.interfaces.iter())
+        .filter(|i| d.bridges.contains_key(&i.network))
+        .filter_map(guard)
         .collect();
-    d.firewall.rebuild(&guards).await?;
+    let routed: Vec<_> = adopt
+        .iter()
+        .flat_map(|(r, _)| {
+            r.interfaces
+                .iter()
+                .filter_map(|i| crate::isolated::routed_port(d, i))
+        })
+        .collect();
+    d.firewall.rebuild(&guards, &routed).await?;
     for r in &reap {
         let done = teardown(d, r).await;
         tracing::info!(vm = %r.vm, uid = r.uid, complete = done, "reaped attachment of a dead caller");
@@ -304,16 +382,17 @@ pub(crate) async fn reconcile(d: &Arc<Daemon>) -> Result<(), DaemonError> {
         let cancel = CancellationToken::new();
         for iface in &r.interfaces {
             known.insert(iface.ifname.clone());
-            let started = link::index_of(&iface.ifname)
-                .ok_or_else(|| BoxError::from("TAP vanished"))
-                .and_then(|index| start_dhcp(d, &r, iface, index, &cancel));
-            if let Err(e) = started {
-                tracing::error!(ifname = %iface.ifname, error = %e, "cannot restart DHCP server");
+            match rebind_dhcp(d, &r, iface) {
+                Ok(server) => spawn_dhcp(server, iface, &cancel),
+                Err(e) => {
+                    tracing::error!(ifname = %iface.ifname, error = %e, "cannot restart DHCP server")
+                }
             }
         }
         tracing::info!(vm = %r.vm, uid = r.uid, pid = r.pid, "adopted attachment of a live caller");
         d.adopt(r, pidfd, cancel);
     }
+    crate::isolated::remove_orphan_namespaces(d, &known);
     for name in d.links.list_names().await? {
         if names::is_generated(&name, &d.config.interface_prefix)
             && !known.iter().any(|k| k.as_str() == name)

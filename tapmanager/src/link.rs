@@ -7,10 +7,13 @@
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
+use netlink_packet_route::link::{InfoData, InfoVeth};
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::neighbour::NeighbourState;
 use protocol::{IfName, MacAddr};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec};
-use std::net::IpAddr;
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -32,6 +35,14 @@ pub enum LinkError {
     Delete(String, #[source] rtnetlink::Error),
     #[error("cannot list links")]
     List(#[source] rtnetlink::Error),
+    #[error("cannot create veth {0} with its peer in the guest's namespace")]
+    AddVeth(String, #[source] rtnetlink::Error),
+    #[error("cannot set up link {0}")]
+    Up(String, #[source] rtnetlink::Error),
+    #[error("cannot add neighbour {1} on link {0}")]
+    Neighbour(u32, Ipv4Addr, #[source] rtnetlink::Error),
+    #[error("cannot add route to {0} via {1}")]
+    Route(Ipv4Net, Ipv4Addr, #[source] rtnetlink::Error),
 }
 
 fn errno(e: &rtnetlink::Error) -> i32 {
@@ -159,6 +170,110 @@ impl Links {
         self.set(msg)
             .await
             .map_err(|e| LinkError::FinishTap(name.to_string(), e))
+    }
+
+    /// Creates veth `name` here and its peer `peer` directly inside `peer_ns` (never moved:
+    /// moving a link holds RTNL across an RCU barrier, DESIGN.md §6). Both get fixed MACs, so
+    /// the two sides can use static neighbour entries.
+    pub async fn add_veth_into(
+        &self,
+        name: &IfName,
+        mac: MacAddr,
+        mtu: u32,
+        peer: &str,
+        peer_mac: MacAddr,
+        peer_ns: BorrowedFd<'_>,
+    ) -> Result<(), LinkError> {
+        let peer_msg = LinkUnspec::new_with_name(peer)
+            .address(peer_mac.0.to_vec())
+            .mtu(mtu)
+            .setns_by_fd(peer_ns.as_raw_fd())
+            .build();
+        let msg = LinkVeth::new(name.as_str(), peer)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .address(mac.0.to_vec())
+            .mtu(mtu)
+            .up()
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|e| LinkError::AddVeth(name.to_string(), e))
+    }
+
+    /// Sets a link's MTU (and MAC, if given) and brings it up.
+    pub async fn up(
+        &self,
+        index: u32,
+        name: &str,
+        mtu: u32,
+        mac: Option<MacAddr>,
+    ) -> Result<(), LinkError> {
+        let mut b = LinkUnspec::new_with_index(index).mtu(mtu).up();
+        if let Some(m) = mac {
+            b = b.address(m.0.to_vec());
+        }
+        self.set(b.build())
+            .await
+            .map_err(|e| LinkError::Up(name.to_owned(), e))
+    }
+
+    /// Adds an IPv4 address (converging if it is there).
+    pub async fn add_address(
+        &self,
+        index: u32,
+        name: &str,
+        addr: Ipv4Net,
+    ) -> Result<(), LinkError> {
+        self.handle
+            .address()
+            .add(index, IpAddr::V4(addr.addr()), addr.prefix_len())
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| LinkError::AddAddress(name.to_owned(), addr, e))
+    }
+
+    /// A permanent neighbour entry: `ip` is at `mac` on link `index`, no ARP needed.
+    pub async fn add_neighbour(
+        &self,
+        index: u32,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+    ) -> Result<(), LinkError> {
+        self.handle
+            .neighbours()
+            .add(index, IpAddr::V4(ip))
+            .link_layer_address(&mac.0)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| LinkError::Neighbour(index, ip, e))
+    }
+
+    /// `ip route replace DEST via VIA dev INDEX onlink`.
+    pub async fn add_onlink_route(
+        &self,
+        dest: Ipv4Net,
+        via: Ipv4Addr,
+        index: u32,
+    ) -> Result<(), LinkError> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dest.addr(), dest.prefix_len())
+            .gateway(via)
+            .output_interface(index)
+            .onlink()
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| LinkError::Route(dest, via, e))
     }
 
     /// One RTM_SETLINK.

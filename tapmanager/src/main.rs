@@ -144,7 +144,11 @@ fn serve(config_path: &Path) -> Result<(), MainError> {
     let listener = bind_socket(&config.socket, config.group)?;
     // Before any thread exists: capabilities are per thread.
     if nix::unistd::geteuid().is_root() {
-        tapmanager::privileges::reduce()?;
+        let namespaces = config
+            .networks
+            .values()
+            .any(|n| matches!(n.kind, tapmanager::config::NetworkKind::Isolated(_)));
+        tapmanager::privileges::reduce(namespaces)?;
     } else {
         tracing::warn!("not running as root: capabilities left as they are");
     }

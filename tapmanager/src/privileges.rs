@@ -3,6 +3,10 @@
 //! - CAP_NET_ADMIN: TAP creation (`TUNSETIFF`), rtnetlink changes, nftables (the `nft -i`
 //!   child inherits it through the bounding and ambient sets).
 //! - CAP_NET_RAW: the DHCP servers' `AF_PACKET` sockets.
+//! - CAP_SYS_ADMIN, only with namespaced (isolated) networks: creating, entering and pinning
+//!   the guests' network namespaces.
+//! - CAP_SYS_ADMIN, only with namespaced (isolated) networks: creating, entering and pinning
+//!   the guests' network namespaces.
 //!
 //! Everything else (CAP_CHOWN for the socket, CAP_SYS_ADMIN, CAP_DAC_OVERRIDE, ...) is dropped
 //! from every set, including the bounding set, so not even an exec'd child gets it back.
@@ -18,17 +22,22 @@ pub enum PrivilegeError {
     Bounding(Capability, #[source] caps::errors::CapsError),
 }
 
-/// The capabilities the serving daemon keeps.
-pub fn kept() -> CapsHashSet {
-    [Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW]
+/// The capabilities the serving daemon keeps; CAP_SYS_ADMIN only when it makes namespaces
+/// (unshare, setns and the bind mount that pins them).
+pub fn kept(namespaces: bool) -> CapsHashSet {
+    let mut keep: CapsHashSet = [Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW]
         .into_iter()
-        .collect()
+        .collect();
+    if namespaces {
+        keep.insert(Capability::CAP_SYS_ADMIN);
+    }
+    keep
 }
 
 /// Drops every capability but [`kept`] from the calling thread (bounding, inheritable,
 /// ambient, effective, permitted), so that children (`nft`) get exactly these.
-pub fn reduce() -> Result<(), PrivilegeError> {
-    let keep = kept();
+pub fn reduce(namespaces: bool) -> Result<(), PrivilegeError> {
+    let keep = kept(namespaces);
     for cap in caps::all() {
         if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
             caps::drop(None, CapSet::Bounding, cap)

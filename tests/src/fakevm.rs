@@ -268,3 +268,64 @@ impl Capture {
         n
     }
 }
+
+/// An ICMP echo request from (`src_mac`, `src_ip`) to `dst_ip`, sent to `next_hop_mac`.
+pub fn icmp_echo(
+    src_mac: [u8; 6],
+    next_hop_mac: [u8; 6],
+    src_ip: Ipv4Addr,
+    dst_ip: Ipv4Addr,
+    seq: u16,
+) -> Vec<u8> {
+    let mut icmp = vec![8, 0, 0, 0, 0x7a, 0x6d, (seq >> 8) as u8, seq as u8];
+    icmp.extend_from_slice(b"tapmanager-echo");
+    let c = dhcp::frame::internet_checksum(&icmp, 0);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let total = (20 + icmp.len()) as u16;
+    let mut ip = vec![
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        1,
+        0,
+        0,
+    ];
+    ip.extend_from_slice(&src_ip.octets());
+    ip.extend_from_slice(&dst_ip.octets());
+    let c = dhcp::frame::internet_checksum(&ip, 0);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = Vec::new();
+    f.extend_from_slice(&next_hop_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+impl FakeVm {
+    /// Pings `dst` through the gateway at `gw_mac`; true when the echo reply comes back from `dst`.
+    pub fn ping(&self, gw_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        for seq in 1..=3u16 {
+            self.send(&icmp_echo(self.mac, gw_mac, src, dst, seq));
+            let got = self.recv_until(Duration::from_millis(700), |f| {
+                let is_reply = f.len() >= 42
+                    && f[12..14] == [0x08, 0x00]
+                    && f[23] == 1
+                    && f[26..30] == dst.octets()
+                    && f[34] == 0;
+                is_reply.then_some(())
+            });
+            if got.is_some() {
+                return true;
+            }
+        }
+        false
+    }
+}

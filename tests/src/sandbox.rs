@@ -347,6 +347,12 @@ impl Drop for Sandbox {
         if std::thread::panicking() {
             eprintln!("--- daemon log ({}) ---\n{}", self.ns.name, self.log());
         }
+        // Guests' namespaces the daemon pinned (isolated kind) outlive it: unpin them.
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("state/netns")) {
+            for e in entries.flatten() {
+                let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH); // not mounted is fine
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir); // best effort
     }
 }

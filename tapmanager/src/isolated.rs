@@ -1,0 +1,219 @@
+//! The isolated kind (Slicer's isolated mode): per guest a network namespace, a veth pair
+//! whose peer is created directly inside it, a /30 carved from the network's range, and the
+//! TAP in the namespace holding the /30's gateway address with the guest's DHCP server on it.
+//!
+//! ```text
+//!  guest ── tap0 (gw N+1/30) [guest netns] veth0 ══ vethH (tm…) [host] ── routing, NAT ── uplink
+//! ```
+//!
+//! The veth carries no addresses: each side reaches the other through a fixed link-local
+//! next hop with a permanent neighbour entry (169.254.0.1 is the host side, 169.254.0.2 the
+//! namespace side), so no ARP runs on it. The host filters and NATs the guest's traffic
+//! ([`crate::firewall::RoutedNet`]): source checked, no guest-to-guest, nothing to the host's
+//! own addresses, the network's drop/allow lists, masquerade out of the uplink.
+//!
+//! Names: the host-side veth has the generated name (reconcile knows its shape); inside the
+//! namespace the links are always `veth0` and `tap0`; the namespace is pinned at
+//! `<state_dir>/netns/<host veth name>`. Needs CAP_SYS_ADMIN and CAP_NET_ADMIN.
+
+use crate::config::{IsolatedNet, NetworkKind};
+use crate::daemon::Daemon;
+use crate::firewall::RoutedPort;
+use crate::link::{self, Links};
+use crate::names;
+use crate::netns::NetNs;
+use crate::state::Record;
+use crate::tap;
+use ipnet::Ipv4Net;
+use protocol::{IfName, Interface, MacAddr};
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const NS_VETH: &str = "veth0";
+const NS_TAP: &str = "tap0";
+/// The host side's next hop as the namespace sees it, and the namespace's as the host sees it.
+const HOST_HOP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
+const NS_HOP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 2);
+
+/// Where the guest's namespace is pinned.
+pub fn netns_path(d: &Daemon, iface: &Interface) -> PathBuf {
+    d.config.state_dir.join("netns").join(iface.ifname.as_str())
+}
+
+/// The index of a routed network among the config's isolated networks.
+pub fn routed_index(d: &Daemon, iface: &Interface) -> Option<usize> {
+    d.config
+        .networks
+        .iter()
+        .filter(|(_, n)| matches!(n.kind, NetworkKind::Isolated(_)))
+        .position(|(name, _)| *name == iface.network)
+}
+
+/// The host-side rules' view of a routed NIC.
+pub fn routed_port(d: &Daemon, iface: &Interface) -> Option<RoutedPort> {
+    Some(RoutedPort {
+        ifname: iface.ifname.clone(),
+        net: routed_index(d, iface)?,
+        ip: iface.address?.0,
+    })
+}
+
+/// The veth MACs: fixed per NIC so both sides' static neighbour entries are known up front.
+fn veth_macs(iface: &Interface) -> (MacAddr, MacAddr) {
+    let mut host = iface.mac.0;
+    let mut ns = iface.mac.0;
+    host[0] = 0xfa;
+    ns[0] = 0xf6;
+    (MacAddr(host), MacAddr(ns))
+}
+
+/// Opens an rtnetlink connection inside `ns`, driven on the current runtime.
+fn links_in(ns: &NetNs) -> Result<Links, BoxError> {
+    let rt = tokio::runtime::Handle::current();
+    Ok(ns.run_in(move || {
+        let _entered = rt.enter();
+        Links::connect().map_err(std::io::Error::other)
+    })?)
+}
+
+/// Builds one isolated NIC; returns its TAP fds. Every step converges, and
+/// [`teardown_port`] undoes any prefix of them.
+pub(crate) async fn build_port(
+    d: &Daemon,
+    iso: &IsolatedNet,
+    record: &Record,
+    iface: &Interface,
+    gid: u32,
+    cancel: &CancellationToken,
+) -> Result<Vec<OwnedFd>, BoxError> {
+    let (ip, _) = iface.address.ok_or("no address planned")?;
+    let gateway = iface.gateway.ok_or("no gateway planned")?;
+    let block = Ipv4Net::new(ip, 30)?.trunc();
+    let (host_mac, ns_mac) = veth_macs(iface);
+    let mtu = iso.mtu;
+    // The guest's own namespace, pinned under the state dir.
+    let path = netns_path(d, iface);
+    std::fs::create_dir_all(path.parent().ok_or("state dir")?)?;
+    let ns = NetNs::create(&path)?;
+    // Host rules before any link exists: they match by name, so they hold from the first packet.
+    let port = routed_port(d, iface).ok_or("not a routed network")?;
+    d.firewall.add_routed_port(&port).await?;
+    // The veth, its peer created directly inside the namespace (never moved).
+    d.links
+        .add_veth_into(&iface.ifname, host_mac, mtu, NS_VETH, ns_mac, ns.fd())
+        .await?;
+    // Inside: the TAP with its final flags, owned by the caller; forwarding on.
+    let (uid, queues) = (record.uid, iface.queues);
+    let tap = ns.run_in(move || {
+        let name = IfName::try_from(NS_TAP.to_owned()).map_err(std::io::Error::other)?;
+        let tap = tap::create(&name, queues, uid, gid).map_err(std::io::Error::other)?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
+        Ok(tap)
+    })?;
+    let inner = links_in(&ns)?;
+    let tap_index = index_in(&ns, NS_TAP)?;
+    let veth_index = index_in(&ns, NS_VETH)?;
+    // The TAP holds the /30's gateway address: the guest's first hop.
+    inner
+        .up(
+            tap_index,
+            NS_TAP,
+            mtu,
+            Some(names::host_side_mac(iface.mac)),
+        )
+        .await?;
+    inner
+        .add_address(tap_index, NS_TAP, Ipv4Net::new(gateway, 30)?)
+        .await?;
+    // Out of the namespace: default route to the host side, whose MAC is known.
+    inner.up(veth_index, NS_VETH, mtu, None).await?;
+    inner.add_neighbour(veth_index, HOST_HOP, host_mac).await?;
+    inner
+        .add_onlink_route(
+            Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0)?,
+            HOST_HOP,
+            veth_index,
+        )
+        .await?;
+    // Back in: the host routes the guest's /30 to the namespace side.
+    let host_index = link::index_of(&iface.ifname).ok_or("veth vanished")?;
+    d.links.add_neighbour(host_index, NS_HOP, ns_mac).await?;
+    d.links.add_onlink_route(block, NS_HOP, host_index).await?;
+    // DHCP listens on the TAP before any fd leaves the daemon.
+    let b = crate::lifecycle::binding(d, record, iface).ok_or("no binding")?;
+    let server = bind_dhcp_at(&ns, b)?;
+    crate::lifecycle::spawn_dhcp(server, iface, cancel);
+    Ok(tap.fds)
+}
+
+fn index_in(ns: &NetNs, name: &'static str) -> Result<u32, BoxError> {
+    Ok(ns.run_in(move || nix::net::if_::if_nametoindex(name).map_err(std::io::Error::from))?)
+}
+
+fn bind_dhcp_at(ns: &NetNs, b: dhcp::Binding) -> Result<dhcp::Server, BoxError> {
+    Ok(ns.run_in(move || {
+        let index = nix::net::if_::if_nametoindex(NS_TAP)?;
+        dhcp::Server::bind(index, b).map_err(std::io::Error::other)
+    })?)
+}
+
+/// Binds the DHCP server of an existing isolated NIC again (start-up adoption).
+pub(crate) fn bind_dhcp(
+    d: &Daemon,
+    iface: &Interface,
+    b: dhcp::Binding,
+) -> Result<dhcp::Server, BoxError> {
+    bind_dhcp_at(&NetNs::open(&netns_path(d, iface))?, b)
+}
+
+/// Undoes an isolated NIC: its host rules and its namespace (which takes the TAP and the
+/// veth's peer with it; the host side is deleted by the caller). Idempotent.
+pub(crate) async fn teardown_port(d: &Daemon, iface: &Interface) -> bool {
+    let mut complete = true;
+    if let Some(port) = routed_port(d, iface) {
+        if let Err(e) = d.firewall.remove_routed_port(&port).await {
+            tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot remove routed rules");
+            complete = false;
+        }
+    }
+    if let Err(e) = NetNs::delete(&netns_path(d, iface)) {
+        tracing::error!(ifname = %iface.ifname, error = %e, "cannot delete the guest's namespace");
+        complete = false;
+    }
+    complete
+}
+
+/// Start-up: namespaces under the state dir that no adopted attachment owns are removed.
+pub(crate) fn remove_orphan_namespaces(d: &Daemon, known: &HashSet<IfName>) {
+    let Ok(entries) = std::fs::read_dir(d.config.state_dir.join("netns")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !known.iter().any(|k| k.as_str() == name) {
+            match NetNs::delete(&e.path()) {
+                Ok(()) => tracing::info!(netns = %name, "removed orphan namespace"),
+                Err(err) => {
+                    tracing::error!(netns = %name, error = %err, "cannot remove orphan namespace")
+                }
+            }
+        }
+    }
+}
+
+/// Host-wide settings the routed networks need: IPv4 forwarding in the daemon's namespace.
+pub(crate) fn prepare_host(d_config: &crate::config::Config) -> std::io::Result<()> {
+    if d_config
+        .networks
+        .values()
+        .any(|n| matches!(n.kind, NetworkKind::Isolated(_)))
+    {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
+    }
+    Ok(())
+}

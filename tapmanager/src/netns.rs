@@ -1,0 +1,95 @@
+//! Per-VM network namespaces: created on a short-lived thread (`unshare` and `setns` change
+//! the calling thread only, DESIGN.md §6), kept alive by a bind mount under the daemon's
+//! state directory, entered only from dedicated threads ([`NetNs::run_in`]), never from a
+//! tokio worker. Sockets, TAP fds and netlink connections opened inside keep the namespace.
+//!
+//! Needs CAP_SYS_ADMIN (unshare, setns, mount).
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+/// A named network namespace: a bind-mounted nsfs file.
+#[derive(Debug)]
+pub struct NetNs {
+    path: PathBuf,
+    file: File,
+}
+
+fn on_thread<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    std::thread::spawn(f)
+        .join()
+        .map_err(|_| io::Error::other("namespace thread panicked"))?
+}
+
+impl NetNs {
+    /// Creates a fresh namespace and pins it at `path` (a new file).
+    pub fn create(path: &Path) -> io::Result<NetNs> {
+        File::create(path)?;
+        let target = path.to_owned();
+        let made = on_thread(move || {
+            // The thread ends right after: its namespace lives on through the bind mount.
+            unshare(CloneFlags::CLONE_NEWNET)?;
+            mount(
+                Some("/proc/thread-self/ns/net"),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )?;
+            Ok(())
+        });
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(path); // the empty placeholder; nothing else exists
+            return Err(e);
+        }
+        NetNs::open(path)
+    }
+
+    /// Opens a namespace pinned earlier.
+    pub fn open(path: &Path) -> io::Result<NetNs> {
+        Ok(NetNs {
+            path: path.to_owned(),
+            file: File::open(path)?,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The namespace's fd, for `IFLA_NET_NS_FD`.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Runs `f` on a fresh thread inside this namespace and returns what it made.
+    pub fn run_in<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let fd = self.file.try_clone()?;
+        on_thread(move || {
+            setns(fd.as_fd(), CloneFlags::CLONE_NEWNET)?;
+            f()
+        })
+    }
+
+    /// Unpins and removes a namespace; the kernel frees it (and every link in it) once nothing
+    /// holds it. An absent one is already deleted.
+    pub fn delete(path: &Path) -> io::Result<()> {
+        match umount2(path, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Kernel tier (root): the isolated kind. The sandbox namespace stands in for the host; a
+//! second namespace made by the test stands in for the LAN, joined to it by a veth that is the
+//! network's "uplink" (never the machine's eth0).
+
+use protocol::{AttachRequest, NetworkRequest};
+use std::net::Ipv4Addr;
+use tapmanager_tests::fakevm::FakeVm;
+use tapmanager_tests::sandbox::{is_root, run, Netns, Sandbox};
+
+const GROUP: u32 = 47_021;
+const UPLINK: &str = "tmup0";
+const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+const HOST_UPLINK_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+const LAN_DROPPED: Ipv4Addr = Ipv4Addr::new(192, 168, 78, 1);
+
+/// The LAN: a namespace with 192.168.77.2 (reachable) and 192.168.78.1 (on the drop list).
+fn lan(sb: &Sandbox) -> Netns {
+    let lan = Netns::new("lan");
+    run(std::process::Command::new("ip").args([
+        "-n",
+        &sb.ns.name,
+        "link",
+        "add",
+        UPLINK,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "lan0",
+        "netns",
+        &lan.name,
+    ]));
+    sb.ns.ip(&["addr", "add", "192.168.77.1/24", "dev", UPLINK]);
+    sb.ns.ip(&["link", "set", UPLINK, "up"]);
+    lan.ip(&["addr", "add", "192.168.77.2/24", "dev", "lan0"]);
+    lan.ip(&["link", "set", "lan0", "up"]);
+    lan.ip(&["addr", "add", "192.168.78.1/24", "dev", "lan0"]);
+    // The LAN knows no route back to the guests: only NAT makes replies possible.
+    sb.ns
+        .ip(&["route", "add", "192.168.78.0/24", "via", "192.168.77.2"]);
+    lan
+}
+
+fn attach(sb: &Sandbox, vm: &str) -> (protocol::Attachment, FakeVm) {
+    let (a, fds) = sb
+        .client()
+        .attach(AttachRequest {
+            vm: vm.parse().unwrap(),
+            networks: vec![NetworkRequest::new("iso".parse().unwrap())],
+        })
+        .expect("attach");
+    let mac = a.interfaces[0].mac.0;
+    (a, FakeVm::new(fds.into_iter().next().unwrap(), mac))
+}
+
+#[test]
+fn isolated_guests_lease_a_slash30_reach_the_lan_and_nothing_else() {
+    if !is_root("isolated_guests_lease_a_slash30_reach_the_lan_and_nothing_else") {
+        return;
+    }
+    let networks = format!(
+        "[networks.iso]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"{UPLINK}\"\ndrop = [\"192.168.78.0/24\"]\ndns = [\"192.168.77.2\"]\n"
+    );
+    // The daemon starts after the LAN exists; the fixture starts it at once, so build the LAN
+    // in a first sandbox's namespace by restarting the daemon.
+    let mut sb = Sandbox::new("iso", GROUP, &networks);
+    let _lan = lan(&sb);
+    sb.kill();
+    sb.start();
+
+    let (a1, vm1) = attach(&sb, "iso1");
+    let l1 = vm1.dhcp().expect("lease");
+    assert_eq!(l1.ip, Ipv4Addr::new(169, 254, 100, 2));
+    assert_eq!(l1.prefix_len, 30);
+    assert_eq!(l1.router, Some(Ipv4Addr::new(169, 254, 100, 1)));
+    assert_eq!(l1.dns, vec![LAN_HOST]);
+    let gw1 = vm1
+        .arp(vm1.mac, l1.ip, l1.router.unwrap())
+        .expect("gateway ARP");
+    // NAT egress to the LAN.
+    assert!(vm1.ping(gw1, l1.ip, LAN_HOST), "LAN host unreachable");
+    // The drop list, the host's own address, a spoofed source: nothing comes back.
+    assert!(
+        !vm1.ping(gw1, l1.ip, LAN_DROPPED),
+        "dropped destination answered"
+    );
+    assert!(
+        !vm1.ping(gw1, l1.ip, HOST_UPLINK_ADDR),
+        "host address answered"
+    );
+    assert!(
+        !vm1.ping(gw1, Ipv4Addr::new(169, 254, 100, 9), LAN_HOST),
+        "spoofed source passed"
+    );
+
+    // A second guest gets the next /30 and cannot reach the first.
+    let (_a2, vm2) = attach(&sb, "iso2");
+    let l2 = vm2.dhcp().expect("lease 2");
+    assert_eq!(l2.ip, Ipv4Addr::new(169, 254, 100, 6));
+    let gw2 = vm2
+        .arp(vm2.mac, l2.ip, l2.router.unwrap())
+        .expect("gateway ARP 2");
+    assert!(vm2.ping(gw2, l2.ip, LAN_HOST));
+    assert!(!vm2.ping(gw2, l2.ip, l1.ip), "guest reached another guest");
+
+    // Release removes the namespace, the veth and the rules.
+    let ifname = a1.interfaces[0].ifname.to_string();
+    let netns_file = sb.dir.join("state/netns").join(&ifname);
+    assert!(netns_file.exists());
+    sb.client().release(&"iso1".parse().unwrap()).unwrap();
+    assert!(!netns_file.exists());
+    assert!(!sb.ns.link_exists(&ifname));
+    let (_, rules) = sb
+        .ns
+        .exec(&["nft", "list", "table", "inet", "tapmanager_routed"]);
+    assert!(!rules.contains(&ifname), "{rules}");
+
+    // SIGKILL and restart: the live guest is adopted and still reaches the LAN.
+    sb.kill();
+    sb.start();
+    assert_eq!(sb.client().list().unwrap().len(), 1);
+    assert!(
+        vm2.ping(gw2, l2.ip, LAN_HOST),
+        "adopted guest lost its network"
+    );
+    assert_eq!(vm2.dhcp().expect("lease after restart").ip, l2.ip);
+}
