@@ -139,10 +139,13 @@ echo
 echo "TM-INIT kernel=$(uname -r) up=$(up)"
 
 # Optional extra udhcpc options from the kernel command line: tm.dhcpopt=search,staticroutes
+# and extra addresses to ping after the router: tm.ping=192.168.1.2,10.0.0.1
 extra=""
+targets=""
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
     tm.dhcpopt=*) for o in $(echo "${arg#tm.dhcpopt=}" | tr ',' ' '); do extra="$extra -O $o"; done ;;
+    tm.ping=*) targets=$(echo "${arg#tm.ping=}" | tr ',' ' ') ;;
     esac
 done
 
@@ -170,11 +173,13 @@ if [ ! -s /tmp/lease ]; then
     done_
 fi
 router=$(cat /tmp/lease)
-if ping -c 3 -W 2 "$router" >/dev/null 2>&1; then
-    echo "TM-PING-OK $router"
-else
-    echo "TM-PING-FAIL $router"
-fi
+for t in $router $targets; do
+    if ping -c 3 -W 2 "$t" >/dev/null 2>&1; then
+        echo "TM-PING-OK $t"
+    else
+        echo "TM-PING-FAIL $t"
+    fi
+done
 done_
 EOF
 

@@ -350,9 +350,43 @@ impl Drop for Sandbox {
         // Guests' namespaces the daemon pinned (isolated kind) outlive it: unpin them.
         if let Ok(entries) = std::fs::read_dir(self.dir.join("state/netns")) {
             for e in entries.flatten() {
-                let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH); // not mounted is fine
+                let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+                // not mounted is fine
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir); // best effort
     }
+}
+
+/// The uplink of routed networks in tests: a veth from the sandbox to the LAN namespace.
+pub const UPLINK: &str = "tmup0";
+
+/// A stand-in LAN for routed networks: a namespace joined to the sandbox's by the veth
+/// [`UPLINK`] (192.168.77.1 on the sandbox side), answering on 192.168.77.2 and 192.168.78.1.
+/// The LAN has no route back to the guests: only NAT makes replies possible. Start the daemon
+/// again after this (its uplink must exist when it starts).
+pub fn lan(sb: &Sandbox) -> Netns {
+    let lan = Netns::new("lan");
+    run(Command::new("ip").args([
+        "-n",
+        &sb.ns.name,
+        "link",
+        "add",
+        UPLINK,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "lan0",
+        "netns",
+        &lan.name,
+    ]));
+    sb.ns.ip(&["addr", "add", "192.168.77.1/24", "dev", UPLINK]);
+    sb.ns.ip(&["link", "set", UPLINK, "up"]);
+    lan.ip(&["addr", "add", "192.168.77.2/24", "dev", "lan0"]);
+    lan.ip(&["addr", "add", "192.168.78.1/24", "dev", "lan0"]);
+    lan.ip(&["link", "set", "lan0", "up"]);
+    sb.ns
+        .ip(&["route", "add", "192.168.78.0/24", "via", "192.168.77.2"]);
+    lan
 }

@@ -5,41 +5,12 @@
 use protocol::{AttachRequest, NetworkRequest};
 use std::net::Ipv4Addr;
 use tapmanager_tests::fakevm::FakeVm;
-use tapmanager_tests::sandbox::{is_root, run, Netns, Sandbox};
+use tapmanager_tests::sandbox::{is_root, lan, Sandbox, UPLINK};
 
 const GROUP: u32 = 47_021;
-const UPLINK: &str = "tmup0";
 const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
 const HOST_UPLINK_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
 const LAN_DROPPED: Ipv4Addr = Ipv4Addr::new(192, 168, 78, 1);
-
-/// The LAN: a namespace with 192.168.77.2 (reachable) and 192.168.78.1 (on the drop list).
-fn lan(sb: &Sandbox) -> Netns {
-    let lan = Netns::new("lan");
-    run(std::process::Command::new("ip").args([
-        "-n",
-        &sb.ns.name,
-        "link",
-        "add",
-        UPLINK,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "lan0",
-        "netns",
-        &lan.name,
-    ]));
-    sb.ns.ip(&["addr", "add", "192.168.77.1/24", "dev", UPLINK]);
-    sb.ns.ip(&["link", "set", UPLINK, "up"]);
-    lan.ip(&["addr", "add", "192.168.77.2/24", "dev", "lan0"]);
-    lan.ip(&["link", "set", "lan0", "up"]);
-    lan.ip(&["addr", "add", "192.168.78.1/24", "dev", "lan0"]);
-    // The LAN knows no route back to the guests: only NAT makes replies possible.
-    sb.ns
-        .ip(&["route", "add", "192.168.78.0/24", "via", "192.168.77.2"]);
-    lan
-}
 
 fn attach(sb: &Sandbox, vm: &str) -> (protocol::Attachment, FakeVm) {
     let (a, fds) = sb

@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tapmanager_tests::sandbox::{bin, is_root, run, Sandbox, GATEWAY};
+use tapmanager_tests::sandbox::{bin, is_root, lan, run, Sandbox, GATEWAY, UPLINK};
 
 const GROUP: u32 = 47_011;
 const USER: u32 = 47_012;
@@ -20,20 +20,10 @@ fn guest_dir() -> std::path::PathBuf {
     dir
 }
 
-#[test]
-fn qemu_guest_leases_and_pings_its_gateway_through_vmwrapper() {
-    if !is_root("qemu_guest_leases_and_pings_its_gateway_through_vmwrapper") {
-        return;
-    }
-    assert!(
-        Command::new("qemu-system-x86_64")
-            .arg("--version")
-            .output()
-            .is_ok(),
-        "qemu-system-x86_64 missing: run scripts/install-test-deps.sh"
-    );
+/// Boots the guest through vmwrapper as `USER` on `net`; returns its console once QEMU exits.
+/// Also checks that the attachment was listed for `USER` while the guest ran.
+fn boot(sb: &Sandbox, vm: &str, net: &str, append: &str) -> String {
     let guest = guest_dir();
-    let sb = Sandbox::with_defaults("qemu", GROUP);
     let started = Instant::now();
     let mut qemu = Command::new("setpriv")
         .arg(format!("--reuid={USER}"))
@@ -42,14 +32,7 @@ fn qemu_guest_leases_and_pings_its_gateway_through_vmwrapper() {
         .arg(bin("vmwrapper"))
         .arg("--socket")
         .arg(&sb.socket)
-        .args([
-            "--id",
-            "e2e",
-            "--net",
-            "default",
-            "--",
-            "qemu-system-x86_64",
-        ])
+        .args(["--id", vm, "--net", net, "--", "qemu-system-x86_64"])
         .args([
             "-accel",
             "tcg",
@@ -64,17 +47,17 @@ fn qemu_guest_leases_and_pings_its_gateway_through_vmwrapper() {
         .arg(guest.join("vmlinuz"))
         .arg("-initrd")
         .arg(guest.join("initramfs.cpio.gz"))
-        .args(["-append", "console=ttyS0 quiet panic=-1"])
+        .arg("-append")
+        .arg(format!("console=ttyS0 quiet panic=-1 {append}"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start vmwrapper");
-    // While it runs, the attachment belongs to the test user and is listed for root.
     let listed = sb.wait_for(20, || {
         sb.client()
             .list()
-            .map(|l| l.iter().any(|a| a.vm.as_str() == "e2e" && a.uid == USER))
+            .map(|l| l.iter().any(|a| a.vm.as_str() == vm && a.uid == USER))
             .unwrap_or(false)
     });
     let deadline = Instant::now() + Duration::from_secs(150);
@@ -83,7 +66,7 @@ fn qemu_guest_leases_and_pings_its_gateway_through_vmwrapper() {
     }
     let timed_out = qemu.try_wait().unwrap().is_none();
     if timed_out {
-        let _ = qemu.kill(); // stop it; the assertions below report the timeout
+        let _ = qemu.kill(); // stop it; the assertion below reports the timeout
         let _ = qemu.wait();
     }
     let mut console = String::new();
@@ -98,17 +81,41 @@ fn qemu_guest_leases_and_pings_its_gateway_through_vmwrapper() {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    let console = console.replace('\r', "");
-    eprintln!("guest ran {:?}", started.elapsed());
+    eprintln!("guest {vm} ran {:?}", started.elapsed());
     assert!(!timed_out, "QEMU did not finish:\n{console}\n{stderr}");
     assert!(
         listed,
         "attachment not listed while the guest ran:\n{stderr}"
     );
-    let lease = console
+    console.replace('\r', "")
+}
+
+fn lease_line(console: &str) -> &str {
+    console
         .lines()
         .find(|l| l.starts_with("TM-LEASE "))
-        .unwrap_or_else(|| panic!("no lease:\n{console}\n{stderr}"));
+        .unwrap_or_else(|| panic!("no lease:\n{console}"))
+}
+
+fn assert_gone(sb: &Sandbox) {
+    // QEMU has exited: the daemon saw it through the pidfd and removed everything.
+    assert!(
+        sb.wait_for(10, || sb.taps().is_empty()
+            && sb.journal_entries().is_empty()),
+        "left behind: {:?} {:?}",
+        sb.taps(),
+        sb.journal_entries()
+    );
+}
+
+#[test]
+fn qemu_guest_leases_and_pings_its_gateway_through_vmwrapper() {
+    if !is_root("qemu_guest_leases_and_pings_its_gateway_through_vmwrapper") {
+        return;
+    }
+    let sb = Sandbox::with_defaults("qemu", GROUP);
+    let console = boot(&sb, "e2e", "default", "");
+    let lease = lease_line(&console);
     assert!(lease.contains("ip=10.88.0.2 "), "{lease}");
     assert!(lease.contains("mask=24 "), "{lease}");
     assert!(lease.contains(&format!("router={GATEWAY} ")), "{lease}");
@@ -119,12 +126,30 @@ fn qemu_guest_leases_and_pings_its_gateway_through_vmwrapper() {
         console.contains(&format!("TM-PING-OK {GATEWAY}")),
         "no ping:\n{console}"
     );
-    // QEMU has exited: the daemon saw it through the pidfd and removed everything.
-    assert!(
-        sb.wait_for(10, || sb.taps().is_empty()
-            && sb.journal_entries().is_empty()),
-        "left behind: {:?} {:?}",
-        sb.taps(),
-        sb.journal_entries()
+    assert_gone(&sb);
+}
+
+#[test]
+fn qemu_guest_on_an_isolated_network_reaches_the_lan() {
+    if !is_root("qemu_guest_on_an_isolated_network_reaches_the_lan") {
+        return;
+    }
+    let networks = format!(
+        "[networks.iso]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"{UPLINK}\"\ndrop = [\"192.168.78.0/24\"]\n"
     );
+    let mut sb = Sandbox::new("qemuiso", GROUP, &networks);
+    let _lan = lan(&sb);
+    sb.kill();
+    sb.start();
+    let console = boot(&sb, "e2eiso", "iso", "tm.ping=192.168.77.2,192.168.78.1");
+    let lease = lease_line(&console);
+    assert!(
+        lease.contains("ip=169.254.100.2 mask=30 router=169.254.100.1 "),
+        "{lease}"
+    );
+    assert!(console.contains("TM-PING-OK 169.254.100.1"), "{console}");
+    assert!(console.contains("TM-PING-OK 192.168.77.2"), "{console}");
+    assert!(console.contains("TM-PING-FAIL 192.168.78.1"), "{console}");
+    assert_gone(&sb);
+    assert!(!sb.dir.join("state/netns").read_dir().unwrap().any(|_| true));
 }
