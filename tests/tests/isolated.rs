@@ -96,3 +96,101 @@ fn isolated_guests_lease_a_slash30_reach_the_lan_and_nothing_else() {
     );
     assert_eq!(vm2.dhcp().expect("lease after restart").ip, l2.ip);
 }
+
+/// Attaches a guest on `net` and returns (guest, its address, its gateway's MAC).
+fn leased(sb: &Sandbox, vm: &str, net: &str) -> (FakeVm, Ipv4Addr, [u8; 6]) {
+    let (a, fds) = sb
+        .client()
+        .attach(AttachRequest {
+            vm: vm.parse().unwrap(),
+            networks: vec![NetworkRequest::new(net.parse().unwrap())],
+        })
+        .expect("attach");
+    let g = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
+    let l = g.dhcp().expect("lease");
+    let gw = g.arp(g.mac, l.ip, l.router.unwrap()).expect("gateway ARP");
+    (g, l.ip, gw)
+}
+
+#[test]
+fn drop_and_allow_lists_on_several_isolated_networks() {
+    if !is_root("drop_and_allow_lists_on_several_isolated_networks") {
+        return;
+    }
+    let iso = |name: &str, range: &str, lists: &str| {
+        format!("[networks.{name}]\nkind = \"isolated\"\nrange = \"{range}\"\nuplink = \"{UPLINK}\"\n{lists}\n")
+    };
+    let networks = [
+        iso("open", "169.254.100.0/24", ""),
+        iso(
+            "allowonly",
+            "169.254.101.0/24",
+            "allow = [\"192.168.78.0/24\"]",
+        ),
+        iso(
+            "both",
+            "169.254.102.0/24",
+            "allow = [\"192.168.76.0/22\"]\ndrop = [\"192.168.78.0/24\"]",
+        ),
+    ]
+    .concat();
+    let mut sb = Sandbox::new("lists", GROUP, &networks);
+    let _lan = lan(&sb);
+    sb.kill();
+    sb.start();
+    let reach = |net: &str| {
+        let (g, ip, gw) = leased(&sb, &format!("vm-{net}"), net);
+        (g.ping(gw, ip, LAN_HOST), g.ping(gw, ip, LAN_DROPPED))
+    };
+    // No list: everything outside is reachable.
+    assert_eq!(reach("open"), (true, true));
+    // allow alone: nothing but the allowed range.
+    assert_eq!(reach("allowonly"), (false, true));
+    // allow and drop: in allow and not in drop (drop wins).
+    assert_eq!(reach("both"), (true, false));
+}
+
+#[test]
+fn a_dead_callers_isolated_guest_is_reaped_at_restart() {
+    if !is_root("a_dead_callers_isolated_guest_is_reaped_at_restart") {
+        return;
+    }
+    let networks = format!(
+        "[networks.iso]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"{UPLINK}\"\n"
+    );
+    let mut sb = Sandbox::new("isoreap", GROUP, &networks);
+    // A caller that exits while the daemon is down.
+    let mut caller = std::process::Command::new(tapmanager_tests::sandbox::bin("vmwrapper"))
+        .arg("--socket")
+        .arg(&sb.socket)
+        .args([
+            "--id",
+            "gone",
+            "--net",
+            "iso",
+            "--hypervisor",
+            "qemu",
+            "--",
+            "sh",
+            "-c",
+            "read x",
+            "sh",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(sb.wait_for(10, || sb.journal_entries().len() == 1));
+    let ifname = sb.taps().pop().expect("host veth");
+    assert!(sb.dir.join("state/netns").join(&ifname).exists());
+    sb.kill();
+    drop(caller.stdin.take());
+    caller.wait().unwrap();
+    sb.start();
+    assert!(sb.journal_entries().is_empty());
+    assert!(!sb.ns.link_exists(&ifname));
+    assert!(!sb.dir.join("state/netns").join(&ifname).exists());
+    let (_, rules) = sb
+        .ns
+        .exec(&["nft", "list", "table", "inet", "tapmanager_routed"]);
+    assert!(!rules.contains(&ifname), "{rules}");
+}
