@@ -39,6 +39,8 @@ pub const MAX_NICS: usize = 8;
 pub const MAX_QUEUES: u16 = 8;
 /// Most simultaneous connections one uid may hold.
 pub const MAX_CONNECTIONS_PER_UID: usize = 64;
+/// How long an attach waits for a release (or attach) of the same id still in progress.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a connection may sit idle between requests.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -72,6 +74,8 @@ pub struct Daemon {
     pub(crate) config: Config,
     pub(crate) journal: Journal,
     pub(crate) links: Links,
+    /// Deletes links for teardown, on a thread of its own (see [`Links::connect_on_own_thread`]).
+    pub(crate) teardown_links: Links,
     pub(crate) firewall: Firewall,
     pub(crate) bridges: Bridges,
     pub(crate) registry: Mutex<Registry>,
@@ -101,6 +105,7 @@ impl Daemon {
     pub async fn start(config: Config) -> Result<Arc<Daemon>, DaemonError> {
         let journal = Journal::open(&config.state_dir)?;
         let links = Links::connect()?;
+        let teardown_links = Links::connect_on_own_thread("tm-teardown")?;
         crate::isolated::prepare_host(&config).map_err(DaemonError::Host)?;
         let routed = config
             .networks
@@ -124,6 +129,7 @@ impl Daemon {
             config,
             journal,
             links,
+            teardown_links,
             firewall,
             bridges,
             registry: Mutex::new(Registry::default()),
@@ -282,7 +288,13 @@ impl Daemon {
             }
             RequestBody::Release { vm } => {
                 let key = self.find(peer, &vm)?;
-                self.release(&key).await;
+                // The reply does not wait for the kernel: deleting links and namespaces takes
+                // tens of ms. The entry stays (not ready) until teardown is complete, so the
+                // id, addresses and names are not reused before then.
+                if let Some(job) = self.begin_release(&key) {
+                    let d = Arc::clone(self);
+                    tokio::spawn(async move { d.finish_release(&key, job).await });
+                }
                 Ok((ResponseBody::Released, Vec::new()))
             }
             RequestBody::List => {
@@ -366,6 +378,24 @@ impl Daemon {
 
         let key = (peer.uid, req.vm.clone());
         let cancel = CancellationToken::new();
+        // The same id again while its release finishes in the background (or while another
+        // attach of it is being built) waits for the outcome rather than failing at once.
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let busy = self
+                .registry
+                .lock()
+                .unwrap()
+                .entries
+                .get(&key)
+                .map(|e| e.ready);
+            match busy {
+                Some(false) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(2)).await
+                }
+                _ => break,
+            }
+        }
         let record = {
             let mut reg = self.registry.lock().unwrap();
             if reg.entries.contains_key(&key) {
@@ -454,9 +484,17 @@ impl Daemon {
     }
 
     /// Tears down an attachment and forgets it. Idempotent.
+    /// Tears down an attachment and forgets it. Idempotent.
     pub(crate) async fn release(&self, key: &Key) {
-        // Take it and mark it as going away in one step, so concurrent releases (the exit
-        // watcher and a Release request) tear it down once.
+        if let Some(job) = self.begin_release(key) {
+            self.finish_release(key, job).await;
+        }
+    }
+
+    /// Takes an attachment and marks it as going away in one step, so concurrent releases
+    /// (the exit watcher and a Release request) tear it down once; stops its DHCP servers and
+    /// exit watcher. `None` when it is not there or already going.
+    fn begin_release(&self, key: &Key) -> Option<Record> {
         let taken = {
             let mut reg = self.registry.lock().unwrap();
             reg.entries.get_mut(key).filter(|e| e.ready).map(|e| {
@@ -464,10 +502,13 @@ impl Daemon {
                 (e.record.clone(), e.cancel.clone())
             })
         };
-        let Some((record, cancel)) = taken else {
-            return;
-        };
+        let (record, cancel) = taken?;
         cancel.cancel();
+        Some(record)
+    }
+
+    /// The kernel side of a release; the entry is forgotten once everything is gone.
+    async fn finish_release(&self, key: &Key, record: Record) {
         if lifecycle::teardown(self, &record).await {
             self.registry.lock().unwrap().entries.remove(key);
             tracing::info!(vm = %key.1, uid = key.0, "released");

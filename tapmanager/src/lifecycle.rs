@@ -307,7 +307,11 @@ fn rebind_dhcp(d: &Daemon, record: &Record, iface: &Interface) -> Result<dhcp::S
 pub(crate) async fn teardown(d: &Daemon, record: &Record) -> bool {
     let mut complete = true;
     for iface in record.interfaces.iter().rev() {
-        if let Err(e) = d.links.delete_if_exists(iface.ifname.as_str()).await {
+        if let Err(e) = d
+            .teardown_links
+            .delete_if_exists(iface.ifname.as_str())
+            .await
+        {
             tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot delete link");
             complete = false;
         }

@@ -93,6 +93,45 @@ impl Links {
         Ok(Links { handle })
     }
 
+    /// Opens a connection in the calling thread's namespace, driven on a thread of its own:
+    /// a request that blocks in the kernel (RTM_DELLINK waits ~16 ms for an RCU grace
+    /// period here) then blocks that thread, not the runtime's workers serving attaches.
+    pub fn connect_on_own_thread(thread_name: &str) -> Result<Links, LinkError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(thread_name.to_owned())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)); // the receiver reports it
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match rtnetlink::new_connection() {
+                        Ok((conn, handle, _)) => {
+                            let _ = tx.send(Ok(handle)); // the receiver is waiting right now
+                                                         // Runs until every handle is dropped.
+                            conn.await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e)); // the receiver reports it
+                        }
+                    }
+                });
+            })
+            .map_err(LinkError::Connect)?;
+        let handle = rx
+            .recv()
+            .map_err(|_| LinkError::Connect(std::io::Error::other("netlink thread died")))?
+            .map_err(LinkError::Connect)?;
+        Ok(Links { handle })
+    }
+
     pub async fn get(&self, name: &str) -> Result<Option<LinkInfo>, LinkError> {
         let mut s = self
             .handle

@@ -79,8 +79,7 @@ fn isolated_guests_lease_a_slash30_reach_the_lan_and_nothing_else() {
     let netns_file = sb.dir.join("state/netns").join(&ifname);
     assert!(netns_file.exists());
     sb.client().release(&"iso1".parse().unwrap()).unwrap();
-    assert!(!netns_file.exists());
-    assert!(!sb.ns.link_exists(&ifname));
+    assert!(sb.wait_for(10, || !netns_file.exists() && !sb.ns.link_exists(&ifname)));
     let (_, rules) = sb
         .ns
         .exec(&["nft", "list", "table", "inet", "tapmanager_routed"]);
