@@ -72,15 +72,6 @@ fn veth_macs(iface: &Interface) -> (MacAddr, MacAddr) {
     (MacAddr(host), MacAddr(ns))
 }
 
-/// Opens an rtnetlink connection inside `ns`, driven on the current runtime.
-fn links_in(ns: &NetNs) -> Result<Links, BoxError> {
-    let rt = tokio::runtime::Handle::current();
-    Ok(ns.run_in(move || {
-        let _entered = rt.enter();
-        Links::connect().map_err(std::io::Error::other)
-    })?)
-}
-
 /// Builds one isolated NIC; returns its TAP fds. Every step converges, and
 /// [`teardown_port`] undoes any prefix of them.
 pub(crate) async fn build_port(
@@ -107,17 +98,23 @@ pub(crate) async fn build_port(
     d.links
         .add_veth_into(&iface.ifname, host_mac, mtu, NS_VETH, ns_mac, ns.fd())
         .await?;
-    // Inside: the TAP with its final flags, owned by the caller; forwarding on.
+    // Inside, on one thread that entered the namespace: the TAP with its final flags, owned by
+    // the caller; forwarding on; a netlink connection; the DHCP server's socket (it listens
+    // before any fd leaves the daemon).
     let (uid, queues) = (record.uid, iface.queues);
-    let tap = ns.run_in(move || {
+    let b = crate::lifecycle::binding(d, record, iface).ok_or("no binding")?;
+    let rt = tokio::runtime::Handle::current();
+    let (tap, inner, tap_index, veth_index, server) = ns.run_in(move || {
         let name = IfName::try_from(NS_TAP.to_owned()).map_err(std::io::Error::other)?;
         let tap = tap::create(&name, queues, uid, gid).map_err(std::io::Error::other)?;
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
-        Ok(tap)
+        let tap_index = nix::net::if_::if_nametoindex(NS_TAP)?;
+        let veth_index = nix::net::if_::if_nametoindex(NS_VETH)?;
+        let server = dhcp::Server::bind(tap_index, b).map_err(std::io::Error::other)?;
+        let _entered = rt.enter();
+        let inner = Links::connect().map_err(std::io::Error::other)?;
+        Ok((tap, inner, tap_index, veth_index, server))
     })?;
-    let inner = links_in(&ns)?;
-    let tap_index = index_in(&ns, NS_TAP)?;
-    let veth_index = index_in(&ns, NS_VETH)?;
     // The TAP holds the /30's gateway address: the guest's first hop.
     inner
         .up(
@@ -144,15 +141,8 @@ pub(crate) async fn build_port(
     let host_index = link::index_of(&iface.ifname).ok_or("veth vanished")?;
     d.links.add_neighbour(host_index, NS_HOP, ns_mac).await?;
     d.links.add_onlink_route(block, NS_HOP, host_index).await?;
-    // DHCP listens on the TAP before any fd leaves the daemon.
-    let b = crate::lifecycle::binding(d, record, iface).ok_or("no binding")?;
-    let server = bind_dhcp_at(&ns, b)?;
     crate::lifecycle::spawn_dhcp(server, iface, cancel);
     Ok(tap.fds)
-}
-
-fn index_in(ns: &NetNs, name: &'static str) -> Result<u32, BoxError> {
-    Ok(ns.run_in(move || nix::net::if_::if_nametoindex(name).map_err(std::io::Error::from))?)
 }
 
 fn bind_dhcp_at(ns: &NetNs, b: dhcp::Binding) -> Result<dhcp::Server, BoxError> {
