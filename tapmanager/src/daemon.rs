@@ -73,6 +73,8 @@ impl Registry {
 pub struct Daemon {
     pub(crate) config: Config,
     pub(crate) journal: Journal,
+    /// Held for the daemon's life: one daemon per network namespace (see [`lock_netns`]).
+    _netns_lock: std::os::unix::net::UnixListener,
     pub(crate) links: Links,
     /// Deletes links for teardown, on a thread of its own (see [`Links::connect_on_own_thread`]).
     pub(crate) teardown_links: Links,
@@ -91,6 +93,8 @@ pub enum DaemonError {
     Firewall(#[from] crate::firewall::FirewallError),
     #[error("cannot enable IPv4 forwarding for routed networks")]
     Host(#[source] std::io::Error),
+    #[error("another tapmanager already runs in this network namespace (its nft tables and links would collide)")]
+    NetnsTaken(#[source] std::io::Error),
     #[error("accepting a connection failed")]
     Accept(#[source] std::io::Error),
 }
@@ -104,6 +108,7 @@ impl Daemon {
     /// Must run inside the tokio runtime, on a thread in the daemon's network namespace.
     pub async fn start(config: Config) -> Result<Arc<Daemon>, DaemonError> {
         let journal = Journal::open(&config.state_dir)?;
+        let netns_lock = lock_netns()?;
         let links = Links::connect()?;
         let teardown_links = Links::connect_on_own_thread("tm-teardown")?;
         crate::isolated::prepare_host(&config).map_err(DaemonError::Host)?;
@@ -128,6 +133,7 @@ impl Daemon {
         let daemon = Arc::new(Daemon {
             config,
             journal,
+            _netns_lock: netns_lock,
             links,
             teardown_links,
             firewall,
@@ -267,9 +273,13 @@ impl Daemon {
                 Err(e) => (Err(e), Vec::new()),
             };
             let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-            if let Err(e) = write_frame_async(stream, &Response { id, body }, &borrowed).await {
-                // The caller went away before its reply: its attachment, if any, is reaped by
-                // the exit watcher (or stays with its live process, which can Release it).
+            let response = Response { id, body };
+            if let Err(e) = write_frame_async(stream, &response, &borrowed).await {
+                // The caller never got its fds (it gave up or went away): an attachment it
+                // cannot use must not outlive the reply, or its retry would be refused.
+                if let Ok(ResponseBody::Attached(a)) = &response.body {
+                    self.release(&(a.uid, a.vm.clone())).await;
+                }
                 tracing::debug!(uid = peer.uid, error = %e, "reply not delivered");
                 return;
             }
@@ -532,6 +542,16 @@ impl Daemon {
         );
         self.watch(key, pidfd, cancel);
     }
+}
+
+/// The nft tables and the links of the generated shape are per network namespace, whatever
+/// the state dir: a second daemon there would tear down the first one's guards. An abstract
+/// Unix socket is per namespace and vanishes with its holder, so binding one is the lock.
+fn lock_netns() -> Result<std::os::unix::net::UnixListener, DaemonError> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(b"tapmanager-netns-lock")
+        .map_err(DaemonError::NetnsTaken)?;
+    std::os::unix::net::UnixListener::bind_addr(&addr).map_err(DaemonError::NetnsTaken)
 }
 
 fn not_found(vm: &VmId) -> Error {

@@ -61,18 +61,21 @@ pub struct PortGuard {
 
 /// The guards of DESIGN.md §5, for every port at once: source MAC and ARP sender MAC from the
 /// port's `macs` entry, source IPv4 and ARP sender IP from its `ips` entry (ARP probes from
-/// 0.0.0.0 pass), DHCP kept on the port (our server answers it there) and no DHCP server in
-/// the guest, no IPv6 router advertisements or DHCPv6 server, nothing but IPv4, ARP and IPv6.
+/// 0.0.0.0 pass), DHCP kept on the port (our server answers it there), no DHCP server in the
+/// guest (from port 67 or to port 68), no IPv6 (so no router advertisements, DHCPv6 or
+/// neighbour spoofing), nothing but IPv4 and ARP.
 const GUARDS: [&str; 9] = [
     "iifname . ether saddr != @macs counter drop",
     "ether type arp iifname . arp saddr ether != @macs counter drop",
     "ether type arp arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @ips counter drop",
     "ether type ip udp dport 67 counter drop",
     "ether type ip udp sport 67 counter drop",
+    "ether type ip udp dport 68 counter drop",
     "ether type ip iifname . ip saddr != @ips counter drop",
-    "ether type ip6 icmpv6 type nd-router-advert counter drop",
-    "ether type ip6 udp sport 547 counter drop",
-    "ether type != { ip, arp, ip6 } counter drop",
+    // No network hands out IPv6 yet, and an IPv6 source cannot be checked against a lease:
+    // neighbour advertisements and redirects could poison other guests' caches.
+    "ether type ip6 counter drop",
+    "ether type != { ip, arp } counter drop",
 ];
 
 /// The table, its sets, the guard chain and the hooks. `add` of an existing object is a no-op
@@ -168,6 +171,13 @@ fn routed_base_script(nets: &[RoutedNet]) -> String {
     for n in nets {
         let i = n.index;
         write!(s, "; add set {r} ports_{i} {{ type ifname; }}").unwrap();
+        // Out by the uplink only: not onto a bridge network, another VM network or a VLAN.
+        write!(
+            per_net,
+            "; add rule {r} forward iifname @ports_{i} oifname != \"{}\" counter drop",
+            n.uplink
+        )
+        .unwrap();
         let mut list = |name: &str, cidrs_of: &[Ipv4Net], rule: &str| {
             write!(s, "; add set {r} {name}_{i} {{ type ipv4_addr; flags interval; auto-merge; }}; flush set {r} {name}_{i}").unwrap();
             if !cidrs_of.is_empty() {
@@ -474,7 +484,8 @@ mod tests {
             "udp dport 67 counter drop",
             "udp sport 67 counter drop",
             "iifname . ip saddr != @ips counter drop",
-            "nd-router-advert counter drop",
+            "udp dport 68 counter drop",
+            "ether type ip6 counter drop",
             "guard_forward iifname @ports jump guard",
             "guard_input iifname @ports jump guard",
         ] {
@@ -499,6 +510,7 @@ mod tests {
             "oifname @iso_ports ct state != { established, related } counter drop",
             "add element inet tapmanager_routed drop_0 { 192.168.1.0/24 }",
             "iifname @ports_0 ip daddr  @drop_0 counter drop",
+            "iifname @ports_0 oifname != \"up0\" counter drop",
             "iifname @ports_0 ip daddr != @allow_0 counter drop",
             "add rule inet tapmanager_routed input iifname @iso_ports counter drop",
             "ip saddr 169.254.100.0/22 oifname \"up0\" counter masquerade",

@@ -89,6 +89,13 @@ pub(crate) fn plan(
             .unwrap_or_else(|| names::guest_mac(peer.uid, &req.vm, i))
             .validate_unicast()
             .map_err(|e| invalid(e.to_string()))?;
+        // The daemon's own MACs derive from the guest's by the first byte (0xfe TAP host side,
+        // 0xfa/0xf6 veth sides): a guest MAC of that shape would collide with one of them.
+        if [0xfe, 0xfa, 0xf6].contains(&mac.0[0]) || d.bridges.values().any(|b| b.mac == mac) {
+            return Err(invalid(format!(
+                "MAC {mac} is reserved (first byte fe, fa or f6, or a bridge's own MAC)"
+            )));
+        }
         if on_net.iter().any(|x| x.mac == mac) {
             return Err(invalid(format!(
                 "MAC {mac} is already in use on network {}",
@@ -313,7 +320,10 @@ pub(crate) async fn teardown(d: &Daemon, record: &Record) -> bool {
             .await
         {
             tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot delete link");
+            // The port may still carry frames: it keeps its guards and namespace; the entry
+            // stays in the journal, so a restart tries again.
             complete = false;
+            continue;
         }
         // A network gone from the config leaves its kind unknown: undo what either kind does.
         let kind = d.config.network(&iface.network).map(|n| &n.kind);
@@ -386,6 +396,20 @@ pub(crate) async fn reconcile(d: &Arc<Daemon>) -> Result<(), DaemonError> {
         let cancel = CancellationToken::new();
         for iface in &r.interfaces {
             known.insert(iface.ifname.clone());
+            // The same convergent step as at attach: a bridge recreated while the daemon was
+            // down gets its ports back.
+            if let (Some(bridge), Some(index)) =
+                (d.bridges.get(&iface.network), link::index_of(&iface.ifname))
+            {
+                let host_mac = names::host_side_mac(iface.mac);
+                if let Err(e) = d
+                    .links
+                    .finish_tap(index, &iface.ifname, iface.mtu, host_mac, bridge.index)
+                    .await
+                {
+                    tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot re-enslave adopted TAP");
+                }
+            }
             match rebind_dhcp(d, &r, iface) {
                 Ok(server) => spawn_dhcp(server, iface, &cancel),
                 Err(e) => {

@@ -50,7 +50,9 @@ pub fn guest_mac(uid: u32, vm: &VmId, index: usize) -> MacAddr {
         &(index as u64).to_le_bytes(),
     ])
     .to_be_bytes();
-    MacAddr::local_unicast([h[0], h[1], h[2], h[3], h[4], h[5]])
+    // First byte 0x02: locally administered unicast, and never one of the first bytes the
+    // daemon reserves for its own side of a link (0xfe, 0xfa, 0xf6).
+    MacAddr([0x02, h[0], h[1], h[2], h[3], h[4]])
 }
 
 /// The host side of a TAP carries the guest's MAC with the first byte 0xfe (as libvirt does):

@@ -22,7 +22,10 @@ pub struct NetNs {
 fn on_thread<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
-    std::thread::spawn(f)
+    // Builder, not thread::spawn: running out of threads is an error to report, not a panic.
+    std::thread::Builder::new()
+        .name("tm-netns".to_owned())
+        .spawn(f)?
         .join()
         .map_err(|_| io::Error::other("namespace thread panicked"))?
 }

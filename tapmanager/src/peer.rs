@@ -128,7 +128,11 @@ pub fn identify(sock: BorrowedFd<'_>) -> io::Result<Peer> {
             // SAFETY: SO_PEERPIDFD installed a new fd in our table for us.
             unsafe { OwnedFd::from_raw_fd(i32::from_ne_bytes(buf)) }
         }
-        _ => pidfd_open(pid)?,
+        // Only a kernel without SO_PEERPIDFD (before 6.5) falls back to the pid; any other
+        // error means the caller is gone, and its pid may already name someone else.
+        Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => pidfd_open(pid)?,
+        Ok(_) => return Err(io::Error::other("short SO_PEERPIDFD answer")),
+        Err(e) => return Err(e),
     };
     let start_time = start_time(pid)?;
     if !alive(pidfd.as_fd()) {

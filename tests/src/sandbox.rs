@@ -272,6 +272,40 @@ impl Sandbox {
         }
     }
 
+    /// Runs another `tapmanager serve --config CONFIG` in this sandbox's namespace and returns
+    /// its stderr once it exits (killed after 10 s: a test expecting a refusal then fails).
+    pub fn serve_other(&self, config: &std::path::Path) -> (bool, String) {
+        let nsfile: OwnedFd = self.ns.file().into();
+        let raw = nsfile.as_raw_fd();
+        let mut cmd = Command::new(bin("tapmanager"));
+        cmd.args(["serve", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: between fork and exec only async-signal-safe calls: setns is a syscall.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawn tapmanager");
+        drop(nsfile);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill(); // already exited is fine
+        let out = child.wait_with_output().expect("wait");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Kills the daemon with SIGKILL (no cleanup of its own).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.daemon.take() {

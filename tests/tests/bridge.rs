@@ -122,6 +122,15 @@ fn spoofed_frames_never_reach_the_bridge() {
         b"TM-ROGUE-DHCP",
     ));
     assert_eq!(cap.count_containing(b"TM-ROGUE-DHCP", window), 0);
+    // No IPv6 leaves the port (a neighbour advertisement could poison others' caches).
+    let mut v6 = fakevm::BROADCAST.to_vec();
+    v6.extend_from_slice(&vm.mac);
+    v6.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 16, 17, 255]);
+    v6.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    v6.extend_from_slice(&[0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    v6.extend_from_slice(b"TM-IPV6-FRAME-XX");
+    vm.send(&v6);
+    assert_eq!(cap.count_containing(b"TM-IPV6-FRAME", window), 0);
     // ARP claiming another address gets no answer from the gateway.
     assert_eq!(
         vm.arp(
@@ -185,6 +194,18 @@ fn queues_give_one_fd_per_queue_of_one_multiqueue_tap() {
         assert_ne!(flags & libc::IFF_VNET_HDR, 0);
         assert_ne!(flags & libc::IFF_TAP, 0);
     }
+    // MACs of the daemon's own shape are refused: they would collide with a host side.
+    let mut net = NetworkRequest::new("default".parse().unwrap());
+    net.mac = Some("fe:00:00:00:00:01".parse().unwrap());
+    let e = sb
+        .client()
+        .attach(AttachRequest {
+            vm: "mq3".parse().unwrap(),
+            networks: vec![net],
+        })
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidRequest));
+    assert!(e.to_string().contains("reserved"), "{e}");
     // Bad queue counts are refused.
     let mut net = NetworkRequest::new("default".parse().unwrap());
     net.queues = 0;
@@ -365,6 +386,13 @@ fn sigkill_and_restart_keep_live_guests_and_reap_dead_ones() {
     for tap in taps_before.iter().filter(|t| **t != live_tap) {
         assert!(!rules.contains(tap.as_str()), "{rules}");
     }
+    // A bridge deleted while the daemon is down is recreated, and adopted ports rejoin it.
+    sb.kill();
+    sb.ns
+        .ip(&["link", "del", "dev", tapmanager_tests::sandbox::BRIDGE]);
+    sb.start();
+    let show = sb.ns.ip(&["link", "show", "dev", &live_tap]);
+    assert!(show.contains(&format!("master {BRIDGE}")), "{show}");
     // An orphan link of our shape (a crash between TAP creation and journal) is removed too.
     sb.kill();
     sb.ns
@@ -621,4 +649,38 @@ fn several_nics_on_several_networks_in_order() {
         "{stdout}"
     );
     assert!(stdout.contains(",mq=on,vectors=6"), "{stdout}");
+}
+
+#[test]
+fn a_second_daemon_in_the_same_namespace_is_refused() {
+    if !is_root("a_second_daemon_in_the_same_namespace_is_refused") {
+        return;
+    }
+    let sb = Sandbox::with_defaults("twice", GROUP);
+    let (_a, _fds) = attach(&sb, "keep", 1);
+    // Another state dir and socket, same namespace: its rebuild would wipe the first one's
+    // guards, so it must not start.
+    let other = sb.dir.join("other.toml");
+    std::fs::write(
+        &other,
+        format!(
+            "socket = \"{}\"\nstate_dir = \"{}\"\ngroup = \"{GROUP}\"\n",
+            sb.dir.join("other.sock").display(),
+            sb.dir.join("other-state").display()
+        ),
+    )
+    .unwrap();
+    let (ok, err) = sb.serve_other(&other);
+    assert!(!ok);
+    assert!(
+        err.contains("another tapmanager already runs in this network namespace"),
+        "{err}"
+    );
+    let (_, rules) = sb
+        .ns
+        .exec(&["nft", "list", "set", "bridge", "tapmanager", "ports"]);
+    assert!(
+        rules.contains("tm"),
+        "the first daemon's guards are gone: {rules}"
+    );
 }
