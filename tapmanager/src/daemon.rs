@@ -52,8 +52,28 @@ struct Entry {
     record: Record,
     /// Cancels the DHCP servers and the exit watcher.
     cancel: CancellationToken,
-    /// False while the attach is still being built.
-    ready: bool,
+    state: State,
+}
+
+/// Where an attachment is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reserved; the kernel side is being built. Invisible to List/Info/Release.
+    Building,
+    /// Handed out; its caller may use, list, show and release it.
+    Ready,
+    /// Being torn down (in the background after a Release).
+    Releasing,
+    /// A teardown did not complete (the error was logged). Listed, and Release (or the
+    /// caller's exit, or a restart) tries again.
+    Failed,
+}
+
+impl Entry {
+    /// Whether the caller sees it (List, Info, Release).
+    fn visible(&self) -> bool {
+        matches!(self.state, State::Ready | State::Failed)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -299,7 +319,7 @@ impl Daemon {
             RequestBody::Release { vm } => {
                 let key = self.find(peer, &vm)?;
                 // The reply does not wait for the kernel: deleting links and namespaces takes
-                // tens of ms. The entry stays (not ready) until teardown is complete, so the
+                // tens of ms. The entry stays (releasing) until teardown is complete, so the
                 // id, addresses and names are not reused before then.
                 if let Some(job) = self.begin_release(&key) {
                     let d = Arc::clone(self);
@@ -312,7 +332,7 @@ impl Daemon {
                 let mut list: Vec<Attachment> = reg
                     .entries
                     .values()
-                    .filter(|e| e.ready && (peer.is_root() || e.record.uid == peer.uid))
+                    .filter(|e| e.visible() && (peer.is_root() || e.record.uid == peer.uid))
                     .map(|e| e.record.attachment())
                     .collect();
                 list.sort_by(|a, b| (a.uid, &a.vm).cmp(&(b.uid, &b.vm)));
@@ -332,11 +352,14 @@ impl Daemon {
     fn find(&self, peer: &Peer, vm: &VmId) -> Result<Key, Error> {
         let reg = self.registry.lock().unwrap();
         let own = (peer.uid, vm.clone());
-        if reg.entries.get(&own).is_some_and(|e| e.ready) {
+        if reg.entries.get(&own).is_some_and(Entry::visible) {
             return Ok(own);
         }
         if peer.is_root() {
-            let mut matches = reg.entries.iter().filter(|(k, e)| k.1 == *vm && e.ready);
+            let mut matches = reg
+                .entries
+                .iter()
+                .filter(|(k, e)| k.1 == *vm && e.visible());
             if let (Some((k, _)), None) = (matches.next(), matches.next()) {
                 return Ok(k.clone());
             }
@@ -398,9 +421,11 @@ impl Daemon {
                 .unwrap()
                 .entries
                 .get(&key)
-                .map(|e| e.ready);
+                .map(|e| e.state);
             match busy {
-                Some(false) if tokio::time::Instant::now() < deadline => {
+                Some(State::Building | State::Releasing)
+                    if tokio::time::Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(2)).await
                 }
                 _ => break,
@@ -420,7 +445,7 @@ impl Daemon {
                 Entry {
                     record: record.clone(),
                     cancel: cancel.clone(),
-                    ready: false,
+                    state: State::Building,
                 },
             );
             record
@@ -455,7 +480,7 @@ impl Daemon {
             return Err(err(ErrorCode::Internal, crate::error_chain(&e)));
         }
         if let Some(e) = self.registry.lock().unwrap().entries.get_mut(&key) {
-            e.ready = true;
+            e.state = State::Ready;
         }
         self.watch(key, pidfd, cancel);
         tracing::info!(vm = %req.vm, uid = peer.uid, pid = peer.pid, nics = record.interfaces.len(),
@@ -507,8 +532,8 @@ impl Daemon {
     fn begin_release(&self, key: &Key) -> Option<Record> {
         let taken = {
             let mut reg = self.registry.lock().unwrap();
-            reg.entries.get_mut(key).filter(|e| e.ready).map(|e| {
-                e.ready = false;
+            reg.entries.get_mut(key).filter(|e| e.visible()).map(|e| {
+                e.state = State::Releasing;
                 (e.record.clone(), e.cancel.clone())
             })
         };
@@ -517,11 +542,17 @@ impl Daemon {
         Some(record)
     }
 
-    /// The kernel side of a release; the entry is forgotten once everything is gone.
+    /// The kernel side of a release; the entry is forgotten once everything is gone, and
+    /// kept as [`State::Failed`] (listed, releasable again) when something could not be.
     async fn finish_release(&self, key: &Key, record: Record) {
-        if lifecycle::teardown(self, &record).await {
-            self.registry.lock().unwrap().entries.remove(key);
+        let complete = lifecycle::teardown(self, &record).await;
+        let mut reg = self.registry.lock().unwrap();
+        if complete {
+            reg.entries.remove(key);
             tracing::info!(vm = %key.1, uid = key.0, "released");
+        } else if let Some(e) = reg.entries.get_mut(key) {
+            e.state = State::Failed;
+            tracing::warn!(vm = %key.1, uid = key.0, "teardown incomplete; release it again to retry");
         }
     }
 
@@ -537,7 +568,7 @@ impl Daemon {
             Entry {
                 record,
                 cancel: cancel.clone(),
-                ready: true,
+                state: State::Ready,
             },
         );
         self.watch(key, pidfd, cancel);

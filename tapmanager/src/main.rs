@@ -142,6 +142,16 @@ fn bind_socket(path: &Path, group: u32) -> Result<std::os::unix::net::UnixListen
 fn serve(config_path: &Path) -> Result<(), MainError> {
     let config = Config::load(config_path)?;
     let listener = bind_socket(&config.socket, config.group)?;
+    // Every NIC holds a packet socket and every attachment a pidfd: the default soft limit
+    // of 1024 fds would end attaches for everyone at a few hundred NICs.
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, "cannot raise the open-file limit");
+            }
+        }
+    }
     // Before any thread exists: capabilities are per thread.
     if nix::unistd::geteuid().is_root() {
         let namespaces = config
