@@ -350,6 +350,23 @@ impl Sandbox {
             .collect()
     }
 
+    /// Waits up to `secs` until no TAP (or host veth) and no journal entry is left.
+    pub fn all_gone(&self, secs: u64) -> bool {
+        self.wait_for(secs, || {
+            self.taps().is_empty() && self.journal_entries().is_empty()
+        })
+    }
+
+    /// A sandbox whose routed networks' uplink leads to a [`lan`]: the daemon is restarted
+    /// once the uplink exists. Keep the returned LAN alive as long as the sandbox.
+    pub fn with_lan(tag: &str, group: u32, networks: &str) -> (Sandbox, Netns) {
+        let mut sb = Sandbox::new(tag, group, networks);
+        let lan = lan(&sb);
+        sb.kill();
+        sb.start();
+        (sb, lan)
+    }
+
     /// Waits until `cond` holds, up to `secs`.
     pub fn wait_for(&self, secs: u64, mut cond: impl FnMut() -> bool) -> bool {
         let deadline = Instant::now() + Duration::from_secs(secs);

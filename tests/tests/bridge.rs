@@ -295,8 +295,7 @@ fn a_caller_outside_the_group_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(sb.wait_for(10, || sb.taps().is_empty()
-        && sb.journal_entries().is_empty()));
+    assert!(sb.all_gone(10));
 }
 
 #[test]
@@ -327,8 +326,7 @@ fn the_guest_exiting_removes_everything() {
     );
     // Its exit (same pid as vmwrapper) tears everything down.
     assert!(
-        sb.wait_for(10, || sb.taps().is_empty()
-            && sb.journal_entries().is_empty()),
+        sb.all_gone(10),
         "{:?} {:?}",
         sb.taps(),
         sb.journal_entries()
@@ -403,8 +401,7 @@ fn sigkill_and_restart_keep_live_guests_and_reap_dead_ones() {
     // When the live guest exits, the re-armed watch tears it down.
     let _ = live.kill(); // it may have exited already, which the checks below would show
     live.wait().unwrap();
-    assert!(sb.wait_for(10, || sb.taps().is_empty()
-        && sb.journal_entries().is_empty()));
+    assert!(sb.all_gone(10));
 }
 
 #[test]

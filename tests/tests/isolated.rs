@@ -5,7 +5,7 @@
 use protocol::{AttachRequest, NetworkRequest};
 use std::net::Ipv4Addr;
 use tapmanager_tests::fakevm::FakeVm;
-use tapmanager_tests::sandbox::{is_root, lan, Sandbox, UPLINK};
+use tapmanager_tests::sandbox::{is_root, Sandbox, UPLINK};
 
 const GROUP: u32 = 47_021;
 const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
@@ -13,11 +13,15 @@ const HOST_UPLINK_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
 const LAN_DROPPED: Ipv4Addr = Ipv4Addr::new(192, 168, 78, 1);
 
 fn attach(sb: &Sandbox, vm: &str) -> (protocol::Attachment, FakeVm) {
+    attach_on(sb, vm, "iso")
+}
+
+fn attach_on(sb: &Sandbox, vm: &str, net: &str) -> (protocol::Attachment, FakeVm) {
     let (a, fds) = sb
         .client()
         .attach(AttachRequest {
             vm: vm.parse().unwrap(),
-            networks: vec![NetworkRequest::new("iso".parse().unwrap())],
+            networks: vec![NetworkRequest::new(net.parse().unwrap())],
         })
         .expect("attach");
     let mac = a.interfaces[0].mac.0;
@@ -32,12 +36,7 @@ fn isolated_guests_lease_a_slash30_reach_the_lan_and_nothing_else() {
     let networks = format!(
         "[networks.iso]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"{UPLINK}\"\ndrop = [\"192.168.78.0/24\"]\ndns = [\"192.168.77.2\"]\n"
     );
-    // The daemon starts after the LAN exists; the fixture starts it at once, so build the LAN
-    // in a first sandbox's namespace by restarting the daemon.
-    let mut sb = Sandbox::new("iso", GROUP, &networks);
-    let _lan = lan(&sb);
-    sb.kill();
-    sb.start();
+    let (mut sb, _lan) = Sandbox::with_lan("iso", GROUP, &networks);
 
     let (a1, vm1) = attach(&sb, "iso1");
     let l1 = vm1.dhcp().expect("lease");
@@ -98,14 +97,7 @@ fn isolated_guests_lease_a_slash30_reach_the_lan_and_nothing_else() {
 
 /// Attaches a guest on `net` and returns (guest, its address, its gateway's MAC).
 fn leased(sb: &Sandbox, vm: &str, net: &str) -> (FakeVm, Ipv4Addr, [u8; 6]) {
-    let (a, fds) = sb
-        .client()
-        .attach(AttachRequest {
-            vm: vm.parse().unwrap(),
-            networks: vec![NetworkRequest::new(net.parse().unwrap())],
-        })
-        .expect("attach");
-    let g = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
+    let (_, g) = attach_on(sb, vm, net);
     let l = g.dhcp().expect("lease");
     let gw = g.arp(g.mac, l.ip, l.router.unwrap()).expect("gateway ARP");
     (g, l.ip, gw)
@@ -133,10 +125,7 @@ fn drop_and_allow_lists_on_several_isolated_networks() {
         ),
     ]
     .concat();
-    let mut sb = Sandbox::new("lists", GROUP, &networks);
-    let _lan = lan(&sb);
-    sb.kill();
-    sb.start();
+    let (sb, _lan) = Sandbox::with_lan("lists", GROUP, &networks);
     let reach = |net: &str| {
         let (g, ip, gw) = leased(&sb, &format!("vm-{net}"), net);
         (g.ping(gw, ip, LAN_HOST), g.ping(gw, ip, LAN_DROPPED))

@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tapmanager_tests::sandbox::{bin, is_root, lan, run, Sandbox, GATEWAY, UPLINK};
+use tapmanager_tests::sandbox::{bin, is_root, run, Sandbox, GATEWAY, UPLINK};
 
 const GROUP: u32 = 47_011;
 const USER: u32 = 47_012;
@@ -100,8 +100,7 @@ fn lease_line(console: &str) -> &str {
 fn assert_gone(sb: &Sandbox) {
     // QEMU has exited: the daemon saw it through the pidfd and removed everything.
     assert!(
-        sb.wait_for(10, || sb.taps().is_empty()
-            && sb.journal_entries().is_empty()),
+        sb.all_gone(10),
         "left behind: {:?} {:?}",
         sb.taps(),
         sb.journal_entries()
@@ -137,10 +136,7 @@ fn qemu_guest_on_an_isolated_network_reaches_the_lan() {
     let networks = format!(
         "[networks.iso]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"{UPLINK}\"\ndrop = [\"192.168.78.0/24\"]\n"
     );
-    let mut sb = Sandbox::new("qemuiso", GROUP, &networks);
-    let _lan = lan(&sb);
-    sb.kill();
-    sb.start();
+    let (sb, _lan) = Sandbox::with_lan("qemuiso", GROUP, &networks);
     let console = boot(&sb, "e2eiso", "iso", "tm.ping=192.168.77.2,192.168.78.1");
     let lease = lease_line(&console);
     assert!(
