@@ -72,6 +72,44 @@ fn default_prefix() -> String {
 enum RawNetwork {
     Bridge(RawBridge),
     Isolated(RawIsolated),
+    Masquerade(RawMasquerade),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMasquerade {
+    uplink: String,
+    /// The guest's subnet inside its own namespace: gateway = network + 1, guest = network + 2.
+    #[serde(default = "default_masquerade_cidr")]
+    cidr: Ipv4Net,
+    /// Explicit forwards only, `PROTO:HOST_PORT:GUEST_PORT`.
+    #[serde(default)]
+    ports: Vec<String>,
+    /// One /30 per guest between the host and the guest's namespace.
+    #[serde(default = "default_transit")]
+    transit: Ipv4Net,
+    #[serde(default)]
+    drop: Vec<Ipv4Net>,
+    allow: Option<Vec<Ipv4Net>>,
+    #[serde(default)]
+    dns: Vec<Ipv4Addr>,
+    #[serde(default = "default_mtu")]
+    mtu: u32,
+    #[serde(default = "default_lease")]
+    lease_secs: u32,
+    #[serde(default)]
+    allow_users: Vec<String>,
+    #[serde(default)]
+    allow_groups: Vec<String>,
+    #[serde(default)]
+    private: bool,
+}
+
+fn default_masquerade_cidr() -> Ipv4Net {
+    "10.0.2.0/30".parse().expect("valid")
+}
+fn default_transit() -> Ipv4Net {
+    "169.254.128.0/17".parse().expect("valid")
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +215,63 @@ pub struct IsolatedNet {
     pub dns: Vec<Ipv4Addr>,
     pub mtu: u32,
     pub lease_secs: u32,
+    /// `Some` for the masquerade kind: the guest sits behind NAT in its namespace.
+    pub masquerade: Option<Masquerade>,
+}
+
+/// Virtink/KubeVirt's masquerade binding on top of the isolated plumbing: the guest always
+/// has the same internal address (`cidr`'s network + 2) and is NATed in its own namespace to
+/// that namespace's transit address, which the host NATs again out of the uplink. Inbound
+/// only through `ports`, whose host ports belong to one guest of the network at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Masquerade {
+    pub cidr: Ipv4Net,
+    pub ports: Vec<PortForward>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// `PROTO:HOST_PORT:GUEST_PORT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortForward {
+    pub proto: Proto,
+    pub host: u16,
+    pub guest: u16,
+}
+
+impl std::str::FromStr for PortForward {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("port forward {s:?}: expected tcp:HOST_PORT:GUEST_PORT or udp:...");
+        let mut it = s.split(':');
+        let proto = match it.next() {
+            Some("tcp") => Proto::Tcp,
+            Some("udp") => Proto::Udp,
+            _ => return Err(bad()),
+        };
+        let port = |p: Option<&str>| p.and_then(|p| p.parse::<u16>().ok()).filter(|p| *p > 0);
+        let (host, guest) = (
+            port(it.next()).ok_or_else(bad)?,
+            port(it.next()).ok_or_else(bad)?,
+        );
+        if it.next().is_some() {
+            return Err(bad());
+        }
+        Ok(PortForward { proto, host, guest })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,9 +346,18 @@ impl TryFrom<RawConfig> for Config {
                 problem,
             };
             let (kind, access) = match net {
-                RawNetwork::Isolated(i) => {
-                    let access = access(i.private, &i.allow_users, &i.allow_groups)?;
-                    let iso = validate_isolated(i).map_err(problem)?;
+                RawNetwork::Isolated(_) | RawNetwork::Masquerade(_) => {
+                    let (access, iso) = match net {
+                        RawNetwork::Isolated(i) => (
+                            access(i.private, &i.allow_users, &i.allow_groups)?,
+                            validate_isolated(i).map_err(problem)?,
+                        ),
+                        RawNetwork::Masquerade(m) => (
+                            access(m.private, &m.allow_users, &m.allow_groups)?,
+                            validate_masquerade(m).map_err(problem)?,
+                        ),
+                        RawNetwork::Bridge(_) => unreachable!("matched above"),
+                    };
                     for (other, net) in &networks {
                         let o: &Network = net;
                         if let NetworkKind::Isolated(x) = &o.kind {
@@ -261,7 +365,8 @@ impl TryFrom<RawConfig> for Config {
                                 return Err(ConfigError::Network {
                                     network: name,
                                     problem: format!(
-                                        "range {} overlaps network {other}'s range {}",
+                                        "range {} overlaps network {other}'s range {} \
+                                         (a masquerade network's transit range counts)",
                                         iso.range, x.range
                                     ),
                                 });
@@ -322,6 +427,44 @@ fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
+fn validate_masquerade(m: RawMasquerade) -> Result<IsolatedNet, String> {
+    if m.cidr.prefix_len() > 30 || m.cidr != m.cidr.trunc() {
+        return Err(format!(
+            "cidr {}: must be a subnet of at least /30 without host bits",
+            m.cidr
+        ));
+    }
+    let mut ports: Vec<PortForward> = Vec::new();
+    for p in &m.ports {
+        let f: PortForward = p.parse()?;
+        if ports.iter().any(|o| o.proto == f.proto && o.host == f.host) {
+            return Err(format!(
+                "host port {}:{} is forwarded twice",
+                f.proto.as_str(),
+                f.host
+            ));
+        }
+        ports.push(f);
+    }
+    let mut iso = validate_isolated(RawIsolated {
+        range: m.transit,
+        uplink: m.uplink,
+        drop: m.drop,
+        allow: m.allow,
+        dns: m.dns,
+        mtu: m.mtu,
+        lease_secs: m.lease_secs,
+        allow_users: Vec::new(),
+        allow_groups: Vec::new(),
+        private: false,
+    })?;
+    iso.masquerade = Some(Masquerade {
+        cidr: m.cidr,
+        ports,
+    });
+    Ok(iso)
+}
+
 fn validate_isolated(i: RawIsolated) -> Result<IsolatedNet, String> {
     let uplink = IfName::try_from(i.uplink).map_err(|e| e.to_string())?;
     if i.range.prefix_len() > 30 {
@@ -348,6 +491,7 @@ fn validate_isolated(i: RawIsolated) -> Result<IsolatedNet, String> {
         dns: i.dns,
         mtu: i.mtu,
         lease_secs: i.lease_secs,
+        masquerade: None,
     })
 }
 
@@ -486,6 +630,52 @@ dns = ["10.88.0.1"]
         assert!(Config::parse(&apart).is_ok());
         assert!(Config::parse(&format!("{base}{}", iso("x", "169.254.100.1/22"))).is_err());
         assert!(Config::parse(&format!("{base}{}", iso("x", "169.254.100.0/31"))).is_err());
+    }
+
+    #[test]
+    fn masquerade_networks_parse_with_their_forwards() {
+        let base = EXAMPLE.replace("tmbr0x", "br0");
+        let text = format!(
+            "{base}\n[networks.nat]\nkind = \"masquerade\"\nuplink = \"eth0\"\nports = [\"tcp:8080:80\", \"udp:5353:53\"]\n"
+        );
+        let c = Config::parse(&text).unwrap();
+        let NetworkKind::Isolated(i) = &c.network(&"nat".parse().unwrap()).unwrap().kind else {
+            panic!("masquerade is built on the isolated plumbing")
+        };
+        let m = i.masquerade.as_ref().unwrap();
+        assert_eq!(m.cidr.to_string(), "10.0.2.0/30");
+        assert_eq!(i.range.to_string(), "169.254.128.0/17");
+        assert_eq!(
+            m.ports,
+            vec![
+                PortForward {
+                    proto: Proto::Tcp,
+                    host: 8080,
+                    guest: 80
+                },
+                PortForward {
+                    proto: Proto::Udp,
+                    host: 5353,
+                    guest: 53
+                },
+            ]
+        );
+        for bad in [
+            "tcp:8080",
+            "icmp:1:1",
+            "tcp:0:80",
+            "tcp:8080:80:1",
+            "tcp:x:80",
+        ] {
+            let text = format!(
+                "{base}\n[networks.nat]\nkind = \"masquerade\"\nuplink = \"eth0\"\nports = [\"{bad}\"]\n"
+            );
+            assert!(Config::parse(&text).is_err(), "{bad}");
+        }
+        let twice = format!(
+            "{base}\n[networks.nat]\nkind = \"masquerade\"\nuplink = \"eth0\"\nports = [\"tcp:1:2\", \"tcp:1:3\"]\n"
+        );
+        assert!(Config::parse(&twice).is_err());
     }
 
     #[test]

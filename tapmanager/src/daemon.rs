@@ -146,6 +146,7 @@ impl Daemon {
                 uplink: i.uplink.clone(),
                 drop: i.drop.clone(),
                 allow: i.allow.clone(),
+                forwards: i.masquerade.as_ref().is_some_and(|m| !m.ports.is_empty()),
             })
             .collect();
         let firewall = Firewall::start(routed).await?;

@@ -141,6 +141,9 @@ pub struct RoutedNet {
     pub uplink: IfName,
     pub drop: Vec<Ipv4Net>,
     pub allow: Option<Vec<Ipv4Net>>,
+    /// Masquerade networks' port forwards: maps `fwd_tcp_N`/`fwd_udp_N` from host port to
+    /// (guest namespace's transit address, port), consulted for packets from the uplink.
+    pub forwards: bool,
 }
 
 /// One guest's host-side link on a routed network, and the only source it may use.
@@ -149,6 +152,8 @@ pub struct RoutedPort {
     pub ifname: IfName,
     pub net: usize,
     pub ip: Ipv4Addr,
+    /// (proto, host port, guest port): forwarded from the uplink to `ip`.
+    pub forwards: Vec<(&'static str, u16, u16)>,
 }
 
 fn cidrs(list: &[Ipv4Net]) -> String {
@@ -168,6 +173,7 @@ fn routed_base_script(nets: &[RoutedNet]) -> String {
          add set {r} iso_src {{ type ifname . ipv4_addr; }}"
     );
     let mut per_net = String::new();
+    let mut nat = String::new();
     for n in nets {
         let i = n.index;
         write!(s, "; add set {r} ports_{i} {{ type ifname; }}").unwrap();
@@ -189,6 +195,17 @@ fn routed_base_script(nets: &[RoutedNet]) -> String {
         if let Some(allow) = &n.allow {
             list("allow", allow, "!=");
         }
+        if n.forwards {
+            for proto in ["tcp", "udp"] {
+                write!(
+                    nat,
+                    "; add map {NAT} fwd_{proto}_{i} {{ type inet_service : ipv4_addr . inet_service; }}\
+                     ; add rule {NAT} prerouting iifname \"{}\" dnat ip to {proto} dport map @fwd_{proto}_{i}",
+                    n.uplink
+                )
+                .unwrap();
+            }
+        }
     }
     write!(
         s,
@@ -196,12 +213,15 @@ fn routed_base_script(nets: &[RoutedNet]) -> String {
          ; add rule {r} forward iifname @iso_ports meta nfproto ipv6 counter drop\
          ; add rule {r} forward iifname @iso_ports iifname . ip saddr != @iso_src counter drop\
          ; add rule {r} forward iifname @iso_ports oifname @iso_ports counter drop\
+         ; add rule {r} forward oifname @iso_ports ct status dnat counter accept\
          ; add rule {r} forward oifname @iso_ports ct state != {{ established, related }} counter drop\
          {per_net}\
          ; add chain {r} input {{ type filter hook input priority 0; policy accept; }}; flush chain {r} input\
          ; add rule {r} input iifname @iso_ports counter drop\
          ; add table {NAT}; add chain {NAT} postrouting {{ type nat hook postrouting priority 100; policy accept; }}\
-         ; flush chain {NAT} postrouting"
+         ; flush chain {NAT} postrouting\
+         ; add chain {NAT} prerouting {{ type nat hook prerouting priority -100; policy accept; }}\
+         ; flush chain {NAT} prerouting{nat}"
     )
     .unwrap();
     for n in nets {
@@ -215,20 +235,27 @@ fn routed_base_script(nets: &[RoutedNet]) -> String {
     s
 }
 
-fn routed_elements(p: &RoutedPort) -> [(String, String); 3] {
+/// (table, set, element) for one routed port: the port itself last, so it is never half-set.
+fn routed_elements(p: &RoutedPort) -> Vec<(&'static str, String, String)> {
     let (ifname, ip) = (&p.ifname, p.ip);
-    [
-        ("iso_src".to_owned(), format!("\"{ifname}\" . {ip}")),
-        (format!("ports_{}", p.net), format!("\"{ifname}\"")),
-        ("iso_ports".to_owned(), format!("\"{ifname}\"")),
-    ]
+    let mut v = vec![(ROUTED, "iso_src".to_owned(), format!("\"{ifname}\" . {ip}"))];
+    for (proto, host, guest) in &p.forwards {
+        v.push((
+            NAT,
+            format!("fwd_{proto}_{}", p.net),
+            format!("{host} : {ip} . {guest}"),
+        ));
+    }
+    v.push((ROUTED, format!("ports_{}", p.net), format!("\"{ifname}\"")));
+    v.push((ROUTED, "iso_ports".to_owned(), format!("\"{ifname}\"")));
+    v
 }
 
 /// The commands that put one guest's link under its network's rules.
 pub fn routed_port_script(p: &RoutedPort) -> String {
     routed_elements(p)
         .iter()
-        .map(|(set, e)| format!("add element {ROUTED} {set} {{ {e} }}"))
+        .map(|(t, set, e)| format!("add element {t} {set} {{ {e} }}"))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -237,7 +264,7 @@ fn routed_remove_commands(p: &RoutedPort) -> Vec<String> {
     routed_elements(p)
         .iter()
         .rev()
-        .map(|(set, e)| format!("delete element {ROUTED} {set} {{ {e} }}"))
+        .map(|(t, set, e)| format!("delete element {t} {set} {{ {e} }}"))
         .collect()
 }
 
@@ -502,6 +529,7 @@ mod tests {
             uplink: "up0".parse().unwrap(),
             drop: vec!["192.168.1.0/24".parse().unwrap()],
             allow: Some(vec!["192.168.0.0/16".parse().unwrap()]),
+            forwards: true,
         };
         let s = routed_base_script(std::slice::from_ref(&net));
         for want in [
@@ -514,6 +542,8 @@ mod tests {
             "iifname @ports_0 ip daddr != @allow_0 counter drop",
             "add rule inet tapmanager_routed input iifname @iso_ports counter drop",
             "ip saddr 169.254.100.0/22 oifname \"up0\" counter masquerade",
+            "oifname @iso_ports ct status dnat counter accept",
+            "prerouting iifname \"up0\" dnat ip to tcp dport map @fwd_tcp_0",
         ] {
             assert!(s.contains(want), "missing {want}\n{s}");
         }
@@ -521,10 +551,12 @@ mod tests {
             ifname: "tm0123456789".parse().unwrap(),
             net: 0,
             ip: Ipv4Addr::new(169, 254, 100, 2),
+            forwards: vec![("tcp", 8080, 80)],
         };
         assert_eq!(
             routed_port_script(&port),
             "add element inet tapmanager_routed iso_src { \"tm0123456789\" . 169.254.100.2 }; \
+             add element ip tapmanager_nat fwd_tcp_0 { 8080 : 169.254.100.2 . 80 }; \
              add element inet tapmanager_routed ports_0 { \"tm0123456789\" }; \
              add element inet tapmanager_routed iso_ports { \"tm0123456789\" }"
         );

@@ -16,7 +16,7 @@
 //! namespace the links are always `veth0` and `tap0`; the namespace is pinned at
 //! `<state_dir>/netns/<host veth name>`. Needs CAP_SYS_ADMIN and CAP_NET_ADMIN.
 
-use crate::config::{IsolatedNet, NetworkKind};
+use crate::config::{IsolatedNet, Masquerade, NetworkKind};
 use crate::daemon::Daemon;
 use crate::firewall::RoutedPort;
 use crate::link::{self, Links};
@@ -54,13 +54,76 @@ pub fn routed_index(d: &Daemon, iface: &Interface) -> Option<usize> {
         .position(|(name, _)| *name == iface.network)
 }
 
-/// The host-side rules' view of a routed NIC.
-pub fn routed_port(d: &Daemon, iface: &Interface) -> Option<RoutedPort> {
+/// The host-side rules' view of a routed NIC: the source the host sees from it (the guest's
+/// address, or for masquerade its namespace's transit address) and its port forwards.
+pub fn routed_port(d: &Daemon, record: &Record, iface: &Interface) -> Option<RoutedPort> {
+    let iso = isolated_net(d, iface)?;
+    let (ip, forwards) = match &iso.masquerade {
+        None => (iface.address?.0, Vec::new()),
+        Some(m) => (
+            record.transit_of(&iface.ifname)?,
+            m.ports
+                .iter()
+                .map(|f| (f.proto.as_str(), f.host, f.guest))
+                .collect(),
+        ),
+    };
     Some(RoutedPort {
         ifname: iface.ifname.clone(),
         net: routed_index(d, iface)?,
-        ip: iface.address?.0,
+        ip,
+        forwards,
     })
+}
+
+fn isolated_net<'a>(d: &'a Daemon, iface: &Interface) -> Option<&'a IsolatedNet> {
+    match &d.config.network(&iface.network)?.kind {
+        NetworkKind::Isolated(i) => Some(i),
+        _ => None,
+    }
+}
+
+/// The masquerade NAT inside a guest's namespace: its traffic leaves as the transit address,
+/// and the network's forwards arrive at the guest's fixed address. One `nft -f` run, from the
+/// namespace's thread (a persistent `nft -i` per guest would be a process per VM).
+fn masquerade_script(m: &Masquerade, guest: Ipv4Addr) -> String {
+    let mut s = format!(
+        "table ip tapmanager_guest {{\n  chain postrouting {{ type nat hook postrouting priority 100; policy accept;\n    oifname \"{NS_VETH}\" masquerade\n  }}\n  chain prerouting {{ type nat hook prerouting priority -100; policy accept;\n"
+    );
+    for f in &m.ports {
+        s.push_str(&format!(
+            "    iifname \"{NS_VETH}\" {} dport {} dnat to {guest}:{}\n",
+            f.proto.as_str(),
+            f.guest,
+            f.guest
+        ));
+    }
+    s.push_str("  }\n}\n");
+    s
+}
+
+fn run_nft(script: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdin"))?
+        .write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "nft refused the guest namespace's NAT: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
 }
 
 /// The veth MACs: fixed per NIC so both sides' static neighbour entries are known up front.
@@ -82,9 +145,13 @@ pub(crate) async fn build_port(
     gid: u32,
     cancel: &CancellationToken,
 ) -> Result<Vec<OwnedFd>, BoxError> {
-    let (ip, _) = iface.address.ok_or("no address planned")?;
+    let (ip, prefix) = iface.address.ok_or("no address planned")?;
     let gateway = iface.gateway.ok_or("no gateway planned")?;
-    let block = Ipv4Net::new(ip, 30)?.trunc();
+    // What the host routes to the namespace: the guest's /30, or for masquerade the transit
+    // /30 whose namespace side the guest is NATed to.
+    let transit = record.transit_of(&iface.ifname);
+    let block = Ipv4Net::new(transit.unwrap_or(ip), 30)?.trunc();
+    let nat = iso.masquerade.clone().map(|m| masquerade_script(&m, ip));
     let (host_mac, ns_mac) = veth_macs(iface);
     let mtu = iso.mtu;
     // The guest's own namespace, pinned under the state dir.
@@ -92,7 +159,7 @@ pub(crate) async fn build_port(
     std::fs::create_dir_all(path.parent().ok_or("state dir")?)?;
     let ns = NetNs::create(&path)?;
     // Host rules before any link exists: they match by name, so they hold from the first packet.
-    let port = routed_port(d, iface).ok_or("not a routed network")?;
+    let port = routed_port(d, record, iface).ok_or("not a routed network")?;
     d.firewall.add_routed_port(&port).await?;
     // The veth, its peer created directly inside the namespace (never moved).
     d.links
@@ -111,6 +178,9 @@ pub(crate) async fn build_port(
         let tap_index = nix::net::if_::if_nametoindex(NS_TAP)?;
         let veth_index = nix::net::if_::if_nametoindex(NS_VETH)?;
         let server = dhcp::Server::bind(tap_index, b).map_err(std::io::Error::other)?;
+        if let Some(script) = nat {
+            run_nft(&script)?;
+        }
         let _entered = rt.enter();
         let inner = Links::connect().map_err(std::io::Error::other)?;
         Ok((tap, inner, tap_index, veth_index, server))
@@ -125,10 +195,16 @@ pub(crate) async fn build_port(
         )
         .await?;
     inner
-        .add_address(tap_index, NS_TAP, Ipv4Net::new(gateway, 30)?)
+        .add_address(tap_index, NS_TAP, Ipv4Net::new(gateway, prefix)?)
         .await?;
     // Out of the namespace: default route to the host side, whose MAC is known.
     inner.up(veth_index, NS_VETH, mtu, None).await?;
+    if let Some(t) = transit {
+        // Masquerade: the address the guest's traffic is NATed to inside the namespace.
+        inner
+            .add_address(veth_index, NS_VETH, Ipv4Net::new(t, 30)?)
+            .await?;
+    }
     inner.add_neighbour(veth_index, HOST_HOP, host_mac).await?;
     inner
         .add_onlink_route(
@@ -163,9 +239,9 @@ pub(crate) fn bind_dhcp(
 
 /// Undoes an isolated NIC: its host rules and its namespace (which takes the TAP and the
 /// veth's peer with it; the host side is deleted by the caller). Idempotent.
-pub(crate) async fn teardown_port(d: &Daemon, iface: &Interface) -> bool {
+pub(crate) async fn teardown_port(d: &Daemon, record: &Record, iface: &Interface) -> bool {
     let mut complete = true;
-    if let Some(port) = routed_port(d, iface) {
+    if let Some(port) = routed_port(d, record, iface) {
         if let Err(e) = d.firewall.remove_routed_port(&port).await {
             tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot remove routed rules");
             complete = false;

@@ -72,6 +72,7 @@ pub(crate) fn plan(
 ) -> Result<Record, Error> {
     let taken: Vec<&Interface> = reg.records().flat_map(|r| r.interfaces.iter()).collect();
     let mut planned: Vec<Interface> = Vec::new();
+    let mut transit: Vec<(IfName, std::net::Ipv4Addr)> = Vec::new();
     for (i, n) in req.networks.iter().enumerate() {
         let net = d
             .config
@@ -132,11 +133,47 @@ pub(crate) fn plan(
                 let ip = pool.allocate(&used).ok_or_else(exhausted)?;
                 ((ip, b.gateway.prefix_len()), b.gateway.addr(), b.mtu)
             }
-            NetworkKind::Isolated(iso) => {
-                let block = crate::ipam::free_slash30(iso.range, &used).ok_or_else(exhausted)?;
-                let [_, gw, guest, _] = crate::ipam::slash30_parts(block);
-                ((guest, 30), gw, iso.mtu)
-            }
+            NetworkKind::Isolated(iso) => match &iso.masquerade {
+                None => {
+                    let block =
+                        crate::ipam::free_slash30(iso.range, &used).ok_or_else(exhausted)?;
+                    let [_, gw, guest, _] = crate::ipam::slash30_parts(block);
+                    ((guest, 30), gw, iso.mtu)
+                }
+                Some(m) => {
+                    // Host ports belong to one guest of the network at a time.
+                    if !m.ports.is_empty() {
+                        if let Some(holder) = reg
+                            .records()
+                            .find(|r| r.interfaces.iter().any(|x| x.network == n.network))
+                        {
+                            return Err(Error::new(
+                                ErrorCode::QuotaExceeded,
+                                format!(
+                                    "network {} forwards host ports, and VM {} (uid {}) holds them",
+                                    n.network, holder.vm, holder.uid
+                                ),
+                            ));
+                        }
+                    }
+                    // The guest's address is the same in every namespace; the transit /30
+                    // between host and namespace is what must be unique.
+                    let used_transit: HashSet<_> = reg
+                        .records()
+                        .flat_map(|r| r.transit.iter().map(|(_, a)| *a))
+                        .chain(transit.iter().map(|(_, a)| *a))
+                        .collect();
+                    let block = crate::ipam::free_slash30(iso.range, &used_transit)
+                        .ok_or_else(exhausted)?;
+                    transit.push((ifname.clone(), crate::ipam::slash30_parts(block)[2]));
+                    let net = u32::from(m.cidr.network());
+                    (
+                        (std::net::Ipv4Addr::from(net + 2), m.cidr.prefix_len()),
+                        std::net::Ipv4Addr::from(net + 1),
+                        iso.mtu,
+                    )
+                }
+            },
         };
         planned.push(Interface {
             network: n.network.clone(),
@@ -159,6 +196,7 @@ pub(crate) fn plan(
             .map(|d| d.as_secs())
             .unwrap_or(0),
         interfaces: planned,
+        transit,
     })
 }
 
@@ -336,7 +374,7 @@ pub(crate) async fn teardown(d: &Daemon, record: &Record) -> bool {
             }
         }
         if !matches!(kind, Some(NetworkKind::Bridge(_))) {
-            complete &= crate::isolated::teardown_port(d, iface).await;
+            complete &= crate::isolated::teardown_port(d, record, iface).await;
         }
     }
     if complete {
@@ -383,7 +421,7 @@ pub(crate) async fn reconcile(d: &Arc<Daemon>) -> Result<(), DaemonError> {
         .flat_map(|(r, _)| {
             r.interfaces
                 .iter()
-                .filter_map(|i| crate::isolated::routed_port(d, i))
+                .filter_map(|i| crate::isolated::routed_port(d, r, i))
         })
         .collect();
     d.firewall.rebuild(&guards, &routed).await?;

@@ -40,9 +40,20 @@ pub struct Record {
     pub pid_start: u64,
     pub created: u64,
     pub interfaces: Vec<Interface>,
+    /// Masquerade NICs: the namespace side of the host-to-namespace /30, by host link name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transit: Vec<(protocol::IfName, std::net::Ipv4Addr)>,
 }
 
 impl Record {
+    /// The transit address of a masquerade NIC.
+    pub fn transit_of(&self, ifname: &protocol::IfName) -> Option<std::net::Ipv4Addr> {
+        self.transit
+            .iter()
+            .find(|(n, _)| n == ifname)
+            .map(|(_, a)| *a)
+    }
+
     pub fn attachment(&self) -> Attachment {
         Attachment {
             vm: self.vm.clone(),
@@ -171,6 +182,7 @@ mod tests {
                 queues: 1,
                 vnet_hdr: true,
             }],
+            transit: Vec::new(),
         }
     }
 

@@ -149,3 +149,23 @@ fn qemu_guest_on_an_isolated_network_reaches_the_lan() {
     assert_gone(&sb);
     assert!(!sb.dir.join("state/netns").read_dir().unwrap().any(|_| true));
 }
+
+#[test]
+fn qemu_guest_on_a_masquerade_network_reaches_the_lan() {
+    if !is_root("qemu_guest_on_a_masquerade_network_reaches_the_lan") {
+        return;
+    }
+    let networks = format!(
+        "[networks.nat]\nkind = \"masquerade\"\nuplink = \"{UPLINK}\"\nports = [\"tcp:8080:80\"]\n"
+    );
+    let (sb, _lan) = Sandbox::with_lan("qemumasq", GROUP, &networks);
+    let console = boot(&sb, "e2emasq", "nat", "tm.ping=192.168.77.2");
+    let lease = lease_line(&console);
+    assert!(
+        lease.contains("ip=10.0.2.2 mask=30 router=10.0.2.1 "),
+        "{lease}"
+    );
+    assert!(console.contains("TM-PING-OK 10.0.2.1"), "{console}");
+    assert!(console.contains("TM-PING-OK 192.168.77.2"), "{console}");
+    assert_gone(&sb);
+}
