@@ -73,6 +73,28 @@ enum RawNetwork {
     Bridge(RawBridge),
     Isolated(RawIsolated),
     Masquerade(RawMasquerade),
+    Macvtap(RawMacvtap),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMacvtap {
+    /// The host device the macvtaps sit on.
+    lower: String,
+    #[serde(default = "default_macvtap_mode")]
+    mode: String,
+    #[serde(default = "default_mtu")]
+    mtu: u32,
+    #[serde(default)]
+    allow_users: Vec<String>,
+    #[serde(default)]
+    allow_groups: Vec<String>,
+    #[serde(default)]
+    private: bool,
+}
+
+fn default_macvtap_mode() -> String {
+    "bridge".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +220,24 @@ pub struct Access {
 pub enum NetworkKind {
     Bridge(BridgeNet),
     Isolated(IsolatedNet),
+    Macvtap(MacvtapNet),
+}
+
+/// Slicer's macvtap mode: the guest sits directly on `lower`'s LAN and takes its address from
+/// the LAN's own DHCP; the fd handed out is the macvtap's character device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MacvtapNet {
+    pub lower: IfName,
+    pub mode: MacvtapMode,
+    pub mtu: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacvtapMode {
+    Bridge,
+    Vepa,
+    Private,
+    Passthru,
 }
 
 /// Slicer's isolated mode: a namespace and a /30 per guest, routed and NATed out of `uplink`.
@@ -356,7 +396,9 @@ impl TryFrom<RawConfig> for Config {
                             access(m.private, &m.allow_users, &m.allow_groups)?,
                             validate_masquerade(m).map_err(problem)?,
                         ),
-                        RawNetwork::Bridge(_) => unreachable!("matched above"),
+                        RawNetwork::Bridge(_) | RawNetwork::Macvtap(_) => {
+                            unreachable!("matched above")
+                        }
                     };
                     for (other, net) in &networks {
                         let o: &Network = net;
@@ -374,6 +416,35 @@ impl TryFrom<RawConfig> for Config {
                         }
                     }
                     (NetworkKind::Isolated(iso), access)
+                }
+                RawNetwork::Macvtap(m) => {
+                    let access = access(m.private, &m.allow_users, &m.allow_groups)?;
+                    let mode = match m.mode.as_str() {
+                        "bridge" => MacvtapMode::Bridge,
+                        "vepa" => MacvtapMode::Vepa,
+                        "private" => MacvtapMode::Private,
+                        "passthru" => MacvtapMode::Passthru,
+                        other => {
+                            return Err(problem(format!(
+                                "mode {other:?}: expected bridge, vepa, private or passthru"
+                            )))
+                        }
+                    };
+                    if !(68..=65535).contains(&m.mtu) {
+                        return Err(problem(format!(
+                            "mtu {} is out of range (68..=65535)",
+                            m.mtu
+                        )));
+                    }
+                    let lower = IfName::try_from(m.lower).map_err(|e| problem(e.to_string()))?;
+                    (
+                        NetworkKind::Macvtap(MacvtapNet {
+                            lower,
+                            mode,
+                            mtu: m.mtu,
+                        }),
+                        access,
+                    )
                 }
                 RawNetwork::Bridge(b) => {
                     let access = access(b.private, &b.allow_users, &b.allow_groups)?;
@@ -676,6 +747,22 @@ dns = ["10.88.0.1"]
             "{base}\n[networks.nat]\nkind = \"masquerade\"\nuplink = \"eth0\"\nports = [\"tcp:1:2\", \"tcp:1:3\"]\n"
         );
         assert!(Config::parse(&twice).is_err());
+    }
+
+    #[test]
+    fn macvtap_networks_parse() {
+        let base = EXAMPLE.replace("tmbr0x", "br0");
+        let mv = |mode: &str| {
+            format!(
+                "{base}\n[networks.mv]\nkind = \"macvtap\"\nlower = \"eth0\"\nmode = \"{mode}\"\n"
+            )
+        };
+        let c = Config::parse(&mv("vepa")).unwrap();
+        let NetworkKind::Macvtap(m) = &c.network(&"mv".parse().unwrap()).unwrap().kind else {
+            panic!("a macvtap network")
+        };
+        assert_eq!((m.lower.as_str(), m.mode), ("eth0", MacvtapMode::Vepa));
+        assert!(Config::parse(&mv("promiscuous")).is_err());
     }
 
     #[test]

@@ -34,6 +34,16 @@ use tokio::sync::Mutex;
 const TABLE: &str = "tapmanager";
 const ROUTED: &str = "inet tapmanager_routed";
 const NAT: &str = "ip tapmanager_nat";
+const MACVTAP: &str = "netdev tapmanager_macvtap";
+
+/// A macvtap's source-MAC guard: a base chain on the device's egress hook (the guest's frames
+/// leave through the macvtap device). The chain goes away with the device.
+fn macvtap_guard_script(ifname: &IfName, mac: MacAddr) -> String {
+    format!(
+        "add table {MACVTAP}; add chain {MACVTAP} out_{ifname} {{ type filter hook egress device \"{ifname}\" priority 0; policy accept; }}; \
+         add rule {MACVTAP} out_{ifname} ether saddr != {mac} counter drop"
+    )
+}
 const SYNC_TABLE: &str = "tapmanager_sync";
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -273,6 +283,7 @@ pub fn rebuild_script(
     ports: &[PortGuard],
     routed: &[RoutedNet],
     routed_ports: &[RoutedPort],
+    macvtaps: &[(IfName, MacAddr)],
 ) -> String {
     let mut s = format!(
         "add table bridge {TABLE}; delete table bridge {TABLE}; {}",
@@ -291,6 +302,10 @@ pub fn rebuild_script(
         for p in routed_ports {
             write!(s, "; {}", routed_port_script(p)).unwrap();
         }
+    }
+    write!(s, "; add table {MACVTAP}; delete table {MACVTAP}").unwrap();
+    for (ifname, mac) in macvtaps {
+        write!(s, "; {}", macvtap_guard_script(ifname, *mac)).unwrap();
     }
     s
 }
@@ -437,6 +452,21 @@ impl Firewall {
         self.run(&routed_port_script(p)).await
     }
 
+    /// Guards a macvtap's source MAC, atomically.
+    pub async fn add_macvtap_guard(
+        &self,
+        ifname: &IfName,
+        mac: MacAddr,
+    ) -> Result<(), FirewallError> {
+        self.run(&macvtap_guard_script(ifname, mac)).await
+    }
+
+    /// Removes a macvtap's guard (already gone with its device is fine).
+    pub async fn remove_macvtap_guard(&self, ifname: &IfName) -> Result<(), FirewallError> {
+        self.remove_all(vec![format!("delete chain {MACVTAP} out_{ifname}")])
+            .await
+    }
+
     /// Takes a routed guest's link out of the rules. Idempotent.
     pub async fn remove_routed_port(&self, p: &RoutedPort) -> Result<(), FirewallError> {
         self.remove_all(routed_remove_commands(p)).await
@@ -466,8 +496,9 @@ impl Firewall {
         &self,
         ports: &[PortGuard],
         routed_ports: &[RoutedPort],
+        macvtaps: &[(IfName, MacAddr)],
     ) -> Result<(), FirewallError> {
-        self.run(&rebuild_script(ports, &self.routed, routed_ports))
+        self.run(&rebuild_script(ports, &self.routed, routed_ports, macvtaps))
             .await
     }
 }
@@ -560,18 +591,25 @@ mod tests {
              add element inet tapmanager_routed ports_0 { \"tm0123456789\" }; \
              add element inet tapmanager_routed iso_ports { \"tm0123456789\" }"
         );
-        let all = rebuild_script(&[], &[net], &[port]);
+        let all = rebuild_script(&[], &[net], &[port], &[]);
         assert!(all.contains("delete table inet tapmanager_routed; add table ip tapmanager_nat; delete table ip tapmanager_nat"));
         assert!(!all.contains('\n'));
     }
 
     #[test]
     fn rebuild_starts_from_an_empty_table() {
-        let s = rebuild_script(&[guard()], &[], &[]);
+        let mac = guard().mac;
+        let s = rebuild_script(&[guard()], &[], &[], &[(guard().ifname, mac)]);
         assert!(
             s.starts_with("add table bridge tapmanager; delete table bridge tapmanager; add table")
         );
-        assert!(s.ends_with(&port_script(&guard())));
+        assert!(s.contains(&port_script(&guard())));
+        assert!(s.contains(
+            "add table netdev tapmanager_macvtap; delete table netdev tapmanager_macvtap; \
+             add table netdev tapmanager_macvtap; add chain netdev tapmanager_macvtap out_tm0123456789 \
+             { type filter hook egress device \"tm0123456789\" priority 0; policy accept; }; \
+             add rule netdev tapmanager_macvtap out_tm0123456789 ether saddr != 02:11:22:33:44:55 counter drop"
+        ));
         assert!(!s.contains('\n'));
     }
 }

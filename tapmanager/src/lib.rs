@@ -15,6 +15,7 @@ pub mod ipam;
 pub mod isolated;
 pub mod lifecycle;
 pub mod link;
+pub mod macvtap;
 pub mod names;
 pub mod netns;
 pub mod peer;

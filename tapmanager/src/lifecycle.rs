@@ -131,14 +131,18 @@ pub(crate) fn plan(
                     None => Pool::Subnet(b.gateway),
                 };
                 let ip = pool.allocate(&used).ok_or_else(exhausted)?;
-                ((ip, b.gateway.prefix_len()), b.gateway.addr(), b.mtu)
+                (
+                    Some((ip, b.gateway.prefix_len())),
+                    Some(b.gateway.addr()),
+                    b.mtu,
+                )
             }
             NetworkKind::Isolated(iso) => match &iso.masquerade {
                 None => {
                     let block =
                         crate::ipam::free_slash30(iso.range, &used).ok_or_else(exhausted)?;
                     let [_, gw, guest, _] = crate::ipam::slash30_parts(block);
-                    ((guest, 30), gw, iso.mtu)
+                    (Some((guest, 30)), Some(gw), iso.mtu)
                 }
                 Some(m) => {
                     // Host ports belong to one guest of the network at a time.
@@ -168,19 +172,21 @@ pub(crate) fn plan(
                     transit.push((ifname.clone(), crate::ipam::slash30_parts(block)[2]));
                     let net = u32::from(m.cidr.network());
                     (
-                        (std::net::Ipv4Addr::from(net + 2), m.cidr.prefix_len()),
-                        std::net::Ipv4Addr::from(net + 1),
+                        Some((std::net::Ipv4Addr::from(net + 2), m.cidr.prefix_len())),
+                        Some(std::net::Ipv4Addr::from(net + 1)),
                         iso.mtu,
                     )
                 }
             },
+            // The LAN's own DHCP addresses the guest.
+            NetworkKind::Macvtap(mv) => (None, None, mv.mtu),
         };
         planned.push(Interface {
             network: n.network.clone(),
             ifname,
             mac,
-            address: Some(address),
-            gateway: Some(gateway),
+            address,
+            gateway,
             mtu,
             queues: n.queues,
             vnet_hdr: true,
@@ -234,6 +240,7 @@ pub(crate) async fn build(
             NetworkKind::Isolated(iso) => {
                 crate::isolated::build_port(d, iso, record, iface, gid, cancel).await?
             }
+            NetworkKind::Macvtap(mv) => crate::macvtap::build_port(d, mv, iface).await?,
         };
         fds.extend(port);
     }
@@ -287,6 +294,7 @@ pub(crate) fn binding(d: &Daemon, record: &Record, iface: &Interface) -> Option<
     let (ip, prefix_len) = iface.address?;
     let gateway = iface.gateway?;
     let (server_mac, dns, search, domain, mtu, lease_secs) = match &net.kind {
+        NetworkKind::Macvtap(_) => return None,
         NetworkKind::Bridge(b) => (
             d.bridges.get(&iface.network)?.mac,
             b.dns.clone(),
@@ -365,7 +373,7 @@ pub(crate) async fn teardown(d: &Daemon, record: &Record) -> bool {
         }
         // A network gone from the config leaves its kind unknown: undo what either kind does.
         let kind = d.config.network(&iface.network).map(|n| &n.kind);
-        if !matches!(kind, Some(NetworkKind::Isolated(_))) {
+        if matches!(kind, Some(NetworkKind::Bridge(_)) | None) {
             if let Some(g) = guard(iface) {
                 if let Err(e) = d.firewall.remove_port(&g).await {
                     tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot remove guards");
@@ -373,8 +381,14 @@ pub(crate) async fn teardown(d: &Daemon, record: &Record) -> bool {
                 }
             }
         }
-        if !matches!(kind, Some(NetworkKind::Bridge(_))) {
+        if matches!(kind, Some(NetworkKind::Isolated(_)) | None) {
             complete &= crate::isolated::teardown_port(d, record, iface).await;
+        }
+        if matches!(kind, Some(NetworkKind::Macvtap(_)) | None) {
+            if let Err(e) = d.firewall.remove_macvtap_guard(&iface.ifname).await {
+                tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot remove macvtap guard");
+                complete = false;
+            }
         }
     }
     if complete {
@@ -401,6 +415,7 @@ pub(crate) async fn reconcile(d: &Arc<Daemon>) -> Result<(), DaemonError> {
                 && match kind {
                     Some(NetworkKind::Bridge(_)) => d.bridges.contains_key(&i.network),
                     Some(NetworkKind::Isolated(_)) => crate::isolated::netns_path(d, i).exists(),
+                    Some(NetworkKind::Macvtap(_)) => true,
                     None => false,
                 }
         });
@@ -424,7 +439,18 @@ pub(crate) async fn reconcile(d: &Arc<Daemon>) -> Result<(), DaemonError> {
                 .filter_map(|i| crate::isolated::routed_port(d, r, i))
         })
         .collect();
-    d.firewall.rebuild(&guards, &routed).await?;
+    let macvtaps: Vec<_> = adopt
+        .iter()
+        .flat_map(|(r, _)| r.interfaces.iter())
+        .filter(|i| {
+            matches!(
+                d.config.network(&i.network).map(|n| &n.kind),
+                Some(NetworkKind::Macvtap(_))
+            )
+        })
+        .map(|i| (i.ifname.clone(), i.mac))
+        .collect();
+    d.firewall.rebuild(&guards, &routed, &macvtaps).await?;
     for r in &reap {
         let done = teardown(d, r).await;
         tracing::info!(vm = %r.vm, uid = r.uid, complete = done, "reaped attachment of a dead caller");
@@ -447,6 +473,9 @@ pub(crate) async fn reconcile(d: &Arc<Daemon>) -> Result<(), DaemonError> {
                 {
                     tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot re-enslave adopted TAP");
                 }
+            }
+            if binding(d, &r, iface).is_none() {
+                continue; // no DHCP server for this kind (macvtap: the LAN's own)
             }
             match rebind_dhcp(d, &r, iface) {
                 Ok(server) => spawn_dhcp(server, iface, &cancel),

@@ -37,6 +37,8 @@ pub enum LinkError {
     List(#[source] rtnetlink::Error),
     #[error("cannot create veth {0} with its peer in the guest's namespace")]
     AddVeth(String, #[source] rtnetlink::Error),
+    #[error("cannot create macvtap {0}")]
+    AddMacvtap(String, #[source] rtnetlink::Error),
     #[error("cannot set up link {0}")]
     Up(String, #[source] rtnetlink::Error),
     #[error("cannot add neighbour {1} on link {0}")]
@@ -240,6 +242,27 @@ impl Links {
             .execute()
             .await
             .map_err(|e| LinkError::AddVeth(name.to_string(), e))
+    }
+
+    /// Creates macvtap `name` on `lower` in `mode`, down, with the guest's MAC.
+    pub async fn add_macvtap(
+        &self,
+        name: &IfName,
+        lower: u32,
+        mode: netlink_packet_route::link::MacVtapMode,
+        mac: MacAddr,
+        mtu: u32,
+    ) -> Result<(), LinkError> {
+        let msg = rtnetlink::LinkMacVtap::new(name.as_str(), lower, mode)
+            .address(mac.0.to_vec())
+            .mtu(mtu)
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|e| LinkError::AddMacvtap(name.to_string(), e))
     }
 
     /// Sets a link's MTU (and MAC, if given) and brings it up.

@@ -158,7 +158,11 @@ fn serve(config_path: &Path) -> Result<(), MainError> {
             .networks
             .values()
             .any(|n| matches!(n.kind, tapmanager::config::NetworkKind::Isolated(_)));
-        tapmanager::privileges::reduce(namespaces)?;
+        let device_nodes = config
+            .networks
+            .values()
+            .any(|n| matches!(n.kind, tapmanager::config::NetworkKind::Macvtap(_)));
+        tapmanager::privileges::reduce(namespaces, device_nodes)?;
     } else {
         tracing::warn!("not running as root: capabilities left as they are");
     }

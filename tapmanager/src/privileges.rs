@@ -3,10 +3,14 @@
 //! - CAP_NET_ADMIN: TAP creation (`TUNSETIFF`), rtnetlink changes, nftables (the `nft -i`
 //!   child inherits it through the bounding and ambient sets).
 //! - CAP_NET_RAW: the DHCP servers' `AF_PACKET` sockets.
-//! - CAP_SYS_ADMIN, only with namespaced (isolated) networks: creating, entering and pinning
-//!   the guests' network namespaces.
-//! - CAP_SYS_ADMIN, only with namespaced (isolated) networks: creating, entering and pinning
-//!   the guests' network namespaces.
+//! - CAP_SYS_ADMIN, only with namespaced (isolated, masquerade) or macvtap networks:
+//!   creating, entering and pinning the guests' network namespaces; the private mount
+//!   namespace and sysfs that find a macvtap's device number.
+//! - CAP_MKNOD, only with macvtap networks: the node the macvtap's device is opened through.
+//! - CAP_SYS_ADMIN, only with namespaced (isolated, masquerade) or macvtap networks:
+//!   creating, entering and pinning the guests' network namespaces; the private mount
+//!   namespace and sysfs that find a macvtap's device number.
+//! - CAP_MKNOD, only with macvtap networks: the node the macvtap's device is opened through.
 //!
 //! Everything else (CAP_CHOWN for the socket, CAP_SYS_ADMIN, CAP_DAC_OVERRIDE, ...) is dropped
 //! from every set, including the bounding set, so not even an exec'd child gets it back.
@@ -24,20 +28,23 @@ pub enum PrivilegeError {
 
 /// The capabilities the serving daemon keeps; CAP_SYS_ADMIN only when it makes namespaces
 /// (unshare, setns and the bind mount that pins them).
-pub fn kept(namespaces: bool) -> CapsHashSet {
+pub fn kept(namespaces: bool, device_nodes: bool) -> CapsHashSet {
     let mut keep: CapsHashSet = [Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW]
         .into_iter()
         .collect();
-    if namespaces {
+    if namespaces || device_nodes {
         keep.insert(Capability::CAP_SYS_ADMIN);
+    }
+    if device_nodes {
+        keep.insert(Capability::CAP_MKNOD);
     }
     keep
 }
 
 /// Drops every capability but [`kept`] from the calling thread (bounding, inheritable,
 /// ambient, effective, permitted), so that children (`nft`) get exactly these.
-pub fn reduce(namespaces: bool) -> Result<(), PrivilegeError> {
-    let keep = kept(namespaces);
+pub fn reduce(namespaces: bool, device_nodes: bool) -> Result<(), PrivilegeError> {
+    let keep = kept(namespaces, device_nodes);
     for cap in caps::all() {
         if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
             caps::drop(None, CapSet::Bounding, cap)

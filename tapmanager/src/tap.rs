@@ -95,6 +95,21 @@ pub fn create(name: &IfName, queues: u16, uid: u32, gid: u32) -> Result<Tap, Tap
     Ok(Tap { fds })
 }
 
+/// Turns on vnet_hdr for a freshly opened macvtap queue (a macvtap's `TUNSETIFF` takes flags
+/// only: `IFF_TAP | IFF_NO_PI` plus the features; each open is one queue).
+pub fn set_macvtap_flags(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: ifreq is plain old data; all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    req.ifr_ifru.ifru_flags =
+        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, which `req` is and outlives the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Reads back a TAP fd's flags (`TUNGETIFF`): lets tests check what a caller received.
 pub fn flags(fd: &OwnedFd) -> io::Result<(String, libc::c_int)> {
     // SAFETY: ifreq is plain old data; all-zero is valid.

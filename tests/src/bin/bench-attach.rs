@@ -1141,7 +1141,7 @@ fn bench_usual_isolated(
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("IPv4 forwarding");
         feed(
             Command::new("nft").args(["-f", "-"]),
-            &tapmanager::firewall::rebuild_script(&[], &[routed], &[]),
+            &tapmanager::firewall::rebuild_script(&[], &[routed], &[], &[]),
         );
         let mut samples = Samples::new("");
         let mut shown = Vec::new();

@@ -1,0 +1,133 @@
+//! The macvtap kind (Slicer's macvtap mode): a macvtap on the network's lower device, whose
+//! character device is the fd handed out; the guest takes its address from the LAN's own DHCP,
+//! so tapmanager serves none. Its source MAC is guarded on the device's egress hook.
+//!
+//! Opening the device: `/dev/tap<ifindex>` names a device by an ifindex that is only unique
+//! per network namespace (two namespaces' macvtaps can share it, and devtmpfs has one node), so
+//! it is never used (DESIGN.md §6). Instead a thread enters a private mount namespace, mounts a
+//! sysfs there (which shows the daemon's network namespace), reads the device's major:minor,
+//! makes a node for it under the state dir, opens it once per queue, and removes the node.
+//! Needs CAP_NET_ADMIN, CAP_SYS_ADMIN (mount namespace, sysfs) and CAP_MKNOD.
+
+use crate::config::{MacvtapMode, MacvtapNet};
+use crate::daemon::Daemon;
+use crate::link;
+use crate::tap;
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use protocol::{IfName, Interface};
+use std::fs::OpenOptions;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Builds one macvtap NIC; returns its queue fds.
+pub(crate) async fn build_port(
+    d: &Daemon,
+    mv: &MacvtapNet,
+    iface: &Interface,
+) -> Result<Vec<OwnedFd>, BoxError> {
+    let lower = link::index_of(&mv.lower)
+        .ok_or_else(|| format!("lower device {} does not exist", mv.lower))?;
+    // The macvtap, down, carrying the guest's MAC (a macvtap's MAC is its guest's).
+    d.links
+        .add_macvtap(&iface.ifname, lower, mode(mv.mode), iface.mac, mv.mtu)
+        .await?;
+    // Its MAC guard before it can carry a frame (the hook needs the device to exist).
+    d.firewall
+        .add_macvtap_guard(&iface.ifname, iface.mac)
+        .await?;
+    let index = link::index_of(&iface.ifname).ok_or("macvtap vanished right after creation")?;
+    let (name, dir, queues) = (
+        iface.ifname.clone(),
+        d.config.state_dir.clone(),
+        iface.queues,
+    );
+    let fds =
+        tokio::task::spawn_blocking(move || open_queues(&dir, &name, index, queues)).await??;
+    d.links
+        .up(index, iface.ifname.as_str(), mv.mtu, None)
+        .await?;
+    Ok(fds)
+}
+
+fn mode(m: MacvtapMode) -> netlink_packet_route::link::MacVtapMode {
+    use netlink_packet_route::link::MacVtapMode as M;
+    match m {
+        MacvtapMode::Bridge => M::Bridge,
+        MacvtapMode::Vepa => M::Vepa,
+        MacvtapMode::Private => M::Private,
+        MacvtapMode::Passthru => M::Passthrough,
+    }
+}
+
+/// Opens the macvtap's character device `queues` times, with vnet_hdr (see the module docs).
+fn open_queues(
+    state_dir: &Path,
+    name: &IfName,
+    index: u32,
+    queues: u16,
+) -> io::Result<Vec<OwnedFd>> {
+    let (major, minor) = devnum(name, index)?;
+    let node: PathBuf = state_dir.join(format!(".dev-{name}"));
+    let _ = std::fs::remove_file(&node); // a leftover of a crash; absent is the normal case
+    mknod(
+        &node,
+        SFlag::S_IFCHR,
+        Mode::S_IRUSR | Mode::S_IWUSR,
+        makedev(major, minor),
+    )?;
+    let opened = (0..queues)
+        .map(|_| {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .open(&node)?;
+            let fd: OwnedFd = f.into();
+            tap::set_macvtap_flags(&fd)?;
+            Ok(fd)
+        })
+        .collect::<io::Result<Vec<_>>>();
+    std::fs::remove_file(&node)?;
+    opened
+}
+
+/// The macvtap's `major:minor`, read from a sysfs mounted in a private mount namespace on a
+/// short-lived thread, so it shows the daemon's network namespace, whatever /sys shows.
+fn devnum(name: &IfName, index: u32) -> io::Result<(u64, u64)> {
+    let path = format!("/sys/class/net/{name}/macvtap/tap{index}/dev");
+    std::thread::Builder::new()
+        .name("tm-sysfs".to_owned())
+        .spawn(move || -> io::Result<(u64, u64)> {
+            unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS)?;
+            // Nothing mounted here may propagate back to the host's mount namespace.
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )?;
+            mount(
+                Some("sysfs"),
+                "/sys",
+                Some("sysfs"),
+                MsFlags::MS_RDONLY,
+                None::<&str>,
+            )?;
+            let text = std::fs::read_to_string(&path)?;
+            let (ma, mi) = text
+                .trim()
+                .split_once(':')
+                .ok_or_else(|| io::Error::other(format!("{path}: not major:minor")))?;
+            let num = |s: &str| s.parse::<u64>().map_err(io::Error::other);
+            Ok((num(ma)?, num(mi)?))
+        })?
+        .join()
+        .map_err(|_| io::Error::other("sysfs thread panicked"))?
+}

@@ -1,0 +1,85 @@
+//! Kernel tier (root): the macvtap kind. The "LAN" is a namespace behind the sandbox's uplink
+//! veth, which is the macvtap's lower device (never the machine's eth0).
+
+use protocol::{AttachRequest, NetworkRequest};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+use tapmanager_tests::fakevm::{self, Capture, FakeVm};
+use tapmanager_tests::sandbox::{is_root, Sandbox, UPLINK};
+
+const GROUP: u32 = 47_041;
+const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+/// The address the guest would have leased from the LAN's DHCP.
+const GUEST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 50);
+
+#[test]
+fn a_macvtap_guest_sits_on_the_lan_with_its_own_mac_only() {
+    if !is_root("a_macvtap_guest_sits_on_the_lan_with_its_own_mac_only") {
+        return;
+    }
+    let networks = format!("[networks.mv]\nkind = \"macvtap\"\nlower = \"{UPLINK}\"\n");
+    let (mut sb, lan) = Sandbox::with_lan("mvtap", GROUP, &networks);
+    let mut net = NetworkRequest::new("mv".parse().unwrap());
+    net.queues = 2;
+    let (a, fds) = sb
+        .client()
+        .attach(AttachRequest {
+            vm: "mv1".parse().unwrap(),
+            networks: vec![net],
+        })
+        .expect("attach");
+    let iface = &a.interfaces[0];
+    assert_eq!(
+        iface.address, None,
+        "the LAN's DHCP addresses a macvtap guest"
+    );
+    assert_eq!(fds.len(), 2);
+    for fd in &fds {
+        let (_, flags) = tapmanager::tap::flags(fd).unwrap();
+        assert_ne!(flags & libc::IFF_VNET_HDR, 0);
+    }
+    let show = sb
+        .ns
+        .ip(&["-d", "link", "show", "dev", iface.ifname.as_str()]);
+    assert!(show.contains("macvtap mode bridge"), "{show}");
+    assert!(show.contains(&iface.mac.to_string()), "{show}");
+
+    let g = FakeVm::new(fds.into_iter().next().unwrap(), iface.mac.0);
+    // On the LAN: the LAN host answers ARP and ping, straight to the guest's MAC.
+    let lan_mac = g.arp(g.mac, GUEST, LAN_HOST).expect("LAN host answers ARP");
+    assert!(
+        g.ping(lan_mac, GUEST, LAN_HOST),
+        "LAN host does not answer ping"
+    );
+    // Its own MAC only: a frame with another source MAC never reaches the LAN.
+    let cap = lan.run_in(|| Capture::open("lan0"));
+    let mut other = g.mac;
+    other[5] ^= 0x33;
+    g.send(&fakevm::marked_udp(g.mac, GUEST, b"TM-MV-HONEST"));
+    assert!(cap.count_containing(b"TM-MV-HONEST", Duration::from_millis(500)) >= 1);
+    g.send(&fakevm::marked_udp(other, GUEST, b"TM-MV-SPOOF"));
+    assert_eq!(
+        cap.count_containing(b"TM-MV-SPOOF", Duration::from_millis(500)),
+        0
+    );
+
+    // SIGKILL and restart: adopted with its guard.
+    sb.kill();
+    sb.start();
+    assert_eq!(sb.client().list().unwrap().len(), 1);
+    g.send(&fakevm::marked_udp(other, GUEST, b"TM-MV-SPOOF2"));
+    assert_eq!(
+        cap.count_containing(b"TM-MV-SPOOF2", Duration::from_millis(500)),
+        0
+    );
+    assert!(
+        g.ping(lan_mac, GUEST, LAN_HOST),
+        "adopted guest lost the LAN"
+    );
+
+    // Release removes the macvtap and its guard.
+    sb.client().release(&"mv1".parse().unwrap()).unwrap();
+    assert!(sb.all_gone(10));
+    let (_, rules) = sb.ns.exec(&["nft", "list", "ruleset"]);
+    assert!(!rules.contains(iface.ifname.as_str()), "{rules}");
+}
