@@ -488,6 +488,7 @@ pub(crate) async fn reconcile(d: &Arc<Daemon>) -> Result<(), DaemonError> {
         d.adopt(r, pidfd, cancel);
     }
     crate::isolated::remove_orphan_namespaces(d, &known);
+    crate::macvtap::remove_stale_nodes(&d.config.state_dir);
     for name in d.links.list_names().await? {
         if names::is_generated(&name, &d.config.interface_prefix)
             && !known.iter().any(|k| k.as_str() == name)

@@ -131,3 +131,15 @@ fn devnum(name: &IfName, index: u32) -> io::Result<(u64, u64)> {
         .join()
         .map_err(|_| io::Error::other("sysfs thread panicked"))?
 }
+
+/// Start-up: device nodes a crash left between `mknod` and their removal.
+pub(crate) fn remove_stale_nodes(state_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".dev-") {
+            let _ = std::fs::remove_file(e.path()); // best effort: it grants nothing to anyone
+        }
+    }
+}
