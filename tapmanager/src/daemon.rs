@@ -96,8 +96,9 @@ pub struct Daemon {
     /// Held for the daemon's life: one daemon per network namespace (see [`lock_netns`]).
     _netns_lock: std::os::unix::net::UnixListener,
     pub(crate) links: Links,
-    /// Deletes links for teardown, on a thread of its own (see [`Links::connect_on_own_thread`]).
-    pub(crate) teardown_links: Links,
+    /// Deletes links for teardown in batches, through a netlink connection on a thread of its
+    /// own (see [`Links::connect_on_own_thread`]).
+    pub(crate) reaper: crate::reaper::Reaper,
     pub(crate) firewall: Firewall,
     pub(crate) bridges: Bridges,
     pub(crate) registry: Mutex<Registry>,
@@ -156,7 +157,7 @@ impl Daemon {
             journal,
             _netns_lock: netns_lock,
             links,
-            teardown_links,
+            reaper: crate::reaper::Reaper::start(teardown_links),
             firewall,
             bridges,
             registry: Mutex::new(Registry::default()),

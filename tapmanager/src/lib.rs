@@ -20,6 +20,7 @@ pub mod names;
 pub mod netns;
 pub mod peer;
 pub mod privileges;
+pub mod reaper;
 pub mod state;
 pub mod tap;
 

@@ -360,12 +360,8 @@ fn rebind_dhcp(d: &Daemon, record: &Record, iface: &Interface) -> Result<dhcp::S
 pub(crate) async fn teardown(d: &Daemon, record: &Record) -> bool {
     let mut complete = true;
     for iface in record.interfaces.iter().rev() {
-        if let Err(e) = d
-            .teardown_links
-            .delete_if_exists(iface.ifname.as_str())
-            .await
-        {
-            tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot delete link");
+        if let Err(e) = d.reaper.delete(iface.ifname.as_str()).await {
+            tracing::error!(ifname = %iface.ifname, error = %e, "cannot delete link");
             // The port may still carry frames: it keeps its guards and namespace; the entry
             // stays in the journal, so a restart tries again.
             complete = false;
