@@ -398,6 +398,8 @@ impl Session {
 #[derive(Debug)]
 pub struct Firewall {
     session: Mutex<Option<Session>>,
+    /// A second `nft -i` for teardown's deletes, so an attach never queues behind them.
+    teardown: Mutex<Option<Session>>,
     routed: Vec<RoutedNet>,
 }
 
@@ -407,6 +409,7 @@ impl Firewall {
     pub async fn start(routed: Vec<RoutedNet>) -> Result<Firewall, FirewallError> {
         let fw = Firewall {
             session: Mutex::new(Some(Session::spawn().await?)),
+            teardown: Mutex::new(None),
             routed,
         };
         fw.run(&base_script()).await?;
@@ -417,7 +420,12 @@ impl Firewall {
     }
 
     async fn run(&self, script: &str) -> Result<(), FirewallError> {
-        let mut guard = self.session.lock().await;
+        Self::run_on(&self.session, script).await
+    }
+
+    /// Runs `script` on one of the sessions, starting it if needed.
+    async fn run_on(slot: &Mutex<Option<Session>>, script: &str) -> Result<(), FirewallError> {
+        let mut guard = slot.lock().await;
         if guard.is_none() {
             *guard = Some(Session::spawn().await?);
         }
@@ -474,11 +482,11 @@ impl Firewall {
 
     /// Deletes elements in one transaction, or one by one past those already gone.
     async fn remove_all(&self, all: Vec<String>) -> Result<(), FirewallError> {
-        match self.run(&all.join("; ")).await {
+        match Self::run_on(&self.teardown, &all.join("; ")).await {
             Err(FirewallError::Refused { stderr, .. }) if stderr.contains("No such file") => {
                 // Some are already gone; remove what is left, one at a time.
                 for one in all {
-                    match self.run(&one).await {
+                    match Self::run_on(&self.teardown, &one).await {
                         Ok(()) => {}
                         Err(FirewallError::Refused { stderr, .. })
                             if stderr.contains("No such file") => {}
