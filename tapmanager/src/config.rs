@@ -97,6 +97,9 @@ fn default_macvtap_mode() -> String {
     "bridge".into()
 }
 
+// The raw network tables repeat their common keys (allow_users, ...) rather than share a
+// `#[serde(flatten)]` struct: serde ignores `deny_unknown_fields` across a flatten, and a
+// misspelt key must be an error.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMasquerade {

@@ -161,7 +161,7 @@ impl Links {
         let n = name.as_str();
         if self.get(n).await?.is_none() {
             let msg = LinkBridge::new(n).mtu(mtu).address(mac.0.to_vec()).build();
-            match self.handle.link().add(msg).execute().await {
+            match self.add(msg).await {
                 Ok(()) => {}
                 Err(e) if errno(&e) == libc::EEXIST => {}
                 Err(e) => return Err(LinkError::CreateBridge(n.to_owned(), e)),
@@ -179,14 +179,7 @@ impl Links {
         self.set(msg)
             .await
             .map_err(|e| LinkError::ConfigureBridge(n.to_owned(), e))?;
-        // `replace` converges: the address is there afterwards whether it was before or not.
-        self.handle
-            .address()
-            .add(link.index, IpAddr::V4(gateway.addr()), gateway.prefix_len())
-            .replace()
-            .execute()
-            .await
-            .map_err(|e| LinkError::AddAddress(n.to_owned(), gateway, e))?;
+        self.add_address(link.index, n, gateway).await?;
         Ok(LinkInfo {
             mac: Some(mac),
             ..link
@@ -236,10 +229,7 @@ impl Links {
             .mtu(mtu)
             .up()
             .build();
-        self.handle
-            .link()
-            .add(msg)
-            .execute()
+        self.add(msg)
             .await
             .map_err(|e| LinkError::AddVeth(name.to_string(), e))
     }
@@ -257,10 +247,7 @@ impl Links {
             .address(mac.0.to_vec())
             .mtu(mtu)
             .build();
-        self.handle
-            .link()
-            .add(msg)
-            .execute()
+        self.add(msg)
             .await
             .map_err(|e| LinkError::AddMacvtap(name.to_string(), e))
     }
@@ -282,7 +269,7 @@ impl Links {
             .map_err(|e| LinkError::Up(name.to_owned(), e))
     }
 
-    /// Adds an IPv4 address (converging if it is there).
+    /// Adds an IPv4 address; `replace` converges: it is there afterwards whether it was or not.
     pub async fn add_address(
         &self,
         index: u32,
@@ -336,6 +323,11 @@ impl Links {
             .execute()
             .await
             .map_err(|e| LinkError::Route(dest, via, e))
+    }
+
+    /// One RTM_NEWLINK.
+    async fn add(&self, msg: LinkMessage) -> Result<(), rtnetlink::Error> {
+        self.handle.link().add(msg).execute().await
     }
 
     /// One RTM_SETLINK.
