@@ -28,11 +28,38 @@ pub struct Lease {
 pub struct FakeVm {
     fd: OwnedFd,
     pub mac: [u8; 6],
+    /// The leased address, once [`FakeVm::dhcp`] got one: ARP requests for it are answered,
+    /// as a real guest's kernel does (a gateway re-checks its neighbours now and then).
+    ip: std::cell::Cell<Option<Ipv4Addr>>,
 }
 
 impl FakeVm {
     pub fn new(fd: OwnedFd, mac: [u8; 6]) -> FakeVm {
-        FakeVm { fd, mac }
+        FakeVm {
+            fd,
+            mac,
+            ip: std::cell::Cell::new(None),
+        }
+    }
+
+    /// Answers an ARP request for our address; true if `f` was one.
+    fn answer_arp(&self, f: &[u8]) -> bool {
+        let Some(ip) = self.ip.get() else {
+            return false;
+        };
+        let request = f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 1];
+        if !request || f[38..42] != ip.octets() {
+            return false;
+        }
+        let mut r = Vec::with_capacity(42);
+        r.extend_from_slice(&f[22..28]);
+        r.extend_from_slice(&self.mac);
+        r.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 2]);
+        r.extend_from_slice(&self.mac);
+        r.extend_from_slice(&ip.octets());
+        r.extend_from_slice(&f[22..32]);
+        self.send(&r);
+        true
     }
 
     /// Sends one Ethernet frame into the TAP (as the guest).
@@ -59,6 +86,7 @@ impl FakeVm {
                 return None;
             }
             match nix::unistd::read(&self.fd, &mut buf) {
+                Ok(n) if n > VNET_HDR && self.answer_arp(&buf[VNET_HDR..n]) => continue,
                 Ok(n) if n > VNET_HDR => return Some(buf[VNET_HDR..n].to_vec()),
                 Ok(_) => continue,
                 Err(nix::errno::Errno::EAGAIN) => continue,
@@ -138,6 +166,7 @@ impl FakeVm {
         }
         self.send(&self.dhcp_frame(&req));
         let (ack, server_mac) = self.dhcp_reply(xid, MessageType::Ack)?;
+        self.ip.set(Some(ack.yiaddr()));
         let o = ack.opts();
         let prefix_len = match o.get(OptionCode::SubnetMask) {
             Some(DhcpOption::SubnetMask(m)) => u32::from(*m).count_ones() as u8,

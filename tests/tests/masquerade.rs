@@ -69,7 +69,7 @@ fn masquerade_guests_share_an_address_reach_the_lan_and_get_only_their_forwards(
         "[networks.nat]\nkind = \"masquerade\"\nuplink = \"{UPLINK}\"\nports = [\"udp:5353:53\", \"tcp:8080:80\"]\n\
          [networks.plain]\nkind = \"masquerade\"\nuplink = \"{UPLINK}\"\ntransit = \"169.254.64.0/22\"\n"
     );
-    let (sb, lan) = Sandbox::with_lan("masq", GROUP, &networks);
+    let (mut sb, lan) = Sandbox::with_lan("masq", GROUP, &networks);
     let (_a, g) = attach(&sb, "m1", "nat").expect("attach");
     let l = g.dhcp().expect("lease");
     assert_eq!((l.ip, l.prefix_len), (GUEST, 30));
@@ -117,6 +117,16 @@ fn masquerade_guests_share_an_address_reach_the_lan_and_get_only_their_forwards(
         let gw = g.arp(g.mac, l.ip, l.router.unwrap()).expect("gateway ARP");
         assert!(g.ping(gw, l.ip, LAN_HOST));
     }
+    // SIGKILL and restart: adopted with its forwards; the guest still reaches the LAN and is
+    // still reached through its forward.
+    sb.kill();
+    sb.start();
+    assert_eq!(sb.client().list().unwrap().len(), 3);
+    assert!(g.ping(gw, l.ip, LAN_HOST), "adopted guest lost the LAN");
+    let mut again = lan_tcp(&lan, 8080);
+    assert!(syn_seen(&g, 80), "forward lost across the restart");
+    again.wait().unwrap();
+
     // Release takes the namespace, the links and the forwards with it.
     sb.client().release(&"m1".parse().unwrap()).unwrap();
     assert!(sb.wait_for(10, || sb.taps().len() == 2
