@@ -41,6 +41,21 @@ pub fn bin(name: &str) -> PathBuf {
         })
 }
 
+/// `program` to be run as `uid` (and gid `uid`) with supplementary `groups` (comma-separated
+/// gids; empty clears them), through util-linux's setpriv.
+pub fn as_user(uid: u32, groups: &str, program: &std::path::Path) -> Command {
+    let mut c = Command::new("setpriv");
+    c.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"));
+    if groups.is_empty() {
+        c.arg("--clear-groups");
+    } else {
+        c.arg(format!("--groups={groups}"));
+    }
+    c.arg(program);
+    c
+}
+
 /// Runs a command, panicking with its output on failure.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -321,6 +336,13 @@ impl Sandbox {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// vmwrapper run as `uid` with `groups` (see [`as_user`]), pointed at this daemon.
+    pub fn vmwrapper_as(&self, uid: u32, groups: &str) -> Command {
+        let mut c = as_user(uid, groups, &bin("vmwrapper"));
+        c.arg("--socket").arg(&self.socket);
+        c
     }
 
     pub fn client(&self) -> protocol::Client {

@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tapmanager_tests::fakevm::{self, Capture, FakeVm};
-use tapmanager_tests::sandbox::{bin, is_root, Sandbox, BRIDGE, GATEWAY};
+use tapmanager_tests::sandbox::{as_user, bin, is_root, Sandbox, BRIDGE, GATEWAY};
 
 /// The group the sandbox daemon serves; tests run callers with it (or without it) by number.
 const GROUP: u32 = 47_001;
@@ -233,31 +233,21 @@ fn vmwrapper_on(
     net: &str,
     script: &str,
 ) -> Command {
-    let mut c = Command::new("setpriv");
-    c.arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={uid}"));
-    if groups.is_empty() {
-        c.arg("--clear-groups");
-    } else {
-        c.arg(format!("--groups={groups}"));
-    }
-    c.arg(bin("vmwrapper"))
-        .arg("--socket")
-        .arg(&sb.socket)
-        .args([
-            "--id",
-            vm,
-            "--hypervisor",
-            "qemu",
-            "--net",
-            net,
-            "--",
-            "sh",
-            "-c",
-            script,
-            "sh",
-        ])
-        .stdin(Stdio::null());
+    let mut c = sb.vmwrapper_as(uid, groups);
+    c.args([
+        "--id",
+        vm,
+        "--hypervisor",
+        "qemu",
+        "--net",
+        net,
+        "--",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .stdin(Stdio::null());
     c
 }
 
@@ -420,11 +410,7 @@ fn the_daemon_keeps_only_net_admin_and_net_raw() {
 
 /// Runs `tapmanager ARGS --socket S` as `uid` in `GROUP`.
 fn tapmanager_as(sb: &Sandbox, uid: u32, args: &[&str]) -> std::process::Output {
-    Command::new("setpriv")
-        .arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={uid}"))
-        .arg(format!("--groups={GROUP}"))
-        .arg(bin("tapmanager"))
+    as_user(uid, &GROUP.to_string(), &bin("tapmanager"))
         .args(args)
         .arg("--socket")
         .arg(&sb.socket)
@@ -611,13 +597,8 @@ fn several_nics_on_several_networks_in_order() {
         .ip(&["link", "show", "dev", a.interfaces[1].ifname.as_str()]);
     assert!(show.contains("master tmbr2"), "{show}");
     // vmwrapper gives QEMU both, in order, each with its MAC.
-    let out = Command::new("setpriv")
-        .arg(format!("--reuid={USER}"))
-        .arg(format!("--regid={USER}"))
-        .arg(format!("--groups={GROUP}"))
-        .arg(bin("vmwrapper"))
-        .arg("--socket")
-        .arg(&sb.socket)
+    let out = sb
+        .vmwrapper_as(USER, &GROUP.to_string())
         .args([
             "--id",
             "m2",

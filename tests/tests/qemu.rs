@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tapmanager_tests::sandbox::{bin, is_root, run, Sandbox, GATEWAY, UPLINK};
+use tapmanager_tests::sandbox::{is_root, run, Sandbox, GATEWAY, UPLINK};
 
 const GROUP: u32 = 47_011;
 const USER: u32 = 47_012;
@@ -25,13 +25,8 @@ fn guest_dir() -> std::path::PathBuf {
 fn boot(sb: &Sandbox, vm: &str, net: &str, append: &str) -> String {
     let guest = guest_dir();
     let started = Instant::now();
-    let mut qemu = Command::new("setpriv")
-        .arg(format!("--reuid={USER}"))
-        .arg(format!("--regid={USER}"))
-        .arg(format!("--groups={GROUP}"))
-        .arg(bin("vmwrapper"))
-        .arg("--socket")
-        .arg(&sb.socket)
+    let mut qemu = sb
+        .vmwrapper_as(USER, &GROUP.to_string())
         .args(["--id", vm, "--net", net, "--", "qemu-system-x86_64"])
         .args([
             "-accel",
