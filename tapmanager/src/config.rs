@@ -113,6 +113,8 @@ struct RawMasquerade {
     /// One /30 per guest between the host and the guest's namespace.
     #[serde(default = "default_transit")]
     transit: Ipv4Net,
+    /// Only `routed`: accepted so that a wrong value gets an explanation, not "unknown field".
+    binding: Option<String>,
     #[serde(default)]
     drop: Vec<Ipv4Net>,
     allow: Option<Vec<Ipv4Net>>,
@@ -144,6 +146,8 @@ struct RawIsolated {
     range: Ipv4Net,
     /// The host interface NATed traffic leaves by.
     uplink: String,
+    /// `routed` (default), `bridge` or `tc-redirect`: see [`VethBinding`].
+    binding: Option<String>,
     #[serde(default)]
     drop: Vec<Ipv4Net>,
     allow: Option<Vec<Ipv4Net>>,
@@ -258,8 +262,35 @@ pub struct IsolatedNet {
     pub dns: Vec<Ipv4Addr>,
     pub mtu: u32,
     pub lease_secs: u32,
+    /// `None`: routed (the TAP holds the gateway inside the guest's namespace). `Some`: the
+    /// TAP is joined to the veth, and the host side of the veth holds the gateway.
+    pub binding: Option<VethBinding>,
     /// `Some` for the masquerade kind: the guest sits behind NAT in its namespace.
     pub masquerade: Option<Masquerade>,
+}
+
+/// How a veth meets a TAP inside a namespace, at layer 2 (DESIGN.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VethBinding {
+    /// A bridge holding both, learning off on its ports (no FDB to age, so no Slicer-style
+    /// delay when a guest's MAC moves).
+    Bridge,
+    /// An ingress mirred redirect each way (Kata, tc-redirect-tap): no bridge at all.
+    TcRedirect,
+}
+
+impl VethBinding {
+    /// Parses a config value; `routed` is `None`.
+    fn parse(s: Option<&str>) -> Result<Option<VethBinding>, String> {
+        match s {
+            None | Some("routed") => Ok(None),
+            Some("bridge") => Ok(Some(VethBinding::Bridge)),
+            Some("tc-redirect") => Ok(Some(VethBinding::TcRedirect)),
+            Some(other) => Err(format!(
+                "binding {other:?} is not one of routed, bridge, tc-redirect"
+            )),
+        }
+    }
 }
 
 /// Virtink/KubeVirt's masquerade binding on top of the isolated plumbing: the guest always
@@ -502,6 +533,14 @@ fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
 }
 
 fn validate_masquerade(m: RawMasquerade) -> Result<IsolatedNet, String> {
+    if VethBinding::parse(m.binding.as_deref())?.is_some() {
+        return Err(
+            "binding: a masquerade guest is NATed inside its namespace, behind a TAP \
+                    that holds its gateway; only \"routed\" applies (use the isolated kind \
+                    for a bridge or tc-redirect binding)"
+                .into(),
+        );
+    }
     if m.cidr.prefix_len() > 30 || m.cidr != m.cidr.trunc() {
         return Err(format!(
             "cidr {}: must be a subnet of at least /30 without host bits",
@@ -523,6 +562,7 @@ fn validate_masquerade(m: RawMasquerade) -> Result<IsolatedNet, String> {
     let mut iso = validate_isolated(RawIsolated {
         range: m.transit,
         uplink: m.uplink,
+        binding: None,
         drop: m.drop,
         allow: m.allow,
         dns: m.dns,
@@ -557,9 +597,11 @@ fn validate_isolated(i: RawIsolated) -> Result<IsolatedNet, String> {
     if i.lease_secs < 60 {
         return Err(format!("lease_secs {} is below 60", i.lease_secs));
     }
+    let binding = VethBinding::parse(i.binding.as_deref())?;
     Ok(IsolatedNet {
         range: i.range,
         uplink,
+        binding,
         drop: i.drop.iter().map(|n| n.trunc()).collect(),
         allow: i.allow.map(|a| a.iter().map(|n| n.trunc()).collect()),
         dns: i.dns,
@@ -704,6 +746,46 @@ dns = ["10.88.0.1"]
         assert!(Config::parse(&apart).is_ok());
         assert!(Config::parse(&format!("{base}{}", iso("x", "169.254.100.1/22"))).is_err());
         assert!(Config::parse(&format!("{base}{}", iso("x", "169.254.100.0/31"))).is_err());
+    }
+
+    #[test]
+    fn an_isolated_networks_binding_is_routed_unless_it_says_bridge_or_tc_redirect() {
+        let base = EXAMPLE.replace("tmbr0x", "br0");
+        let parse = |kind: &str, binding: &str| {
+            let key = if kind == "isolated" {
+                "range = \"169.254.100.0/22\"\n"
+            } else {
+                ""
+            };
+            Config::parse(&format!(
+                "{base}\n[networks.x]\nkind = \"{kind}\"\n{key}uplink = \"eth0\"\n{binding}"
+            ))
+        };
+        let binding_of = |c: Config| match &c.network(&"x".parse().unwrap()).unwrap().kind {
+            NetworkKind::Isolated(i) => i.binding,
+            _ => panic!("an isolated network"),
+        };
+        assert_eq!(binding_of(parse("isolated", "").unwrap()), None);
+        assert_eq!(
+            binding_of(parse("isolated", "binding = \"routed\"\n").unwrap()),
+            None
+        );
+        assert_eq!(
+            binding_of(parse("isolated", "binding = \"bridge\"\n").unwrap()),
+            Some(VethBinding::Bridge)
+        );
+        assert_eq!(
+            binding_of(parse("isolated", "binding = \"tc-redirect\"\n").unwrap()),
+            Some(VethBinding::TcRedirect)
+        );
+        let bad = parse("isolated", "binding = \"macvlan\"\n").unwrap_err();
+        assert!(format!("{bad}").contains("not one of routed, bridge, tc-redirect"));
+        assert!(parse("masquerade", "binding = \"routed\"\n").is_ok());
+        let bad = parse("masquerade", "binding = \"tc-redirect\"\n").unwrap_err();
+        assert!(
+            format!("{bad}").contains("only \"routed\" applies"),
+            "{bad}"
+        );
     }
 
     #[test]

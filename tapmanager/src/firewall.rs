@@ -161,6 +161,9 @@ pub struct RoutedNet {
 pub struct RoutedPort {
     pub ifname: IfName,
     pub net: usize,
+    /// The source MAC the host sees on the link: the guest's own when the TAP is joined to
+    /// the veth, the namespace side's when the namespace routes.
+    pub mac: MacAddr,
     pub ip: Ipv4Addr,
     /// (proto, host port, guest port): forwarded from the uplink to `ip`.
     pub forwards: Vec<(&'static str, u16, u16)>,
@@ -180,7 +183,7 @@ fn routed_base_script(nets: &[RoutedNet]) -> String {
     let r = ROUTED;
     let mut s = format!(
         "add table {r}; add set {r} iso_ports {{ type ifname; }}; \
-         add set {r} iso_src {{ type ifname . ipv4_addr; }}"
+         add set {r} iso_src {{ type ifname . ether_addr . ipv4_addr; }}"
     );
     let mut per_net = String::new();
     let mut nat = String::new();
@@ -221,7 +224,7 @@ fn routed_base_script(nets: &[RoutedNet]) -> String {
         s,
         "; add chain {r} forward {{ type filter hook forward priority 0; policy accept; }}; flush chain {r} forward\
          ; add rule {r} forward iifname @iso_ports meta nfproto ipv6 counter drop\
-         ; add rule {r} forward iifname @iso_ports iifname . ip saddr != @iso_src counter drop\
+         ; add rule {r} forward iifname @iso_ports iifname . ether saddr . ip saddr != @iso_src counter drop\
          ; add rule {r} forward iifname @iso_ports oifname @iso_ports counter drop\
          ; add rule {r} forward oifname @iso_ports ct status dnat counter accept\
          ; add rule {r} forward oifname @iso_ports ct state != {{ established, related }} counter drop\
@@ -247,8 +250,12 @@ fn routed_base_script(nets: &[RoutedNet]) -> String {
 
 /// (table, set, element) for one routed port: the port itself last, so it is never half-set.
 fn routed_elements(p: &RoutedPort) -> Vec<(&'static str, String, String)> {
-    let (ifname, ip) = (&p.ifname, p.ip);
-    let mut v = vec![(ROUTED, "iso_src".to_owned(), format!("\"{ifname}\" . {ip}"))];
+    let (ifname, mac, ip) = (&p.ifname, p.mac, p.ip);
+    let mut v = vec![(
+        ROUTED,
+        "iso_src".to_owned(),
+        format!("\"{ifname}\" . {mac} . {ip}"),
+    )];
     for (proto, host, guest) in &p.forwards {
         v.push((
             NAT,
@@ -572,7 +579,7 @@ mod tests {
         };
         let s = routed_base_script(std::slice::from_ref(&net));
         for want in [
-            "iifname @iso_ports iifname . ip saddr != @iso_src counter drop",
+            "iifname @iso_ports iifname . ether saddr . ip saddr != @iso_src counter drop",
             "iifname @iso_ports oifname @iso_ports counter drop",
             "oifname @iso_ports ct state != { established, related } counter drop",
             "add element inet tapmanager_routed drop_0 { 192.168.1.0/24 }",
@@ -589,12 +596,13 @@ mod tests {
         let port = RoutedPort {
             ifname: "tm0123456789".parse().unwrap(),
             net: 0,
+            mac: "f6:00:00:00:00:01".parse().unwrap(),
             ip: Ipv4Addr::new(169, 254, 100, 2),
             forwards: vec![("tcp", 8080, 80)],
         };
         assert_eq!(
             routed_port_script(&port),
-            "add element inet tapmanager_routed iso_src { \"tm0123456789\" . 169.254.100.2 }; \
+            "add element inet tapmanager_routed iso_src { \"tm0123456789\" . f6:00:00:00:00:01 . 169.254.100.2 }; \
              add element ip tapmanager_nat fwd_tcp_0 { 8080 : 169.254.100.2 . 80 }; \
              add element inet tapmanager_routed ports_0 { \"tm0123456789\" }; \
              add element inet tapmanager_routed iso_ports { \"tm0123456789\" }"

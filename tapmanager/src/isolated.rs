@@ -1,6 +1,9 @@
 //! The isolated kind (Slicer's isolated mode): per guest a network namespace, a veth pair
-//! whose peer is created directly inside it, a /30 carved from the network's range, and the
-//! TAP in the namespace holding the /30's gateway address with the guest's DHCP server on it.
+//! whose peer is created directly inside it, and a /30 carved from the network's range, with
+//! the guest's DHCP server on the TAP inside. The network's `binding` says where the /30's
+//! gateway is.
+//!
+//! Routed (the default): the TAP holds the gateway, and the namespace routes to the host.
 //!
 //! ```text
 //!  guest ── tap0 (gw N+1/30) [guest netns] veth0 ══ vethH (tm…) [host] ── routing, NAT ── uplink
@@ -8,12 +11,22 @@
 //!
 //! The veth carries no addresses: each side reaches the other through a fixed link-local
 //! next hop with a permanent neighbour entry (169.254.0.1 is the host side, 169.254.0.2 the
-//! namespace side), so no ARP runs on it. The host filters and NATs the guest's traffic
-//! ([`crate::firewall::RoutedNet`]): source checked, no guest-to-guest, nothing to the host's
-//! own addresses, the network's drop/allow lists, masquerade out of the uplink.
+//! namespace side), so no ARP runs on it.
+//!
+//! `bridge` or `tc-redirect`: the TAP is joined to the veth at layer 2 ([`crate::join`]), and
+//! the host side of the veth holds the gateway; the guest's frames reach the host as they
+//! left it, one routing step fewer.
+//!
+//! ```text
+//!  guest ── tap0 ─ br0 or mirred ─ veth0 [guest netns] ══ vethH (tm…, gw N+1/30) [host] ── uplink
+//! ```
+//!
+//! Either way the host filters and NATs the guest's traffic ([`crate::firewall::RoutedNet`]):
+//! source checked, no guest-to-guest, nothing to the host's own addresses (the gateways
+//! included), the network's drop/allow lists, masquerade out of the uplink.
 //!
 //! Names: the host-side veth has the generated name (reconcile knows its shape); inside the
-//! namespace the links are always `veth0` and `tap0`; the namespace is pinned at
+//! namespace the links are always `veth0`, `tap0` (and `br0`); the namespace is pinned at
 //! `<state_dir>/netns/<host veth name>`. Needs CAP_SYS_ADMIN and CAP_NET_ADMIN.
 
 use crate::config::{IsolatedNet, Masquerade, NetworkKind};
@@ -68,9 +81,15 @@ pub fn routed_port(d: &Daemon, record: &Record, iface: &Interface) -> Option<Rou
                 .collect(),
         ),
     };
+    // What the host sees arrive on the veth: the guest itself, or the namespace routing it.
+    let mac = match iso.binding {
+        Some(_) => iface.mac,
+        None => veth_macs(iface).1,
+    };
     Some(RoutedPort {
         ifname: iface.ifname.clone(),
         net: routed_index(d, iface)?,
+        mac,
         ip,
         forwards,
     })
@@ -170,11 +189,14 @@ pub(crate) async fn build_port(
     // before any fd leaves the daemon).
     let (uid, queues) = (record.uid, iface.queues);
     let b = crate::lifecycle::binding(d, record, iface).ok_or("no binding")?;
+    let routed = iso.binding.is_none();
     let rt = tokio::runtime::Handle::current();
     let (tap, inner, tap_index, veth_index, server) = ns.run_in(move || {
         let name = IfName::try_from(NS_TAP.to_owned()).map_err(std::io::Error::other)?;
         let tap = tap::create(&name, queues, uid, gid).map_err(std::io::Error::other)?;
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
+        if routed {
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
+        }
         let tap_index = nix::net::if_::if_nametoindex(NS_TAP)?;
         let veth_index = nix::net::if_::if_nametoindex(NS_VETH)?;
         let server = dhcp::Server::bind(tap_index, b).map_err(std::io::Error::other)?;
@@ -185,6 +207,60 @@ pub(crate) async fn build_port(
         let inner = Links::connect().map_err(std::io::Error::other)?;
         Ok((tap, inner, tap_index, veth_index, server))
     })?;
+    let host_index = link::index_of(&iface.ifname).ok_or("veth vanished")?;
+    let Some(how) = iso.binding else {
+        route_port(
+            d,
+            &inner,
+            iface,
+            (tap_index, veth_index, host_index),
+            transit,
+            block,
+        )
+        .await?;
+        crate::lifecycle::spawn_dhcp(server, iface, cancel);
+        return Ok(tap.fds);
+    };
+    // Joined: the guest's frames go through to the host side, which is its gateway and knows
+    // its MAC (no ARP needed on the way back).
+    inner.up(tap_index, NS_TAP, mtu, None).await?;
+    inner.up(veth_index, NS_VETH, mtu, None).await?;
+    let end = |index, name| crate::join::End { index, name };
+    crate::join::join(
+        &inner,
+        how,
+        end(tap_index, NS_TAP),
+        end(veth_index, NS_VETH),
+        mtu,
+        (iface.mac, ip),
+    )
+    .await?;
+    d.links
+        .add_address(
+            host_index,
+            iface.ifname.as_str(),
+            Ipv4Net::new(gateway, prefix)?,
+        )
+        .await?;
+    d.links.add_neighbour(host_index, ip, iface.mac).await?;
+    crate::lifecycle::spawn_dhcp(server, iface, cancel);
+    Ok(tap.fds)
+}
+
+/// The routed binding's addresses and routes: the TAP holds the gateway, each side of the
+/// veth reaches the other through a fixed next hop with a permanent neighbour entry.
+async fn route_port(
+    d: &Daemon,
+    inner: &Links,
+    iface: &Interface,
+    (tap_index, veth_index, host_index): (u32, u32, u32),
+    transit: Option<Ipv4Addr>,
+    block: Ipv4Net,
+) -> Result<(), BoxError> {
+    let (_, prefix) = iface.address.ok_or("no address planned")?;
+    let gateway = iface.gateway.ok_or("no gateway planned")?;
+    let (host_mac, ns_mac) = veth_macs(iface);
+    let mtu = iface.mtu;
     // The TAP holds the /30's gateway address: the guest's first hop.
     inner
         .up(
@@ -214,11 +290,9 @@ pub(crate) async fn build_port(
         )
         .await?;
     // Back in: the host routes the guest's /30 to the namespace side.
-    let host_index = link::index_of(&iface.ifname).ok_or("veth vanished")?;
     d.links.add_neighbour(host_index, NS_HOP, ns_mac).await?;
     d.links.add_onlink_route(block, NS_HOP, host_index).await?;
-    crate::lifecycle::spawn_dhcp(server, iface, cancel);
-    Ok(tap.fds)
+    Ok(())
 }
 
 fn bind_dhcp_at(ns: &NetNs, b: dhcp::Binding) -> Result<dhcp::Server, BoxError> {

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod firewall;
 pub mod ipam;
 pub mod isolated;
+pub mod join;
 pub mod lifecycle;
 pub mod link;
 pub mod macvtap;

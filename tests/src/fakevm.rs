@@ -281,21 +281,30 @@ impl Capture {
 
     /// Every frame received within `window` that contains `needle`.
     pub fn count_containing(&self, needle: &[u8], window: Duration) -> usize {
+        count(&self.frames(window), needle)
+    }
+
+    /// Every frame received within `window`.
+    pub fn frames(&self, window: Duration) -> Vec<Vec<u8>> {
         let deadline = Instant::now() + window;
         let mut buf = vec![0u8; 65536];
-        let mut n = 0;
+        let mut out = Vec::new();
         while Instant::now() < deadline {
             match nix::unistd::read(&self.fd, &mut buf) {
-                Ok(len) => {
-                    if buf[..len].windows(needle.len()).any(|w| w == needle) {
-                        n += 1;
-                    }
-                }
+                Ok(len) => out.push(buf[..len].to_vec()),
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
         }
-        n
+        out
     }
+}
+
+/// How many of `frames` contain `needle`.
+pub fn count(frames: &[Vec<u8>], needle: &[u8]) -> usize {
+    frames
+        .iter()
+        .filter(|f| f.windows(needle.len()).any(|w| w == needle))
+        .count()
 }
 
 /// An ICMP echo request from (`src_mac`, `src_ip`) to `dst_ip`, sent to `next_hop_mac`.
@@ -341,8 +350,20 @@ pub fn icmp_echo(
 impl FakeVm {
     /// Pings `dst` through the gateway at `gw_mac`; true when the echo reply comes back from `dst`.
     pub fn ping(&self, gw_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        self.ping_from(self.mac, gw_mac, src, dst)
+    }
+
+    /// [`FakeVm::ping`] with the echo requests sent from `src_mac` (a spoofed one, say); the
+    /// reply is looked for on this guest's TAP all the same.
+    pub fn ping_from(
+        &self,
+        src_mac: [u8; 6],
+        gw_mac: [u8; 6],
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+    ) -> bool {
         for seq in 1..=3u16 {
-            self.send(&icmp_echo(self.mac, gw_mac, src, dst, seq));
+            self.send(&icmp_echo(src_mac, gw_mac, src, dst, seq));
             let got = self.recv_until(Duration::from_millis(700), |f| {
                 let is_reply = f.len() >= 42
                     && f[12..14] == [0x08, 0x00]

@@ -4,7 +4,7 @@
 
 use protocol::{AttachRequest, NetworkRequest};
 use std::net::Ipv4Addr;
-use tapmanager_tests::fakevm::FakeVm;
+use tapmanager_tests::fakevm::{self, Capture, FakeVm};
 use tapmanager_tests::sandbox::{is_root, Sandbox, UPLINK};
 
 const GROUP: u32 = 47_021;
@@ -181,4 +181,123 @@ fn a_dead_callers_isolated_guest_is_reaped_at_restart() {
         .ns
         .exec(&["nft", "list", "table", "inet", "tapmanager_routed"]);
     assert!(!rules.contains(&ifname), "{rules}");
+}
+
+/// What the guest's namespace shows of its binding: `ip -d link show tap0` and the TAP's
+/// ingress filters, read through the namespace's pin.
+fn binding_shape(sb: &Sandbox, ifname: &str) -> String {
+    let pin = sb.dir.join("state/netns").join(ifname);
+    let pin = format!("--net={}", pin.display());
+    let mut out = String::new();
+    for args in [
+        &["ip", "-d", "link", "show", "dev", "tap0"][..],
+        &["tc", "filter", "show", "dev", "tap0", "ingress"][..],
+    ] {
+        let o = std::process::Command::new("nsenter")
+            .arg(&pin)
+            .args(args)
+            .output()
+            .expect("nsenter");
+        out.push_str(&String::from_utf8_lossy(&o.stdout));
+    }
+    out
+}
+
+#[test]
+fn bridge_and_tc_redirect_bindings_isolate_like_the_routed_one() {
+    if !is_root("bridge_and_tc_redirect_bindings_isolate_like_the_routed_one") {
+        return;
+    }
+    for (binding, tag) in [("bridge", "isobr"), ("tc-redirect", "isotc")] {
+        let networks = format!(
+            "[networks.iso]\nkind = \"isolated\"\nbinding = \"{binding}\"\nrange = \"169.254.100.0/22\"\nuplink = \"{UPLINK}\"\ndrop = [\"192.168.78.0/24\"]\n"
+        );
+        let (mut sb, _lan) = Sandbox::with_lan(tag, GROUP, &networks);
+        let (a1, vm1) = attach(&sb, "j1");
+        let ifname = a1.interfaces[0].ifname.to_string();
+        let shape = binding_shape(&sb, &ifname);
+        if binding == "bridge" {
+            assert!(shape.contains("master br0"), "{binding}: {shape}");
+            assert!(shape.contains("learning off"), "{binding}: {shape}");
+        } else {
+            assert!(!shape.contains("master"), "{binding}: {shape}");
+            assert_eq!(shape.matches("mirred").count(), 2, "{binding}: {shape}");
+        }
+        let l1 = vm1.dhcp().expect("lease");
+        assert_eq!(l1.ip, Ipv4Addr::new(169, 254, 100, 2), "{binding}");
+        let gw = l1.router.unwrap();
+        // The gateway is the host side of the veth.
+        let gw1 = vm1.arp(vm1.mac, l1.ip, gw).expect("gateway ARP");
+        assert_eq!(gw1[0], 0xfa, "{binding}: gateway MAC {gw1:02x?}");
+        let host = sb.ns.ip(&["-4", "addr", "show", "dev", &ifname]);
+        assert!(host.contains("169.254.100.1/30"), "{binding}: {host}");
+        assert!(vm1.ping(gw1, l1.ip, LAN_HOST), "{binding}: LAN unreachable");
+        assert!(
+            !vm1.ping(gw1, l1.ip, LAN_DROPPED),
+            "{binding}: dropped destination answered"
+        );
+        assert!(
+            !vm1.ping(gw1, l1.ip, HOST_UPLINK_ADDR),
+            "{binding}: host address answered"
+        );
+        assert!(
+            !vm1.ping(gw1, l1.ip, gw),
+            "{binding}: the gateway (a host address) answered"
+        );
+        assert!(
+            !vm1.ping(gw1, Ipv4Addr::new(169, 254, 100, 9), LAN_HOST),
+            "{binding}: spoofed source address passed"
+        );
+        let other_mac = [0x02, 0x66, 0x66, 0x66, 0x66, 0x66];
+        assert!(
+            !vm1.ping_from(other_mac, gw1, l1.ip, LAN_HOST),
+            "{binding}: spoofed source MAC passed"
+        );
+        // Where the spoofed frames stop: tc-redirect's guard keeps them in the guest's
+        // namespace; on the bridge binding they reach the host side, whose rules drop them.
+        let cap = {
+            let name = ifname.clone();
+            sb.ns.run_in(move || Capture::open(&name))
+        };
+        vm1.send(&fakevm::marked_udp(vm1.mac, l1.ip, b"TM-J-HONEST"));
+        vm1.send(&fakevm::marked_udp(other_mac, l1.ip, b"TM-J-SPOOF"));
+        vm1.send(&fakevm::marked_udp(
+            vm1.mac,
+            Ipv4Addr::new(169, 254, 100, 9),
+            b"TM-J-SPOOF",
+        ));
+        let frames = cap.frames(std::time::Duration::from_millis(300));
+        assert_eq!(fakevm::count(&frames, b"TM-J-HONEST"), 1, "{binding}");
+        let spoofed = fakevm::count(&frames, b"TM-J-SPOOF");
+        if binding == "tc-redirect" {
+            assert_eq!(spoofed, 0, "{binding}: spoofed frames left the namespace");
+        } else {
+            assert_eq!(spoofed, 2, "{binding}: the bridge passes frames unchecked");
+        }
+        // A second guest cannot reach the first.
+        let (_a2, vm2) = attach(&sb, "j2");
+        let l2 = vm2.dhcp().expect("lease 2");
+        let gw2 = vm2.arp(vm2.mac, l2.ip, l2.router.unwrap()).expect("ARP 2");
+        assert!(vm2.ping(gw2, l2.ip, LAN_HOST), "{binding}");
+        assert!(
+            !vm2.ping(gw2, l2.ip, l1.ip),
+            "{binding}: guest reached guest"
+        );
+
+        // SIGKILL and restart: the guest keeps its network and its lease renews.
+        sb.kill();
+        sb.start();
+        assert!(
+            vm1.ping(gw1, l1.ip, LAN_HOST),
+            "{binding}: lost after restart"
+        );
+        assert_eq!(vm1.dhcp().expect("lease after restart").ip, l1.ip);
+        // Release removes the namespace, the veth and the rules.
+        sb.client().release(&"j1".parse().unwrap()).unwrap();
+        let pin = sb.dir.join("state/netns").join(&ifname);
+        assert!(sb.wait_for(10, || !pin.exists() && !sb.ns.link_exists(&ifname)));
+        drop(vm2);
+        sb.client().release(&"j2".parse().unwrap()).unwrap();
+        assert!(sb.all_gone(10), "{binding}: something left after release");
+    }
 }

@@ -1035,6 +1035,7 @@ impl UsualGuest {
         let port = tapmanager::firewall::RoutedPort {
             ifname: self.veth.clone().try_into().expect("interface name"),
             net: 0,
+            mac: protocol::MacAddr([0xf6, 0, 0, 0, 0, 1]),
             ip: self.guest,
             forwards: Vec::new(),
         };

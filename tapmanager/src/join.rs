@@ -1,0 +1,73 @@
+//! A network's binding: how a veth meets a TAP inside a guest's namespace at layer 2
+//! (DESIGN.md §2). Either a bridge whose two ports learn nothing, or an ingress mirred
+//! redirect each way (Kata's and tc-redirect-tap's way), with no bridge at all.
+//!
+//! The TAP-to-veth direction is guarded on the tc-redirect binding: only IPv4 from the guest's
+//! MAC and address, and ARP whose frame and sender fields name them, leave by the veth.
+//! Everything else (DHCP from 0.0.0.0, IPv6, spoofed frames) goes on into the TAP's own stack
+//! in the guest's namespace, which holds no address and forwards nothing, and ends there; the
+//! DHCP server's packet socket sees the guest's frames before tc does, so it still answers.
+//! On the bridge binding the host side's rules do the checking (isolated.rs).
+
+use crate::config::VethBinding;
+use crate::link::{u32_keys, LinkError, Links};
+use protocol::MacAddr;
+use std::net::Ipv4Addr;
+
+const ETH_P_ALL: u16 = 0x0003;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_ARP: u16 = 0x0806;
+/// Offsets from the network header: the Ethernet source, an IPv4 source, ARP's sender fields.
+const ETH_SRC: i32 = -8;
+const IP_SRC: i32 = 12;
+const ARP_SHA: i32 = 8;
+const ARP_SPA: i32 = 14;
+/// The bridge of the bridge binding, inside the guest's namespace.
+pub const NS_BRIDGE: &str = "br0";
+
+/// One end of the join: a link's index and name, both in the namespace `links` talks to.
+#[derive(Debug, Clone, Copy)]
+pub struct End<'a> {
+    pub index: u32,
+    pub name: &'a str,
+}
+
+/// Joins `tap` and `veth` (both up) by `binding`. `guest` is the only source (MAC, IPv4) the
+/// guest may use. Runs once per guest on a fresh namespace.
+pub async fn join(
+    links: &Links,
+    binding: VethBinding,
+    tap: End<'_>,
+    veth: End<'_>,
+    mtu: u32,
+    guest: (MacAddr, Ipv4Addr),
+) -> Result<(), LinkError> {
+    match binding {
+        VethBinding::Bridge => {
+            let br = links.add_bridge(NS_BRIDGE, mtu).await?;
+            for end in [veth, tap] {
+                links
+                    .enslave_without_learning(end.index, end.name, br, NS_BRIDGE)
+                    .await?;
+            }
+        }
+        VethBinding::TcRedirect => {
+            let (mac, ip) = (guest.0 .0, guest.1.octets());
+            for end in [veth, tap] {
+                links.add_ingress_qdisc(end.index).await?;
+            }
+            links
+                .redirect_ingress(veth.index, tap.index, 1, ETH_P_ALL, Vec::new())
+                .await?;
+            let ipv4 = u32_keys(&[(ETH_SRC, &mac), (IP_SRC, &ip)]);
+            links
+                .redirect_ingress(tap.index, veth.index, 1, ETH_P_IP, ipv4)
+                .await?;
+            let arp = u32_keys(&[(ETH_SRC, &mac), (ARP_SHA, &mac), (ARP_SPA, &ip)]);
+            links
+                .redirect_ingress(tap.index, veth.index, 2, ETH_P_ARP, arp)
+                .await?;
+        }
+    }
+    Ok(())
+}
