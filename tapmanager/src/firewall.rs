@@ -165,6 +165,9 @@ pub struct RoutedPort {
     /// the veth, the namespace side's when the namespace routes.
     pub mac: MacAddr,
     pub ip: Ipv4Addr,
+    /// The guest's gateway when it is a host address (a joined binding): the one host address
+    /// the guest may ping, as it can ping a routed namespace's TAP.
+    pub gateway: Option<Ipv4Addr>,
     /// (proto, host port, guest port): forwarded from the uplink to `ip`.
     pub forwards: Vec<(&'static str, u16, u16)>,
 }
@@ -183,7 +186,8 @@ fn routed_base_script(nets: &[RoutedNet]) -> String {
     let r = ROUTED;
     let mut s = format!(
         "add table {r}; add set {r} iso_ports {{ type ifname; }}; \
-         add set {r} iso_src {{ type ifname . ether_addr . ipv4_addr; }}"
+         add set {r} iso_src {{ type ifname . ether_addr . ipv4_addr; }}; \
+         add set {r} iso_gw {{ type ifname . ipv4_addr; }}"
     );
     let mut per_net = String::new();
     let mut nat = String::new();
@@ -230,6 +234,7 @@ fn routed_base_script(nets: &[RoutedNet]) -> String {
          ; add rule {r} forward oifname @iso_ports ct state != {{ established, related }} counter drop\
          {per_net}\
          ; add chain {r} input {{ type filter hook input priority 0; policy accept; }}; flush chain {r} input\
+         ; add rule {r} input iifname . ip daddr @iso_gw icmp type echo-request counter accept\
          ; add rule {r} input iifname @iso_ports counter drop\
          ; add table {NAT}; add chain {NAT} postrouting {{ type nat hook postrouting priority 100; policy accept; }}\
          ; flush chain {NAT} postrouting\
@@ -256,6 +261,9 @@ fn routed_elements(p: &RoutedPort) -> Vec<(&'static str, String, String)> {
         "iso_src".to_owned(),
         format!("\"{ifname}\" . {mac} . {ip}"),
     )];
+    if let Some(gw) = p.gateway {
+        v.push((ROUTED, "iso_gw".to_owned(), format!("\"{ifname}\" . {gw}")));
+    }
     for (proto, host, guest) in &p.forwards {
         v.push((
             NAT,
@@ -598,6 +606,7 @@ mod tests {
             net: 0,
             mac: "f6:00:00:00:00:01".parse().unwrap(),
             ip: Ipv4Addr::new(169, 254, 100, 2),
+            gateway: None,
             forwards: vec![("tcp", 8080, 80)],
         };
         assert_eq!(

@@ -82,15 +82,16 @@ pub fn routed_port(d: &Daemon, record: &Record, iface: &Interface) -> Option<Rou
         ),
     };
     // What the host sees arrive on the veth: the guest itself, or the namespace routing it.
-    let mac = match iso.binding {
-        Some(_) => iface.mac,
-        None => veth_macs(iface).1,
+    let (mac, gateway) = match iso.binding {
+        Some(_) => (iface.mac, iface.gateway),
+        None => (veth_macs(iface).1, None),
     };
     Some(RoutedPort {
         ifname: iface.ifname.clone(),
         net: routed_index(d, iface)?,
         mac,
         ip,
+        gateway,
         forwards,
     })
 }

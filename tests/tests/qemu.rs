@@ -164,3 +164,25 @@ fn qemu_guest_on_a_masquerade_network_reaches_the_lan() {
     assert!(console.contains("TM-PING-OK 192.168.77.2"), "{console}");
     assert_gone(&sb);
 }
+
+#[test]
+fn qemu_guest_on_a_tc_redirect_isolated_network_reaches_the_lan() {
+    if !is_root("qemu_guest_on_a_tc_redirect_isolated_network_reaches_the_lan") {
+        return;
+    }
+    let networks = format!(
+        "[networks.iso]\nkind = \"isolated\"\nbinding = \"tc-redirect\"\nrange = \"169.254.100.0/22\"\nuplink = \"{UPLINK}\"\ndrop = [\"192.168.78.0/24\"]\n"
+    );
+    let (sb, _lan) = Sandbox::with_lan("qemutc", GROUP, &networks);
+    let console = boot(&sb, "e2etc", "iso", "tm.ping=192.168.77.2,192.168.78.1");
+    let lease = lease_line(&console);
+    assert!(
+        lease.contains("ip=169.254.100.2 mask=30 router=169.254.100.1 "),
+        "{lease}"
+    );
+    assert!(console.contains("TM-PING-OK 169.254.100.1"), "{console}");
+    assert!(console.contains("TM-PING-OK 192.168.77.2"), "{console}");
+    assert!(console.contains("TM-PING-FAIL 192.168.78.1"), "{console}");
+    assert_gone(&sb);
+    assert!(!sb.dir.join("state/netns").read_dir().unwrap().any(|_| true));
+}

@@ -1037,6 +1037,7 @@ impl UsualGuest {
             net: 0,
             mac: protocol::MacAddr([0xf6, 0, 0, 0, 0, 1]),
             ip: self.guest,
+            gateway: None,
             forwards: Vec::new(),
         };
         tapmanager::firewall::routed_port_script(&port)
