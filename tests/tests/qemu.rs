@@ -186,3 +186,65 @@ fn qemu_guest_on_a_tc_redirect_isolated_network_reaches_the_lan() {
     assert_gone(&sb);
     assert!(!sb.dir.join("state/netns").read_dir().unwrap().any(|_| true));
 }
+
+/// busybox's `udhcpd` serving the test LAN (the LAN's own DHCP, which a macvtap guest uses);
+/// killed by pid when dropped.
+struct LanDhcp {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl LanDhcp {
+    fn start(lan: &tapmanager_tests::sandbox::Netns) -> LanDhcp {
+        let dir = std::env::temp_dir().join(format!("{}-udhcpd", lan.name));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("udhcpd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "start 192.168.77.50\nend 192.168.77.50\ninterface lan0\nlease_file {}\n\
+                 pidfile {}\noption subnet 255.255.255.0\noption router 192.168.77.2\n\
+                 option lease 600\n",
+                dir.join("leases").display(),
+                dir.join("pid").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lan.name, "busybox", "udhcpd", "-f"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("udhcpd");
+        LanDhcp { child, dir }
+    }
+}
+
+impl Drop for LanDhcp {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // by pid; already gone is fine
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir); // best effort
+    }
+}
+
+#[test]
+fn qemu_guest_on_a_macvtap_network_leases_from_the_lan() {
+    if !is_root("qemu_guest_on_a_macvtap_network_leases_from_the_lan") {
+        return;
+    }
+    let networks = format!("[networks.mv]\nkind = \"macvtap\"\nlower = \"{UPLINK}\"\n");
+    let (sb, lan) = Sandbox::with_lan("qemumv", GROUP, &networks);
+    let _dhcp = LanDhcp::start(&lan);
+    let console = boot(&sb, "e2emv", "mv", "");
+    let lease = lease_line(&console);
+    // The lease comes from the LAN's udhcpd, not from tapmanager.
+    assert!(
+        lease.contains("ip=192.168.77.50 mask=24 router=192.168.77.2 "),
+        "{lease}"
+    );
+    assert!(lease.contains("serverid=192.168.77.2"), "{lease}");
+    assert!(console.contains("TM-PING-OK 192.168.77.2"), "{console}");
+    assert_gone(&sb);
+}
