@@ -141,14 +141,18 @@ struct Args {
     held: usize,
     base_dir: PathBuf,
     log_filter: String,
+    /// The isolated network's binding: routed, bridge or tc-redirect.
+    binding: String,
 }
 
 const USAGE: &str = "usage: bench-attach [--kind bridge|isolated (bridge)] [--attaches N (200)] \
-[--warmup N (10)] [--held K (0)] [--state-base DIR (/dev/shm)] [--log FILTER (info)]
+[--warmup N (10)] [--held K (0)] [--binding routed|bridge|tc-redirect (routed)] \
+[--state-base DIR (/dev/shm)] [--log FILTER (info)]
 
 --kind: the network kind measured; isolated: a namespace, veth, TAP, routes and rules per guest.
 --held K: K other ports stay attached (with their guards) while both methods are measured
-(bridge kind only).";
+(bridge kind only).
+--binding: the isolated network's binding (isolated kind only; the usual way stays routed).";
 
 fn parse_args() -> Args {
     let mut args = Args {
@@ -158,6 +162,7 @@ fn parse_args() -> Args {
         held: 0,
         base_dir: PathBuf::from("/dev/shm"),
         log_filter: "info".to_owned(),
+        binding: "routed".to_owned(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -181,6 +186,13 @@ fn parse_args() -> Args {
             "--held" => args.held = number().min(MAX_HELD),
             "--state-base" => args.base_dir = PathBuf::from(&value),
             "--log" => args.log_filter = value,
+            "--binding" => {
+                if !["routed", "bridge", "tc-redirect"].contains(&value.as_str()) {
+                    eprintln!("bench-attach: --binding is routed, bridge or tc-redirect");
+                    std::process::exit(2);
+                }
+                args.binding = value;
+            }
             "--kind" => {
                 args.kind = match value.as_str() {
                     "bridge" => Kind::Bridge,
@@ -767,11 +779,12 @@ const CLEANUP_SAMPLES: usize = 50;
 const CLEANUP_POLL: Duration = Duration::from_micros(250);
 
 /// One isolated network with an uplink to the LAN namespace ([`lan`]), as the tests have it.
-fn isolated_networks() -> String {
+fn isolated_networks(binding: &str) -> String {
     format!(
         r#"
 [networks.{ISO_NET}]
 kind = "isolated"
+binding = "{binding}"
 range = "{ISO_BASE}/{ISO_PREFIX}"
 uplink = "{UPLINK}"
 drop = ["192.168.78.0/24"]
@@ -1218,8 +1231,9 @@ fn bench_isolated(args: &Args) {
     );
     println!(
         "samples: {} per method after {} warm-up; one NIC, one queue, network `{ISO_NET}` \
-         (isolated, {ISO_BASE}/{ISO_PREFIX}, uplink {UPLINK}: a veth to a LAN namespace)",
-        args.attaches, args.warmup
+         (isolated, binding {}, {ISO_BASE}/{ISO_PREFIX}, uplink {UPLINK}: a veth to a LAN \
+         namespace)",
+        args.attaches, args.warmup, args.binding
     );
     let started = Instant::now();
 
@@ -1227,7 +1241,7 @@ fn bench_isolated(args: &Args) {
         base_dir: args.base_dir.clone(),
         log_filter: args.log_filter.clone(),
     };
-    let mut sb = Sandbox::with_options("bench", GROUP, &isolated_networks(), opts);
+    let mut sb = Sandbox::with_options("bench", GROUP, &isolated_networks(&args.binding), opts);
     // The uplink must exist when the daemon starts: make the LAN, then start it again.
     let lan = lan(&sb);
     sb.kill();
