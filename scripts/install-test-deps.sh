@@ -184,7 +184,8 @@ fi
 safe_install -t "$BPO" qemu-system-x86 ipxe-qemu
 
 # Everything else from the normal suites.
-safe_install "$KERNEL_PKG" busybox-static nftables ebtables iproute2 cpio gzip zstd xz-utils kmod util-linux python3
+safe_install "$KERNEL_PKG" busybox-static nftables ebtables iproute2 cpio gzip zstd xz-utils kmod util-linux python3 \
+    containernetworking-plugins iptables
 
 log "qemu: $(qemu-system-x86_64 --version | head -n1)"
 log "kernels: $(ls /boot/vmlinuz-* 2>/dev/null | tr '\n' ' ')"

@@ -74,6 +74,43 @@ enum RawNetwork {
     Isolated(RawIsolated),
     Masquerade(RawMasquerade),
     Macvtap(RawMacvtap),
+    Cni(RawCni),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCni {
+    /// The `name` of a network configuration (list) in `cni_conf_dir`.
+    cni_network: String,
+    #[serde(default = "default_cni_conf_dir")]
+    cni_conf_dir: PathBuf,
+    /// One directory or several.
+    #[serde(default = "default_cni_bin_dir")]
+    cni_bin_dir: OneOrMany,
+    /// `tc-redirect` (default) or `bridge`.
+    binding: Option<String>,
+    #[serde(default = "default_lease")]
+    lease_secs: u32,
+    #[serde(default)]
+    allow_users: Vec<String>,
+    #[serde(default)]
+    allow_groups: Vec<String>,
+    #[serde(default)]
+    private: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
+}
+
+fn default_cni_conf_dir() -> PathBuf {
+    "/etc/cni/net.d".into()
+}
+fn default_cni_bin_dir() -> OneOrMany {
+    OneOrMany::One("/opt/cni/bin".into())
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,6 +265,20 @@ pub enum NetworkKind {
     Bridge(BridgeNet),
     Isolated(IsolatedNet),
     Macvtap(MacvtapNet),
+    Cni(CniNet),
+}
+
+/// Virtlet's way: per guest a namespace the CNI plugins of `cni_network` set up; the address
+/// they give the namespace's interface is handed to the guest by DHCP, with its MAC, and the
+/// interface is joined to the guest's TAP by `binding`. The list is read at each attach, so a
+/// conf dir written after the daemon started (by a cluster's network agent) is picked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CniNet {
+    pub cni_network: String,
+    pub conf_dir: PathBuf,
+    pub bin_dirs: Vec<PathBuf>,
+    pub binding: VethBinding,
+    pub lease_secs: u32,
 }
 
 /// Slicer's macvtap mode: the guest sits directly on `lower`'s LAN and takes its address from
@@ -430,7 +481,7 @@ impl TryFrom<RawConfig> for Config {
                             access(m.private, &m.allow_users, &m.allow_groups)?,
                             validate_masquerade(m).map_err(problem)?,
                         ),
-                        RawNetwork::Bridge(_) | RawNetwork::Macvtap(_) => {
+                        RawNetwork::Bridge(_) | RawNetwork::Macvtap(_) | RawNetwork::Cni(_) => {
                             unreachable!("matched above")
                         }
                     };
@@ -479,6 +530,10 @@ impl TryFrom<RawConfig> for Config {
                         }),
                         access,
                     )
+                }
+                RawNetwork::Cni(c) => {
+                    let access = access(c.private, &c.allow_users, &c.allow_groups)?;
+                    (NetworkKind::Cni(validate_cni(c).map_err(problem)?), access)
                 }
                 RawNetwork::Bridge(b) => {
                     let access = access(b.private, &b.allow_users, &b.allow_groups)?;
@@ -577,6 +632,44 @@ fn validate_masquerade(m: RawMasquerade) -> Result<IsolatedNet, String> {
         ports,
     });
     Ok(iso)
+}
+
+fn validate_cni(c: RawCni) -> Result<CniNet, String> {
+    if c.cni_network.is_empty() {
+        return Err("cni_network is empty".into());
+    }
+    let binding = match c.binding.as_deref() {
+        None => VethBinding::TcRedirect,
+        Some("routed") => {
+            return Err(
+                "binding \"routed\" does not apply to a CNI network: the plugin's \
+                        address is the guest's, so the veth is joined to the TAP \
+                        (tc-redirect or bridge)"
+                    .into(),
+            )
+        }
+        other => VethBinding::parse(other)?.expect("routed handled above"),
+    };
+    if c.lease_secs < 60 {
+        return Err(format!("lease_secs {} is below 60", c.lease_secs));
+    }
+    let bin_dirs = match c.cni_bin_dir {
+        OneOrMany::One(d) => vec![d],
+        OneOrMany::Many(v) if !v.is_empty() => v,
+        OneOrMany::Many(_) => return Err("cni_bin_dir is an empty list".into()),
+    };
+    for d in bin_dirs.iter().chain([&c.cni_conf_dir]) {
+        if !d.is_absolute() {
+            return Err(format!("{} is not an absolute path", d.display()));
+        }
+    }
+    Ok(CniNet {
+        cni_network: c.cni_network,
+        conf_dir: c.cni_conf_dir,
+        bin_dirs,
+        binding,
+        lease_secs: c.lease_secs,
+    })
 }
 
 fn validate_isolated(i: RawIsolated) -> Result<IsolatedNet, String> {
@@ -785,6 +878,41 @@ dns = ["10.88.0.1"]
         assert!(
             format!("{bad}").contains("only \"routed\" applies"),
             "{bad}"
+        );
+    }
+
+    #[test]
+    fn cni_networks_parse_with_defaults_and_several_bin_dirs() {
+        let base = EXAMPLE.replace("tmbr0x", "br0");
+        let parse = |extra: &str| {
+            Config::parse(&format!(
+                "{base}\n[networks.pod]\nkind = \"cni\"\ncni_network = \"mynet\"\n{extra}"
+            ))
+        };
+        let cni = |c: Config| match &c.network(&"pod".parse().unwrap()).unwrap().kind {
+            NetworkKind::Cni(n) => n.clone(),
+            _ => panic!("a CNI network"),
+        };
+        let n = cni(parse("").unwrap());
+        assert_eq!(n.cni_network, "mynet");
+        assert_eq!(n.conf_dir, PathBuf::from("/etc/cni/net.d"));
+        assert_eq!(n.bin_dirs, vec![PathBuf::from("/opt/cni/bin")]);
+        assert_eq!(n.binding, VethBinding::TcRedirect);
+        let n = cni(parse(
+            "cni_bin_dir = [\"/usr/lib/cni\", \"/opt/cni/bin\"]\nbinding = \"bridge\"\n",
+        )
+        .unwrap());
+        assert_eq!(n.bin_dirs.len(), 2);
+        assert_eq!(n.binding, VethBinding::Bridge);
+        assert!(parse("binding = \"routed\"\n")
+            .unwrap_err()
+            .to_string()
+            .contains("does not apply"));
+        assert!(parse("cni_bin_dir = \"opt/cni\"\n").is_err());
+        assert!(parse("cni_bin_dir = []\n").is_err());
+        assert!(
+            parse("cni_conf = \"/x\"\n").is_err(),
+            "a misspelt key is an error"
         );
     }
 

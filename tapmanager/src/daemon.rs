@@ -433,7 +433,7 @@ impl Daemon {
                 _ => break,
             }
         }
-        let record = {
+        let mut record = {
             let mut reg = self.registry.lock().unwrap();
             if reg.entries.contains_key(&key) {
                 return Err(err(
@@ -464,7 +464,7 @@ impl Daemon {
             }
         };
         let started = std::time::Instant::now();
-        let built = lifecycle::build(self, &record, peer.gid, &cancel).await;
+        let built = lifecycle::build(self, &mut record, peer.gid, &cancel).await;
         let Built { fds } = match built {
             Ok(b) => b,
             Err(e) => {
@@ -483,6 +483,7 @@ impl Daemon {
         }
         if let Some(e) = self.registry.lock().unwrap().entries.get_mut(&key) {
             e.state = State::Ready;
+            e.record = record.clone();
         }
         self.watch(key, pidfd, cancel);
         tracing::info!(vm = %req.vm, uid = peer.uid, pid = peer.pid, nics = record.interfaces.len(),

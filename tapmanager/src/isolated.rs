@@ -122,30 +122,6 @@ fn masquerade_script(m: &Masquerade, guest: Ipv4Addr) -> String {
     s
 }
 
-fn run_nft(script: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut child = std::process::Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| std::io::Error::other("no stdin"))?
-        .write_all(script.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!(
-            "nft refused the guest namespace's NAT: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
-}
-
 /// The veth MACs: fixed per NIC so both sides' static neighbour entries are known up front.
 fn veth_macs(iface: &Interface) -> (MacAddr, MacAddr) {
     let mut host = iface.mac.0;
@@ -202,7 +178,7 @@ pub(crate) async fn build_port(
         let veth_index = nix::net::if_::if_nametoindex(NS_VETH)?;
         let server = dhcp::Server::bind(tap_index, b).map_err(std::io::Error::other)?;
         if let Some(script) = nat {
-            run_nft(&script)?;
+            crate::firewall::run_nft_once(&script, "the guest namespace's NAT")?;
         }
         let _entered = rt.enter();
         let inner = Links::connect().map_err(std::io::Error::other)?;

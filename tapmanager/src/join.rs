@@ -7,7 +7,8 @@
 //! Everything else (DHCP from 0.0.0.0, IPv6, spoofed frames) goes on into the TAP's own stack
 //! in the guest's namespace, which holds no address and forwards nothing, and ends there; the
 //! DHCP server's packet socket sees the guest's frames before tc does, so it still answers.
-//! On the bridge binding the host side's rules do the checking (isolated.rs).
+//! On the bridge binding the guard is [`bridge_guard_script`] where nothing beyond the veth
+//! checks (CNI), and the host side's rules where they do (isolated.rs).
 
 use crate::config::VethBinding;
 use crate::link::{u32_keys, LinkError, Links};
@@ -70,4 +71,19 @@ pub async fn join(
         }
     }
     Ok(())
+}
+
+/// The bridge binding's guard, for one `nft -f` inside the guest's namespace: the TAP may send
+/// only IPv4 and ARP from the guest's MAC and address, and DHCP crosses the bridge in neither
+/// direction (the guest's own server answers on the TAP's packet socket, before the bridge).
+pub fn bridge_guard_script(tap: &str, mac: MacAddr, ip: Ipv4Addr) -> String {
+    format!(
+        "table bridge tapmanager_guest {{\n  chain forward {{ type filter hook forward priority 0; policy accept;\n    \
+         udp dport {{ 67, 68 }} counter drop\n    \
+         iifname \"{tap}\" ether saddr != {mac} counter drop\n    \
+         iifname \"{tap}\" ether type ip ip saddr != {ip} counter drop\n    \
+         iifname \"{tap}\" ether type arp arp saddr ether != {mac} counter drop\n    \
+         iifname \"{tap}\" ether type arp arp saddr ip != {ip} counter drop\n    \
+         iifname \"{tap}\" ether type != {{ ip, arp }} counter drop\n  }}\n}}\n"
+    )
 }

@@ -8,6 +8,7 @@
 //! journal), [`peer`] (who is calling), [`privileges`] (capabilities), [`cli`] (list output).
 
 pub mod cli;
+pub mod cni;
 pub mod config;
 pub mod daemon;
 pub mod firewall;

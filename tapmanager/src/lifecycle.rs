@@ -180,6 +180,17 @@ pub(crate) fn plan(
             },
             // The LAN's own DHCP addresses the guest.
             NetworkKind::Macvtap(mv) => (None, None, mv.mtu),
+            // The plugins decide address, gateway, MTU and MAC at build.
+            NetworkKind::Cni(_) => {
+                if n.mac.is_some() {
+                    return Err(invalid(format!(
+                        "network {} is a CNI network: the guest takes the MAC the plugins gave \
+                         its interface, so none may be asked for",
+                        n.network
+                    )));
+                }
+                (None, None, 1500)
+            }
         };
         planned.push(Interface {
             network: n.network.clone(),
@@ -222,25 +233,36 @@ fn guard(iface: &Interface) -> Option<PortGuard> {
 }
 
 /// Builds every NIC of a planned record. Needs CAP_NET_ADMIN and CAP_NET_RAW.
+/// A CNI NIC's MAC, address, gateway and MTU come from its plugins: they are written into
+/// `record` as each NIC is built.
 pub(crate) async fn build(
     d: &Daemon,
-    record: &Record,
+    record: &mut Record,
     gid: u32,
     cancel: &CancellationToken,
 ) -> Result<Built, BoxError> {
     let mut fds = Vec::new();
-    for iface in &record.interfaces {
+    for i in 0..record.interfaces.len() {
+        let iface = &record.interfaces[i];
         let kind = &d
             .config
             .network(&iface.network)
             .ok_or("network vanished")?
             .kind;
+        if let NetworkKind::Cni(c) = kind {
+            let mut built = iface.clone();
+            let port = crate::cni::port::build_port(d, c, record, &mut built, gid, cancel).await;
+            record.interfaces[i] = built;
+            fds.extend(port?);
+            continue;
+        }
         let port = match kind {
             NetworkKind::Bridge(_) => build_bridge_port(d, record, iface, gid, cancel).await?,
             NetworkKind::Isolated(iso) => {
                 crate::isolated::build_port(d, iso, record, iface, gid, cancel).await?
             }
             NetworkKind::Macvtap(mv) => crate::macvtap::build_port(d, mv, iface).await?,
+            NetworkKind::Cni(_) => unreachable!("built above"),
         };
         fds.extend(port);
     }
@@ -293,8 +315,22 @@ pub(crate) fn binding(d: &Daemon, record: &Record, iface: &Interface) -> Option<
     let net = d.config.network(&iface.network)?;
     let (ip, prefix_len) = iface.address?;
     let gateway = iface.gateway?;
+    let mut routes = Vec::new();
     let (server_mac, dns, search, domain, mtu, lease_secs) = match &net.kind {
         NetworkKind::Macvtap(_) => return None,
+        // What the plugins said, from the cache entry (the same after a restart).
+        NetworkKind::Cni(c) => {
+            let lease = crate::cni::port::cached_lease(d, iface)?;
+            routes = lease.routes;
+            (
+                crate::cni::port::veth_mac(&iface.ifname),
+                lease.dns,
+                lease.search,
+                lease.domain,
+                iface.mtu,
+                c.lease_secs,
+            )
+        }
         NetworkKind::Bridge(b) => (
             d.bridges.get(&iface.network)?.mac,
             b.dns.clone(),
@@ -320,7 +356,7 @@ pub(crate) fn binding(d: &Daemon, record: &Record, iface: &Interface) -> Option<
         gateway: Some(gateway),
         server_id: gateway,
         server_mac: server_mac.0,
-        routes: Vec::new(),
+        routes,
         dns,
         search,
         hostname: hostname(&record.vm),
@@ -348,6 +384,7 @@ fn rebind_dhcp(d: &Daemon, record: &Record, iface: &Interface) -> Result<dhcp::S
     let b = binding(d, record, iface).ok_or("no binding")?;
     match d.config.network(&iface.network).map(|n| &n.kind) {
         Some(NetworkKind::Isolated(_)) => crate::isolated::bind_dhcp(d, iface, b),
+        Some(NetworkKind::Cni(_)) => crate::cni::port::bind_dhcp(d, iface, b),
         _ => {
             let index = link::index_of(&iface.ifname).ok_or("TAP vanished")?;
             Ok(dhcp::Server::bind(index, b)?)
@@ -380,6 +417,9 @@ pub(crate) async fn teardown(d: &Daemon, record: &Record) -> bool {
         if matches!(kind, Some(NetworkKind::Isolated(_)) | None) {
             complete &= crate::isolated::teardown_port(d, record, iface).await;
         }
+        if matches!(kind, Some(NetworkKind::Cni(_)) | None) {
+            complete &= crate::cni::port::teardown_port(d, iface).await;
+        }
         if matches!(kind, Some(NetworkKind::Macvtap(_)) | None) {
             if let Err(e) = d.firewall.remove_macvtap_guard(&iface.ifname).await {
                 tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot remove macvtap guard");
@@ -407,13 +447,19 @@ pub(crate) async fn reconcile(d: &Arc<Daemon>) -> Result<(), DaemonError> {
         // holds disappears by itself) and the caller is the same live process.
         let intact = r.interfaces.iter().all(|i| {
             let kind = d.config.network(&i.network).map(|n| &n.kind);
-            link::index_of(&i.ifname).is_some()
-                && match kind {
-                    Some(NetworkKind::Bridge(_)) => d.bridges.contains_key(&i.network),
-                    Some(NetworkKind::Isolated(_)) => crate::isolated::netns_path(d, i).exists(),
-                    Some(NetworkKind::Macvtap(_)) => true,
-                    None => false,
+            match kind {
+                Some(NetworkKind::Bridge(_)) => {
+                    link::index_of(&i.ifname).is_some() && d.bridges.contains_key(&i.network)
                 }
+                Some(NetworkKind::Isolated(_)) => {
+                    link::index_of(&i.ifname).is_some()
+                        && crate::isolated::netns_path(d, i).exists()
+                }
+                Some(NetworkKind::Macvtap(_)) => link::index_of(&i.ifname).is_some(),
+                // No host link of that name: the plugins' host side is theirs.
+                Some(NetworkKind::Cni(_)) => crate::cni::port::intact(d, i),
+                None => false,
+            }
         });
         match intact.then(|| peer::pin(r.pid, r.pid_start)).flatten() {
             Some(pidfd) => adopt.push((r, pidfd)),
@@ -483,6 +529,8 @@ pub(crate) async fn reconcile(d: &Arc<Daemon>) -> Result<(), DaemonError> {
         tracing::info!(vm = %r.vm, uid = r.uid, pid = r.pid, "adopted attachment of a live caller");
         d.adopt(r, pidfd, cancel);
     }
+    // DEL before the orphan namespaces go: plugins clean up inside them.
+    crate::cni::port::reconcile(d, &known).await;
     crate::isolated::remove_orphan_namespaces(d, &known);
     crate::macvtap::remove_stale_nodes(&d.config.state_dir);
     for name in d.links.list_names().await? {

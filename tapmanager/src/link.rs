@@ -71,6 +71,7 @@ pub struct LinkInfo {
     pub index: u32,
     pub name: String,
     pub mac: Option<MacAddr>,
+    pub mtu: Option<u32>,
 }
 
 fn info(msg: &LinkMessage) -> LinkInfo {
@@ -78,10 +79,12 @@ fn info(msg: &LinkMessage) -> LinkInfo {
         index: msg.header.index,
         name: String::new(),
         mac: None,
+        mtu: None,
     };
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => out.name = n.clone(),
+            LinkAttribute::Mtu(m) => out.mtu = Some(*m),
             LinkAttribute::Address(a) if a.len() == 6 => {
                 out.mac = Some(MacAddr([a[0], a[1], a[2], a[3], a[4], a[5]]))
             }
@@ -276,6 +279,37 @@ impl Links {
             b = b.address(m.0.to_vec());
         }
         self.set(b.build())
+            .await
+            .map_err(|e| LinkError::Up(name.to_owned(), e))
+    }
+
+    /// Takes every IPv4 address off a link, then sets it down with a new MAC, which drops
+    /// every route through it: what a CNI plugin configured there is the guest's now.
+    pub async fn strip(&self, index: u32, name: &str, mac: MacAddr) -> Result<(), LinkError> {
+        let addrs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| LinkError::Get(name.to_owned(), e))?;
+        for a in addrs {
+            if a.header.family != netlink_packet_route::AddressFamily::Inet {
+                continue;
+            }
+            match self.handle.address().del(a).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == libc::EADDRNOTAVAIL => {}
+                Err(e) => return Err(LinkError::Up(name.to_owned(), e)),
+            }
+        }
+        let msg = LinkUnspec::new_with_index(index)
+            .down()
+            .address(mac.0.to_vec())
+            .build();
+        self.set(msg)
             .await
             .map_err(|e| LinkError::Up(name.to_owned(), e))
     }

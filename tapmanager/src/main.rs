@@ -154,10 +154,13 @@ fn serve(config_path: &Path) -> Result<(), MainError> {
     }
     // Before any thread exists: capabilities are per thread.
     if nix::unistd::geteuid().is_root() {
-        let namespaces = config
-            .networks
-            .values()
-            .any(|n| matches!(n.kind, tapmanager::config::NetworkKind::Isolated(_)));
+        let namespaces = config.networks.values().any(|n| {
+            matches!(
+                n.kind,
+                tapmanager::config::NetworkKind::Isolated(_)
+                    | tapmanager::config::NetworkKind::Cni(_)
+            )
+        });
         let device_nodes = config
             .networks
             .values()

@@ -1,0 +1,315 @@
+//! One CNI NIC, the Virtlet way done in one pass:
+//!
+//! 1. a namespace for the NIC, pinned at `<state_dir>/netns/<ifname>`;
+//! 2. the cache entry DEL needs, on disk before any plugin runs;
+//! 3. ADD with the network's list into that namespace, interface `eth0`;
+//! 4. inside: the plugin's IPv4 addresses come off `eth0` (its routes go with them), `eth0`
+//!    gets a MAC of ours and the guest gets the one the plugin gave `eth0` (the network has
+//!    learnt it), the TAP is created for the caller and joined to `eth0` by the binding;
+//! 5. the DHCP server on the TAP hands the guest the plugin's address, gateway, routes and DNS.
+//!
+//! Teardown runs DEL from the cache entry (never skipped: a failed DEL keeps the entry, and
+//! every start-up tries again), then removes the namespace.
+
+use super::cache::{self, Entry};
+use super::conf::{self, ConfList};
+use super::exec::{self, Runtime};
+use super::result::CniResult;
+use crate::config::{CniNet, NetworkKind, VethBinding};
+use crate::daemon::Daemon;
+use crate::link::Links;
+use crate::netns::NetNs;
+use crate::state::Record;
+use crate::tap;
+use ipnet::Ipv4Net;
+use protocol::{IfName, Interface, MacAddr};
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The interface name the plugins are asked to create inside the NIC's namespace.
+pub const CNI_IFNAME: &str = "eth0";
+const NS_TAP: &str = "tap0";
+
+fn netns_path(d: &Daemon, ifname: &IfName) -> PathBuf {
+    d.config.state_dir.join("netns").join(ifname.as_str())
+}
+
+/// The MAC `eth0` takes once the guest has the plugin's: derived from the NIC's name, first
+/// byte 0xf2 (locally administered, unicast, and never a guest MAC the daemon derives).
+pub(crate) fn veth_mac(ifname: &IfName) -> MacAddr {
+    let h = crate::names::bridge_mac(ifname.as_str());
+    MacAddr([0xf2, h.0[1], h.0[2], h.0[3], h.0[4], h.0[5]])
+}
+
+fn runtime(d: &Daemon, ifname: &IfName) -> Runtime {
+    Runtime {
+        container_id: ifname.to_string(),
+        netns: netns_path(d, ifname),
+        ifname: CNI_IFNAME.to_owned(),
+    }
+}
+
+/// The list as it was cached: exactly what ADD ran.
+fn cached_list(e: &Entry) -> Result<ConfList, BoxError> {
+    let text = serde_json::to_string(&e.conflist)?;
+    Ok(conf::parse(std::path::Path::new("cache.conflist"), &text)?)
+}
+
+fn list_json(list: &ConfList) -> serde_json::Value {
+    serde_json::json!({
+        "cniVersion": list.cni_version,
+        "name": list.name,
+        "plugins": list.plugins,
+        "disableCheck": list.disable_check,
+        "disableGC": list.disable_gc,
+    })
+}
+
+/// What the guest is handed, from a result: (address, gateway, other routes, DNS).
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub address: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub routes: Vec<(Ipv4Net, Ipv4Addr)>,
+    pub dns: Vec<Ipv4Addr>,
+    pub search: Vec<String>,
+    pub domain: Option<String>,
+}
+
+/// Reads the guest's lease out of a CNI result.
+pub fn lease(r: &CniResult) -> Result<Lease, String> {
+    let (address, gw) = r
+        .ipv4_on(CNI_IFNAME)
+        .ok_or_else(|| format!("the CNI result has no IPv4 address for {CNI_IFNAME}"))?;
+    let routes = r.ipv4_routes();
+    let default = routes
+        .iter()
+        .find(|(d, _)| d.prefix_len() == 0)
+        .and_then(|(_, g)| *g);
+    let gateway = gw.or(default).ok_or(
+        "the CNI result names no IPv4 gateway (neither on the address nor on a default route)",
+    )?;
+    Ok(Lease {
+        address,
+        gateway,
+        routes: routes
+            .into_iter()
+            .filter(|(d, _)| d.prefix_len() != 0)
+            .map(|(d, g)| (d, g.unwrap_or(gateway)))
+            .collect(),
+        dns: r.ipv4_nameservers(),
+        search: r.dns.search.clone(),
+        domain: r.dns.domain.clone(),
+    })
+}
+
+/// Builds one CNI NIC; fills in the interface's MAC, address, gateway and MTU from the plugin,
+/// and returns the TAP fds. [`teardown_port`] undoes any prefix of it.
+pub(crate) async fn build_port(
+    d: &Daemon,
+    net: &CniNet,
+    record: &Record,
+    iface: &mut Interface,
+    gid: u32,
+    cancel: &CancellationToken,
+) -> Result<Vec<OwnedFd>, BoxError> {
+    let list = conf::load(&net.conf_dir, &net.cni_network)?;
+    let path = netns_path(d, &iface.ifname);
+    std::fs::create_dir_all(path.parent().ok_or("state dir")?)?;
+    let ns = NetNs::create(&path)?;
+    let rt = runtime(d, &iface.ifname);
+    let mut entry = Entry {
+        network: iface.network.to_string(),
+        container_id: rt.container_id.clone(),
+        netns: rt.netns.clone(),
+        ifname: rt.ifname.clone(),
+        conflist: list_json(&list),
+        bin_dirs: net.bin_dirs.clone(),
+        result: None,
+    };
+    cache::write(&d.config.state_dir, &entry)?;
+    let result = exec::add(&list, &net.bin_dirs, &rt).await?;
+    entry.result = Some(result.raw.clone());
+    cache::write(&d.config.state_dir, &entry)?;
+    let lease = lease(&result)?;
+
+    // Inside: the TAP for the caller, the bridge binding's guard, a netlink connection.
+    let (uid, queues, binding) = (record.uid, iface.queues, net.binding);
+    let guard_ip = lease.address.addr();
+    let handle = tokio::runtime::Handle::current();
+    let (tap, inner, tap_index) = ns.run_in(move || {
+        let name = IfName::try_from(NS_TAP.to_owned()).map_err(std::io::Error::other)?;
+        let tap = tap::create(&name, queues, uid, gid).map_err(std::io::Error::other)?;
+        let tap_index = nix::net::if_::if_nametoindex(NS_TAP)?;
+        let _entered = handle.enter();
+        let inner = Links::connect().map_err(std::io::Error::other)?;
+        Ok((tap, inner, tap_index))
+    })?;
+    let eth = inner
+        .get(CNI_IFNAME)
+        .await?
+        .ok_or("the CNI plugins made no eth0 in the namespace")?;
+    let guest_mac = eth.mac.ok_or("eth0 has no MAC")?;
+    let mtu = eth.mtu.unwrap_or(1500);
+    if binding == VethBinding::Bridge {
+        let script = crate::join::bridge_guard_script(NS_TAP, guest_mac, guard_ip);
+        ns.run_in(move || crate::firewall::run_nft_once(&script, "the bridge binding's guard"))?;
+    }
+    inner
+        .strip(eth.index, CNI_IFNAME, veth_mac(&iface.ifname))
+        .await?;
+    inner.up(eth.index, CNI_IFNAME, mtu, None).await?;
+    inner.up(tap_index, NS_TAP, mtu, None).await?;
+    let end = |index, name| crate::join::End { index, name };
+    crate::join::join(
+        &inner,
+        binding,
+        end(tap_index, NS_TAP),
+        end(eth.index, CNI_IFNAME),
+        mtu,
+        (guest_mac, guard_ip),
+    )
+    .await?;
+    iface.mac = guest_mac;
+    iface.address = Some((lease.address.addr(), lease.address.prefix_len()));
+    iface.gateway = Some(lease.gateway);
+    iface.mtu = mtu;
+    // The DHCP server listens before any fd leaves the daemon.
+    let b = crate::lifecycle::binding(d, record, iface).ok_or("no DHCP binding")?;
+    let server = bind_dhcp_at(&ns, b)?;
+    crate::lifecycle::spawn_dhcp(server, iface, cancel);
+    Ok(tap.fds)
+}
+
+fn bind_dhcp_at(ns: &NetNs, b: dhcp::Binding) -> Result<dhcp::Server, BoxError> {
+    Ok(ns.run_in(move || {
+        let index = nix::net::if_::if_nametoindex(NS_TAP)?;
+        dhcp::Server::bind(index, b).map_err(std::io::Error::other)
+    })?)
+}
+
+/// Binds the DHCP server of an existing CNI NIC again (start-up adoption).
+pub(crate) fn bind_dhcp(
+    d: &Daemon,
+    iface: &Interface,
+    b: dhcp::Binding,
+) -> Result<dhcp::Server, BoxError> {
+    bind_dhcp_at(&NetNs::open(&netns_path(d, &iface.ifname))?, b)
+}
+
+/// The cached result of a NIC, parsed: the source of its DHCP binding at attach and after a
+/// restart alike.
+pub(crate) fn cached_lease(d: &Daemon, iface: &Interface) -> Option<Lease> {
+    let e = cache::read(&d.config.state_dir, iface.ifname.as_str()).ok()??;
+    let r = CniResult::parse(e.result?).ok()?;
+    lease(&r).ok()
+}
+
+/// Whether the NIC's namespace and cache entry are still there (start-up adoption).
+pub(crate) fn intact(d: &Daemon, iface: &Interface) -> bool {
+    netns_path(d, &iface.ifname).exists()
+        && matches!(
+            cache::read(&d.config.state_dir, iface.ifname.as_str()),
+            Ok(Some(_))
+        )
+}
+
+/// DEL from a cache entry, then the entry and the namespace go. A failed DEL keeps both, so
+/// the next start-up runs it again.
+async fn del_entry(d: &Daemon, e: &Entry) -> bool {
+    let rt = Runtime {
+        container_id: e.container_id.clone(),
+        netns: e.netns.clone(),
+        ifname: e.ifname.clone(),
+    };
+    let outcome = match cached_list(e) {
+        Ok(list) => exec::del(&list, &e.bin_dirs, &rt, e.result.as_ref())
+            .await
+            .map_err(|err| crate::error_chain(&err)),
+        Err(err) => Err(err.to_string()),
+    };
+    if let Err(err) = outcome {
+        tracing::error!(container = %e.container_id, network = %e.network, error = %err, "CNI DEL failed; kept for the next start");
+        return false;
+    }
+    let mut complete = true;
+    if let Err(err) = cache::remove(&d.config.state_dir, &e.container_id) {
+        tracing::error!(container = %e.container_id, error = %err, "cannot remove CNI cache entry");
+        complete = false;
+    }
+    if let Err(err) = NetNs::delete(&e.netns) {
+        tracing::error!(container = %e.container_id, error = %err, "cannot delete the NIC's namespace");
+        complete = false;
+    }
+    complete
+}
+
+/// Undoes a CNI NIC: DEL with the cached result, then its namespace. Idempotent.
+pub(crate) async fn teardown_port(d: &Daemon, iface: &Interface) -> bool {
+    match cache::read(&d.config.state_dir, iface.ifname.as_str()) {
+        Ok(Some(e)) => del_entry(d, &e).await,
+        Ok(None) => match NetNs::delete(&netns_path(d, &iface.ifname)) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::error!(ifname = %iface.ifname, error = %err, "cannot delete the NIC's namespace");
+                false
+            }
+        },
+        Err(err) => {
+            tracing::error!(ifname = %iface.ifname, error = %err, "unreadable CNI cache entry");
+            false
+        }
+    }
+}
+
+/// Start-up, after adoption and reaping: DEL for every cache entry no adopted NIC owns (a
+/// crash between ADD and the journal), then GC (spec 1.1) for each CNI network with the NICs
+/// that are still valid.
+pub(crate) async fn reconcile(d: &Daemon, known: &HashSet<IfName>) {
+    for e in cache::all(&d.config.state_dir) {
+        if !known.iter().any(|k| k.as_str() == e.container_id) {
+            let done = del_entry(d, &e).await;
+            tracing::info!(container = %e.container_id, network = %e.network, complete = done, "ran CNI DEL for an attachment nobody holds");
+        }
+    }
+    for (name, n) in &d.config.networks {
+        let NetworkKind::Cni(c) = &n.kind else {
+            continue;
+        };
+        let Ok(list) = conf::load(&c.conf_dir, &c.cni_network) else {
+            continue; // not there yet: nothing of it can need collecting
+        };
+        let valid: Vec<(String, String)> = known
+            .iter()
+            .filter(|k| {
+                cache::read(&d.config.state_dir, k.as_str())
+                    .ok()
+                    .flatten()
+                    .is_some_and(|e| e.network == name.as_str())
+            })
+            .map(|k| (k.to_string(), CNI_IFNAME.to_owned()))
+            .collect();
+        match exec::gc(&list, &c.bin_dirs, &valid).await {
+            Ok(true) => tracing::info!(network = %name, valid = valid.len(), "CNI GC done"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(network = %name, error = %crate::error_chain(&e), "CNI GC failed")
+            }
+        }
+    }
+}
+
+/// `tapmanager check`: CHECK for one NIC with its cached result.
+pub(crate) async fn check(d: &Daemon, iface: &Interface) -> Result<(), BoxError> {
+    let e = cache::read(&d.config.state_dir, iface.ifname.as_str())?
+        .ok_or("no CNI cache entry for this NIC")?;
+    let list = cached_list(&e)?;
+    let result = e.result.as_ref().ok_or("ADD never finished for this NIC")?;
+    exec::check(&list, &e.bin_dirs, &runtime(d, &iface.ifname), result).await?;
+    Ok(())
+}

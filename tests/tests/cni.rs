@@ -1,0 +1,355 @@
+//! Kernel tier (root): the CNI kind with Debian's real plugins (`containernetworking-plugins`
+//! in /usr/lib/cni) and a fixture plugin (tests/cni/fixture-plugin) for what they cannot do.
+//! Each test has its own conf dir and host-local data dir; the plugins' host side (their
+//! bridge, their veths) lives in the sandbox's namespace, never the machine's.
+
+use protocol::{AttachRequest, NetworkRequest};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use tapmanager_tests::fakevm::FakeVm;
+use tapmanager_tests::sandbox::{is_root, Sandbox};
+
+const GROUP: u32 = 47_051;
+const DEBIAN_PLUGINS: &str = "/usr/lib/cni";
+
+/// A test's CNI files: `net.d/`, `ipam/` (host-local's data dir), `log`; removed when dropped.
+struct CniDir {
+    root: PathBuf,
+}
+
+impl CniDir {
+    fn new(tag: &str) -> CniDir {
+        let root = std::env::temp_dir().join(format!("tmt-cni-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root); // a leftover of an earlier run
+        std::fs::create_dir_all(root.join("net.d")).unwrap();
+        std::fs::create_dir_all(root.join("ipam")).unwrap();
+        CniDir { root }
+    }
+
+    fn conf_dir(&self) -> PathBuf {
+        self.root.join("net.d")
+    }
+
+    fn ipam(&self) -> PathBuf {
+        self.root.join("ipam")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.root.join("log")
+    }
+
+    /// Writes `<name>.conflist`.
+    fn write(&self, name: &str, list: serde_json::Value) {
+        std::fs::write(
+            self.conf_dir().join(format!("{name}.conflist")),
+            serde_json::to_vec_pretty(&list).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// A `[networks.NAME]` table for CNI network `cni_network` of this dir.
+    fn network(&self, name: &str, cni_network: &str, extra: &str) -> String {
+        format!(
+            "[networks.{name}]\nkind = \"cni\"\ncni_network = \"{cni_network}\"\ncni_conf_dir = \"{}\"\n\
+             cni_bin_dir = [\"{DEBIAN_PLUGINS}\", \"{}\"]\n{extra}\n",
+            self.conf_dir().display(),
+            fixture_dir().display()
+        )
+    }
+
+    /// The addresses host-local holds for network `cni_network` (its files named by address).
+    fn allocated(&self, cni_network: &str) -> Vec<Ipv4Addr> {
+        let Ok(rd) = std::fs::read_dir(self.ipam().join(cni_network)) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+
+    /// The fixture's invocations, as it logged them.
+    fn calls(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.log())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for CniDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root); // best effort
+    }
+}
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("cni")
+}
+
+/// bridge + host-local (+ more plugins after them), spec `version`.
+fn bridge_list(
+    d: &CniDir,
+    name: &str,
+    version: &str,
+    bridge: &str,
+    subnet: &str,
+    more: &[serde_json::Value],
+) -> serde_json::Value {
+    let mut plugins = vec![serde_json::json!({
+        "type": "bridge",
+        "bridge": bridge,
+        "isGateway": true,
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": subnet}]],
+            "routes": [{"dst": "0.0.0.0/0"}],
+            "dataDir": d.ipam(),
+        }
+    })];
+    plugins.extend(more.iter().cloned());
+    serde_json::json!({"cniVersion": version, "name": name, "plugins": plugins})
+}
+
+fn attach(
+    sb: &Sandbox,
+    vm: &str,
+    nets: &[&str],
+) -> Result<(protocol::Attachment, Vec<std::os::fd::OwnedFd>), protocol::ClientError> {
+    sb.client().attach(AttachRequest {
+        vm: vm.parse().unwrap(),
+        networks: nets
+            .iter()
+            .map(|n| NetworkRequest::new(n.parse().unwrap()))
+            .collect(),
+    })
+}
+
+/// The namespaces, cache entries and journal entries the daemon holds.
+fn held(sb: &Sandbox) -> (usize, usize, usize) {
+    let count = |p: PathBuf| std::fs::read_dir(p).map(|r| r.count()).unwrap_or(0);
+    (
+        count(sb.dir.join("state/netns")),
+        count(sb.dir.join("state/cni")),
+        sb.journal_entries().len(),
+    )
+}
+
+#[test]
+fn a_guest_leases_what_host_local_allocated_and_del_frees_it() {
+    if !is_root("a_guest_leases_what_host_local_allocated_and_del_frees_it") {
+        return;
+    }
+    let d = CniDir::new("lease");
+    d.write(
+        "tmpods",
+        bridge_list(&d, "tmpods", "1.0.0", "tmcni0", "10.99.0.0/24", &[]),
+    );
+    d.write(
+        "tmsecond",
+        bridge_list(&d, "tmsecond", "1.0.0", "tmcni1", "10.97.0.0/24", &[]),
+    );
+    let networks =
+        d.network("pod", "tmpods", "") + &d.network("pod2", "tmsecond", "binding = \"bridge\"");
+    let sb = Sandbox::new("cni", GROUP, &networks);
+
+    let (a, fds) = attach(&sb, "c1", &["pod", "pod2"]).expect("attach");
+    assert_eq!(a.interfaces.len(), 2);
+    let mut fds = fds.into_iter();
+    for (i, (net, gw)) in [("tmpods", "10.99.0.1"), ("tmsecond", "10.97.0.1")]
+        .into_iter()
+        .enumerate()
+    {
+        let iface = &a.interfaces[i];
+        let allocated = d.allocated(net);
+        assert_eq!(allocated.len(), 1, "{net}: {allocated:?}");
+        assert_eq!(iface.address.map(|(ip, _)| ip), Some(allocated[0]), "{net}");
+        let vm = FakeVm::new(fds.next().unwrap(), iface.mac.0);
+        let lease = vm.dhcp().expect("lease");
+        // Exactly the address host-local allocated, its gateway, from the MAC the plugin gave
+        // the namespace's interface.
+        assert_eq!(lease.ip, allocated[0], "{net}");
+        assert_eq!(lease.prefix_len, 24, "{net}");
+        let gw: Ipv4Addr = gw.parse().unwrap();
+        assert_eq!(lease.router, Some(gw), "{net}");
+        let gw_mac = vm
+            .arp(vm.mac, lease.ip, gw)
+            .expect("the CNI gateway answers ARP");
+        assert!(
+            vm.ping(gw_mac, lease.ip, gw),
+            "{net}: the CNI gateway does not answer"
+        );
+    }
+    assert_eq!(held(&sb), (2, 2, 1));
+
+    sb.client().release(&"c1".parse().unwrap()).unwrap();
+    assert!(
+        sb.wait_for(10, || held(&sb) == (0, 0, 0)),
+        "left: {:?}",
+        held(&sb)
+    );
+    assert!(
+        d.allocated("tmpods").is_empty(),
+        "DEL did not free the address"
+    );
+    assert!(
+        d.allocated("tmsecond").is_empty(),
+        "DEL did not free the address"
+    );
+    let links = sb.ns.ip(&["-o", "link", "show", "type", "veth"]);
+    assert!(
+        links.trim().is_empty(),
+        "the plugins' veths are left: {links}"
+    );
+}
+
+#[test]
+fn results_of_every_spec_version_become_the_same_lease() {
+    if !is_root("results_of_every_spec_version_become_the_same_lease") {
+        return;
+    }
+    let d = CniDir::new("versions");
+    // Debian's plugins write 0.3.0 to 1.0.0; the fixture writes 1.1.0.
+    let versions = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"];
+    let mut networks = String::new();
+    for (i, v) in versions.iter().enumerate() {
+        let name = format!("tmv{i}");
+        d.write(
+            &name,
+            bridge_list(
+                &d,
+                &name,
+                v,
+                &format!("tmcniv{i}"),
+                &format!("10.96.{i}.0/24"),
+                &[],
+            ),
+        );
+        networks += &d.network(&format!("v{i}"), &name, "");
+    }
+    d.write(
+        "tmv11",
+        serde_json::json!({"cniVersion": "1.1.0", "name": "tmv11", "plugins": [
+            {"type": "fixture-plugin", "fixture": {"address": "10.98.0.2/24", "gateway": "10.98.0.1", "log": d.log()}}
+        ]}),
+    );
+    networks += &d.network("v11", "tmv11", "");
+    let mut sb = Sandbox::new("cniver", GROUP, &networks);
+    for (i, v) in versions.iter().chain(["1.1.0"].iter()).enumerate() {
+        let net = if *v == "1.1.0" {
+            "v11".to_owned()
+        } else {
+            format!("v{i}")
+        };
+        let (a, fds) = attach(&sb, &format!("ver{i}"), &[&net]).expect(v);
+        let vm = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
+        let lease = vm.dhcp().expect("lease");
+        let (want_ip, want_gw) = if *v == "1.1.0" {
+            (Ipv4Addr::new(10, 98, 0, 2), Ipv4Addr::new(10, 98, 0, 1))
+        } else {
+            (
+                Ipv4Addr::new(10, 96, i as u8, 2),
+                Ipv4Addr::new(10, 96, i as u8, 1),
+            )
+        };
+        assert_eq!(
+            (lease.ip, lease.router),
+            (want_ip, Some(want_gw)),
+            "spec {v}"
+        );
+        let gw_mac = vm.arp(vm.mac, lease.ip, want_gw).expect("gateway ARP");
+        if *v == "1.1.0" {
+            assert_eq!(lease.dns, vec![Ipv4Addr::new(10, 98, 0, 53)]);
+            // Spec 1.1: a restart runs GC with the attachments still valid.
+            sb.kill();
+            sb.start();
+            let gc = d
+                .calls()
+                .into_iter()
+                .rfind(|c| c["cmd"] == "GC")
+                .expect("GC ran");
+            assert_eq!(
+                gc["conf"]["cni.dev/valid-attachments"],
+                serde_json::json!([{"containerID": a.interfaces[0].ifname.as_str(), "ifname": "eth0"}])
+            );
+            assert_eq!(vm.dhcp().expect("lease after restart").ip, want_ip);
+        }
+        assert!(
+            vm.ping(gw_mac, lease.ip, want_gw),
+            "spec {v}: gateway unreachable"
+        );
+        sb.client()
+            .release(&format!("ver{i}").parse().unwrap())
+            .unwrap();
+    }
+    assert!(
+        sb.wait_for(10, || held(&sb) == (0, 0, 0)),
+        "left: {:?}",
+        held(&sb)
+    );
+    let cmds: Vec<String> = d
+        .calls()
+        .iter()
+        .map(|c| c["cmd"].as_str().unwrap().to_owned())
+        .filter(|c| c != "GC")
+        .collect();
+    assert_eq!(cmds, ["ADD", "DEL"], "the fixture's calls besides GC");
+}
+
+#[test]
+fn a_plugin_failure_reaches_the_caller_with_its_code_and_leaves_nothing() {
+    if !is_root("a_plugin_failure_reaches_the_caller_with_its_code_and_leaves_nothing") {
+        return;
+    }
+    let d = CniDir::new("fail");
+    let failing = serde_json::json!({"type": "fixture-plugin", "fixture": {"mode": "fail", "code": 42, "msg": "no room at the inn", "log": d.log()}});
+    d.write(
+        "tmfail",
+        bridge_list(&d, "tmfail", "1.0.0", "tmcnif", "10.95.0.0/24", &[failing]),
+    );
+    let sb = Sandbox::new("cnifail", GROUP, &d.network("pod", "tmfail", ""));
+    let e = attach(&sb, "f1", &["pod"]).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("code 42"), "{msg}");
+    assert!(msg.contains("no room at the inn"), "{msg}");
+    // The spec's cleanup: DEL ran for the whole list, bridge and host-local included.
+    let cmds: Vec<String> = d
+        .calls()
+        .iter()
+        .map(|c| c["cmd"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(cmds, ["ADD", "DEL"]);
+    assert!(d.allocated("tmfail").is_empty());
+    assert_eq!(held(&sb), (0, 0, 0));
+}
+
+#[test]
+fn a_crash_between_add_and_the_reply_is_undone_by_del_at_start() {
+    if !is_root("a_crash_between_add_and_the_reply_is_undone_by_del_at_start") {
+        return;
+    }
+    let d = CniDir::new("crash");
+    let slow = serde_json::json!({"type": "fixture-plugin", "fixture": {"mode": "pass", "sleep": 3, "log": d.log()}});
+    d.write(
+        "tmslow",
+        bridge_list(&d, "tmslow", "1.0.0", "tmcnis", "10.94.0.0/24", &[slow]),
+    );
+    let mut sb = Sandbox::new("cnicrash", GROUP, &d.network("pod", "tmslow", ""));
+    let mut client = sb.client();
+    let attaching = std::thread::spawn(move || {
+        client.attach(AttachRequest {
+            vm: "slow".parse().unwrap(),
+            networks: vec![NetworkRequest::new("pod".parse().unwrap())],
+        })
+    });
+    // host-local has allocated and the fixture is sleeping: the daemon dies here.
+    assert!(sb.wait_for(10, || d.allocated("tmslow").len() == 1
+        && !d.calls().is_empty()));
+    sb.kill();
+    assert!(attaching.join().unwrap().is_err());
+    sb.start();
+    assert!(d.allocated("tmslow").is_empty(), "the allocation leaked");
+    assert_eq!(held(&sb), (0, 0, 0));
+    let links = sb.ns.ip(&["-o", "link", "show", "type", "veth"]);
+    assert!(links.trim().is_empty(), "{links}");
+}
