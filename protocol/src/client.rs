@@ -145,6 +145,24 @@ impl Client {
             _ => Err(ClientError::Unexpected(id)),
         }
     }
+
+    /// Checks that `vm`'s network is still as built (CNI CHECK); an error says what is not.
+    pub fn check(&mut self, vm: &VmId) -> Result<(), ClientError> {
+        let id = self.next_id;
+        match self.call(RequestBody::Check { vm: vm.clone() })? {
+            (ResponseBody::Checked, _) => Ok(()),
+            _ => Err(ClientError::Unexpected(id)),
+        }
+    }
+
+    /// Every network's readiness.
+    pub fn status(&mut self) -> Result<Vec<crate::NetworkStatus>, ClientError> {
+        let id = self.next_id;
+        match self.call(RequestBody::Status)? {
+            (ResponseBody::Status(v), _) => Ok(v),
+            _ => Err(ClientError::Unexpected(id)),
+        }
+    }
 }
 
 #[cfg(feature = "tokio")]

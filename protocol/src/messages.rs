@@ -41,6 +41,11 @@ pub enum RequestBody {
     List,
     /// One attachment.
     Info { vm: VmId },
+    /// Ask each NIC's network whether it is still as built (CNI CHECK with the cached result);
+    /// an error names what is wrong.
+    Check { vm: VmId },
+    /// Whether each network can take attaches now (CNI STATUS, spec 1.1).
+    Status,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +86,19 @@ pub enum ResponseBody {
     Released,
     List(Vec<Attachment>),
     Info(Attachment),
+    Checked,
+    Status(Vec<NetworkStatus>),
+}
+
+/// One network's readiness, as `Status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkStatus {
+    pub network: NetworkName,
+    /// `bridge`, `isolated`, `masquerade`, `macvtap` or `cni`.
+    pub kind: String,
+    pub ready: bool,
+    /// Why not, or what was checked.
+    pub message: String,
 }
 
 /// A VM's network as the daemon built it.

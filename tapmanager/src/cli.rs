@@ -69,3 +69,36 @@ pub fn table(list: &[Attachment]) -> String {
     }
     out
 }
+
+#[derive(Debug, Serialize)]
+struct StatusView<'a> {
+    network: &'a str,
+    kind: &'a str,
+    ready: bool,
+    message: &'a str,
+}
+
+pub fn status_json(list: &[protocol::NetworkStatus]) -> String {
+    let v: Vec<_> = list
+        .iter()
+        .map(|n| StatusView {
+            network: n.network.as_str(),
+            kind: &n.kind,
+            ready: n.ready,
+            message: &n.message,
+        })
+        .collect();
+    serde_json::to_string_pretty(&v).expect("plain data serializes")
+}
+
+pub fn status_table(list: &[protocol::NetworkStatus]) -> String {
+    let mut out = format!("{:<16} {:<11} {:<6} {}\n", "NETWORK", "KIND", "READY", "");
+    for n in list {
+        let ready = if n.ready { "yes" } else { "no" };
+        out.push_str(&format!(
+            "{:<16} {:<11} {:<6} {}\n",
+            n.network, n.kind, ready, n.message
+        ));
+    }
+    out
+}

@@ -346,7 +346,65 @@ impl Daemon {
                 let e = reg.entries.get(&key).ok_or_else(|| not_found(&vm))?;
                 Ok((ResponseBody::Info(e.record.attachment()), Vec::new()))
             }
+            RequestBody::Check { vm } => {
+                let key = self.find(peer, &vm)?;
+                let record = {
+                    let reg = self.registry.lock().unwrap();
+                    reg.entries
+                        .get(&key)
+                        .ok_or_else(|| not_found(&vm))?
+                        .record
+                        .clone()
+                };
+                for iface in &record.interfaces {
+                    if let Some(crate::config::NetworkKind::Cni(_)) =
+                        self.config.network(&iface.network).map(|n| &n.kind)
+                    {
+                        crate::cni::port::check(self, iface).await.map_err(|e| {
+                            err(
+                                ErrorCode::Internal,
+                                format!(
+                                    "{} ({}): {}",
+                                    iface.ifname,
+                                    iface.network,
+                                    crate::error_chain(&*e)
+                                ),
+                            )
+                        })?;
+                    }
+                }
+                Ok((ResponseBody::Checked, Vec::new()))
+            }
+            RequestBody::Status => Ok((ResponseBody::Status(self.status().await), Vec::new())),
         }
+    }
+
+    /// Every network's readiness: a CNI network asks its plugins (STATUS, spec 1.1) once its
+    /// list is found; the daemon's own kinds are ready while it serves.
+    async fn status(&self) -> Vec<protocol::NetworkStatus> {
+        use crate::config::NetworkKind;
+        let mut out = Vec::new();
+        for (name, net) in &self.config.networks {
+            let (kind, ready, message) = match &net.kind {
+                NetworkKind::Bridge(_) => ("bridge", true, String::new()),
+                NetworkKind::Isolated(i) if i.masquerade.is_some() => {
+                    ("masquerade", true, String::new())
+                }
+                NetworkKind::Isolated(_) => ("isolated", true, String::new()),
+                NetworkKind::Macvtap(_) => ("macvtap", true, String::new()),
+                NetworkKind::Cni(c) => {
+                    let (ready, message) = crate::cni::port::status(c).await;
+                    ("cni", ready, message)
+                }
+            };
+            out.push(protocol::NetworkStatus {
+                network: name.clone(),
+                kind: kind.to_owned(),
+                ready,
+                message,
+            });
+        }
+        out
     }
 
     /// The key of the caller's attachment `vm`. Root may name another uid's VM when the id is

@@ -526,6 +526,32 @@ impl Firewall {
     }
 }
 
+/// One `nft -f -` run in the calling thread's namespace (a guest's, entered on a thread of its
+/// own): a persistent `nft -i` per guest namespace would be a process per VM.
+pub fn run_nft_once(script: &str, what: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdin"))?
+        .write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "nft refused {what}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -639,28 +665,3 @@ mod tests {
     }
 }
 
-/// One `nft -f -` run in the calling thread's namespace (a guest's, entered on a thread of its
-/// own): a persistent `nft -i` per guest namespace would be a process per VM.
-pub fn run_nft_once(script: &str, what: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut child = std::process::Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| std::io::Error::other("no stdin"))?
-        .write_all(script.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!(
-            "nft refused {what}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
-}

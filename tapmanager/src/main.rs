@@ -46,6 +46,19 @@ enum Cmd {
         #[arg(long, default_value = protocol::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Check that an attachment's network is still as built (CNI CHECK); exits 1 if not.
+    Check {
+        vm: VmId,
+        #[arg(long, default_value = protocol::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Whether each network can take attaches now (CNI STATUS); exits 1 if one cannot.
+    Status {
+        #[arg(long, default_value = protocol::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +77,8 @@ enum MainError {
     Daemon(#[from] tapmanager::daemon::DaemonError),
     #[error(transparent)]
     Client(#[from] protocol::ClientError),
+    #[error("network {0} is not ready")]
+    NotReady(String),
 }
 
 fn main() -> ExitCode {
@@ -111,6 +126,23 @@ fn run(cli: Cli) -> Result<(), MainError> {
             Ok(())
         }
         Cmd::Release { vm, socket } => Ok(Client::connect(&socket)?.release(&vm)?),
+        Cmd::Check { vm, socket } => {
+            Client::connect(&socket)?.check(&vm)?;
+            println!("{vm}: ok");
+            Ok(())
+        }
+        Cmd::Status { socket, json } => {
+            let list = Client::connect(&socket)?.status()?;
+            if json {
+                println!("{}", tapmanager::cli::status_json(&list));
+            } else {
+                print!("{}", tapmanager::cli::status_table(&list));
+            }
+            match list.iter().find(|n| !n.ready) {
+                Some(n) => Err(MainError::NotReady(n.network.to_string())),
+                None => Ok(()),
+            }
+        }
     }
 }
 

@@ -156,6 +156,7 @@ fn a_guest_leases_what_host_local_allocated_and_del_frees_it() {
     let (a, fds) = attach(&sb, "c1", &["pod", "pod2"]).expect("attach");
     assert_eq!(a.interfaces.len(), 2);
     let mut fds = fds.into_iter();
+    let mut guests = Vec::new();
     for (i, (net, gw)) in [("tmpods", "10.99.0.1"), ("tmsecond", "10.97.0.1")]
         .into_iter()
         .enumerate()
@@ -179,8 +180,17 @@ fn a_guest_leases_what_host_local_allocated_and_del_frees_it() {
             vm.ping(gw_mac, lease.ip, gw),
             "{net}: the CNI gateway does not answer"
         );
+        guests.push(vm);
     }
     assert_eq!(held(&sb), (2, 2, 1));
+    // CHECK: the bridge plugin compares its side and the namespace with the rewired result.
+    sb.client()
+        .check(&"c1".parse().unwrap())
+        .expect("CHECK passes");
+    // The guest's TAP gone (its fds closed): CHECK says so.
+    drop(guests.pop());
+    let e = sb.client().check(&"c1".parse().unwrap()).unwrap_err();
+    assert!(e.to_string().contains("tap0 is gone"), "{e}");
 
     sb.client().release(&"c1".parse().unwrap()).unwrap();
     assert!(
@@ -234,6 +244,7 @@ fn results_of_every_spec_version_become_the_same_lease() {
         ]}),
     );
     networks += &d.network("v11", "tmv11", "");
+    networks += &d.network("missing", "tmnothere", "");
     let mut sb = Sandbox::new("cniver", GROUP, &networks);
     for (i, v) in versions.iter().chain(["1.1.0"].iter()).enumerate() {
         let net = if *v == "1.1.0" {
@@ -287,11 +298,36 @@ fn results_of_every_spec_version_become_the_same_lease() {
         "left: {:?}",
         held(&sb)
     );
+    // STATUS: spec 1.1 asks the plugins; earlier lists are ready once found; a list not
+    // found is not ready, and says where it was looked for.
+    let status = sb.client().status().unwrap();
+    let of = |n: &str| {
+        status
+            .iter()
+            .find(|s| s.network.as_str() == n)
+            .unwrap()
+            .clone()
+    };
+    assert!(
+        of("v11").ready && of("v11").message.contains("STATUS passed"),
+        "{status:?}"
+    );
+    assert!(
+        of("v0").ready && of("v0").message.contains("no STATUS before 1.1.0"),
+        "{status:?}"
+    );
+    assert!(
+        !of("missing").ready
+            && of("missing")
+                .message
+                .contains("no CNI network \"tmnothere\""),
+        "{status:?}"
+    );
     let cmds: Vec<String> = d
         .calls()
         .iter()
         .map(|c| c["cmd"].as_str().unwrap().to_owned())
-        .filter(|c| c != "GC")
+        .filter(|c| c != "GC" && c != "STATUS")
         .collect();
     assert_eq!(cmds, ["ADD", "DEL"], "the fixture's calls besides GC");
 }

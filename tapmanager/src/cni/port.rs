@@ -304,12 +304,60 @@ pub(crate) async fn reconcile(d: &Daemon, known: &HashSet<IfName>) {
     }
 }
 
-/// `tapmanager check`: CHECK for one NIC with its cached result.
+/// The cached result as the namespace holds it after the rewire, for CHECK: the sandbox
+/// interface has our MAC and none of the addresses or routes (they are the guest's now), so
+/// a plugin that compares the container side with `prevResult` checks what is really there.
+fn as_rewired(result: &serde_json::Value, mac: MacAddr) -> serde_json::Value {
+    let mut r = result.clone();
+    if let Some(ifaces) = r.get_mut("interfaces").and_then(|v| v.as_array_mut()) {
+        for i in ifaces {
+            if i["name"] == CNI_IFNAME && i.get("sandbox").is_some_and(|s| !s.is_null()) {
+                i["mac"] = mac.to_string().into();
+            }
+        }
+    }
+    r["ips"] = serde_json::json!([]);
+    r["routes"] = serde_json::json!([]);
+    r
+}
+
+/// `tapmanager check`: the NIC's own side (namespace, `eth0`, the TAP), then CHECK with the
+/// cached result as rewired.
 pub(crate) async fn check(d: &Daemon, iface: &Interface) -> Result<(), BoxError> {
     let e = cache::read(&d.config.state_dir, iface.ifname.as_str())?
         .ok_or("no CNI cache entry for this NIC")?;
     let list = cached_list(&e)?;
     let result = e.result.as_ref().ok_or("ADD never finished for this NIC")?;
-    exec::check(&list, &e.bin_dirs, &runtime(d, &iface.ifname), result).await?;
+    let ns = NetNs::open(&netns_path(d, &iface.ifname))?;
+    ns.run_in(|| {
+        for name in [CNI_IFNAME, NS_TAP] {
+            nix::net::if_::if_nametoindex(name).map_err(|e| {
+                std::io::Error::other(format!("{name} is gone from the namespace ({e})"))
+            })?;
+        }
+        Ok(())
+    })?;
+    let rewired = as_rewired(result, veth_mac(&iface.ifname));
+    exec::check(&list, &e.bin_dirs, &runtime(d, &iface.ifname), &rewired).await?;
     Ok(())
+}
+
+/// A CNI network's readiness: its list must be found, and (spec 1.1) its plugins' STATUS pass.
+pub(crate) async fn status(net: &CniNet) -> (bool, String) {
+    let list = match conf::load(&net.conf_dir, &net.cni_network) {
+        Ok(l) => l,
+        Err(e) => return (false, e.to_string()),
+    };
+    match exec::status(&list, &net.bin_dirs).await {
+        Ok(()) => (true, format!("{} (STATUS passed)", list.source.display())),
+        Err(exec::CniError::Version { .. }) => (
+            true,
+            format!(
+                "{} (spec {}: no STATUS before 1.1.0)",
+                list.source.display(),
+                list.cni_version
+            ),
+        ),
+        Err(e) => (false, crate::error_chain(&e)),
+    }
 }
