@@ -664,4 +664,3 @@ mod tests {
         assert!(!s.contains('\n'));
     }
 }
-

@@ -22,6 +22,8 @@ pub struct Lease {
     pub server_id: Option<Ipv4Addr>,
     pub lease_secs: Option<u32>,
     pub server_mac: [u8; 6],
+    /// Option 121: (destination, next hop; 0.0.0.0 for on-link).
+    pub routes: Vec<(ipnet::Ipv4Net, Ipv4Addr)>,
 }
 
 #[derive(Debug)]
@@ -196,6 +198,10 @@ impl FakeVm {
                 _ => None,
             },
             server_mac,
+            routes: match o.get(OptionCode::ClasslessStaticRoute) {
+                Some(DhcpOption::ClasslessStaticRoute(r)) => r.clone(),
+                _ => Vec::new(),
+            },
         })
     }
 

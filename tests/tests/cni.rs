@@ -389,3 +389,96 @@ fn a_crash_between_add_and_the_reply_is_undone_by_del_at_start() {
     let links = sb.ns.ip(&["-o", "link", "show", "type", "veth"]);
     assert!(links.trim().is_empty(), "{links}");
 }
+
+#[test]
+fn a_slash32_address_with_an_off_subnet_gateway_works_calico_style() {
+    if !is_root("a_slash32_address_with_an_off_subnet_gateway_works_calico_style") {
+        return;
+    }
+    let d = CniDir::new("calico");
+    d.write(
+        "tmcalico",
+        serde_json::json!({"cniVersion": "1.0.0", "name": "tmcalico", "plugins": [
+            {"type": "fixture-plugin", "fixture": {"address": "10.93.0.5/32", "gateway": "169.254.1.1"}}
+        ]}),
+    );
+    let sb = Sandbox::new("cnicalico", GROUP, &d.network("pod", "tmcalico", ""));
+    let (a, fds) = attach(&sb, "cal", &["pod"]).expect("attach");
+    let vm = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
+    let lease = vm.dhcp().expect("lease");
+    let gw = Ipv4Addr::new(169, 254, 1, 1);
+    assert_eq!(
+        (lease.ip, lease.prefix_len),
+        (Ipv4Addr::new(10, 93, 0, 5), 32)
+    );
+    assert_eq!(lease.router, Some(gw));
+    // Option 121: the gateway on-link first, then the default route through it; no dummy pod.
+    assert_eq!(
+        lease.routes,
+        vec![
+            ("169.254.1.1/32".parse().unwrap(), Ipv4Addr::UNSPECIFIED),
+            ("0.0.0.0/0".parse().unwrap(), gw),
+        ]
+    );
+    let gw_mac = vm
+        .arp(vm.mac, lease.ip, gw)
+        .expect("the gateway answers ARP");
+    assert!(
+        vm.ping(gw_mac, lease.ip, gw),
+        "the off-subnet gateway does not answer"
+    );
+    drop(vm);
+    sb.client().release(&"cal".parse().unwrap()).unwrap();
+    assert!(
+        sb.wait_for(10, || held(&sb) == (0, 0, 0)),
+        "left: {:?}",
+        held(&sb)
+    );
+}
+
+#[test]
+fn ptp_with_firewall_and_portmap_chained() {
+    if !is_root("ptp_with_firewall_and_portmap_chained") {
+        return;
+    }
+    let d = CniDir::new("ptp");
+    d.write(
+        "tmptp",
+        serde_json::json!({"cniVersion": "1.0.0", "name": "tmptp", "plugins": [
+            {"type": "ptp", "ipMasq": false, "ipam": {
+                "type": "host-local", "ranges": [[{"subnet": "10.92.0.0/24"}]],
+                "routes": [{"dst": "0.0.0.0/0"}], "dataDir": d.ipam()}},
+            {"type": "firewall", "backend": "iptables"},
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]}),
+    );
+    let sb = Sandbox::new("cniptp", GROUP, &d.network("pod", "tmptp", ""));
+    let (a, fds) = attach(&sb, "p1", &["pod"]).expect("attach");
+    let vm = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
+    let lease = vm.dhcp().expect("lease");
+    assert_eq!(vec![lease.ip], d.allocated("tmptp"));
+    let gw = lease.router.expect("a gateway");
+    let gw_mac = vm
+        .arp(vm.mac, lease.ip, gw)
+        .expect("the ptp gateway answers ARP");
+    assert!(
+        vm.ping(gw_mac, lease.ip, gw),
+        "the ptp gateway does not answer"
+    );
+    // The firewall plugin's chain names the guest's address.
+    let (_, rules) = sb.ns.exec(&["iptables-save"]);
+    assert!(rules.contains(&lease.ip.to_string()), "{rules}");
+    drop(vm);
+    sb.client().release(&"p1".parse().unwrap()).unwrap();
+    assert!(
+        sb.wait_for(10, || held(&sb) == (0, 0, 0)),
+        "left: {:?}",
+        held(&sb)
+    );
+    assert!(d.allocated("tmptp").is_empty());
+    let (_, rules) = sb.ns.exec(&["iptables-save"]);
+    assert!(
+        !rules.contains(&lease.ip.to_string()),
+        "DEL left rules: {rules}"
+    );
+}
