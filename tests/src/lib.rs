@@ -2,5 +2,6 @@
 //! daemon in a network namespace of the test's own, and the fake VM that speaks Ethernet on
 //! a TAP fd. The tests themselves are in `tests/tests/`.
 
+pub mod cnidir;
 pub mod fakevm;
 pub mod sandbox;

@@ -248,3 +248,30 @@ fn qemu_guest_on_a_macvtap_network_leases_from_the_lan() {
     assert!(console.contains("TM-PING-OK 192.168.77.2"), "{console}");
     assert_gone(&sb);
 }
+
+#[test]
+fn qemu_guest_on_a_cni_network_leases_the_plugins_address() {
+    if !is_root("qemu_guest_on_a_cni_network_leases_the_plugins_address") {
+        return;
+    }
+    use tapmanager_tests::cnidir::{bridge_list, CniDir};
+    let d = CniDir::new("qemu");
+    d.write(
+        "tmqemu",
+        bridge_list(&d, "tmqemu", "1.0.0", "tmcniq", "10.91.0.0/24", &[]),
+    );
+    let sb = Sandbox::new("qemucni", GROUP, &d.network("pod", "tmqemu", ""));
+    let console = boot(&sb, "e2ecni", "pod", "");
+    let lease = lease_line(&console);
+    // The address host-local allocated (the first of the range), the bridge plugin's gateway.
+    assert!(
+        lease.contains("ip=10.91.0.2 mask=24 router=10.91.0.1 "),
+        "{lease}"
+    );
+    assert!(console.contains("TM-PING-OK 10.91.0.1"), "{console}");
+    assert_gone(&sb);
+    assert!(
+        d.allocated("tmqemu").is_empty(),
+        "DEL did not free the address"
+    );
+}
