@@ -7,7 +7,7 @@ use crate::messages::*;
 use crate::types::VmId;
 use crate::{PROTOCOL_VERSION, REQUEST_TIMEOUT};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -102,9 +102,17 @@ impl Client {
     }
 
     fn call(&mut self, body: RequestBody) -> Result<(ResponseBody, Vec<OwnedFd>), ClientError> {
+        self.call_with(body, &[])
+    }
+
+    fn call_with(
+        &mut self,
+        body: RequestBody,
+        send: &[BorrowedFd<'_>],
+    ) -> Result<(ResponseBody, Vec<OwnedFd>), ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        write_frame(&self.sock, &Request { id, body }, &[])?;
+        write_frame(&self.sock, &Request { id, body }, send)?;
         let (resp, fds): (Response, _) = read_frame(&self.sock)?;
         check_id(&resp, id)?;
         Ok((resp.body?, fds))
@@ -117,6 +125,22 @@ impl Client {
     ) -> Result<(Attachment, Vec<OwnedFd>), ClientError> {
         let id = self.next_id;
         match self.call(RequestBody::Attach(req))? {
+            (ResponseBody::Attached(a), fds) => Ok((a, fds)),
+            _ => Err(ClientError::Unexpected(id)),
+        }
+    }
+
+    /// The shim path: attaches a VM whose NICs with `take_over` set take over those
+    /// interfaces of the network namespace `netns` (an fd of `/proc/PID/ns/net`, or of a
+    /// bind mount of one). The daemon accepts it only if the caller owns that namespace or
+    /// its policy lets the caller adopt any. Releasing gives the interfaces back as they were.
+    pub fn attach_pod(
+        &mut self,
+        req: AttachRequest,
+        netns: BorrowedFd<'_>,
+    ) -> Result<(Attachment, Vec<OwnedFd>), ClientError> {
+        let id = self.next_id;
+        match self.call_with(RequestBody::Attach(req), &[netns])? {
             (ResponseBody::Attached(a), fds) => Ok((a, fds)),
             _ => Err(ClientError::Unexpected(id)),
         }
@@ -209,11 +233,19 @@ mod async_client {
             &mut self,
             body: RequestBody,
         ) -> Result<(ResponseBody, Vec<OwnedFd>), ClientError> {
+            self.call_with(body, &[]).await
+        }
+
+        async fn call_with(
+            &mut self,
+            body: RequestBody,
+            send: &[BorrowedFd<'_>],
+        ) -> Result<(ResponseBody, Vec<OwnedFd>), ClientError> {
             let id = self.next_id;
             self.next_id += 1;
             let sock = &self.sock;
             let (resp, fds): (Response, _) = timeout(REQUEST_TIMEOUT, async {
-                write_frame_async(sock, &Request { id, body }, &[]).await?;
+                write_frame_async(sock, &Request { id, body }, send).await?;
                 read_frame_async(sock).await
             })
             .await
@@ -228,6 +260,19 @@ mod async_client {
         ) -> Result<(Attachment, Vec<OwnedFd>), ClientError> {
             let id = self.next_id;
             match self.call(RequestBody::Attach(req)).await? {
+                (ResponseBody::Attached(a), fds) => Ok((a, fds)),
+                _ => Err(ClientError::Unexpected(id)),
+            }
+        }
+
+        /// [`crate::Client::attach_pod`], async.
+        pub async fn attach_pod(
+            &mut self,
+            req: AttachRequest,
+            netns: BorrowedFd<'_>,
+        ) -> Result<(Attachment, Vec<OwnedFd>), ClientError> {
+            let id = self.next_id;
+            match self.call_with(RequestBody::Attach(req), &[netns]).await? {
                 (ResponseBody::Attached(a), fds) => Ok((a, fds)),
                 _ => Err(ClientError::Unexpected(id)),
             }

@@ -143,6 +143,7 @@ mod tests {
                     network: "default".parse().unwrap(),
                     mac: Some("02:00:00:00:00:01".parse().unwrap()),
                     queues: 2,
+                    take_over: None,
                 }],
             }),
         }

@@ -62,6 +62,10 @@ pub struct NetworkRequest {
     pub mac: Option<MacAddr>,
     /// Queue pairs; above 1 the TAP is multi-queue and one fd per queue is handed over.
     pub queues: u16,
+    /// The shim path: the interface of the caller's network namespace this NIC takes over
+    /// (on a network of kind `pod`). The namespace itself travels as the one fd of the
+    /// request frame ([`crate::Client::attach_pod`]); a path is never accepted.
+    pub take_over: Option<IfName>,
 }
 
 impl NetworkRequest {
@@ -70,6 +74,7 @@ impl NetworkRequest {
             network,
             mac: None,
             queues: 1,
+            take_over: None,
         }
     }
 }

@@ -75,6 +75,33 @@ enum RawNetwork {
     Masquerade(RawMasquerade),
     Macvtap(RawMacvtap),
     Cni(RawCni),
+    Pod(RawPod),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPod {
+    /// `tc-redirect` (default) or `bridge`.
+    binding: Option<String>,
+    /// Handed to the guest by DHCP (the pod's resolv.conf is not the daemon's to read).
+    #[serde(default)]
+    dns: Vec<Ipv4Addr>,
+    #[serde(default)]
+    search: Vec<String>,
+    #[serde(default = "default_lease")]
+    lease_secs: u32,
+    /// These users and groups may pass a namespace they do not own (a shim running as a
+    /// service user for the kubelet's pods, say). Root always may.
+    #[serde(default)]
+    adopt_any_users: Vec<String>,
+    #[serde(default)]
+    adopt_any_groups: Vec<String>,
+    #[serde(default)]
+    allow_users: Vec<String>,
+    #[serde(default)]
+    allow_groups: Vec<String>,
+    #[serde(default)]
+    private: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,7 +279,7 @@ pub struct Network {
 }
 
 /// Who may attach to a network, besides root.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Access {
     /// Members of the daemon's group may use it (false for a `private` network).
     pub daemon_group: bool,
@@ -266,6 +293,20 @@ pub enum NetworkKind {
     Isolated(IsolatedNet),
     Macvtap(MacvtapNet),
     Cni(CniNet),
+    Pod(PodNet),
+}
+
+/// The shim path (Virtlet, Virtink's pod network, Kata): the caller passes its pod's network
+/// namespace as an fd and names the interface the guest takes over; its address, gateway and
+/// MAC go to the guest, and come back when the attachment ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodNet {
+    pub binding: VethBinding,
+    pub dns: Vec<Ipv4Addr>,
+    pub search: Vec<String>,
+    pub lease_secs: u32,
+    /// Who may pass a namespace they do not own.
+    pub adopt_any: Access,
 }
 
 /// Virtlet's way: per guest a namespace the CNI plugins of `cni_network` set up; the address
@@ -481,7 +522,10 @@ impl TryFrom<RawConfig> for Config {
                             access(m.private, &m.allow_users, &m.allow_groups)?,
                             validate_masquerade(m).map_err(problem)?,
                         ),
-                        RawNetwork::Bridge(_) | RawNetwork::Macvtap(_) | RawNetwork::Cni(_) => {
+                        RawNetwork::Bridge(_)
+                        | RawNetwork::Macvtap(_)
+                        | RawNetwork::Cni(_)
+                        | RawNetwork::Pod(_) => {
                             unreachable!("matched above")
                         }
                     };
@@ -527,6 +571,32 @@ impl TryFrom<RawConfig> for Config {
                             lower,
                             mode,
                             mtu: m.mtu,
+                        }),
+                        access,
+                    )
+                }
+                RawNetwork::Pod(pd) => {
+                    let access = access(pd.private, &pd.allow_users, &pd.allow_groups)?;
+                    let mut adopt_any =
+                        self::access(true, &pd.adopt_any_users, &pd.adopt_any_groups)?;
+                    adopt_any.daemon_group = false;
+                    let binding = match pd.binding.as_deref() {
+                        None => VethBinding::TcRedirect,
+                        Some("routed") => {
+                            return Err(problem("binding \"routed\" does not apply to a pod network: the pod's address is the guest's (tc-redirect or bridge)".into()))
+                        }
+                        other => VethBinding::parse(other).map_err(problem)?.expect("routed handled above"),
+                    };
+                    if pd.lease_secs < 60 {
+                        return Err(problem(format!("lease_secs {} is below 60", pd.lease_secs)));
+                    }
+                    (
+                        NetworkKind::Pod(PodNet {
+                            binding,
+                            dns: pd.dns,
+                            search: pd.search,
+                            lease_secs: pd.lease_secs,
+                            adopt_any,
                         }),
                         access,
                     )

@@ -281,7 +281,9 @@ impl Daemon {
         loop {
             let req = tokio::time::timeout(IDLE_TIMEOUT, read_frame_async::<Request>(stream)).await;
             let req = match req {
-                Ok(Ok((req, _fds))) => req, // fds nobody asked for are closed right here
+                // Only an attach that takes over a pod's interface carries an fd; fds nobody
+                // asked for are closed as soon as `handle` is done with them.
+                Ok(Ok((req, fds))) => (req, fds),
                 Ok(Err(protocol::FrameError::Closed)) => return,
                 Ok(Err(e)) => {
                     tracing::debug!(uid = peer.uid, error = %e, "malformed frame; connection closed");
@@ -289,8 +291,9 @@ impl Daemon {
                 }
                 Err(_) => return,
             };
+            let (req, passed) = req;
             let id = req.id;
-            let (body, fds) = match self.handle(peer, req.body).await {
+            let (body, fds) = match self.handle(peer, req.body, passed).await {
                 Ok((body, fds)) => (Ok(body), fds),
                 Err(e) => (Err(e), Vec::new()),
             };
@@ -312,12 +315,14 @@ impl Daemon {
         self: &Arc<Self>,
         peer: &Peer,
         body: RequestBody,
+        passed: Vec<OwnedFd>,
     ) -> Result<(ResponseBody, Vec<OwnedFd>), Error> {
         match body {
             RequestBody::Attach(req) => {
-                let (a, fds) = self.attach(peer, req).await?;
+                let (a, fds) = self.attach(peer, req, passed).await?;
                 Ok((ResponseBody::Attached(a), fds))
             }
+            // Any fds that came with these are dropped (closed) here.
             RequestBody::Release { vm } => {
                 let key = self.find(peer, &vm)?;
                 // The reply does not wait for the kernel: deleting links and namespaces takes
@@ -392,6 +397,7 @@ impl Daemon {
                 }
                 NetworkKind::Isolated(_) => ("isolated", true, String::new()),
                 NetworkKind::Macvtap(_) => ("macvtap", true, String::new()),
+                NetworkKind::Pod(_) => ("pod", true, String::new()),
                 NetworkKind::Cni(c) => {
                     let (ready, message) = crate::cni::port::status(c).await;
                     ("cni", ready, message)
@@ -427,10 +433,64 @@ impl Daemon {
         Err(not_found(vm))
     }
 
+    /// The shim path's gate: the namespace fd a caller passed must be a network namespace,
+    /// neither the daemon's nor the host's, and owned by the caller (its user namespace
+    /// belongs to the caller's uid) unless the caller is root or each pod network it names
+    /// lets it adopt any. Returns the namespace's identity.
+    fn admit_pod_netns(
+        &self,
+        peer: &Peer,
+        req: &AttachRequest,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<(u64, u64), Error> {
+        let bad = |m: String| err(ErrorCode::InvalidRequest, m);
+        let owner = crate::netns::owner_of_netns(fd)
+            .map_err(|e| bad(format!("the fd passed with the take-over: {e}")))?;
+        let id = crate::netns::identity(fd).map_err(|e| bad(e.to_string()))?;
+        for (what, path) in [
+            ("the daemon's own", "/proc/self/ns/net"),
+            ("the host's", "/proc/1/ns/net"),
+        ] {
+            let other = std::fs::File::open(path)
+                .and_then(|f| crate::netns::identity(std::os::fd::AsFd::as_fd(&f)));
+            if other.is_ok_and(|o| o == id) {
+                return Err(err(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "that is {what} network namespace: its interfaces are never taken over"
+                    ),
+                ));
+            }
+        }
+        if peer.is_root() || owner == peer.uid {
+            return Ok(id);
+        }
+        for n in req.networks.iter().filter(|n| n.take_over.is_some()) {
+            let Some(crate::config::NetworkKind::Pod(p)) =
+                self.config.network(&n.network).map(|x| &x.kind)
+            else {
+                continue; // plan() refuses it with a clearer message
+            };
+            let a = &p.adopt_any;
+            if !(a.users.contains(&peer.uid) || a.groups.iter().any(|g| peer.in_group(*g))) {
+                return Err(err(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "uid {} does not own that network namespace (its user namespace \
+                         belongs to uid {owner}), and network {} does not let it adopt others",
+                        peer.uid, n.network
+                    ),
+                ));
+            }
+        }
+        Ok(id)
+    }
+
     async fn attach(
         self: &Arc<Self>,
         peer: &Peer,
         req: AttachRequest,
+        passed: Vec<OwnedFd>,
     ) -> Result<(Attachment, Vec<OwnedFd>), Error> {
         if req.networks.is_empty() || req.networks.len() > MAX_NICS {
             return Err(err(
@@ -469,6 +529,21 @@ impl Daemon {
             }
         }
 
+        // The shim path: the one fd of the frame is the pod's namespace; other fds are closed.
+        let pod_fd = if req.networks.iter().any(|n| n.take_over.is_some()) {
+            Some(passed.into_iter().next().ok_or_else(|| {
+                err(
+                    ErrorCode::InvalidRequest,
+                    "a take-over needs the pod's network namespace as the request's fd".to_owned(),
+                )
+            })?)
+        } else {
+            None
+        };
+        let pod_netns = match &pod_fd {
+            Some(fd) => Some(self.admit_pod_netns(peer, &req, fd.as_fd())?),
+            None => None,
+        };
         let key = (peer.uid, req.vm.clone());
         let cancel = CancellationToken::new();
         // The same id again while its release finishes in the background (or while another
@@ -499,7 +574,7 @@ impl Daemon {
                     format!("VM {} is already attached for uid {}", req.vm, peer.uid),
                 ));
             }
-            let record = lifecycle::plan(self, &reg, peer, &req)?;
+            let record = lifecycle::plan(self, &reg, peer, &req, pod_netns)?;
             reg.entries.insert(
                 key.clone(),
                 Entry {
@@ -522,7 +597,14 @@ impl Daemon {
             }
         };
         let started = std::time::Instant::now();
-        let built = lifecycle::build(self, &mut record, peer.gid, &cancel).await;
+        let built = lifecycle::build(
+            self,
+            &mut record,
+            pod_fd.as_ref().map(|f| f.as_fd()),
+            peer.gid,
+            &cancel,
+        )
+        .await;
         let Built { fds } = match built {
             Ok(b) => b,
             Err(e) => {

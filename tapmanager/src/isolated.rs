@@ -210,6 +210,7 @@ pub(crate) async fn build_port(
         end(veth_index, NS_VETH),
         mtu,
         (iface.mac, ip),
+        crate::join::NS_BRIDGE,
     )
     .await?;
     d.links

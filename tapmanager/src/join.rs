@@ -23,7 +23,7 @@ const ETH_SRC: i32 = -8;
 const IP_SRC: i32 = 12;
 const ARP_SHA: i32 = 8;
 const ARP_SPA: i32 = 14;
-/// The bridge of the bridge binding, inside the guest's namespace.
+/// The bridge of the bridge binding, inside a namespace of the daemon's own.
 pub const NS_BRIDGE: &str = "br0";
 
 /// One end of the join: a link's index and name, both in the namespace `links` talks to.
@@ -33,8 +33,8 @@ pub struct End<'a> {
     pub name: &'a str,
 }
 
-/// Joins `tap` and `veth` (both up) by `binding`. `guest` is the only source (MAC, IPv4) the
-/// guest may use. Runs once per guest on a fresh namespace.
+/// Joins `tap` and `veth` (both up) by `binding`; the bridge binding's bridge is named
+/// `bridge`. `guest` is the only source (MAC, IPv4) the guest may use.
 pub async fn join(
     links: &Links,
     binding: VethBinding,
@@ -42,13 +42,14 @@ pub async fn join(
     veth: End<'_>,
     mtu: u32,
     guest: (MacAddr, Ipv4Addr),
+    bridge: &str,
 ) -> Result<(), LinkError> {
     match binding {
         VethBinding::Bridge => {
-            let br = links.add_bridge(NS_BRIDGE, mtu).await?;
+            let br = links.add_bridge(bridge, mtu).await?;
             for end in [veth, tap] {
                 links
-                    .enslave_without_learning(end.index, end.name, br, NS_BRIDGE)
+                    .enslave_without_learning(end.index, end.name, br, bridge)
                     .await?;
             }
         }
@@ -73,12 +74,12 @@ pub async fn join(
     Ok(())
 }
 
-/// The bridge binding's guard, for one `nft -f` inside the guest's namespace: the TAP may send
+/// The bridge binding's guard (nftables table `table`), for one `nft -f` in the namespace: the TAP may send
 /// only IPv4 and ARP from the guest's MAC and address, and DHCP crosses the bridge in neither
 /// direction (the guest's own server answers on the TAP's packet socket, before the bridge).
-pub fn bridge_guard_script(tap: &str, mac: MacAddr, ip: Ipv4Addr) -> String {
+pub fn bridge_guard_script(table: &str, tap: &str, mac: MacAddr, ip: Ipv4Addr) -> String {
     format!(
-        "table bridge tapmanager_guest {{\n  chain forward {{ type filter hook forward priority 0; policy accept;\n    \
+        "table bridge {table} {{\n  chain forward {{ type filter hook forward priority 0; policy accept;\n    \
          udp dport {{ 67, 68 }} counter drop\n    \
          iifname \"{tap}\" ether saddr != {mac} counter drop\n    \
          iifname \"{tap}\" ether type ip ip saddr != {ip} counter drop\n    \

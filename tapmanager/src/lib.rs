@@ -21,6 +21,7 @@ pub mod macvtap;
 pub mod names;
 pub mod netns;
 pub mod peer;
+pub mod pod;
 pub mod privileges;
 pub mod reaper;
 pub mod state;

@@ -64,20 +64,38 @@ fn invalid(msg: String) -> Error {
 
 /// Chooses every NIC's TAP name, MAC and address. Pure bookkeeping: called under the registry
 /// lock with everything already attached, so concurrent attaches never pick the same values.
+/// `pod_netns` is the identity of the namespace a shim passed (its NICs with `take_over`).
 pub(crate) fn plan(
     d: &Daemon,
     reg: &Registry,
     peer: &Peer,
     req: &AttachRequest,
+    pod_netns: Option<(u64, u64)>,
 ) -> Result<Record, Error> {
     let taken: Vec<&Interface> = reg.records().flat_map(|r| r.interfaces.iter()).collect();
     let mut planned: Vec<Interface> = Vec::new();
     let mut transit: Vec<(IfName, std::net::Ipv4Addr)> = Vec::new();
+    let mut took: Vec<crate::state::Taken> = Vec::new();
     for (i, n) in req.networks.iter().enumerate() {
         let net = d
             .config
             .network(&n.network)
             .expect("authorized networks exist");
+        match (&net.kind, &n.take_over) {
+            (NetworkKind::Pod(_), None) => {
+                return Err(invalid(format!(
+                    "network {} is a pod network: name the interface to take over",
+                    n.network
+                )))
+            }
+            (NetworkKind::Pod(_), Some(_)) | (_, None) => {}
+            (_, Some(_)) => {
+                return Err(invalid(format!(
+                    "network {} is not a pod network: nothing can be taken over on it",
+                    n.network
+                )))
+            }
+        }
         // Everything already on this network, attached or planned in this request.
         let on_net: Vec<&Interface> = taken
             .iter()
@@ -180,6 +198,42 @@ pub(crate) fn plan(
             },
             // The LAN's own DHCP addresses the guest.
             NetworkKind::Macvtap(mv) => (None, None, mv.mtu),
+            // The pod's interface has the address, gateway, MTU and MAC: known at build.
+            NetworkKind::Pod(_) => {
+                let name = n.take_over.clone().expect("checked above");
+                let netns = pod_netns.ok_or_else(|| {
+                    invalid("a take-over needs the pod's namespace as the request's fd".into())
+                })?;
+                if n.mac.is_some() {
+                    return Err(invalid(format!(
+                        "the guest takes the MAC of {name}, so none may be asked for"
+                    )));
+                }
+                let holder = reg
+                    .records()
+                    .flat_map(|r| r.taken.iter().map(move |t| (r, t)))
+                    .find(|(_, t)| t.netns == netns && t.name == name);
+                if let Some((r, _)) = holder {
+                    return Err(Error::new(
+                        ErrorCode::AlreadyAttached,
+                        format!(
+                            "{name} of that namespace is already taken over by VM {}",
+                            r.vm
+                        ),
+                    ));
+                }
+                if took.iter().any(|t| t.netns == netns && t.name == name) {
+                    return Err(invalid(format!(
+                        "{name} is taken over twice in this request"
+                    )));
+                }
+                took.push(crate::state::Taken {
+                    ifname: ifname.clone(),
+                    netns,
+                    name,
+                });
+                (None, None, 1500)
+            }
             // The plugins decide address, gateway, MTU and MAC at build.
             NetworkKind::Cni(_) => {
                 if n.mac.is_some() {
@@ -214,6 +268,7 @@ pub(crate) fn plan(
             .unwrap_or(0),
         interfaces: planned,
         transit,
+        taken: took,
     })
 }
 
@@ -238,6 +293,7 @@ fn guard(iface: &Interface) -> Option<PortGuard> {
 pub(crate) async fn build(
     d: &Daemon,
     record: &mut Record,
+    pod_netns: Option<std::os::fd::BorrowedFd<'_>>,
     gid: u32,
     cancel: &CancellationToken,
 ) -> Result<Built, BoxError> {
@@ -249,6 +305,19 @@ pub(crate) async fn build(
             .network(&iface.network)
             .ok_or("network vanished")?
             .kind;
+        if let NetworkKind::Pod(p) = kind {
+            let mut built = iface.clone();
+            let name = record
+                .taken_of(&iface.ifname)
+                .ok_or("no interface to take over")?
+                .clone();
+            let netns = pod_netns.ok_or("no pod namespace")?;
+            let port =
+                crate::pod::build_port(d, p, record, &mut built, &name, netns, gid, cancel).await;
+            record.interfaces[i] = built;
+            fds.extend(port?);
+            continue;
+        }
         if let NetworkKind::Cni(c) = kind {
             let mut built = iface.clone();
             let port = crate::cni::port::build_port(d, c, record, &mut built, gid, cancel).await;
@@ -262,7 +331,7 @@ pub(crate) async fn build(
                 crate::isolated::build_port(d, iso, record, iface, gid, cancel).await?
             }
             NetworkKind::Macvtap(mv) => crate::macvtap::build_port(d, mv, iface).await?,
-            NetworkKind::Cni(_) => unreachable!("built above"),
+            NetworkKind::Cni(_) | NetworkKind::Pod(_) => unreachable!("built above"),
         };
         fds.extend(port);
     }
@@ -318,6 +387,19 @@ pub(crate) fn binding(d: &Daemon, record: &Record, iface: &Interface) -> Option<
     let mut routes = Vec::new();
     let (server_mac, dns, search, domain, mtu, lease_secs) = match &net.kind {
         NetworkKind::Macvtap(_) => return None,
+        // What the pod's interface had, as saved (the same after a restart).
+        NetworkKind::Pod(p) => {
+            let (_, _, r) = crate::pod::lease(&crate::pod::saved(d, iface)?)?;
+            routes = r;
+            (
+                crate::cni::port::veth_mac(&iface.ifname),
+                p.dns.clone(),
+                p.search.clone(),
+                None,
+                iface.mtu,
+                p.lease_secs,
+            )
+        }
         // What the plugins said, from the cache entry (the same after a restart).
         NetworkKind::Cni(c) => {
             let lease = crate::cni::port::cached_lease(d, iface)?;
@@ -385,6 +467,7 @@ fn rebind_dhcp(d: &Daemon, record: &Record, iface: &Interface) -> Result<dhcp::S
     match d.config.network(&iface.network).map(|n| &n.kind) {
         Some(NetworkKind::Isolated(_)) => crate::isolated::bind_dhcp(d, iface, b),
         Some(NetworkKind::Cni(_)) => crate::cni::port::bind_dhcp(d, iface, b),
+        Some(NetworkKind::Pod(_)) => crate::pod::bind_dhcp(d, iface, b),
         _ => {
             let index = link::index_of(&iface.ifname).ok_or("TAP vanished")?;
             Ok(dhcp::Server::bind(index, b)?)
@@ -419,6 +502,9 @@ pub(crate) async fn teardown(d: &Daemon, record: &Record) -> bool {
         }
         if matches!(kind, Some(NetworkKind::Cni(_)) | None) {
             complete &= crate::cni::port::teardown_port(d, iface).await;
+        }
+        if matches!(kind, Some(NetworkKind::Pod(_)) | None) {
+            complete &= crate::pod::teardown_port(d, iface).await;
         }
         if matches!(kind, Some(NetworkKind::Macvtap(_)) | None) {
             if let Err(e) = d.firewall.remove_macvtap_guard(&iface.ifname).await {
@@ -458,6 +544,7 @@ pub(crate) async fn reconcile(d: &Arc<Daemon>) -> Result<(), DaemonError> {
                 Some(NetworkKind::Macvtap(_)) => link::index_of(&i.ifname).is_some(),
                 // No host link of that name: the plugins' host side is theirs.
                 Some(NetworkKind::Cni(_)) => crate::cni::port::intact(d, i),
+                Some(NetworkKind::Pod(_)) => crate::pod::intact(d, i),
                 None => false,
             }
         });
@@ -531,6 +618,7 @@ pub(crate) async fn reconcile(d: &Arc<Daemon>) -> Result<(), DaemonError> {
     }
     // DEL before the orphan namespaces go: plugins clean up inside them.
     crate::cni::port::reconcile(d, &known).await;
+    crate::pod::reconcile(d, &known).await;
     crate::isolated::remove_orphan_namespaces(d, &known);
     crate::macvtap::remove_stale_nodes(&d.config.state_dir);
     for name in d.links.list_names().await? {

@@ -191,6 +191,7 @@ fn serve(config_path: &Path) -> Result<(), MainError> {
                 n.kind,
                 tapmanager::config::NetworkKind::Isolated(_)
                     | tapmanager::config::NetworkKind::Cni(_)
+                    | tapmanager::config::NetworkKind::Pod(_)
             )
         });
         let device_nodes = config

@@ -54,6 +54,26 @@ impl NetNs {
         NetNs::open(path)
     }
 
+    /// Pins a namespace someone else made (a caller's, passed as an fd) at `path`, so the
+    /// daemon can reach it again after a restart. Unpinning ([`NetNs::delete`]) does not end
+    /// it while its own processes hold it.
+    pub fn pin(fd: std::os::fd::BorrowedFd<'_>, path: &Path) -> io::Result<NetNs> {
+        use std::os::fd::AsRawFd;
+        File::create(path)?;
+        let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        if let Err(e) = mount(
+            Some(source.as_str()),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ) {
+            let _ = std::fs::remove_file(path); // the empty placeholder; nothing else exists
+            return Err(e.into());
+        }
+        NetNs::open(path)
+    }
+
     /// Opens a namespace pinned earlier.
     pub fn open(path: &Path) -> io::Result<NetNs> {
         Ok(NetNs {
@@ -95,4 +115,44 @@ impl NetNs {
             _ => Ok(()),
         }
     }
+}
+
+/// A namespace's identity: (device, inode) of its nsfs file.
+pub fn identity(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    let st = nix::sys::stat::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// What a caller's namespace fd is, from the kernel's side: whether it is a network
+/// namespace, and the uid that owns its user namespace.
+pub fn owner_of_netns(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<u32> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd's namespace.
+    let kind = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
+    if kind < 0 {
+        return Err(io::Error::other(format!(
+            "not a namespace fd ({})",
+            io::Error::last_os_error()
+        )));
+    }
+    if kind != libc::CLONE_NEWNET {
+        return Err(io::Error::other("not a network namespace"));
+    }
+    // SAFETY: NS_GET_USERNS takes no argument and returns a new fd, owned below.
+    let userns = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_USERNS) };
+    if userns < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    let userns = unsafe { OwnedFd::from_raw_fd(userns) };
+    let mut uid: libc::uid_t = 0;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t to the pointer, which is valid and aligned.
+    let rc = unsafe { libc::ioctl(userns.as_raw_fd(), NS_GET_OWNER_UID, &mut uid) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(uid)
 }

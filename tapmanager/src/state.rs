@@ -43,6 +43,20 @@ pub struct Record {
     /// Masquerade NICs: the namespace side of the host-to-namespace /30, by host link name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transit: Vec<(protocol::IfName, std::net::Ipv4Addr)>,
+    /// Pod NICs: the interface of the caller's namespace each took over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taken: Vec<Taken>,
+}
+
+/// One interface of a caller's namespace that a NIC took over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Taken {
+    /// The NIC.
+    pub ifname: protocol::IfName,
+    /// The namespace: (device, inode) of its nsfs file.
+    pub netns: (u64, u64),
+    /// The pod's interface.
+    pub name: protocol::IfName,
 }
 
 impl Record {
@@ -52,6 +66,14 @@ impl Record {
             .iter()
             .find(|(n, _)| n == ifname)
             .map(|(_, a)| *a)
+    }
+
+    /// The pod interface a NIC took over.
+    pub fn taken_of(&self, ifname: &protocol::IfName) -> Option<&protocol::IfName> {
+        self.taken
+            .iter()
+            .find(|t| t.ifname == *ifname)
+            .map(|t| &t.name)
     }
 
     pub fn attachment(&self) -> Attachment {
@@ -183,6 +205,7 @@ mod tests {
                 vnet_hdr: true,
             }],
             transit: Vec::new(),
+            taken: Vec::new(),
         }
     }
 

@@ -1,12 +1,16 @@
 //! The command line: `vmwrapper [--socket PATH] [--id VM_ID] [--hypervisor KIND]
-//! --net NAME[,mac=MAC][,queues=N] [--net ...] -- HYPERVISOR [ARGS...]`.
+//! [--netns PATH] --net NAME[,mac=MAC][,queues=N][,take=IFNAME] [--net ...] -- HYPERVISOR
+//! [ARGS...]`.
 
 use crate::hypervisor::Kind;
 use protocol::{MacAddr, NetworkName, NetworkRequest, VmId};
 use std::path::PathBuf;
 
 pub const USAGE: &str = "usage: vmwrapper [--socket PATH] [--id VM_ID] [--hypervisor qemu] \
---net NAME[,mac=MAC][,queues=N] [--net ...] -- HYPERVISOR [ARGS...]";
+[--netns PATH] --net NAME[,mac=MAC][,queues=N][,take=IFNAME] [--net ...] -- HYPERVISOR [ARGS...]
+
+--netns PATH: a network namespace (e.g. /proc/PID/ns/net) whose interfaces the --net entries \
+with take=IFNAME take over (a network of kind pod); opened by vmwrapper, passed as an fd.";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Args {
@@ -14,6 +18,8 @@ pub struct Args {
     pub id: Option<VmId>,
     pub hypervisor: Option<Kind>,
     pub nets: Vec<NetworkRequest>,
+    /// The namespace whose interfaces `take=` NICs take over.
+    pub netns: Option<PathBuf>,
     pub command: Vec<String>,
 }
 
@@ -33,6 +39,8 @@ pub enum ArgsError {
     NoNet,
     #[error("no hypervisor command after --")]
     NoCommand,
+    #[error("take= needs --netns (the namespace whose interface is taken over)")]
+    TakeWithoutNetns,
 }
 
 /// Parses `NAME[,mac=MAC][,queues=N]`.
@@ -53,6 +61,12 @@ pub fn parse_net(spec: &str) -> Result<NetworkRequest, ArgsError> {
                     .map_err(|e: protocol::InvalidValue| bad(e.to_string()))?;
                 req.mac = Some(mac);
             }
+            Some(("take", v)) => {
+                req.take_over = Some(
+                    v.parse()
+                        .map_err(|e: protocol::InvalidValue| bad(e.to_string()))?,
+                );
+            }
             Some(("queues", v)) => {
                 req.queues = v
                     .parse()
@@ -62,7 +76,7 @@ pub fn parse_net(spec: &str) -> Result<NetworkRequest, ArgsError> {
             }
             _ => {
                 return Err(bad(format!(
-                    "unknown part {p:?} (expected mac=... or queues=...)"
+                    "unknown part {p:?} (expected mac=..., queues=... or take=...)"
                 )))
             }
         }
@@ -76,6 +90,7 @@ pub fn parse(argv: &[String]) -> Result<Args, ArgsError> {
         id: None,
         hypervisor: None,
         nets: Vec::new(),
+        netns: None,
         command: Vec::new(),
     };
     let mut it = argv.iter();
@@ -108,6 +123,7 @@ pub fn parse(argv: &[String]) -> Result<Args, ArgsError> {
                 a.hypervisor = Some(Kind::from_name(&v).ok_or(ArgsError::Hypervisor(v))?);
             }
             "--net" => a.nets.push(parse_net(&value()?)?),
+            "--netns" => a.netns = Some(value()?.into()),
             other => return Err(ArgsError::UnknownOption(other.to_owned())),
         }
     }
@@ -116,6 +132,9 @@ pub fn parse(argv: &[String]) -> Result<Args, ArgsError> {
     }
     if a.command.is_empty() {
         return Err(ArgsError::NoCommand);
+    }
+    if a.netns.is_none() && a.nets.iter().any(|n| n.take_over.is_some()) {
+        return Err(ArgsError::TakeWithoutNetns);
     }
     Ok(a)
 }
@@ -141,6 +160,22 @@ mod tests {
         assert_eq!(a.nets[1].mac.unwrap().to_string(), "aa:bb:cc:dd:ee:00");
         assert_eq!(a.nets[1].queues, 4);
         assert_eq!(a.command, argv("qemu-system-x86_64 -m 512 -- x"));
+    }
+
+    #[test]
+    fn a_take_over_names_the_interface_and_needs_the_namespace() {
+        let a = parse(&argv(
+            "--netns /proc/42/ns/net --net pods,take=eth0 --net pods,take=net1,queues=2 -- qemu",
+        ))
+        .unwrap();
+        assert_eq!(a.netns, Some(PathBuf::from("/proc/42/ns/net")));
+        assert_eq!(a.nets[0].take_over.as_ref().unwrap().as_str(), "eth0");
+        assert_eq!(a.nets[1].take_over.as_ref().unwrap().as_str(), "net1");
+        assert_eq!(
+            parse(&argv("--net pods,take=eth0 -- qemu")),
+            Err(ArgsError::TakeWithoutNetns)
+        );
+        assert!(parse(&argv("--netns /x --net pods,take=a/b -- qemu")).is_err());
     }
 
     #[test]

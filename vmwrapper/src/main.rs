@@ -60,10 +60,20 @@ fn main() -> ExitCode {
             return fail(msg);
         }
     };
-    let (attachment, received) = match client.attach(AttachRequest {
+    let req = AttachRequest {
         vm: vm.clone(),
         networks: a.nets.clone(),
-    }) {
+    };
+    let attached = match &a.netns {
+        // Opened as the caller: the kernel's permission check is the first gate, the
+        // daemon's ownership check the second.
+        Some(path) => match std::fs::File::open(path) {
+            Ok(f) => client.attach_pod(req, std::os::fd::AsFd::as_fd(&f)),
+            Err(e) => return fail(format!("cannot open --netns {}: {e}", path.display())),
+        },
+        None => client.attach(req),
+    };
+    let (attachment, received) = match attached {
         Ok(x) => x,
         Err(e) => return fail(protocol::error_chain(&e)),
     };

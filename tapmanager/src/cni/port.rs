@@ -157,7 +157,8 @@ pub(crate) async fn build_port(
     let guest_mac = eth.mac.ok_or("eth0 has no MAC")?;
     let mtu = eth.mtu.unwrap_or(1500);
     if binding == VethBinding::Bridge {
-        let script = crate::join::bridge_guard_script(NS_TAP, guest_mac, guard_ip);
+        let script =
+            crate::join::bridge_guard_script("tapmanager_guest", NS_TAP, guest_mac, guard_ip);
         ns.run_in(move || crate::firewall::run_nft_once(&script, "the bridge binding's guard"))?;
     }
     inner
@@ -173,6 +174,7 @@ pub(crate) async fn build_port(
         end(eth.index, CNI_IFNAME),
         mtu,
         (guest_mac, guard_ip),
+        crate::join::NS_BRIDGE,
     )
     .await?;
     iface.mac = guest_mac;

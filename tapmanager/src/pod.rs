@@ -1,0 +1,321 @@
+//! The shim path: a caller (a container runtime's shim) passes its pod's network namespace as
+//! an fd and names the interface its VM takes over, Virtlet's way:
+//!
+//! 1. the namespace is pinned at `<state_dir>/netns/<ifname>`, so a restarted daemon can reach
+//!    it (unpinning later never ends it while the pod's processes hold it);
+//! 2. the interface's MAC, MTU, IPv4 addresses and routes are saved to
+//!    `<state_dir>/pods/<ifname>.json` before anything changes;
+//! 3. its addresses come off, it gets a MAC of ours, a TAP named like the NIC (`tm…`) is made
+//!    for the caller and joined to it by the network's binding, and a DHCP server on the TAP
+//!    hands the guest the pod's address, gateway and routes, with the interface's old MAC;
+//! 4. teardown gives everything back: TAP, bridge, guard and ingress filters gone, the MAC,
+//!    MTU, addresses and routes restored, the pin removed. The pod is as it was.
+//!
+//! Whether the caller may pass that namespace at all is decided before (daemon.rs):
+//! [`crate::netns::owner_of_netns`] against the caller's uid and the network's policy.
+
+use crate::config::{PodNet, VethBinding};
+use crate::daemon::Daemon;
+use crate::link::{Links, SavedAddress, SavedRoute};
+use crate::netns::NetNs;
+use crate::state::Record;
+use crate::tap;
+use ipnet::Ipv4Net;
+use protocol::{IfName, Interface, MacAddr};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use tokio_util::sync::CancellationToken;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a taken-over interface was, saved before the daemon touched it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saved {
+    /// The NIC (and the TAP inside the pod, and the pin): the daemon's generated name.
+    pub ifname: IfName,
+    /// The pod's interface.
+    pub taken: IfName,
+    pub mac: MacAddr,
+    pub mtu: u32,
+    pub addresses: Vec<SavedAddress>,
+    pub routes: Vec<SavedRoute>,
+    pub binding: String,
+}
+
+fn dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("pods")
+}
+
+fn cache_path(state_dir: &Path, ifname: &str) -> PathBuf {
+    dir(state_dir).join(format!("{ifname}.json"))
+}
+
+fn write_saved(state_dir: &Path, s: &Saved) -> std::io::Result<()> {
+    let d = dir(state_dir);
+    std::fs::create_dir_all(&d)?;
+    let target = cache_path(state_dir, s.ifname.as_str());
+    let tmp = target.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(s).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &target)?;
+    std::fs::File::open(&d)?.sync_all()
+}
+
+fn read_saved(state_dir: &Path, ifname: &str) -> std::io::Result<Option<Saved>> {
+    match std::fs::read(cache_path(state_dir, ifname)) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(std::io::Error::other),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn pin_path(d: &Daemon, ifname: &IfName) -> PathBuf {
+    d.config.state_dir.join("netns").join(ifname.as_str())
+}
+
+/// The bridge binding's bridge inside the pod: named after the NIC, so two NICs in one pod
+/// never share one, and never a name the pod uses.
+fn bridge_name(ifname: &IfName) -> String {
+    format!("{ifname}b")
+}
+
+fn guard_table(ifname: &IfName) -> String {
+    format!("tapmanager_{ifname}")
+}
+
+/// Option 121 routes: (destination, next hop; 0.0.0.0 for on-link).
+type Routes = Vec<(Ipv4Net, Ipv4Addr)>;
+
+/// The guest's lease, from what was saved: the first address, the default route's gateway,
+/// the other routes (option 121).
+pub(crate) fn lease(s: &Saved) -> Option<(Ipv4Net, Ipv4Addr, Routes)> {
+    let address = s.addresses.first()?.net;
+    let gateway = s.routes.iter().find(|r| r.dst.prefix_len() == 0)?.gw?;
+    let routes = s
+        .routes
+        .iter()
+        .filter(|r| r.dst.prefix_len() != 0)
+        .map(|r| (r.dst, r.gw.unwrap_or(Ipv4Addr::UNSPECIFIED)))
+        .collect();
+    Some((address, gateway, routes))
+}
+
+pub(crate) fn saved(d: &Daemon, iface: &Interface) -> Option<Saved> {
+    read_saved(&d.config.state_dir, iface.ifname.as_str()).ok()?
+}
+
+/// Takes over `taken` in the caller's namespace `netns` for one NIC; fills in the interface's
+/// MAC, address, gateway and MTU and returns the TAP fds. [`teardown_port`] undoes any prefix.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn build_port(
+    d: &Daemon,
+    net: &PodNet,
+    record: &Record,
+    iface: &mut Interface,
+    taken: &IfName,
+    netns: BorrowedFd<'_>,
+    gid: u32,
+    cancel: &CancellationToken,
+) -> Result<Vec<OwnedFd>, BoxError> {
+    let pin = pin_path(d, &iface.ifname);
+    std::fs::create_dir_all(pin.parent().ok_or("state dir")?)?;
+    let ns = NetNs::pin(netns, &pin)
+        .map_err(|e| format!("cannot pin the pod's namespace at {}: {e}", pin.display()))?;
+    let handle = tokio::runtime::Handle::current();
+    let inner = ns.run_in(move || {
+        let _entered = handle.enter();
+        Links::connect().map_err(std::io::Error::other)
+    })?;
+    let eth = inner
+        .get(taken.as_str())
+        .await?
+        .ok_or_else(|| format!("the namespace has no interface {taken} to take over"))?;
+    let mac = eth.mac.ok_or("the interface has no MAC")?;
+    let mtu = eth.mtu.unwrap_or(1500);
+    let (addresses, routes) = inner.ipv4_state(eth.index, taken.as_str()).await?;
+    let saved = Saved {
+        ifname: iface.ifname.clone(),
+        taken: taken.clone(),
+        mac,
+        mtu,
+        addresses,
+        routes,
+        binding: match net.binding {
+            VethBinding::Bridge => "bridge".into(),
+            VethBinding::TcRedirect => "tc-redirect".into(),
+        },
+    };
+    let (address, gateway, _) = lease(&saved).ok_or_else(|| {
+        format!("{taken} has no IPv4 address and default route to hand to the guest")
+    })?;
+    // Saved before any change: from here on, teardown can give it all back.
+    write_saved(&d.config.state_dir, &saved)?;
+
+    let (uid, queues, tap_name) = (record.uid, iface.queues, iface.ifname.clone());
+    let bridge_guard = (net.binding == VethBinding::Bridge).then(|| {
+        crate::join::bridge_guard_script(
+            &guard_table(&iface.ifname),
+            iface.ifname.as_str(),
+            mac,
+            address.addr(),
+        )
+    });
+    let (tap, tap_index) = ns.run_in(move || {
+        let tap = tap::create(&tap_name, queues, uid, gid)
+            .map_err(|e| std::io::Error::other(format!("cannot create the TAP in the pod: {e}")))?;
+        let index = nix::net::if_::if_nametoindex(tap_name.as_str())?;
+        if let Some(script) = bridge_guard {
+            crate::firewall::run_nft_once(&script, "the bridge binding's guard")?;
+        }
+        Ok((tap, index))
+    })?;
+    let ours = crate::cni::port::veth_mac(&iface.ifname);
+    inner.strip(eth.index, taken.as_str(), ours).await?;
+    inner.up(eth.index, taken.as_str(), mtu, None).await?;
+    inner
+        .up(tap_index, iface.ifname.as_str(), mtu, None)
+        .await?;
+    let end = |index, name| crate::join::End { index, name };
+    crate::join::join(
+        &inner,
+        net.binding,
+        end(tap_index, iface.ifname.as_str()),
+        end(eth.index, taken.as_str()),
+        mtu,
+        (mac, address.addr()),
+        &bridge_name(&iface.ifname),
+    )
+    .await?;
+    iface.mac = mac;
+    iface.address = Some((address.addr(), address.prefix_len()));
+    iface.gateway = Some(gateway);
+    iface.mtu = mtu;
+    let b = crate::lifecycle::binding(d, record, iface).ok_or("no DHCP binding")?;
+    let server = bind_dhcp_at(&ns, iface.ifname.clone(), b)?;
+    crate::lifecycle::spawn_dhcp(server, iface, cancel);
+    Ok(tap.fds)
+}
+
+fn bind_dhcp_at(ns: &NetNs, tap: IfName, b: dhcp::Binding) -> Result<dhcp::Server, BoxError> {
+    Ok(ns.run_in(move || {
+        let index = nix::net::if_::if_nametoindex(tap.as_str())?;
+        dhcp::Server::bind(index, b).map_err(std::io::Error::other)
+    })?)
+}
+
+/// Binds the DHCP server of an adopted pod NIC again.
+pub(crate) fn bind_dhcp(
+    d: &Daemon,
+    iface: &Interface,
+    b: dhcp::Binding,
+) -> Result<dhcp::Server, BoxError> {
+    bind_dhcp_at(
+        &NetNs::open(&pin_path(d, &iface.ifname))?,
+        iface.ifname.clone(),
+        b,
+    )
+}
+
+/// Whether an adopted pod NIC's pin and saved state are still there.
+pub(crate) fn intact(d: &Daemon, iface: &Interface) -> bool {
+    pin_path(d, &iface.ifname).exists() && saved(d, iface).is_some()
+}
+
+/// Gives a pod back what was taken: our links, guard and filters gone, the interface's MAC,
+/// MTU, addresses and routes restored; then the saved state and the pin go.
+async fn restore(d: &Daemon, s: &Saved) -> Result<(), BoxError> {
+    let pin = pin_path(d, &s.ifname);
+    if pin.exists() {
+        let ns = NetNs::open(&pin)?;
+        let handle = tokio::runtime::Handle::current();
+        let table = guard_table(&s.ifname);
+        let bridge = s.binding == "bridge";
+        let inner = ns.run_in(move || {
+            if bridge {
+                // Converges: the table may never have been made.
+                crate::firewall::run_nft_once(
+                    &format!("add table bridge {table}\ndelete table bridge {table}\n"),
+                    "removing the bridge binding's guard",
+                )?;
+            }
+            let _entered = handle.enter();
+            Links::connect().map_err(std::io::Error::other)
+        })?;
+        inner.delete_if_exists(s.ifname.as_str()).await?;
+        inner.delete_if_exists(&bridge_name(&s.ifname)).await?;
+        if let Some(eth) = inner.get(s.taken.as_str()).await? {
+            inner.del_ingress_qdisc(eth.index).await?;
+            inner
+                .down_with(eth.index, s.taken.as_str(), s.mac, s.mtu)
+                .await?;
+            inner.up(eth.index, s.taken.as_str(), s.mtu, None).await?;
+            inner
+                .restore_ipv4(eth.index, s.taken.as_str(), &s.addresses, &s.routes)
+                .await?;
+        } else {
+            tracing::warn!(ifname = %s.ifname, taken = %s.taken, "the pod's interface is gone; nothing to give back");
+        }
+    }
+    match std::fs::remove_file(cache_path(&d.config.state_dir, s.ifname.as_str())) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    NetNs::delete(&pin)?;
+    Ok(())
+}
+
+/// Undoes a pod NIC. Idempotent; a failure keeps the saved state for the next start.
+pub(crate) async fn teardown_port(d: &Daemon, iface: &Interface) -> bool {
+    let outcome = match read_saved(&d.config.state_dir, iface.ifname.as_str()) {
+        Ok(Some(s)) => restore(d, &s).await,
+        // Nothing was changed yet: only the pin may exist.
+        Ok(None) => NetNs::delete(&pin_path(d, &iface.ifname)).map_err(Into::into),
+        Err(e) => Err(e.into()),
+    };
+    match outcome {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(ifname = %iface.ifname, error = %e, "cannot give the pod its interface back");
+            false
+        }
+    }
+}
+
+/// Start-up: pods whose NIC nobody holds (a crash before the journal) get their interfaces
+/// back. Runs before the orphan-pin sweep.
+pub(crate) async fn reconcile(d: &Daemon, known: &HashSet<IfName>) {
+    let Ok(rd) = std::fs::read_dir(dir(&d.config.state_dir)) else {
+        return;
+    };
+    for f in rd.flatten() {
+        let p = f.path();
+        if p.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let Some(s) = std::fs::read(&p)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Saved>(&b).ok())
+        else {
+            tracing::error!(file = %p.display(), "unreadable saved pod interface");
+            continue;
+        };
+        if known.contains(&s.ifname) {
+            continue;
+        }
+        match restore(d, &s).await {
+            Ok(()) => {
+                tracing::info!(ifname = %s.ifname, taken = %s.taken, "gave a pod its interface back")
+            }
+            Err(e) => {
+                tracing::error!(ifname = %s.ifname, error = %e, "cannot give a pod its interface back")
+            }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! Kernel tier (root): the shim path. A "pod" namespace made by the test (its interface set
+//! up by Debian's CNI bridge plugin, or by an unprivileged user in a namespace of their own)
+//! is passed to the daemon as an fd; the guest takes over the pod's interface, and gets it
+//! back as it was on release. Namespaces the caller does not own are refused.
+
+use protocol::{AttachRequest, NetworkRequest};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::process::{Command, Stdio};
+use tapmanager_tests::cnidir::{CniDir, DEBIAN_PLUGINS};
+use tapmanager_tests::fakevm::FakeVm;
+use tapmanager_tests::sandbox::{is_root, run, Netns, Sandbox};
+
+const GROUP: u32 = 47_061;
+const USER: u32 = 47_062;
+
+fn pods_network(binding: &str) -> String {
+    format!("[networks.pods]\nkind = \"pod\"\nbinding = \"{binding}\"\ndns = [\"10.88.99.53\"]\n")
+}
+
+/// The pod's side as `ip` shows it: eth0's link line and IPv4 addresses, the routes, and
+/// every link name.
+fn pod_state(pod: &Netns) -> String {
+    let link = pod.ip(&["-o", "link", "show", "dev", "eth0"]);
+    // The link line without its counters-ish parts: name, flags, MTU, MAC.
+    let link: String = link
+        .split_whitespace()
+        .filter(|w| w.contains(':') || w.starts_with('<') || w.parse::<u32>().is_ok())
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "{link}\n{}{}{}",
+        pod.ip(&["-4", "-o", "addr", "show", "dev", "eth0"]),
+        pod.ip(&["-4", "route", "show"]),
+        pod.ip(&["-o", "link", "show"])
+            .lines()
+            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned() + "\n")
+            .collect::<String>()
+    )
+}
+
+/// The bridge plugin run by the test into `pod`, with its host side in the sandbox's
+/// namespace, as a kubelet's CNI would.
+fn cni(sb: &Sandbox, d: &CniDir, pod: &Netns, command: &str) -> String {
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "tmpod", "type": "bridge", "bridge": "tmpodbr",
+        "isGateway": true,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.50.0/24"}]],
+                 "routes": [{"dst": "0.0.0.0/0"}], "dataDir": d.ipam()}
+    });
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &sb.ns.name, "env", "-i"])
+        .arg(format!("CNI_COMMAND={command}"))
+        .arg("CNI_CONTAINERID=tmtestpod")
+        .arg(format!("CNI_NETNS=/run/netns/{}", pod.name))
+        .arg("CNI_IFNAME=eth0")
+        .arg(format!("CNI_PATH={DEBIAN_PLUGINS}"))
+        .arg(format!("{DEBIAN_PLUGINS}/bridge"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "CNI {command}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn take_over(net: &str) -> AttachRequest {
+    let mut n = NetworkRequest::new(net.parse().unwrap());
+    n.take_over = Some("eth0".parse().unwrap());
+    AttachRequest {
+        vm: "podvm".parse().unwrap(),
+        networks: vec![n],
+    }
+}
+
+/// Pins, saved pod interfaces and journal entries the daemon holds.
+fn held(sb: &Sandbox) -> (usize, usize, usize) {
+    let count = |p: std::path::PathBuf| std::fs::read_dir(p).map(|r| r.count()).unwrap_or(0);
+    (
+        count(sb.dir.join("state/netns")),
+        count(sb.dir.join("state/pods")),
+        sb.journal_entries().len(),
+    )
+}
+
+#[test]
+fn a_shim_hands_its_pods_interface_to_the_guest_and_gets_it_back() {
+    if !is_root("a_shim_hands_its_pods_interface_to_the_guest_and_gets_it_back") {
+        return;
+    }
+    for binding in ["tc-redirect", "bridge"] {
+        let d = CniDir::new(&format!("pod-{binding}"));
+        let mut sb = Sandbox::new("pod", GROUP, &pods_network(binding));
+        let pod = Netns::new("pod");
+        let result: serde_json::Value = serde_json::from_str(&cni(&sb, &d, &pod, "ADD")).unwrap();
+        let pod_ip: std::net::Ipv4Addr = result["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let gw: std::net::Ipv4Addr = result["ips"][0]["gateway"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let before = pod_state(&pod);
+
+        let netns = File::open(format!("/run/netns/{}", pod.name)).unwrap();
+        let (a, fds) = sb
+            .client()
+            .attach_pod(take_over("pods"), netns.as_fd())
+            .expect("attach_pod");
+        let iface = &a.interfaces[0];
+        assert_eq!(iface.address.map(|(ip, _)| ip), Some(pod_ip), "{binding}");
+        assert!(
+            before.contains(&iface.mac.to_string()),
+            "{binding}: the guest has eth0's MAC"
+        );
+        // While the guest has it, the pod's interface holds no address.
+        let during = pod.ip(&["-4", "-o", "addr", "show", "dev", "eth0"]);
+        assert!(during.trim().is_empty(), "{binding}: {during}");
+
+        let vm = FakeVm::new(fds.into_iter().next().unwrap(), iface.mac.0);
+        let lease = vm.dhcp().expect("lease");
+        assert_eq!(lease.ip, pod_ip, "{binding}");
+        assert_eq!(lease.router, Some(gw), "{binding}");
+        assert_eq!(lease.dns, vec![std::net::Ipv4Addr::new(10, 88, 99, 53)]);
+        let gw_mac = vm
+            .arp(vm.mac, lease.ip, gw)
+            .expect("the pod's gateway answers ARP");
+        assert!(
+            vm.ping(gw_mac, lease.ip, gw),
+            "{binding}: the pod's gateway does not answer"
+        );
+
+        // A restart adopts it: the guest keeps its network and its lease renews.
+        sb.kill();
+        sb.start();
+        assert!(
+            vm.ping(gw_mac, lease.ip, gw),
+            "{binding}: lost after restart"
+        );
+        assert_eq!(vm.dhcp().expect("lease after restart").ip, pod_ip);
+
+        // Taking the same interface twice is refused.
+        let e = sb
+            .client()
+            .attach_pod(
+                AttachRequest {
+                    vm: "again".parse().unwrap(),
+                    ..take_over("pods")
+                },
+                netns.as_fd(),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("already taken over"), "{e}");
+
+        drop(vm);
+        sb.client().release(&"podvm".parse().unwrap()).unwrap();
+        assert!(
+            sb.wait_for(10, || held(&sb) == (0, 0, 0)),
+            "{binding}: left {:?}",
+            held(&sb)
+        );
+        // The pod as it was: address, routes, MAC, MTU, and no link of ours.
+        assert_eq!(pod_state(&pod), before, "{binding}");
+        let qdisc = pod.ip(&["link", "show", "dev", "eth0"]);
+        assert!(!qdisc.contains("ingress"), "{binding}: {qdisc}");
+        let (_, tc) = pod.exec(&["tc", "qdisc", "show", "dev", "eth0", "ingress"]);
+        assert!(tc.trim().is_empty(), "{binding}: ingress qdisc left: {tc}");
+        // And usable: the pod itself reaches its gateway again.
+        let (ok, out) = pod.exec(&["busybox", "ping", "-c", "1", "-W", "2", &gw.to_string()]);
+        assert!(ok, "{binding}: the pod lost its network: {out}");
+        cni(&sb, &d, &pod, "DEL");
+    }
+}
+
+#[test]
+fn namespaces_the_caller_does_not_own_are_refused() {
+    if !is_root("namespaces_the_caller_does_not_own_are_refused") {
+        return;
+    }
+    let sb = Sandbox::new("podown", GROUP, &pods_network("tc-redirect"));
+    // Root may adopt any pod, but never the daemon's own namespace (nor the host's: pid 1's,
+    // which this machine's pid 1 does not let even root open, so that case is not tried here).
+    let path = format!("/run/netns/{}", sb.ns.name);
+    let f = File::open(&path).unwrap();
+    let e = sb
+        .client()
+        .attach_pod(take_over("pods"), f.as_fd())
+        .unwrap_err();
+    assert!(e.to_string().contains("the daemon's own"), "{path}: {e}");
+    // Not a namespace at all.
+    let f = File::open("/dev/null").unwrap();
+    let e = sb
+        .client()
+        .attach_pod(take_over("pods"), f.as_fd())
+        .unwrap_err();
+    assert!(e.to_string().contains("not a namespace"), "{e}");
+
+    // A user passing a namespace root made (readable under /run/netns): refused.
+    let rootpod = Netns::new("rootpod");
+    rootpod.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "gw0"]);
+    let out = sb
+        .vmwrapper_as(USER, &GROUP.to_string())
+        .arg("--netns")
+        .arg(format!("/run/netns/{}", rootpod.name))
+        .args([
+            "--net",
+            "pods,take=eth0",
+            "--hypervisor",
+            "qemu",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("does not own that network namespace"),
+        "{stderr}"
+    );
+    assert!(rootpod
+        .ip(&["-o", "link", "show", "dev", "eth0"])
+        .contains("eth0"));
+
+    // The same user's own namespace (an unprivileged `unshare -Urn`): accepted, and given back.
+    let mut own =
+        tapmanager_tests::sandbox::as_user(USER, "", std::path::Path::new("/usr/bin/unshare"))
+            .args(["-Urn", "sh", "-c"])
+            .arg(
+                "ip link add eth0 type veth peer name gw0 && ip addr add 10.89.0.2/24 dev eth0 && \
+             ip link set eth0 up && ip link set gw0 up && ip route add default via 10.89.0.1 && \
+             echo ready && read x",
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(own.stdout.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let own_ns = format!("/proc/{}/ns/net", own.id());
+    let addr_in_own = || {
+        run(Command::new("nsenter")
+            .arg(format!("--net={own_ns}"))
+            .args(["ip", "-4", "-o", "addr", "show", "dev", "eth0"]))
+    };
+    let before = addr_in_own();
+    assert!(before.contains("10.89.0.2/24"), "{before}");
+    let mut guest = sb
+        .vmwrapper_as(USER, &GROUP.to_string())
+        .arg("--netns")
+        .arg(&own_ns)
+        .args([
+            "--id",
+            "mine",
+            "--net",
+            "pods,take=eth0",
+            "--hypervisor",
+            "qemu",
+            "--",
+        ])
+        .args(["sh", "-c", "read x || true"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let listed = sb.wait_for(10, || {
+        sb.client().list().is_ok_and(|l| {
+            l.iter().any(|a| {
+                a.uid == USER
+                    && a.interfaces[0].address.map(|(ip, _)| ip.to_string())
+                        == Some("10.89.0.2".into())
+            })
+        })
+    });
+    drop(guest.stdin.take());
+    let status = guest.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(guest.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(
+        listed,
+        "the user's own namespace was not taken over: {stderr}"
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(
+        sb.wait_for(10, || held(&sb) == (0, 0, 0)),
+        "left {:?}",
+        held(&sb)
+    );
+    assert_eq!(
+        addr_in_own(),
+        before,
+        "the user's namespace did not get eth0 back"
+    );
+    drop(own.stdin.take());
+    let _ = own.wait();
+}
