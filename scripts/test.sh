@@ -12,7 +12,7 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The integration tests run the daemon and vmwrapper binaries: build them first.
-cargo build --workspace --bins
+cargo build --workspace --bins --examples
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

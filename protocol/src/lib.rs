@@ -30,6 +30,31 @@
 //! `HelloReply::Rejected` with [`ErrorCode::VersionMismatch`] naming the versions it speaks.
 //! The `Hello`/`HelloReply` pair itself never changes, so that answer is always readable.
 //!
+//! # The shim path: taking over a pod's interface
+//!
+//! A container runtime shim whose pod already has a network (set up by the kubelet's CNI)
+//! hands that network to its VM instead of having one built:
+//!
+//! ```text
+//!  shim (uid U)                                       tapmanager (root)
+//!    open("/proc/<pod pid>/ns/net")  (the kernel checks U may)
+//!    Request{id, Attach{vm, networks: [           ---->  the frame's one fd is the namespace:
+//!      {network: "pods", take_over: "eth0"}]}}           a network namespace? not the daemon's
+//!    + the namespace fd (SCM_RIGHTS, same frame)         or the host's? owned by U (its user
+//!                                                        namespace's owner), or U may adopt any?
+//!                                                        save eth0 (MAC, MTU, addresses, routes);
+//!                                                        eth0's addresses off, a TAP for U joined
+//!                                                        to eth0 (tc-redirect or bridge), DHCP
+//!                                                        on the TAP hands out eth0's address
+//!                                             <----  Attached{interfaces: [{mac: eth0's old MAC,
+//!                                                    address: eth0's, gateway, ...}]} + TAP fd
+//!    exec the hypervisor with the fd; when it exits (or on Release) eth0 gets everything back
+//! ```
+//!
+//! A path string is never accepted: only the fd, opened by the shim with its own rights.
+//! `examples/shim.rs` is the whole exchange as a program
+//! (`cargo run -p tapmanager-protocol --example shim -- SOCKET NETNS NETWORK IFNAME`).
+//!
 //! # Example: a shim attaching a VM
 //!
 //! ```no_run
@@ -72,8 +97,9 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The version this crate speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The version this crate speaks. 2: `NetworkRequest::take_over` and the request's netns fd
+/// (the shim path), `Check`/`Checked`, `Status`.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Where the daemon listens by default.
 pub const DEFAULT_SOCKET: &str = "/run/tapmanager/tapmanager.sock";

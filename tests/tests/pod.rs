@@ -317,3 +317,44 @@ fn namespaces_the_caller_does_not_own_are_refused() {
     drop(own.stdin.take());
     let _ = own.wait();
 }
+
+/// The protocol crate's `examples/shim.rs`, built by `cargo test` next to the tests.
+fn shim_example() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let debug = exe.parent().unwrap().parent().unwrap();
+    let p = debug.join("examples/shim");
+    assert!(
+        p.exists(),
+        "{} not built: `cargo test --workspace` builds it (or `cargo build --examples`)",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn the_protocol_crates_shim_example_runs_the_whole_exchange() {
+    if !is_root("the_protocol_crates_shim_example_runs_the_whole_exchange") {
+        return;
+    }
+    let d = CniDir::new("pod-example");
+    let sb = Sandbox::new("podex", GROUP, &pods_network("tc-redirect"));
+    let pod = Netns::new("podex");
+    cni(&sb, &d, &pod, "ADD");
+    let before = pod_state(&pod);
+    let out = run(Command::new(shim_example())
+        .arg(&sb.socket)
+        .arg(format!("/run/netns/{}", pod.name))
+        .args(["pods", "eth0"]));
+    assert!(
+        out.contains("address 10.88.50.2/24, gateway 10.88.50.1"),
+        "{out}"
+    );
+    assert!(out.contains("released shim-"), "{out}");
+    assert!(
+        sb.wait_for(10, || held(&sb) == (0, 0, 0)),
+        "left {:?}",
+        held(&sb)
+    );
+    assert_eq!(pod_state(&pod), before);
+    cni(&sb, &d, &pod, "DEL");
+}
