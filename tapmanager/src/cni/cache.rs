@@ -1,6 +1,6 @@
 //! What DEL needs, written before ADD runs: the network configuration list as ADD used it,
 //! the runtime parameters, and (once ADD succeeded) its result. One file per CNI NIC under
-//! `<state_dir>/cni/`, replaced atomically (tmp, fsync, rename). A crash anywhere between the
+//! `<state_dir>/cni/`, named by the NIC, replaced atomically (tmp, fsync, rename). A crash anywhere between the
 //! first plugin and the reply leaves this file, and start-up runs DEL from it (libcni's
 //! result cache, made a duty).
 
@@ -11,10 +11,14 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
+    /// The NIC (its generated name): the file's name.
+    pub nic: String,
     pub network: String,
     pub container_id: String,
     pub netns: PathBuf,
     pub ifname: String,
+    /// The guest's TAP in the namespace.
+    pub tap: String,
     /// The list as ADD ran it: `name`, `cniVersion`, `plugins` (DEL must use the same).
     pub conflist: Value,
     pub bin_dirs: Vec<PathBuf>,
@@ -26,14 +30,14 @@ pub fn dir(state_dir: &Path) -> PathBuf {
     state_dir.join("cni")
 }
 
-fn path(state_dir: &Path, container_id: &str) -> PathBuf {
-    dir(state_dir).join(format!("{container_id}.json"))
+fn path(state_dir: &Path, nic: &str) -> PathBuf {
+    dir(state_dir).join(format!("{nic}.json"))
 }
 
 pub fn write(state_dir: &Path, e: &Entry) -> std::io::Result<()> {
     let d = dir(state_dir);
     std::fs::create_dir_all(&d)?;
-    let target = path(state_dir, &e.container_id);
+    let target = path(state_dir, &e.nic);
     let tmp = target.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(&serde_json::to_vec_pretty(e).map_err(std::io::Error::other)?)?;
@@ -42,8 +46,8 @@ pub fn write(state_dir: &Path, e: &Entry) -> std::io::Result<()> {
     std::fs::File::open(&d)?.sync_all()
 }
 
-pub fn read(state_dir: &Path, container_id: &str) -> std::io::Result<Option<Entry>> {
-    match std::fs::read(path(state_dir, container_id)) {
+pub fn read(state_dir: &Path, nic: &str) -> std::io::Result<Option<Entry>> {
+    match std::fs::read(path(state_dir, nic)) {
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
             .map_err(std::io::Error::other),
@@ -52,8 +56,8 @@ pub fn read(state_dir: &Path, container_id: &str) -> std::io::Result<Option<Entr
     }
 }
 
-pub fn remove(state_dir: &Path, container_id: &str) -> std::io::Result<()> {
-    match std::fs::remove_file(path(state_dir, container_id)) {
+pub fn remove(state_dir: &Path, nic: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(path(state_dir, nic)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
@@ -91,10 +95,12 @@ mod tests {
     fn entries_round_trip_and_list() {
         let state = std::env::temp_dir().join(format!("tm-cnicache-{}", std::process::id()));
         let e = Entry {
+            nic: "tm0123456789".into(),
             network: "pod".into(),
             container_id: "tm0123456789".into(),
             netns: "/run/tapmanager/netns/tm0123456789".into(),
             ifname: "eth0".into(),
+            tap: "tap0".into(),
             conflist: serde_json::json!({"name": "pods", "cniVersion": "1.0.0", "plugins": []}),
             bin_dirs: vec!["/usr/lib/cni".into()],
             result: None,

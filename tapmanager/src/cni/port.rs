@@ -1,15 +1,17 @@
 //! One CNI NIC, the Virtlet way done in one pass:
 //!
-//! 1. a namespace for the NIC, pinned at `<state_dir>/netns/<ifname>`;
+//! 1. the attachment's namespace: the CNI NICs of one guest share one (Multus's way), pinned at
+//!    `<state_dir>/netns/<first CNI NIC's name>`, whose name is also the container id; NIC k
+//!    (k-th CNI NIC of the guest) is `eth<k>` there, with the TAP `tap<k>`;
 //! 2. the cache entry DEL needs, on disk before any plugin runs;
-//! 3. ADD with the network's list into that namespace, interface `eth0`;
-//! 4. inside: the plugin's IPv4 addresses come off `eth0` (its routes go with them), `eth0`
-//!    gets a MAC of ours and the guest gets the one the plugin gave `eth0` (the network has
+//! 3. ADD with the network's list into that namespace, interface `eth<k>`;
+//! 4. inside: the plugin's IPv4 addresses come off `eth<k>` (its routes go with them), it
+//!    gets a MAC of ours and the guest gets the one the plugin gave it (the network has
 //!    learnt it), the TAP is created for the caller and joined to `eth0` by the binding;
 //! 5. the DHCP server on the TAP hands the guest the plugin's address, gateway, routes and DNS.
 //!
 //! Teardown runs DEL from the cache entry (never skipped: a failed DEL keeps the entry, and
-//! every start-up tries again), then removes the namespace.
+//! every start-up tries again); the first NIC's, torn down last, removes the namespace.
 
 use super::cache::{self, Entry};
 use super::conf::{self, ConfList};
@@ -31,26 +33,59 @@ use tokio_util::sync::CancellationToken;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The interface name the plugins are asked to create inside the NIC's namespace.
-pub const CNI_IFNAME: &str = "eth0";
-const NS_TAP: &str = "tap0";
-
 fn netns_path(d: &Daemon, ifname: &IfName) -> PathBuf {
     d.config.state_dir.join("netns").join(ifname.as_str())
 }
 
-/// The MAC `eth0` takes once the guest has the plugin's: derived from the NIC's name, first
+/// The MAC `eth<k>` takes once the guest has the plugin's: derived from the NIC's name, first
 /// byte 0xf2 (locally administered, unicast, and never a guest MAC the daemon derives).
 pub(crate) fn veth_mac(ifname: &IfName) -> MacAddr {
     let h = crate::names::bridge_mac(ifname.as_str());
     MacAddr([0xf2, h.0[1], h.0[2], h.0[3], h.0[4], h.0[5]])
 }
 
-fn runtime(d: &Daemon, ifname: &IfName) -> Runtime {
+/// Where a CNI NIC sits in its attachment.
+struct Place {
+    /// The attachment's first CNI NIC: names the namespace and is the container id.
+    owner: IfName,
+    netns: PathBuf,
+    eth: String,
+    tap: String,
+}
+
+impl Place {
+    fn of(d: &Daemon, record: &Record, iface: &Interface) -> Place {
+        let cni: Vec<&Interface> = record
+            .interfaces
+            .iter()
+            .filter(|i| {
+                matches!(
+                    d.config.network(&i.network).map(|n| &n.kind),
+                    Some(NetworkKind::Cni(_))
+                )
+            })
+            .collect();
+        let k = cni
+            .iter()
+            .position(|i| i.ifname == iface.ifname)
+            .unwrap_or(0);
+        let owner = cni
+            .first()
+            .map_or(iface.ifname.clone(), |i| i.ifname.clone());
+        Place {
+            netns: netns_path(d, &owner),
+            owner,
+            eth: format!("eth{k}"),
+            tap: format!("tap{k}"),
+        }
+    }
+}
+
+fn runtime(e: &Entry) -> Runtime {
     Runtime {
-        container_id: ifname.to_string(),
-        netns: netns_path(d, ifname),
-        ifname: CNI_IFNAME.to_owned(),
+        container_id: e.container_id.clone(),
+        netns: e.netns.clone(),
+        ifname: e.ifname.clone(),
     }
 }
 
@@ -81,11 +116,11 @@ pub struct Lease {
     pub domain: Option<String>,
 }
 
-/// Reads the guest's lease out of a CNI result.
-pub fn lease(r: &CniResult) -> Result<Lease, String> {
+/// Reads the guest's lease out of a CNI result for the namespace's interface `eth`.
+pub fn lease(r: &CniResult, eth: &str) -> Result<Lease, String> {
     let (address, gw) = r
-        .ipv4_on(CNI_IFNAME)
-        .ok_or_else(|| format!("the CNI result has no IPv4 address for {CNI_IFNAME}"))?;
+        .ipv4_on(eth)
+        .ok_or_else(|| format!("the CNI result has no IPv4 address for {eth}"))?;
     let routes = r.ipv4_routes();
     let default = routes
         .iter()
@@ -119,19 +154,26 @@ pub(crate) async fn build_port(
     cancel: &CancellationToken,
 ) -> Result<Vec<OwnedFd>, BoxError> {
     let list = conf::load(&net.conf_dir, &net.cni_network)?;
-    let path = netns_path(d, &iface.ifname);
-    std::fs::create_dir_all(path.parent().ok_or("state dir")?)?;
-    let ns = NetNs::create(&path)?;
-    let rt = runtime(d, &iface.ifname);
+    let place = Place::of(d, record, iface);
+    // The first CNI NIC makes the namespace; the others join it.
+    let ns = if place.owner == iface.ifname {
+        std::fs::create_dir_all(place.netns.parent().ok_or("state dir")?)?;
+        NetNs::create(&place.netns)?
+    } else {
+        NetNs::open(&place.netns)?
+    };
     let mut entry = Entry {
+        nic: iface.ifname.to_string(),
         network: iface.network.to_string(),
-        container_id: rt.container_id.clone(),
-        netns: rt.netns.clone(),
-        ifname: rt.ifname.clone(),
+        container_id: place.owner.to_string(),
+        netns: place.netns.clone(),
+        ifname: place.eth.clone(),
+        tap: place.tap.clone(),
         conflist: list_json(&list),
         bin_dirs: net.bin_dirs.clone(),
         result: None,
     };
+    let rt = runtime(&entry);
     cache::write(&d.config.state_dir, &entry)?;
     let started = std::time::Instant::now();
     let result = exec::add(&list, &net.bin_dirs, &rt).await?;
@@ -140,45 +182,50 @@ pub(crate) async fn build_port(
         plugins_micros = started.elapsed().as_micros() as u64, "CNI ADD done");
     entry.result = Some(result.raw.clone());
     cache::write(&d.config.state_dir, &entry)?;
-    let lease = lease(&result)?;
+    let lease = lease(&result, &place.eth)?;
 
-    // Inside: the TAP for the caller, the bridge binding's guard, a netlink connection.
+    // Inside: the TAP for the caller, a netlink connection.
     let (uid, queues, binding) = (record.uid, iface.queues, net.binding);
     let guard_ip = lease.address.addr();
     let handle = tokio::runtime::Handle::current();
+    let tap_name = IfName::try_from(place.tap.clone())?;
     let (tap, inner, tap_index) = ns.run_in(move || {
-        let name = IfName::try_from(NS_TAP.to_owned()).map_err(std::io::Error::other)?;
-        let tap = tap::create(&name, queues, uid, gid).map_err(std::io::Error::other)?;
-        let tap_index = nix::net::if_::if_nametoindex(NS_TAP)?;
+        let tap = tap::create(&tap_name, queues, uid, gid).map_err(std::io::Error::other)?;
+        let tap_index = nix::net::if_::if_nametoindex(tap_name.as_str())?;
         let _entered = handle.enter();
         let inner = Links::connect().map_err(std::io::Error::other)?;
         Ok((tap, inner, tap_index))
     })?;
+    let (eth_name, tap_name) = (place.eth.as_str(), place.tap.as_str());
     let eth = inner
-        .get(CNI_IFNAME)
+        .get(eth_name)
         .await?
-        .ok_or("the CNI plugins made no eth0 in the namespace")?;
-    let guest_mac = eth.mac.ok_or("eth0 has no MAC")?;
+        .ok_or_else(|| format!("the CNI plugins made no {eth_name} in the namespace"))?;
+    let guest_mac = eth.mac.ok_or("the plugin's interface has no MAC")?;
     let mtu = eth.mtu.unwrap_or(1500);
     if binding == VethBinding::Bridge {
-        let script =
-            crate::join::bridge_guard_script("tapmanager_guest", NS_TAP, guest_mac, guard_ip);
+        let script = crate::join::bridge_guard_script(
+            &format!("tapmanager_{tap_name}"),
+            tap_name,
+            guest_mac,
+            guard_ip,
+        );
         ns.run_in(move || crate::firewall::run_nft_once(&script, "the bridge binding's guard"))?;
     }
     inner
-        .strip(eth.index, CNI_IFNAME, veth_mac(&iface.ifname))
+        .strip(eth.index, eth_name, veth_mac(&iface.ifname))
         .await?;
-    inner.up(eth.index, CNI_IFNAME, mtu, None).await?;
-    inner.up(tap_index, NS_TAP, mtu, None).await?;
+    inner.up(eth.index, eth_name, mtu, None).await?;
+    inner.up(tap_index, tap_name, mtu, None).await?;
     let end = |index, name| crate::join::End { index, name };
     crate::join::join(
         &inner,
         binding,
-        end(tap_index, NS_TAP),
-        end(eth.index, CNI_IFNAME),
+        end(tap_index, tap_name),
+        end(eth.index, eth_name),
         mtu,
         (guest_mac, guard_ip),
-        crate::join::NS_BRIDGE,
+        &format!("br{}", &place.tap[3..]),
     )
     .await?;
     iface.mac = guest_mac;
@@ -187,14 +234,14 @@ pub(crate) async fn build_port(
     iface.mtu = mtu;
     // The DHCP server listens before any fd leaves the daemon.
     let b = crate::lifecycle::binding(d, record, iface).ok_or("no DHCP binding")?;
-    let server = bind_dhcp_at(&ns, b)?;
+    let server = bind_dhcp_at(&ns, place.tap.clone(), b)?;
     crate::lifecycle::spawn_dhcp(server, iface, cancel);
     Ok(tap.fds)
 }
 
-fn bind_dhcp_at(ns: &NetNs, b: dhcp::Binding) -> Result<dhcp::Server, BoxError> {
+fn bind_dhcp_at(ns: &NetNs, tap: String, b: dhcp::Binding) -> Result<dhcp::Server, BoxError> {
     Ok(ns.run_in(move || {
-        let index = nix::net::if_::if_nametoindex(NS_TAP)?;
+        let index = nix::net::if_::if_nametoindex(tap.as_str())?;
         dhcp::Server::bind(index, b).map_err(std::io::Error::other)
     })?)
 }
@@ -205,7 +252,9 @@ pub(crate) fn bind_dhcp(
     iface: &Interface,
     b: dhcp::Binding,
 ) -> Result<dhcp::Server, BoxError> {
-    bind_dhcp_at(&NetNs::open(&netns_path(d, &iface.ifname))?, b)
+    let e = cache::read(&d.config.state_dir, iface.ifname.as_str())?
+        .ok_or("no CNI cache entry for this NIC")?;
+    bind_dhcp_at(&NetNs::open(&e.netns)?, e.tap, b)
 }
 
 /// The cached result of a NIC, parsed: the source of its DHCP binding at attach and after a
@@ -213,26 +262,22 @@ pub(crate) fn bind_dhcp(
 pub(crate) fn cached_lease(d: &Daemon, iface: &Interface) -> Option<Lease> {
     let e = cache::read(&d.config.state_dir, iface.ifname.as_str()).ok()??;
     let r = CniResult::parse(e.result?).ok()?;
-    lease(&r).ok()
+    lease(&r, &e.ifname).ok()
 }
 
 /// Whether the NIC's namespace and cache entry are still there (start-up adoption).
 pub(crate) fn intact(d: &Daemon, iface: &Interface) -> bool {
-    netns_path(d, &iface.ifname).exists()
-        && matches!(
-            cache::read(&d.config.state_dir, iface.ifname.as_str()),
-            Ok(Some(_))
-        )
+    matches!(
+        cache::read(&d.config.state_dir, iface.ifname.as_str()),
+        Ok(Some(e)) if e.netns.exists()
+    )
 }
 
-/// DEL from a cache entry, then the entry and the namespace go. A failed DEL keeps both, so
-/// the next start-up runs it again.
+/// DEL from a cache entry, then the entry goes, and the namespace with the attachment's first
+/// CNI NIC (the others are torn down before it). A failed DEL keeps both, so the next
+/// start-up runs it again.
 async fn del_entry(d: &Daemon, e: &Entry) -> bool {
-    let rt = Runtime {
-        container_id: e.container_id.clone(),
-        netns: e.netns.clone(),
-        ifname: e.ifname.clone(),
-    };
+    let rt = runtime(e);
     let outcome = match cached_list(e) {
         Ok(list) => exec::del(&list, &e.bin_dirs, &rt, e.result.as_ref())
             .await
@@ -244,9 +289,12 @@ async fn del_entry(d: &Daemon, e: &Entry) -> bool {
         return false;
     }
     let mut complete = true;
-    if let Err(err) = cache::remove(&d.config.state_dir, &e.container_id) {
+    if let Err(err) = cache::remove(&d.config.state_dir, &e.nic) {
         tracing::error!(container = %e.container_id, error = %err, "cannot remove CNI cache entry");
         complete = false;
+    }
+    if e.nic != e.container_id {
+        return complete;
     }
     if let Err(err) = NetNs::delete(&e.netns) {
         tracing::error!(container = %e.container_id, error = %err, "cannot delete the NIC's namespace");
@@ -259,6 +307,7 @@ async fn del_entry(d: &Daemon, e: &Entry) -> bool {
 pub(crate) async fn teardown_port(d: &Daemon, iface: &Interface) -> bool {
     match cache::read(&d.config.state_dir, iface.ifname.as_str()) {
         Ok(Some(e)) => del_entry(d, &e).await,
+        // ADD never began: only the namespace may be there, if this NIC made it.
         Ok(None) => match NetNs::delete(&netns_path(d, &iface.ifname)) {
             Ok(()) => true,
             Err(err) => {
@@ -277,11 +326,15 @@ pub(crate) async fn teardown_port(d: &Daemon, iface: &Interface) -> bool {
 /// crash between ADD and the journal), then GC (spec 1.1) for each CNI network with the NICs
 /// that are still valid.
 pub(crate) async fn reconcile(d: &Daemon, known: &HashSet<IfName>) {
-    for e in cache::all(&d.config.state_dir) {
-        if !known.iter().any(|k| k.as_str() == e.container_id) {
-            let done = del_entry(d, &e).await;
-            tracing::info!(container = %e.container_id, network = %e.network, complete = done, "ran CNI DEL for an attachment nobody holds");
-        }
+    let mut orphans: Vec<Entry> = cache::all(&d.config.state_dir)
+        .into_iter()
+        .filter(|e| !known.iter().any(|k| k.as_str() == e.nic))
+        .collect();
+    // The NICs that share a namespace first, its owner last: DEL runs inside it.
+    orphans.sort_by_key(|e| e.nic == e.container_id);
+    for e in orphans {
+        let done = del_entry(d, &e).await;
+        tracing::info!(container = %e.container_id, network = %e.network, complete = done, "ran CNI DEL for an attachment nobody holds");
     }
     for (name, n) in &d.config.networks {
         let NetworkKind::Cni(c) = &n.kind else {
@@ -292,13 +345,9 @@ pub(crate) async fn reconcile(d: &Daemon, known: &HashSet<IfName>) {
         };
         let valid: Vec<(String, String)> = known
             .iter()
-            .filter(|k| {
-                cache::read(&d.config.state_dir, k.as_str())
-                    .ok()
-                    .flatten()
-                    .is_some_and(|e| e.network == name.as_str())
-            })
-            .map(|k| (k.to_string(), CNI_IFNAME.to_owned()))
+            .filter_map(|k| cache::read(&d.config.state_dir, k.as_str()).ok().flatten())
+            .filter(|e| e.network == name.as_str())
+            .map(|e| (e.container_id, e.ifname))
             .collect();
         match exec::gc(&list, &c.bin_dirs, &valid).await {
             Ok(true) => tracing::info!(network = %name, valid = valid.len(), "CNI GC done"),
@@ -313,11 +362,11 @@ pub(crate) async fn reconcile(d: &Daemon, known: &HashSet<IfName>) {
 /// The cached result as the namespace holds it after the rewire, for CHECK: the sandbox
 /// interface has our MAC and none of the addresses or routes (they are the guest's now), so
 /// a plugin that compares the container side with `prevResult` checks what is really there.
-fn as_rewired(result: &serde_json::Value, mac: MacAddr) -> serde_json::Value {
+fn as_rewired(result: &serde_json::Value, eth: &str, mac: MacAddr) -> serde_json::Value {
     let mut r = result.clone();
     if let Some(ifaces) = r.get_mut("interfaces").and_then(|v| v.as_array_mut()) {
         for i in ifaces {
-            if i["name"] == CNI_IFNAME && i.get("sandbox").is_some_and(|s| !s.is_null()) {
+            if i["name"] == eth && i.get("sandbox").is_some_and(|s| !s.is_null()) {
                 i["mac"] = mac.to_string().into();
             }
         }
@@ -334,17 +383,18 @@ pub(crate) async fn check(d: &Daemon, iface: &Interface) -> Result<(), BoxError>
         .ok_or("no CNI cache entry for this NIC")?;
     let list = cached_list(&e)?;
     let result = e.result.as_ref().ok_or("ADD never finished for this NIC")?;
-    let ns = NetNs::open(&netns_path(d, &iface.ifname))?;
-    ns.run_in(|| {
-        for name in [CNI_IFNAME, NS_TAP] {
-            nix::net::if_::if_nametoindex(name).map_err(|e| {
-                std::io::Error::other(format!("{name} is gone from the namespace ({e})"))
+    let ns = NetNs::open(&e.netns)?;
+    let names = [e.ifname.clone(), e.tap.clone()];
+    ns.run_in(move || {
+        for name in &names {
+            nix::net::if_::if_nametoindex(name.as_str()).map_err(|err| {
+                std::io::Error::other(format!("{name} is gone from the namespace ({err})"))
             })?;
         }
         Ok(())
     })?;
-    let rewired = as_rewired(result, veth_mac(&iface.ifname));
-    exec::check(&list, &e.bin_dirs, &runtime(d, &iface.ifname), &rewired).await?;
+    let rewired = as_rewired(result, &e.ifname, veth_mac(&iface.ifname));
+    exec::check(&list, &e.bin_dirs, &runtime(&e), &rewired).await?;
     Ok(())
 }
 
