@@ -81,8 +81,13 @@ enum RawNetwork {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPod {
-    /// `tc-redirect` (default) or `bridge`.
+    /// `tc-redirect` (default), `bridge` or `masquerade`.
     binding: Option<String>,
+    /// Masquerade only: the guest's subnet inside the pod (gateway = network + 1, guest = + 2).
+    cidr: Option<Ipv4Net>,
+    /// Masquerade only: `PROTO:POD_PORT:GUEST_PORT`, explicit forwards from the pod's address.
+    #[serde(default)]
+    ports: Vec<String>,
     /// Handed to the guest by DHCP (the pod's resolv.conf is not the daemon's to read).
     #[serde(default)]
     dns: Vec<Ipv4Addr>,
@@ -278,6 +283,16 @@ pub struct Network {
     pub kind: NetworkKind,
 }
 
+/// How a pod NIC meets the pod's interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodBinding {
+    /// The guest takes the interface over at layer 2: its address, MAC and routes.
+    Join(VethBinding),
+    /// KubeVirt's and Virtink's masquerade: the interface keeps its address; the guest sits
+    /// behind NAT in the pod at `cidr`'s network + 2, inbound only through `ports`.
+    Masquerade(Masquerade),
+}
+
 /// Who may attach to a network, besides root.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Access {
@@ -301,7 +316,7 @@ pub enum NetworkKind {
 /// MAC go to the guest, and come back when the attachment ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodNet {
-    pub binding: VethBinding,
+    pub binding: PodBinding,
     pub dns: Vec<Ipv4Addr>,
     pub search: Vec<String>,
     pub lease_secs: u32,
@@ -581,11 +596,41 @@ impl TryFrom<RawConfig> for Config {
                         self::access(true, &pd.adopt_any_users, &pd.adopt_any_groups)?;
                     adopt_any.daemon_group = false;
                     let binding = match pd.binding.as_deref() {
-                        None => VethBinding::TcRedirect,
-                        Some("routed") => {
-                            return Err(problem("binding \"routed\" does not apply to a pod network: the pod's address is the guest's (tc-redirect or bridge)".into()))
+                        Some("masquerade") => {
+                            let cidr = pd.cidr.unwrap_or_else(default_masquerade_cidr);
+                            if cidr.prefix_len() > 30 || cidr != cidr.trunc() {
+                                return Err(problem(format!(
+                                    "cidr {cidr}: must be a subnet of at least /30 without host bits"
+                                )));
+                            }
+                            let mut ports: Vec<PortForward> = Vec::new();
+                            for spec in &pd.ports {
+                                let f: PortForward = spec.parse().map_err(problem)?;
+                                if ports.iter().any(|o| o.proto == f.proto && o.host == f.host) {
+                                    return Err(problem(format!(
+                                        "port {}:{} is forwarded twice",
+                                        f.proto.as_str(),
+                                        f.host
+                                    )));
+                                }
+                                ports.push(f);
+                            }
+                            PodBinding::Masquerade(Masquerade { cidr, ports })
                         }
-                        other => VethBinding::parse(other).map_err(problem)?.expect("routed handled above"),
+                        _ if pd.cidr.is_some() || !pd.ports.is_empty() => {
+                            return Err(problem(
+                                "cidr and ports belong to binding = \"masquerade\"".into(),
+                            ))
+                        }
+                        None => PodBinding::Join(VethBinding::TcRedirect),
+                        Some("routed") => {
+                            return Err(problem("binding \"routed\" does not apply to a pod network: the pod's address is the guest's (tc-redirect or bridge), or the guest is NATed behind it (masquerade)".into()))
+                        }
+                        other => PodBinding::Join(
+                            VethBinding::parse(other)
+                                .map_err(|e| problem(format!("{e}, masquerade")))?
+                                .expect("routed handled above"),
+                        ),
                     };
                     if pd.lease_secs < 60 {
                         return Err(problem(format!("lease_secs {} is below 60", pd.lease_secs)));
@@ -984,6 +1029,33 @@ dns = ["10.88.0.1"]
             parse("cni_conf = \"/x\"\n").is_err(),
             "a misspelt key is an error"
         );
+    }
+
+    #[test]
+    fn pod_networks_join_by_default_or_masquerade_with_explicit_forwards() {
+        let base = EXAMPLE.replace("tmbr0x", "br0");
+        let parse = |extra: &str| {
+            Config::parse(&format!("{base}\n[networks.pods]\nkind = \"pod\"\n{extra}"))
+        };
+        let pod = |c: Config| match &c.network(&"pods".parse().unwrap()).unwrap().kind {
+            NetworkKind::Pod(p) => p.clone(),
+            _ => panic!("a pod network"),
+        };
+        let p = pod(parse("").unwrap());
+        assert_eq!(p.binding, PodBinding::Join(VethBinding::TcRedirect));
+        assert!(p.adopt_any.users.is_empty() && !p.adopt_any.daemon_group);
+        let p = pod(parse("binding = \"masquerade\"\nports = [\"tcp:8080:80\"]\n").unwrap());
+        let PodBinding::Masquerade(m) = p.binding else {
+            panic!("masquerade")
+        };
+        assert_eq!(m.cidr.to_string(), "10.0.2.0/30");
+        assert_eq!((m.ports[0].host, m.ports[0].guest), (8080, 80));
+        let e = parse("ports = [\"tcp:1:2\"]\n").unwrap_err().to_string();
+        assert!(e.contains("belong to binding = \"masquerade\""), "{e}");
+        let e = parse("binding = \"routed\"\n").unwrap_err().to_string();
+        assert!(e.contains("does not apply to a pod network"), "{e}");
+        assert!(parse("binding = \"masquerade\"\ncidr = \"10.0.2.1/30\"\n").is_err());
+        assert!(parse("adopt_any_users = [\"0\"]\n").is_ok());
     }
 
     #[test]

@@ -199,12 +199,16 @@ pub(crate) fn plan(
             // The LAN's own DHCP addresses the guest.
             NetworkKind::Macvtap(mv) => (None, None, mv.mtu),
             // The pod's interface has the address, gateway, MTU and MAC: known at build.
-            NetworkKind::Pod(_) => {
+            NetworkKind::Pod(p) => {
                 let name = n.take_over.clone().expect("checked above");
                 let netns = pod_netns.ok_or_else(|| {
                     invalid("a take-over needs the pod's namespace as the request's fd".into())
                 })?;
-                if n.mac.is_some() {
+                let masquerade = match &p.binding {
+                    crate::config::PodBinding::Masquerade(m) => Some(m.cidr),
+                    crate::config::PodBinding::Join(_) => None,
+                };
+                if n.mac.is_some() && masquerade.is_none() {
                     return Err(invalid(format!(
                         "the guest takes the MAC of {name}, so none may be asked for"
                     )));
@@ -232,7 +236,18 @@ pub(crate) fn plan(
                     netns,
                     name,
                 });
-                (None, None, 1500)
+                match masquerade {
+                    // The guest's fixed address behind NAT (its MTU follows the pod's at build).
+                    Some(cidr) => {
+                        let net = u32::from(cidr.network());
+                        (
+                            Some((std::net::Ipv4Addr::from(net + 2), cidr.prefix_len())),
+                            Some(std::net::Ipv4Addr::from(net + 1)),
+                            1500,
+                        )
+                    }
+                    None => (None, None, 1500),
+                }
             }
             // The plugins decide address, gateway, MTU and MAC at build.
             NetworkKind::Cni(_) => {
@@ -389,10 +404,17 @@ pub(crate) fn binding(d: &Daemon, record: &Record, iface: &Interface) -> Option<
         NetworkKind::Macvtap(_) => return None,
         // What the pod's interface had, as saved (the same after a restart).
         NetworkKind::Pod(p) => {
-            let (_, _, r) = crate::pod::lease(&crate::pod::saved(d, iface)?)?;
-            routes = r;
+            let server_mac = match &p.binding {
+                crate::config::PodBinding::Join(_) => {
+                    let (_, _, r) = crate::pod::lease(&crate::pod::saved(d, iface)?)?;
+                    routes = r;
+                    crate::cni::port::veth_mac(&iface.ifname)
+                }
+                // The gateway is the TAP in the pod.
+                crate::config::PodBinding::Masquerade(_) => names::host_side_mac(iface.mac),
+            };
             (
-                crate::cni::port::veth_mac(&iface.ifname),
+                server_mac,
                 p.dns.clone(),
                 p.search.clone(),
                 None,

@@ -14,7 +14,7 @@
 //! Whether the caller may pass that namespace at all is decided before (daemon.rs):
 //! [`crate::netns::owner_of_netns`] against the caller's uid and the network's policy.
 
-use crate::config::{PodNet, VethBinding};
+use crate::config::{Masquerade, PodBinding, PodNet, VethBinding};
 use crate::daemon::Daemon;
 use crate::link::{Links, SavedAddress, SavedRoute};
 use crate::netns::NetNs;
@@ -44,6 +44,9 @@ pub struct Saved {
     pub addresses: Vec<SavedAddress>,
     pub routes: Vec<SavedRoute>,
     pub binding: String,
+    /// Masquerade: the pod's `net.ipv4.ip_forward` before the daemon set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_forward: Option<String>,
 }
 
 fn dir(state_dir: &Path) -> PathBuf {
@@ -140,17 +143,67 @@ pub(crate) async fn build_port(
     let mac = eth.mac.ok_or("the interface has no MAC")?;
     let mtu = eth.mtu.unwrap_or(1500);
     let (addresses, routes) = inner.ipv4_state(eth.index, taken.as_str()).await?;
-    let saved = Saved {
+    let mut saved = Saved {
         ifname: iface.ifname.clone(),
         taken: taken.clone(),
         mac,
         mtu,
         addresses,
         routes,
-        binding: match net.binding {
-            VethBinding::Bridge => "bridge".into(),
-            VethBinding::TcRedirect => "tc-redirect".into(),
+        binding: match &net.binding {
+            PodBinding::Join(VethBinding::Bridge) => "bridge".into(),
+            PodBinding::Join(VethBinding::TcRedirect) => "tc-redirect".into(),
+            PodBinding::Masquerade(_) => "masquerade".into(),
         },
+        ip_forward: None,
+    };
+    let (uid, queues, tap_name) = (record.uid, iface.queues, iface.ifname.clone());
+    let join = match &net.binding {
+        PodBinding::Join(j) => *j,
+        PodBinding::Masquerade(m) => {
+            if saved.addresses.is_empty() {
+                return Err(format!("{taken} has no IPv4 address to masquerade behind").into());
+            }
+            // Saved before any change: from here on, teardown can give it all back.
+            write_saved(&d.config.state_dir, &saved)?;
+            let script = masquerade_script(m, &iface.ifname, taken);
+            let (tap, tap_index, old) = ns.run_in(move || {
+                let tap = tap::create(&tap_name, queues, uid, gid).map_err(|e| {
+                    std::io::Error::other(format!("cannot create the TAP in the pod: {e}"))
+                })?;
+                let index = nix::net::if_::if_nametoindex(tap_name.as_str())?;
+                crate::firewall::run_nft_once(&script, "the masquerade NAT in the pod")?;
+                let old = std::fs::read_to_string(IP_FORWARD)?;
+                Ok((tap, index, old))
+            })?;
+            saved.ip_forward = Some(old.trim().to_owned());
+            write_saved(&d.config.state_dir, &saved)?;
+            ns.run_in(|| std::fs::write(IP_FORWARD, "1"))?;
+            let net_addr = u32::from(m.cidr.network());
+            let (gw, guest) = (Ipv4Addr::from(net_addr + 1), Ipv4Addr::from(net_addr + 2));
+            inner
+                .up(
+                    tap_index,
+                    iface.ifname.as_str(),
+                    mtu,
+                    Some(crate::names::host_side_mac(iface.mac)),
+                )
+                .await?;
+            inner
+                .add_address(
+                    tap_index,
+                    iface.ifname.as_str(),
+                    Ipv4Net::new(gw, m.cidr.prefix_len())?,
+                )
+                .await?;
+            iface.address = Some((guest, m.cidr.prefix_len()));
+            iface.gateway = Some(gw);
+            iface.mtu = mtu;
+            let b = crate::lifecycle::binding(d, record, iface).ok_or("no DHCP binding")?;
+            let server = bind_dhcp_at(&ns, iface.ifname.clone(), b)?;
+            crate::lifecycle::spawn_dhcp(server, iface, cancel);
+            return Ok(tap.fds);
+        }
     };
     let (address, gateway, _) = lease(&saved).ok_or_else(|| {
         format!("{taken} has no IPv4 address and default route to hand to the guest")
@@ -158,8 +211,7 @@ pub(crate) async fn build_port(
     // Saved before any change: from here on, teardown can give it all back.
     write_saved(&d.config.state_dir, &saved)?;
 
-    let (uid, queues, tap_name) = (record.uid, iface.queues, iface.ifname.clone());
-    let bridge_guard = (net.binding == VethBinding::Bridge).then(|| {
+    let bridge_guard = (join == VethBinding::Bridge).then(|| {
         crate::join::bridge_guard_script(
             &guard_table(&iface.ifname),
             iface.ifname.as_str(),
@@ -185,7 +237,7 @@ pub(crate) async fn build_port(
     let end = |index, name| crate::join::End { index, name };
     crate::join::join(
         &inner,
-        net.binding,
+        join,
         end(tap_index, iface.ifname.as_str()),
         end(eth.index, taken.as_str()),
         mtu,
@@ -201,6 +253,36 @@ pub(crate) async fn build_port(
     let server = bind_dhcp_at(&ns, iface.ifname.clone(), b)?;
     crate::lifecycle::spawn_dhcp(server, iface, cancel);
     Ok(tap.fds)
+}
+
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// The masquerade binding's table in the pod: the guest's traffic leaves NATed to the pod's
+/// interface, only by it, only from the guest's address; inbound only through `ports`.
+fn masquerade_script(m: &Masquerade, tap: &IfName, taken: &IfName) -> String {
+    let guest = Ipv4Addr::from(u32::from(m.cidr.network()) + 2);
+    let t = guard_table(tap);
+    let mut s = format!(
+        "table ip {t} {{\n  chain postrouting {{ type nat hook postrouting priority 100; policy accept;\n    \
+         ip saddr {guest} oifname \"{taken}\" masquerade\n  }}\n  \
+         chain prerouting {{ type nat hook prerouting priority -100; policy accept;\n"
+    );
+    for f in &m.ports {
+        s.push_str(&format!(
+            "    iifname \"{taken}\" {} dport {} dnat to {guest}:{}\n",
+            f.proto.as_str(),
+            f.host,
+            f.guest
+        ));
+    }
+    s.push_str(&format!(
+        "  }}\n  chain forward {{ type filter hook forward priority 0; policy accept;\n    \
+         iifname \"{tap}\" ip saddr != {guest} counter drop\n    \
+         iifname \"{tap}\" oifname != \"{taken}\" counter drop\n    \
+         oifname \"{tap}\" ct status dnat counter accept\n    \
+         oifname \"{tap}\" ct state != {{ established, related }} counter drop\n  }}\n}}\n"
+    ));
+    s
 }
 
 fn bind_dhcp_at(ns: &NetNs, tap: IfName, b: dhcp::Binding) -> Result<dhcp::Server, BoxError> {
@@ -236,21 +318,31 @@ async fn restore(d: &Daemon, s: &Saved) -> Result<(), BoxError> {
         let ns = NetNs::open(&pin)?;
         let handle = tokio::runtime::Handle::current();
         let table = guard_table(&s.ifname);
-        let bridge = s.binding == "bridge";
+        let family = match s.binding.as_str() {
+            "bridge" => Some("bridge"),
+            "masquerade" => Some("ip"),
+            _ => None,
+        };
+        let ip_forward = s.ip_forward.clone();
         let inner = ns.run_in(move || {
-            if bridge {
+            if let Some(f) = family {
                 // Converges: the table may never have been made.
                 crate::firewall::run_nft_once(
-                    &format!("add table bridge {table}\ndelete table bridge {table}\n"),
-                    "removing the bridge binding's guard",
+                    &format!("add table {f} {table}\ndelete table {f} {table}\n"),
+                    "removing the binding's table",
                 )?;
+            }
+            if let Some(v) = ip_forward {
+                std::fs::write(IP_FORWARD, v)?;
             }
             let _entered = handle.enter();
             Links::connect().map_err(std::io::Error::other)
         })?;
         inner.delete_if_exists(s.ifname.as_str()).await?;
         inner.delete_if_exists(&bridge_name(&s.ifname)).await?;
-        if let Some(eth) = inner.get(s.taken.as_str()).await? {
+        if s.binding == "masquerade" {
+            // The pod's interface was never touched.
+        } else if let Some(eth) = inner.get(s.taken.as_str()).await? {
             inner.del_ingress_qdisc(eth.index).await?;
             inner
                 .down_with(eth.index, s.taken.as_str(), s.mac, s.mtu)

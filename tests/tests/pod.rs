@@ -358,3 +358,91 @@ fn the_protocol_crates_shim_example_runs_the_whole_exchange() {
     assert_eq!(pod_state(&pod), before);
     cni(&sb, &d, &pod, "DEL");
 }
+
+#[test]
+fn a_masquerade_binding_natting_the_guest_behind_the_pods_address() {
+    if !is_root("a_masquerade_binding_natting_the_guest_behind_the_pods_address") {
+        return;
+    }
+    let d = CniDir::new("pod-masq");
+    let networks =
+        "[networks.pods]\nkind = \"pod\"\nbinding = \"masquerade\"\nports = [\"tcp:8080:80\"]\n";
+    let sb = Sandbox::new("podmasq", GROUP, networks);
+    let pod = Netns::new("podmasq");
+    cni(&sb, &d, &pod, "ADD");
+    let before = pod_state(&pod);
+    let (_, forward_before) = pod.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"]);
+
+    let netns = File::open(format!("/run/netns/{}", pod.name)).unwrap();
+    let (a, fds) = sb
+        .client()
+        .attach_pod(take_over("pods"), netns.as_fd())
+        .expect("attach_pod");
+    let iface = &a.interfaces[0];
+    let guest = std::net::Ipv4Addr::new(10, 0, 2, 2);
+    let gw = std::net::Ipv4Addr::new(10, 0, 2, 1);
+    assert_eq!(iface.address, Some((guest, 30)));
+    // The pod keeps its address: the guest is behind it.
+    assert!(pod
+        .ip(&["-4", "-o", "addr", "show", "dev", "eth0"])
+        .contains("10.88.50.2/24"));
+
+    let vm = FakeVm::new(fds.into_iter().next().unwrap(), iface.mac.0);
+    let lease = vm.dhcp().expect("lease");
+    assert_eq!(
+        (lease.ip, lease.prefix_len, lease.router),
+        (guest, 30, Some(gw))
+    );
+    let gw_mac = vm
+        .arp(vm.mac, guest, gw)
+        .expect("the TAP in the pod answers ARP");
+    assert!(
+        vm.ping(gw_mac, guest, gw),
+        "the masquerade gateway does not answer"
+    );
+    // Out through the pod's interface, NATed to its address: the CNI gateway answers.
+    let cni_gw = std::net::Ipv4Addr::new(10, 88, 50, 1);
+    assert!(vm.ping(gw_mac, guest, cni_gw), "NATed egress failed");
+    assert!(
+        !vm.ping(gw_mac, std::net::Ipv4Addr::new(10, 0, 2, 3), cni_gw),
+        "a spoofed source left the pod"
+    );
+    // The forward: the pod's 8080 reaches the guest's 80.
+    // A client in the sandbox (the pod's network), on a thread of its own meanwhile.
+    let sandbox = sb.ns.file();
+    let connect = std::thread::spawn(move || {
+        nix::sched::setns(sandbox.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        std::net::TcpStream::connect_timeout(
+            &"10.88.50.2:8080".parse().unwrap(),
+            std::time::Duration::from_secs(2),
+        )
+        .is_ok()
+    });
+    let syn = vm.recv_until(std::time::Duration::from_secs(3), |f| {
+        let tcp_to_guest_80 = f.len() >= 54
+            && f[12..14] == [0x08, 0x00]
+            && f[23] == 6
+            && f[30..34] == guest.octets()
+            && f[36..38] == 80u16.to_be_bytes();
+        tcp_to_guest_80.then_some(())
+    });
+    assert!(
+        syn.is_some(),
+        "the forward did not reach the guest's port 80"
+    );
+    let _ = connect.join(); // no one listens in the fake guest: the connect times out
+
+    drop(vm);
+    sb.client().release(&"podvm".parse().unwrap()).unwrap();
+    assert!(
+        sb.wait_for(10, || held(&sb) == (0, 0, 0)),
+        "left {:?}",
+        held(&sb)
+    );
+    assert_eq!(pod_state(&pod), before);
+    let (_, forward_after) = pod.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"]);
+    assert_eq!(forward_after, forward_before, "ip_forward not given back");
+    let (_, tables) = pod.exec(&["nft", "list", "tables"]);
+    assert!(!tables.contains("tapmanager"), "{tables}");
+    cni(&sb, &d, &pod, "DEL");
+}
