@@ -446,3 +446,46 @@ fn a_masquerade_binding_natting_the_guest_behind_the_pods_address() {
     assert!(!tables.contains("tapmanager"), "{tables}");
     cni(&sb, &d, &pod, "DEL");
 }
+
+#[test]
+fn a_pod_whose_shim_died_while_the_daemon_was_down_gets_its_interface_back() {
+    if !is_root("a_pod_whose_shim_died_while_the_daemon_was_down_gets_its_interface_back") {
+        return;
+    }
+    let d = CniDir::new("pod-crash");
+    let mut sb = Sandbox::new("podcrash", GROUP, &pods_network("tc-redirect"));
+    let pod = Netns::new("podcrash");
+    cni(&sb, &d, &pod, "ADD");
+    let before = pod_state(&pod);
+    let mut shim = Command::new(tapmanager_tests::sandbox::bin("vmwrapper"))
+        .arg("--socket")
+        .arg(&sb.socket)
+        .arg("--netns")
+        .arg(format!("/run/netns/{}", pod.name))
+        .args([
+            "--id",
+            "gone",
+            "--net",
+            "pods,take=eth0",
+            "--hypervisor",
+            "qemu",
+            "--",
+        ])
+        .args(["sh", "-c", "read x || true"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        sb.wait_for(10, || held(&sb) == (1, 1, 1)),
+        "{:?}",
+        held(&sb)
+    );
+    assert_ne!(pod_state(&pod), before, "eth0 was not taken over");
+    sb.kill();
+    drop(shim.stdin.take());
+    shim.wait().unwrap();
+    sb.start();
+    assert_eq!(held(&sb), (0, 0, 0));
+    assert_eq!(pod_state(&pod), before, "the pod did not get eth0 back");
+    cni(&sb, &d, &pod, "DEL");
+}
