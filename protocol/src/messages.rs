@@ -176,6 +176,10 @@ pub enum ErrorCode {
     Unavailable,
     /// Something failed inside the daemon; the message says what. Nothing was left behind.
     Internal,
+    /// A CNI plugin failed; this is the plugin's own error code (the CNI spec's: 1-99 are the
+    /// spec's, 100 and up the plugin's), the message has its `msg` and `details`. The plugins'
+    /// DEL has run; nothing was left behind.
+    CniPlugin(u32),
 }
 
 impl fmt::Display for ErrorCode {

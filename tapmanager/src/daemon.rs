@@ -612,7 +612,12 @@ impl Daemon {
                 lifecycle::teardown(self, &record).await;
                 self.registry.lock().unwrap().entries.remove(&key);
                 tracing::warn!(vm = %req.vm, uid = peer.uid, error = %crate::error_chain(&*e), "attach failed");
-                return Err(err(ErrorCode::Internal, crate::error_chain(&*e)));
+                // A plugin's own error code reaches the caller as a code, not only as text.
+                let code = e
+                    .downcast_ref::<crate::cni::CniError>()
+                    .and_then(crate::cni::CniError::code)
+                    .map_or(ErrorCode::Internal, ErrorCode::CniPlugin);
+                return Err(err(code, crate::error_chain(&*e)));
             }
         };
         if let Err(e) = self.journal.write(&record) {

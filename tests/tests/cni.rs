@@ -259,6 +259,7 @@ fn a_plugin_failure_reaches_the_caller_with_its_code_and_leaves_nothing() {
     );
     let sb = Sandbox::new("cnifail", GROUP, &d.network("pod", "tmfail", ""));
     let e = attach(&sb, "f1", &["pod"]).unwrap_err();
+    assert_eq!(e.code(), Some(protocol::ErrorCode::CniPlugin(42)), "{e}");
     let msg = e.to_string();
     assert!(msg.contains("code 42"), "{msg}");
     assert!(msg.contains("no room at the inn"), "{msg}");
