@@ -273,20 +273,13 @@ async fn route_port(
     Ok(())
 }
 
-fn bind_dhcp_at(ns: &NetNs, b: dhcp::Binding) -> Result<dhcp::Server, BoxError> {
-    Ok(ns.run_in(move || {
-        let index = nix::net::if_::if_nametoindex(NS_TAP)?;
-        dhcp::Server::bind(index, b).map_err(std::io::Error::other)
-    })?)
-}
-
 /// Binds the DHCP server of an existing isolated NIC again (start-up adoption).
 pub(crate) fn bind_dhcp(
     d: &Daemon,
     iface: &Interface,
     b: dhcp::Binding,
 ) -> Result<dhcp::Server, BoxError> {
-    bind_dhcp_at(&NetNs::open(&netns_path(d, iface))?, b)
+    crate::lifecycle::bind_dhcp_in(&NetNs::open(&netns_path(d, iface))?, NS_TAP, b)
 }
 
 /// Undoes an isolated NIC: its host rules and its namespace (which takes the TAP and the

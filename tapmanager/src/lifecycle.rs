@@ -483,6 +483,20 @@ pub(crate) fn spawn_dhcp(server: dhcp::Server, iface: &Interface, cancel: &Cance
     });
 }
 
+/// Binds a DHCP server on `tap` inside `ns`, from a thread that entered it (the socket keeps
+/// the namespace; the server then runs on the runtime like any other).
+pub(crate) fn bind_dhcp_in(
+    ns: &crate::netns::NetNs,
+    tap: &str,
+    b: dhcp::Binding,
+) -> Result<dhcp::Server, BoxError> {
+    let tap = tap.to_owned();
+    Ok(ns.run_in(move || {
+        let index = nix::net::if_::if_nametoindex(tap.as_str())?;
+        dhcp::Server::bind(index, b).map_err(std::io::Error::other)
+    })?)
+}
+
 /// Binds the DHCP server of an existing NIC again (start-up adoption), where it was first.
 fn rebind_dhcp(d: &Daemon, record: &Record, iface: &Interface) -> Result<dhcp::Server, BoxError> {
     let b = binding(d, record, iface).ok_or("no binding")?;

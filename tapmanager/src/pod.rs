@@ -24,7 +24,6 @@ use ipnet::Ipv4Net;
 use protocol::{IfName, Interface, MacAddr};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -58,25 +57,11 @@ fn cache_path(state_dir: &Path, ifname: &str) -> PathBuf {
 }
 
 fn write_saved(state_dir: &Path, s: &Saved) -> std::io::Result<()> {
-    let d = dir(state_dir);
-    std::fs::create_dir_all(&d)?;
-    let target = cache_path(state_dir, s.ifname.as_str());
-    let tmp = target.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(s).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &target)?;
-    std::fs::File::open(&d)?.sync_all()
+    crate::state::write_json(&cache_path(state_dir, s.ifname.as_str()), s)
 }
 
 fn read_saved(state_dir: &Path, ifname: &str) -> std::io::Result<Option<Saved>> {
-    match std::fs::read(cache_path(state_dir, ifname)) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(std::io::Error::other),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+    crate::state::read_json(&cache_path(state_dir, ifname))
 }
 
 fn pin_path(d: &Daemon, ifname: &IfName) -> PathBuf {
@@ -200,7 +185,7 @@ pub(crate) async fn build_port(
             iface.gateway = Some(gw);
             iface.mtu = mtu;
             let b = crate::lifecycle::binding(d, record, iface).ok_or("no DHCP binding")?;
-            let server = bind_dhcp_at(&ns, iface.ifname.clone(), b)?;
+            let server = crate::lifecycle::bind_dhcp_in(&ns, iface.ifname.as_str(), b)?;
             crate::lifecycle::spawn_dhcp(server, iface, cancel);
             return Ok(tap.fds);
         }
@@ -250,7 +235,7 @@ pub(crate) async fn build_port(
     iface.gateway = Some(gateway);
     iface.mtu = mtu;
     let b = crate::lifecycle::binding(d, record, iface).ok_or("no DHCP binding")?;
-    let server = bind_dhcp_at(&ns, iface.ifname.clone(), b)?;
+    let server = crate::lifecycle::bind_dhcp_in(&ns, iface.ifname.as_str(), b)?;
     crate::lifecycle::spawn_dhcp(server, iface, cancel);
     Ok(tap.fds)
 }
@@ -285,22 +270,15 @@ fn masquerade_script(m: &Masquerade, tap: &IfName, taken: &IfName) -> String {
     s
 }
 
-fn bind_dhcp_at(ns: &NetNs, tap: IfName, b: dhcp::Binding) -> Result<dhcp::Server, BoxError> {
-    Ok(ns.run_in(move || {
-        let index = nix::net::if_::if_nametoindex(tap.as_str())?;
-        dhcp::Server::bind(index, b).map_err(std::io::Error::other)
-    })?)
-}
-
 /// Binds the DHCP server of an adopted pod NIC again.
 pub(crate) fn bind_dhcp(
     d: &Daemon,
     iface: &Interface,
     b: dhcp::Binding,
 ) -> Result<dhcp::Server, BoxError> {
-    bind_dhcp_at(
+    crate::lifecycle::bind_dhcp_in(
         &NetNs::open(&pin_path(d, &iface.ifname))?,
-        iface.ifname.clone(),
+        iface.ifname.as_str(),
         b,
     )
 }
@@ -355,10 +333,7 @@ async fn restore(d: &Daemon, s: &Saved) -> Result<(), BoxError> {
             tracing::warn!(ifname = %s.ifname, taken = %s.taken, "the pod's interface is gone; nothing to give back");
         }
     }
-    match std::fs::remove_file(cache_path(&d.config.state_dir, s.ifname.as_str())) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-        _ => {}
-    }
+    crate::state::remove_file(&cache_path(&d.config.state_dir, s.ifname.as_str()))?;
     NetNs::delete(&pin)?;
     Ok(())
 }

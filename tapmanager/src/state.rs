@@ -87,6 +87,51 @@ impl Record {
     }
 }
 
+/// Writes `value` as JSON to `path` atomically: a hidden temporary file (0600) beside it,
+/// fsync, rename over, fsync the directory (created if missing). The journal, the CNI cache
+/// and the saved pod interfaces all write this way, so a crash leaves the old or the new file.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("no parent directory"))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let data = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&data)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Reads a JSON file written by [`write_json`]; an absent one is `None`.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    match fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(io::Error::other),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes a file; an absent one is already removed.
+pub fn remove_file(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// The journal directory, held locked for the daemon's lifetime.
 #[derive(Debug)]
 pub struct Journal {
@@ -126,22 +171,7 @@ impl Journal {
     /// Atomically writes (or replaces) one record.
     pub fn write(&self, r: &Record) -> Result<(), StateError> {
         let path = self.path(r.uid, &r.vm);
-        let tmp = self.dir.join(format!(".{}-{}.tmp", r.uid, r.vm));
-        let err = |e| StateError::Write(path.clone(), e);
-        let data = serde_json::to_vec_pretty(r).map_err(|e| err(io::Error::other(e)))?;
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
-        f.write_all(&data).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        fs::rename(&tmp, &path).map_err(err)?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)
+        write_json(&path, r).map_err(|e| StateError::Write(path.clone(), e))
     }
 
     /// Removes one record; an absent record is already removed.

@@ -123,16 +123,19 @@ fn qemu_guest_leases_and_pings_its_gateway_through_vmwrapper() {
     assert_gone(&sb);
 }
 
-#[test]
-fn qemu_guest_on_an_isolated_network_reaches_the_lan() {
-    if !is_root("qemu_guest_on_an_isolated_network_reaches_the_lan") {
-        return;
-    }
+/// A guest on an isolated network with `binding`: it leases the first /30, pings its
+/// gateway and a LAN host, not the dropped range, and leaves nothing behind.
+fn isolated_guest_reaches_the_lan(tag: &str, binding: &str) {
     let networks = format!(
-        "[networks.iso]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"{UPLINK}\"\ndrop = [\"192.168.78.0/24\"]\n"
+        "[networks.iso]\nkind = \"isolated\"\nbinding = \"{binding}\"\nrange = \"169.254.100.0/22\"\nuplink = \"{UPLINK}\"\ndrop = [\"192.168.78.0/24\"]\n"
     );
-    let (sb, _lan) = Sandbox::with_lan("qemuiso", GROUP, &networks);
-    let console = boot(&sb, "e2eiso", "iso", "tm.ping=192.168.77.2,192.168.78.1");
+    let (sb, _lan) = Sandbox::with_lan(tag, GROUP, &networks);
+    let console = boot(
+        &sb,
+        &format!("e2e{tag}"),
+        "iso",
+        "tm.ping=192.168.77.2,192.168.78.1",
+    );
     let lease = lease_line(&console);
     assert!(
         lease.contains("ip=169.254.100.2 mask=30 router=169.254.100.1 "),
@@ -143,6 +146,14 @@ fn qemu_guest_on_an_isolated_network_reaches_the_lan() {
     assert!(console.contains("TM-PING-FAIL 192.168.78.1"), "{console}");
     assert_gone(&sb);
     assert!(!sb.dir.join("state/netns").read_dir().unwrap().any(|_| true));
+}
+
+#[test]
+fn qemu_guest_on_an_isolated_network_reaches_the_lan() {
+    if !is_root("qemu_guest_on_an_isolated_network_reaches_the_lan") {
+        return;
+    }
+    isolated_guest_reaches_the_lan("qemuiso", "routed");
 }
 
 #[test]
@@ -170,21 +181,7 @@ fn qemu_guest_on_a_tc_redirect_isolated_network_reaches_the_lan() {
     if !is_root("qemu_guest_on_a_tc_redirect_isolated_network_reaches_the_lan") {
         return;
     }
-    let networks = format!(
-        "[networks.iso]\nkind = \"isolated\"\nbinding = \"tc-redirect\"\nrange = \"169.254.100.0/22\"\nuplink = \"{UPLINK}\"\ndrop = [\"192.168.78.0/24\"]\n"
-    );
-    let (sb, _lan) = Sandbox::with_lan("qemutc", GROUP, &networks);
-    let console = boot(&sb, "e2etc", "iso", "tm.ping=192.168.77.2,192.168.78.1");
-    let lease = lease_line(&console);
-    assert!(
-        lease.contains("ip=169.254.100.2 mask=30 router=169.254.100.1 "),
-        "{lease}"
-    );
-    assert!(console.contains("TM-PING-OK 169.254.100.1"), "{console}");
-    assert!(console.contains("TM-PING-OK 192.168.77.2"), "{console}");
-    assert!(console.contains("TM-PING-FAIL 192.168.78.1"), "{console}");
-    assert_gone(&sb);
-    assert!(!sb.dir.join("state/netns").read_dir().unwrap().any(|_| true));
+    isolated_guest_reaches_the_lan("qemutc", "tc-redirect");
 }
 
 /// busybox's `udhcpd` serving the test LAN (the LAN's own DHCP, which a macvtap guest uses);

@@ -6,7 +6,6 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,32 +34,15 @@ fn path(state_dir: &Path, nic: &str) -> PathBuf {
 }
 
 pub fn write(state_dir: &Path, e: &Entry) -> std::io::Result<()> {
-    let d = dir(state_dir);
-    std::fs::create_dir_all(&d)?;
-    let target = path(state_dir, &e.nic);
-    let tmp = target.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(e).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &target)?;
-    std::fs::File::open(&d)?.sync_all()
+    crate::state::write_json(&path(state_dir, &e.nic), e)
 }
 
 pub fn read(state_dir: &Path, nic: &str) -> std::io::Result<Option<Entry>> {
-    match std::fs::read(path(state_dir, nic)) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(std::io::Error::other),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+    crate::state::read_json(&path(state_dir, nic))
 }
 
 pub fn remove(state_dir: &Path, nic: &str) -> std::io::Result<()> {
-    match std::fs::remove_file(path(state_dir, nic)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
+    crate::state::remove_file(&path(state_dir, nic))
 }
 
 /// Every entry on disk (unreadable ones are logged and skipped; their file stays).

@@ -234,16 +234,9 @@ pub(crate) async fn build_port(
     iface.mtu = mtu;
     // The DHCP server listens before any fd leaves the daemon.
     let b = crate::lifecycle::binding(d, record, iface).ok_or("no DHCP binding")?;
-    let server = bind_dhcp_at(&ns, place.tap.clone(), b)?;
+    let server = crate::lifecycle::bind_dhcp_in(&ns, &place.tap, b)?;
     crate::lifecycle::spawn_dhcp(server, iface, cancel);
     Ok(tap.fds)
-}
-
-fn bind_dhcp_at(ns: &NetNs, tap: String, b: dhcp::Binding) -> Result<dhcp::Server, BoxError> {
-    Ok(ns.run_in(move || {
-        let index = nix::net::if_::if_nametoindex(tap.as_str())?;
-        dhcp::Server::bind(index, b).map_err(std::io::Error::other)
-    })?)
 }
 
 /// Binds the DHCP server of an existing CNI NIC again (start-up adoption).
@@ -254,7 +247,7 @@ pub(crate) fn bind_dhcp(
 ) -> Result<dhcp::Server, BoxError> {
     let e = cache::read(&d.config.state_dir, iface.ifname.as_str())?
         .ok_or("no CNI cache entry for this NIC")?;
-    bind_dhcp_at(&NetNs::open(&e.netns)?, e.tap, b)
+    crate::lifecycle::bind_dhcp_in(&NetNs::open(&e.netns)?, &e.tap, b)
 }
 
 /// The cached result of a NIC, parsed: the source of its DHCP binding at attach and after a
