@@ -52,6 +52,50 @@ struct RawConfig {
     interface_prefix: String,
     #[serde(default)]
     networks: BTreeMap<String, RawNetwork>,
+    #[serde(default)]
+    policy: RawPolicy,
+}
+
+/// `[policy]`: how much each uid may hold. Root is not counted.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default = "default_max_attachments")]
+    max_attachments: u32,
+    #[serde(default = "default_max_queues")]
+    max_queues: u32,
+    /// `[[policy.quota]]`: other limits for some users and groups; the first that names the
+    /// caller applies.
+    #[serde(default)]
+    quota: Vec<RawQuota>,
+}
+
+impl Default for RawPolicy {
+    fn default() -> RawPolicy {
+        RawPolicy {
+            max_attachments: default_max_attachments(),
+            max_queues: default_max_queues(),
+            quota: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuota {
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    max_attachments: u32,
+    max_queues: u32,
+}
+
+fn default_max_attachments() -> u32 {
+    32
+}
+fn default_max_queues() -> u32 {
+    128
 }
 
 fn default_socket() -> PathBuf {
@@ -274,6 +318,31 @@ pub struct Config {
     pub group: u32,
     pub interface_prefix: String,
     pub networks: BTreeMap<NetworkName, Network>,
+    pub policy: Policy,
+}
+
+/// How much each uid may hold at once: attachments, and queues summed over their NICs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub max_attachments: u32,
+    pub max_queues: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub default: Quota,
+    /// (who, their quota): the first whose users or groups name the caller applies.
+    pub overrides: Vec<(Access, Quota)>,
+}
+
+impl Policy {
+    /// The quota of a caller with `uid` for whom `in_group` says which groups it is in.
+    pub fn quota_of(&self, uid: u32, in_group: impl Fn(u32) -> bool) -> Quota {
+        self.overrides
+            .iter()
+            .find(|(who, _)| who.users.contains(&uid) || who.groups.iter().any(|g| in_group(*g)))
+            .map_or(self.default, |(_, q)| *q)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -674,12 +743,31 @@ impl TryFrom<RawConfig> for Config {
                 },
             );
         }
+        let mut overrides = Vec::new();
+        for q in &raw.policy.quota {
+            let mut who = access(true, &q.users, &q.groups)?;
+            who.daemon_group = false;
+            overrides.push((
+                who,
+                Quota {
+                    max_attachments: q.max_attachments,
+                    max_queues: q.max_queues,
+                },
+            ));
+        }
         Ok(Config {
             socket: raw.socket,
             state_dir: raw.state_dir,
             group: resolve_group(&raw.group)?,
             interface_prefix: raw.interface_prefix,
             networks,
+            policy: Policy {
+                default: Quota {
+                    max_attachments: raw.policy.max_attachments,
+                    max_queues: raw.policy.max_queues,
+                },
+                overrides,
+            },
         })
     }
 }
@@ -1029,6 +1117,29 @@ dns = ["10.88.0.1"]
             parse("cni_conf = \"/x\"\n").is_err(),
             "a misspelt key is an error"
         );
+    }
+
+    #[test]
+    fn the_policy_has_a_default_quota_and_overrides_by_user_or_group() {
+        let c = Config::parse(EXAMPLE).unwrap();
+        assert_eq!(
+            c.policy.quota_of(1000, |_| false),
+            Quota {
+                max_attachments: 32,
+                max_queues: 128
+            }
+        );
+        let c = Config::parse(&format!(
+            "{EXAMPLE}\n[policy]\nmax_attachments = 2\nmax_queues = 3\n\
+             [[policy.quota]]\nusers = [\"0\"]\nmax_attachments = 100\nmax_queues = 100\n\
+             [[policy.quota]]\ngroups = [\"7\"]\nmax_attachments = 5\nmax_queues = 9\n"
+        ))
+        .unwrap();
+        let q = |uid, gid| c.policy.quota_of(uid, |g| g == gid).max_attachments;
+        assert_eq!(q(1000, 1), 2);
+        assert_eq!(q(0, 7), 100, "the first that names the caller applies");
+        assert_eq!(q(1000, 7), 5);
+        assert!(Config::parse(&format!("{EXAMPLE}\n[policy]\nmax_attachment = 2\n")).is_err());
     }
 
     #[test]

@@ -72,6 +72,38 @@ pub(crate) fn plan(
     req: &AttachRequest,
     pod_netns: Option<(u64, u64)>,
 ) -> Result<Record, Error> {
+    // The caller's quota (root is not counted): what it holds, being built or being released
+    // included, plus this request.
+    if !peer.is_root() {
+        let q = d.config.policy.quota_of(peer.uid, |g| peer.in_group(g));
+        let mine: Vec<&Record> = reg.records().filter(|r| r.uid == peer.uid).collect();
+        let queues: u32 = mine
+            .iter()
+            .flat_map(|r| r.interfaces.iter())
+            .map(|i| u32::from(i.queues))
+            .sum();
+        let asked: u32 = req.networks.iter().map(|n| u32::from(n.queues)).sum();
+        if mine.len() as u32 + 1 > q.max_attachments {
+            return Err(Error::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "uid {} holds {} attachments, its limit ([policy] max_attachments)",
+                    peer.uid,
+                    mine.len()
+                ),
+            ));
+        }
+        if queues + asked > q.max_queues {
+            return Err(Error::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "uid {} holds {queues} queues and asks for {asked}; its limit is {} \
+                     ([policy] max_queues)",
+                    peer.uid, q.max_queues
+                ),
+            ));
+        }
+    }
     let taken: Vec<&Interface> = reg.records().flat_map(|r| r.interfaces.iter()).collect();
     let mut planned: Vec<Interface> = Vec::new();
     let mut transit: Vec<(IfName, std::net::Ipv4Addr)> = Vec::new();
