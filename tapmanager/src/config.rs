@@ -548,6 +548,21 @@ impl Config {
         })
     }
 
+    /// The 1-based line of `text` an error is about, where it can be told: a syntax error's
+    /// own position, a network's table header, the line naming an unknown user or group.
+    pub fn error_line(text: &str, e: &ConfigError) -> Option<usize> {
+        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        let find = |needle: &str| text.find(needle).map(line_of);
+        match e {
+            ConfigError::Parse(_, inner) => inner.span().map(|r| line_of(r.start)),
+            ConfigError::Network { network, .. } => find(&format!("[networks.{network}]"))
+                .or_else(|| find(&format!("[networks.\"{network}\"]"))),
+            ConfigError::UnknownGroup(g) | ConfigError::UnknownUser(g) => find(&format!("\"{g}\"")),
+            ConfigError::Prefix(_) => find("interface_prefix"),
+            _ => None,
+        }
+    }
+
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Parse(PathBuf::new(), Box::new(e)))?;
@@ -1117,6 +1132,22 @@ dns = ["10.88.0.1"]
             parse("cni_conf = \"/x\"\n").is_err(),
             "a misspelt key is an error"
         );
+    }
+
+    #[test]
+    fn errors_name_the_line_they_are_about() {
+        let line = |text: &str| Config::error_line(text, &Config::parse(text).unwrap_err());
+        // A syntax error: its own line. A wrong value inside a network table: serde reads
+        // the kind-tagged table whole, so toml points at the table.
+        assert_eq!(line("group = \"0\"\nsocket = = 1\n"), Some(2));
+        assert_eq!(
+            line("group = \"0\"\n\n[networks.x]\nkind = \"bridge\"\nbridge = 5\n"),
+            Some(3)
+        );
+        let bad_net = "group = \"0\"\n[networks.ok]\nkind = \"macvtap\"\nlower = \"eth0\"\n\
+                       [networks.bad]\nkind = \"macvtap\"\nlower = \"eth0\"\nmode = \"odd\"\n";
+        assert_eq!(line(bad_net), Some(5));
+        assert_eq!(line("group = \"no-such-group-here\"\n"), Some(1));
     }
 
     #[test]

@@ -25,6 +25,12 @@ enum Cmd {
         #[arg(long, default_value = "/etc/tapmanager/tapmanager.toml")]
         config: PathBuf,
     },
+    /// Validate a config (networks and policy) without running anything; each error with its
+    /// line. Exits 1 if it is not valid.
+    CheckConfig {
+        #[arg(default_value = "/etc/tapmanager/tapmanager.toml")]
+        file: PathBuf,
+    },
     /// List attachments (yours; every one for root).
     List {
         #[arg(long, default_value = protocol::DEFAULT_SOCKET)]
@@ -79,6 +85,8 @@ enum MainError {
     Client(#[from] protocol::ClientError),
     #[error("network {0} is not ready")]
     NotReady(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 fn main() -> ExitCode {
@@ -107,6 +115,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), MainError> {
     match cli.cmd {
         Cmd::Serve { config } => serve(&config),
+        Cmd::CheckConfig { file } => check_config(&file),
         Cmd::List { socket, json } => {
             let list = Client::connect(&socket)?.list()?;
             if json {
@@ -142,6 +151,45 @@ fn run(cli: Cli) -> Result<(), MainError> {
                 Some(n) => Err(MainError::NotReady(n.network.to_string())),
                 None => Ok(()),
             }
+        }
+    }
+}
+
+fn check_config(file: &Path) -> Result<(), MainError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| tapmanager::config::ConfigError::Read(file.to_owned(), e))?;
+    match Config::parse(&text) {
+        Ok(c) => {
+            println!("{}: valid", file.display());
+            for (name, n) in &c.networks {
+                let kind = match &n.kind {
+                    tapmanager::config::NetworkKind::Bridge(_) => "bridge",
+                    tapmanager::config::NetworkKind::Isolated(i) if i.masquerade.is_some() => {
+                        "masquerade"
+                    }
+                    tapmanager::config::NetworkKind::Isolated(_) => "isolated",
+                    tapmanager::config::NetworkKind::Macvtap(_) => "macvtap",
+                    tapmanager::config::NetworkKind::Cni(_) => "cni",
+                    tapmanager::config::NetworkKind::Pod(_) => "pod",
+                };
+                println!("  network {name}: {kind}");
+            }
+            let q = c.policy.default;
+            println!(
+                "  policy: {} attachments and {} queues a uid, {} override(s)",
+                q.max_attachments,
+                q.max_queues,
+                c.policy.overrides.len()
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let at = Config::error_line(&text, &e).map_or(String::new(), |l| format!(":{l}"));
+            Err(MainError::Invalid(format!(
+                "{}{at}: {}",
+                file.display(),
+                tapmanager::error_chain(&e)
+            )))
         }
     }
 }

@@ -78,3 +78,50 @@ fn a_member_holds_at_most_its_quota_of_attachments_and_queues() {
     end(c);
     assert!(sb.all_gone(10));
 }
+
+#[test]
+fn check_config_says_valid_or_names_the_line_of_each_error() {
+    let dir = std::env::temp_dir().join(format!("tmt-checkconfig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let check = |name: &str, text: &str| {
+        let f = dir.join(name);
+        std::fs::write(&f, text).unwrap();
+        let out = Command::new(tapmanager_tests::sandbox::bin("tapmanager"))
+            .arg("check-config")
+            .arg(&f)
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), said)
+    };
+    let good = format!(
+        "group = \"0\"\n{}\n[policy]\nmax_attachments = 4\n",
+        default_networks()
+    );
+    let (ok, said) = check("good.toml", &good);
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("network default: bridge") && said.contains("4 attachments"),
+        "{said}"
+    );
+    let (ok, said) = check(
+        "bad.toml",
+        "group = \"0\"\n\n[networks.iso]\nkind = \"isolated\"\nrange = \"10.0.0.1/24\"\nuplink = \"eth0\"\n",
+    );
+    assert!(!ok);
+    assert!(
+        said.contains("bad.toml:3: network iso: range 10.0.0.1/24: host bits are set"),
+        "{said}"
+    );
+    let (ok, said) = check("typo.toml", "group = \"0\"\n[policy]\nmax_attachment = 1\n");
+    assert!(!ok);
+    assert!(
+        said.contains("typo.toml:3:") && said.contains("max_attachment"),
+        "{said}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
