@@ -248,7 +248,7 @@ fn is_transient(e: &io::Error) -> bool {
 
 /// What to do with one received frame.
 #[derive(Debug, PartialEq, Eq)]
-enum Outcome {
+pub enum Outcome {
     /// Send this frame back.
     Reply(Vec<u8>),
     /// A well-formed request that gets no answer.
@@ -257,8 +257,9 @@ enum Outcome {
     Malformed(&'static str),
 }
 
-/// The whole per-frame path, without the socket: parse, decode, decide, build.
-fn answer(frame: &[u8], b: &Binding) -> Outcome {
+/// The whole per-frame path, without the socket: parse, decode, decide, build. Public for
+/// the fuzz target (`tests/fuzz`), which feeds it what a hostile guest could send.
+pub fn answer(frame: &[u8], b: &Binding) -> Outcome {
     let Some(udp) = parse_ipv4_udp_frame(frame) else {
         return Outcome::Malformed("not an IPv4/UDP frame");
     };

@@ -551,7 +551,10 @@ impl Config {
     /// The 1-based line of `text` an error is about, where it can be told: a syntax error's
     /// own position, a network's table header, the line naming an unknown user or group.
     pub fn error_line(text: &str, e: &ConfigError) -> Option<usize> {
-        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        let line_of = |offset: usize| {
+            let upto = &text.as_bytes()[..offset.min(text.len())];
+            upto.iter().filter(|b| **b == b'\n').count() + 1
+        };
         let find = |needle: &str| text.find(needle).map(line_of);
         match e {
             ConfigError::Parse(_, inner) => inner.span().map(|r| line_of(r.start)),
