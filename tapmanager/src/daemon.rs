@@ -287,6 +287,31 @@ impl Daemon {
                 Ok(Err(protocol::FrameError::Closed)) => return,
                 Ok(Err(e)) => {
                     tracing::debug!(uid = peer.uid, error = %e, "malformed frame; connection closed");
+                    // A frame that arrived whole but does not decode (a name that is too long,
+                    // empty or has odd bytes, an unknown variant, fds it did not announce) or
+                    // announces too much gets a typed answer before the connection closes.
+                    // Its id is unknown: 0.
+                    if matches!(
+                        e,
+                        protocol::FrameError::Decode(_)
+                            | protocol::FrameError::TrailingBytes(_)
+                            | protocol::FrameError::FdCountMismatch { .. }
+                            | protocol::FrameError::TooManyFds(_)
+                            | protocol::FrameError::TooLarge(_)
+                    ) {
+                        let response = Response {
+                            id: 0,
+                            body: Err(err(
+                                ErrorCode::InvalidRequest,
+                                format!("malformed request: {}", crate::error_chain(&e)),
+                            )),
+                        };
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            write_frame_async(stream, &response, &[]),
+                        )
+                        .await; // best effort: the connection closes either way
+                    }
                     return;
                 }
                 Err(_) => return,

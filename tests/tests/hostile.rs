@@ -1,0 +1,396 @@
+//! Kernel tier (root): hostile callers. Each attack gets a typed error (or, for what is not a
+//! request at all, a closed connection), changes nothing, and while it runs an honest client
+//! keeps attaching and releasing on its own connection: its latency during each attack is
+//! printed (`hostile: ...` lines; figures, not assertions: timing is noisy here), and it must
+//! never fail.
+
+use protocol::fdpass::{read_frame, write_frame};
+use protocol::frame::{encode, HEADER_LEN, MAX_FRAME};
+use protocol::{
+    AttachRequest, Client, ErrorCode, Hello, HelloReply, MacAddr, NetworkRequest, Request,
+    RequestBody, Response, ResponseBody, PROTOCOL_VERSION,
+};
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tapmanager_tests::sandbox::{is_root, Sandbox};
+
+const GROUP: u32 = 47_091;
+const USER: u32 = 47_092;
+
+/// An honest client attaching and releasing in a loop until told to stop.
+struct Honest {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<Duration>>,
+}
+
+impl Honest {
+    fn start(sb: &Sandbox, tag: &str) -> Honest {
+        let stop = Arc::new(AtomicBool::new(false));
+        let socket = sb.socket.clone();
+        let (flag, tag) = (stop.clone(), tag.to_owned());
+        let handle = std::thread::spawn(move || {
+            let mut c = Client::connect(&socket).expect("honest connect");
+            let mut took = Vec::new();
+            let mut i = 0;
+            while !flag.load(Ordering::Relaxed) || took.len() < 5 {
+                let vm: protocol::VmId = format!("honest-{tag}-{i}").parse().unwrap();
+                let t = Instant::now();
+                let (_, fds) = c
+                    .attach(AttachRequest {
+                        vm: vm.clone(),
+                        networks: vec![NetworkRequest::new("default".parse().unwrap())],
+                    })
+                    .expect("the honest client's attach failed during an attack");
+                took.push(t.elapsed());
+                c.release(&vm).expect("honest release");
+                drop(fds);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            took
+        });
+        Honest { stop, handle }
+    }
+
+    /// Stops the loop and prints its figures for `case`.
+    fn report(self, case: &str) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut took = self.handle.join().expect("honest client");
+        took.sort();
+        let pct = |p: f64| {
+            let rank = ((p / 100.0) * took.len() as f64).ceil() as usize;
+            took[rank.clamp(1, took.len()) - 1].as_secs_f64() * 1e3
+        };
+        eprintln!(
+            "hostile: {case}: honest attaches {}, p50 {:.2} ms, p99 {:.2} ms",
+            took.len(),
+            pct(50.0),
+            pct(99.0)
+        );
+    }
+}
+
+/// A connection past the handshake.
+fn connected(sb: &Sandbox) -> UnixStream {
+    let s = UnixStream::connect(&sb.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write_frame(
+        &s,
+        &Hello {
+            version: PROTOCOL_VERSION,
+        },
+        &[],
+    )
+    .unwrap();
+    let (reply, _): (HelloReply, _) = read_frame(&s).unwrap();
+    assert!(matches!(reply, HelloReply::Accepted(_)));
+    s
+}
+
+/// The daemon's answer to what was sent, if any, and whether it then closed the connection.
+fn answer_then_closed(s: &UnixStream) -> (Option<Response>, bool) {
+    let first = read_frame::<Response>(s).ok().map(|(r, _)| r);
+    let mut buf = [0u8; 16];
+    let closed = matches!((&*s).read(&mut buf), Ok(0));
+    (first, closed)
+}
+
+fn assert_invalid(r: Option<Response>, what: &str) {
+    match r.map(|r| r.body) {
+        Some(Err(e)) if e.code == ErrorCode::InvalidRequest => {}
+        other => panic!("{what}: expected InvalidRequest, got {other:?}"),
+    }
+}
+
+/// The request layout with plain strings, to send names the real types would refuse to
+/// hold; it encodes exactly as `Request { id, Attach(..) }` does.
+mod raw {
+    #[derive(serde::Serialize)]
+    pub struct Request {
+        pub id: u64,
+        pub body: Body,
+    }
+    #[derive(serde::Serialize)]
+    pub enum Body {
+        Attach(Attach),
+    }
+    #[derive(serde::Serialize)]
+    pub struct Attach {
+        pub vm: String,
+        pub networks: Vec<Net>,
+    }
+    #[derive(serde::Serialize)]
+    pub struct Net {
+        pub network: String,
+        pub mac: Option<[u8; 6]>,
+        pub queues: u16,
+        pub take_over: Option<String>,
+    }
+}
+
+fn raw_attach(vm: &str, network: &str) -> Vec<u8> {
+    encode(
+        &raw::Request {
+            id: 7,
+            body: raw::Body::Attach(raw::Attach {
+                vm: vm.to_owned(),
+                networks: vec![raw::Net {
+                    network: network.to_owned(),
+                    mac: None,
+                    queues: 1,
+                    take_over: None,
+                }],
+            }),
+        },
+        0,
+    )
+    .unwrap()
+}
+
+fn attach_with(
+    sb: &Sandbox,
+    vm: &str,
+    f: impl FnOnce(&mut NetworkRequest),
+) -> protocol::ClientError {
+    let mut n = NetworkRequest::new("default".parse().unwrap());
+    f(&mut n);
+    sb.client()
+        .attach(AttachRequest {
+            vm: vm.parse().unwrap(),
+            networks: vec![n],
+        })
+        .unwrap_err()
+}
+
+/// The daemon's open fds that point at `path`.
+fn daemon_fds_on(sb: &Sandbox, path: &std::path::Path) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", sb.daemon_pid()))
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
+        .count()
+}
+
+#[test]
+fn hostile_callers_get_typed_errors_and_change_nothing() {
+    if !is_root("hostile_callers_get_typed_errors_and_change_nothing") {
+        return;
+    }
+    let sb = Sandbox::with_defaults("hostile", GROUP);
+
+    let h = Honest::start(&sb, "garbage");
+    // Garbage that is a whole frame: a typed error, then the connection closes.
+    let s = connected(&sb);
+    let mut frame = (64u32).to_le_bytes().to_vec();
+    frame.extend([0xab; 64]);
+    (&s).write_all(&frame).unwrap();
+    let (r, closed) = answer_then_closed(&s);
+    assert_invalid(r, "garbage");
+    assert!(closed, "garbage: connection left open");
+    h.report("garbage frame");
+
+    let h = Honest::start(&sb, "truncated");
+    // A frame cut short: nothing to answer; the daemon gives up on it when it closes.
+    let s = connected(&sb);
+    let mut frame = (1000u32).to_le_bytes().to_vec();
+    frame.extend([0u8; 10]);
+    (&s).write_all(&frame).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let (r, closed) = answer_then_closed(&s);
+    assert!(r.is_none() && closed, "truncated: {r:?}");
+    h.report("truncated frame");
+
+    let h = Honest::start(&sb, "oversized");
+    // A header announcing more than a frame may hold: refused before the body is read.
+    let s = connected(&sb);
+    (&s).write_all(&((MAX_FRAME as u32) + 1).to_le_bytes())
+        .unwrap();
+    let (r, closed) = answer_then_closed(&s);
+    assert_invalid(r, "oversized");
+    assert!(closed);
+    h.report("oversized frame");
+
+    let h = Honest::start(&sb, "fds");
+    // fds nobody asked for, with a List: answered, and the fds closed at once.
+    let marker = std::env::temp_dir().join(format!("tmt-unasked-{}", std::process::id()));
+    let f = std::fs::File::create(&marker).unwrap();
+    let s = connected(&sb);
+    let fds = [f.as_fd(), f.as_fd(), f.as_fd()];
+    write_frame(
+        &s,
+        &Request {
+            id: 9,
+            body: RequestBody::List,
+        },
+        &fds,
+    )
+    .unwrap();
+    let (resp, _): (Response, _) = read_frame(&s).unwrap();
+    assert!(matches!(resp.body, Ok(ResponseBody::List(_))), "{resp:?}");
+    assert_eq!(
+        daemon_fds_on(&sb, &marker),
+        0,
+        "the daemon kept fds it never asked for"
+    );
+    drop(f);
+    std::fs::remove_file(&marker).unwrap();
+    h.report("unasked fds");
+
+    let h = Honest::start(&sb, "names");
+    // Names the types refuse: too long, empty, odd bytes, a path.
+    for (vm, net) in [
+        ("x".repeat(300).as_str(), "default"),
+        ("", "default"),
+        ("a\u{0}b", "default"),
+        ("vm", "../default"),
+        ("vm", "a network with spaces"),
+    ] {
+        let s = connected(&sb);
+        (&s).write_all(&raw_attach(vm, net)).unwrap();
+        let (r, closed) = answer_then_closed(&s);
+        assert_invalid(r, &format!("name {vm:?}/{net:?}"));
+        assert!(closed);
+    }
+    h.report("bad names");
+
+    let h = Honest::start(&sb, "limits");
+    // Queues out of range, MACs that are not one host's.
+    for q in [0u16, 10_000] {
+        let e = attach_with(&sb, "q", |n| n.queues = q);
+        assert_eq!(e.code(), Some(ErrorCode::InvalidRequest), "queues {q}: {e}");
+    }
+    for mac in [[0x01, 0, 0x5e, 0, 0, 1], [0xff; 6], [0; 6]] {
+        let e = attach_with(&sb, "m", |n| n.mac = Some(MacAddr(mac)));
+        assert_eq!(
+            e.code(),
+            Some(ErrorCode::InvalidRequest),
+            "mac {mac:02x?}: {e}"
+        );
+    }
+    // Both spellings of a good MAC are the same MAC.
+    let dash: MacAddr = "AA-BB-CC-DD-EE-02".parse().unwrap();
+    let colon: MacAddr = "aa:bb:cc:dd:ee:02".parse().unwrap();
+    assert_eq!(dash, colon);
+    h.report("bad queues and MACs");
+
+    let h = Honest::start(&sb, "slow");
+    // One byte a second: cut off when the hello's time is up, never holding anyone up.
+    let s = UnixStream::connect(&sb.socket).unwrap();
+    let hello = encode(
+        &Hello {
+            version: PROTOCOL_VERSION,
+        },
+        0,
+    )
+    .unwrap();
+    let t = Instant::now();
+    let mut cut = false;
+    for b in hello.iter().chain([0u8; 64].iter()) {
+        if (&s).write_all(&[*b]).is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        if t.elapsed() > Duration::from_secs(15) {
+            break;
+        }
+    }
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut buf = [0u8; 8];
+    cut |= matches!((&s).read(&mut buf), Ok(0) | Err(_));
+    assert!(cut, "a client sending a byte a second was not cut off");
+    eprintln!("hostile: slow client cut off after {:?}", t.elapsed());
+    h.report("slow client");
+    assert!(t.elapsed() <= Duration::from_secs(16));
+
+    let h = Honest::start(&sb, "idle");
+    // Hundreds of idle connections from one member: at most 64 are let in.
+    let hello_hex: String = hello.iter().map(|b| format!("{b:02x}")).collect();
+    let script = format!(
+        r#"
+import socket, sys
+hello = bytes.fromhex("{hello_hex}")
+held = []
+for i in range(300):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect("{socket}")
+    s.settimeout(10)
+    s.sendall(hello)
+    n = int.from_bytes(s.recv(4, socket.MSG_WAITALL), "little")
+    body = s.recv(n, socket.MSG_WAITALL)
+    print((len(body).to_bytes(4, "little") + body).hex(), flush=True)
+    held.append(s)
+print("held", flush=True)
+sys.stdin.read()
+"#,
+        socket = sb.socket.display()
+    );
+    let mut py = tapmanager_tests::sandbox::as_user(
+        USER,
+        &GROUP.to_string(),
+        std::path::Path::new("/usr/bin/python3"),
+    )
+    .args(["-c", &script])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut out = String::new();
+    let mut reader = std::io::BufReader::new(py.stdout.take().unwrap());
+    let (mut accepted, mut refused) = (0, 0);
+    loop {
+        out.clear();
+        if std::io::BufRead::read_line(&mut reader, &mut out).unwrap() == 0 || out.trim() == "held"
+        {
+            break;
+        }
+        let bytes: Vec<u8> = (0..out.trim().len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&out.trim()[i..i + 2], 16).unwrap())
+            .collect();
+        match protocol::frame::decode::<HelloReply>(&bytes[HEADER_LEN..])
+            .unwrap()
+            .0
+        {
+            HelloReply::Accepted(_) => accepted += 1,
+            HelloReply::Rejected(e) => {
+                assert_eq!(e.code, ErrorCode::QuotaExceeded, "{e:?}");
+                refused += 1
+            }
+        }
+    }
+    assert_eq!((accepted, refused), (64, 236));
+    // While they are held, another member still gets in (the limit is per uid).
+    let other = Command::new("setpriv")
+        .args([
+            "--reuid=47093",
+            "--regid=47093",
+            &format!("--groups={GROUP}"),
+        ])
+        .arg(tapmanager_tests::sandbox::bin("tapmanager"))
+        .args(["list", "--socket"])
+        .arg(&sb.socket)
+        .output()
+        .unwrap();
+    assert!(
+        other.status.success(),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    h.report("300 idle connections from one uid");
+    drop(py.stdin.take());
+    py.wait().unwrap();
+
+    // Nothing of any of it is left.
+    assert!(
+        sb.all_gone(10),
+        "{:?} {:?}",
+        sb.taps(),
+        sb.journal_entries()
+    );
+}
