@@ -45,6 +45,40 @@ const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 const RECV_BUF_LEN: usize = 65536 + 14;
 /// Frames handled per wake-up before yielding, so a flooding guest cannot starve cancellation.
 const FRAMES_PER_WAKE: usize = 64;
+/// Frames a server takes at most: a burst, then a steady rate. A guest's DHCP client sends a
+/// handful of packets a minute; beyond this is a flood, dropped before it is parsed.
+const BURST: f64 = 20.0;
+const PER_SEC: f64 = 10.0;
+/// A flood is logged once per this long, with what was dropped meanwhile.
+const FLOOD_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A token bucket over [`BURST`] and [`PER_SEC`].
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl Bucket {
+    fn new() -> Bucket {
+        Bucket {
+            tokens: BURST,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: std::time::Instant) -> bool {
+        let refill = now.duration_since(self.last).as_secs_f64() * PER_SEC;
+        self.tokens = (self.tokens + refill).min(BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
 
 /// Why the server could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +129,8 @@ pub struct Counters {
     pub replied: AtomicU64,
     /// Replies the kernel refused to send (queue full, interface down).
     pub send_failed: AtomicU64,
+    /// Frames dropped unread because the guest sent more than [`BURST`] + [`PER_SEC`] allow.
+    pub rate_limited: AtomicU64,
 }
 
 impl Counters {
@@ -174,6 +210,8 @@ impl Server {
         } = self;
         let fd = packet::register(socket).map_err(Error::Register)?;
         let mut buf = vec![0u8; RECV_BUF_LEN];
+        let mut bucket = Bucket::new();
+        let (mut flood_logged, mut dropped_since) = (None::<std::time::Instant>, 0u64);
         debug!(ifindex, ip = %binding.ip, "DHCP server running");
 
         loop {
@@ -196,6 +234,18 @@ impl Server {
                     continue;
                 }
                 Counters::bump(&counters.received);
+                let now = std::time::Instant::now();
+                if !bucket.take(now) {
+                    Counters::bump(&counters.rate_limited);
+                    dropped_since += 1;
+                    if flood_logged.is_none_or(|t| now.duration_since(t) >= FLOOD_LOG_EVERY) {
+                        tracing::warn!(ifindex, ip = %binding.ip, dropped = dropped_since,
+                            "DHCP flood from the guest: frames dropped unread (logged once per 10 s)");
+                        flood_logged = Some(now);
+                        dropped_since = 0;
+                    }
+                    continue;
+                }
                 // A frame longer than the buffer was truncated by the kernel (MSG_TRUNC).
                 let outcome = buf
                     .get(..received.len)
@@ -211,6 +261,7 @@ impl Server {
             received = counters.received.load(Ordering::Relaxed),
             malformed = counters.malformed.load(Ordering::Relaxed),
             replied = counters.replied.load(Ordering::Relaxed),
+            rate_limited = counters.rate_limited.load(Ordering::Relaxed),
             "DHCP server stopped"
         );
         // Closing a packet socket waits for an RCU grace period (synchronize_net, 10-15 ms
@@ -541,6 +592,20 @@ mod tests {
             answer(&broadcast_frame(&payload), &full()),
             Outcome::Malformed("option with a wrong length")
         );
+    }
+
+    #[test]
+    fn the_bucket_allows_a_burst_then_the_steady_rate() {
+        let mut b = Bucket::new();
+        let t0 = b.last;
+        let burst = (0..100).filter(|_| b.take(t0)).count();
+        assert_eq!(burst, BURST as usize);
+        // One second later: PER_SEC more, no more.
+        let t1 = t0 + std::time::Duration::from_secs(1);
+        assert_eq!((0..100).filter(|_| b.take(t1)).count(), PER_SEC as usize);
+        // Never more than the burst, however long it was quiet.
+        let t2 = t1 + std::time::Duration::from_secs(3600);
+        assert_eq!((0..100).filter(|_| b.take(t2)).count(), BURST as usize);
     }
 
     #[test]

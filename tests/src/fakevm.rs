@@ -153,6 +153,11 @@ impl FakeVm {
         m
     }
 
+    /// One DHCPDISCOVER frame from this guest (for floods).
+    pub fn discover_frame(&self, xid: u32) -> Vec<u8> {
+        self.dhcp_frame(&self.request(xid, MessageType::Discover))
+    }
+
     /// DISCOVER, OFFER, REQUEST, ACK.
     pub fn dhcp(&self) -> Option<Lease> {
         let xid = u32::from_be_bytes([self.mac[2], self.mac[3], self.mac[4], self.mac[5]]);
