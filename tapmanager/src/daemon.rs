@@ -600,6 +600,7 @@ impl Daemon {
                 ));
             }
             let record = lifecycle::plan(self, &reg, peer, &req, pod_netns)?;
+            crate::failpoint::hit("attach:planned");
             reg.entries.insert(
                 key.clone(),
                 Entry {
@@ -645,12 +646,14 @@ impl Daemon {
                 return Err(err(code, crate::error_chain(&*e)));
             }
         };
+        crate::failpoint::hit("attach:built");
         if let Err(e) = self.journal.write(&record) {
             cancel.cancel();
             lifecycle::teardown(self, &record).await;
             self.registry.lock().unwrap().entries.remove(&key);
             return Err(err(ErrorCode::Internal, crate::error_chain(&e)));
         }
+        crate::failpoint::hit("attach:journaled");
         if let Some(e) = self.registry.lock().unwrap().entries.get_mut(&key) {
             e.state = State::Ready;
             e.record = record.clone();

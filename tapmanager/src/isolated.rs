@@ -154,13 +154,16 @@ pub(crate) async fn build_port(
     let path = netns_path(d, iface);
     std::fs::create_dir_all(path.parent().ok_or("state dir")?)?;
     let ns = NetNs::create(&path)?;
+    crate::failpoint::hit("attach:isolated:netns");
     // Host rules before any link exists: they match by name, so they hold from the first packet.
     let port = routed_port(d, record, iface).ok_or("not a routed network")?;
     d.firewall.add_routed_port(&port).await?;
+    crate::failpoint::hit("attach:isolated:rules");
     // The veth, its peer created directly inside the namespace (never moved).
     d.links
         .add_veth_into(&iface.ifname, host_mac, mtu, NS_VETH, ns_mac, ns.fd())
         .await?;
+    crate::failpoint::hit("attach:isolated:veth");
     // Inside, on one thread that entered the namespace: the TAP with its final flags, owned by
     // the caller; forwarding on; a netlink connection; the DHCP server's socket (it listens
     // before any fd leaves the daemon).
@@ -184,6 +187,7 @@ pub(crate) async fn build_port(
         let inner = Links::connect().map_err(std::io::Error::other)?;
         Ok((tap, inner, tap_index, veth_index, server))
     })?;
+    crate::failpoint::hit("attach:isolated:inside");
     let host_index = link::index_of(&iface.ifname).ok_or("veth vanished")?;
     let Some(how) = iso.binding else {
         route_port(

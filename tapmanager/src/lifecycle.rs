@@ -398,8 +398,10 @@ async fn build_bridge_port(
     if let Some(g) = guard(iface) {
         d.firewall.add_port(&g).await?;
     }
+    crate::failpoint::hit("attach:bridge:guards");
     // The TAP with its final flags (vnet_hdr, multi-queue), owned by the caller.
     let tap = tap::create(&iface.ifname, iface.queues, record.uid, gid)?;
+    crate::failpoint::hit("attach:bridge:tap");
     let index = link::index_of(&iface.ifname).ok_or("TAP vanished right after creation")?;
     // MTU, host-side MAC, master and up in one netlink message.
     d.links
@@ -411,6 +413,7 @@ async fn build_bridge_port(
             bridge.index,
         )
         .await?;
+    crate::failpoint::hit("attach:bridge:enslaved");
     // DHCP listens before any fd leaves the daemon, so the guest's first DISCOVER is answered.
     let server = dhcp::Server::bind(index, binding(d, record, iface).ok_or("no binding")?)?;
     spawn_dhcp(server, iface, cancel);
@@ -555,6 +558,7 @@ pub(crate) async fn teardown(d: &Daemon, record: &Record) -> bool {
             complete = false;
             continue;
         }
+        crate::failpoint::hit("teardown:link");
         // A network gone from the config leaves its kind unknown: undo what either kind does.
         let kind = d.config.network(&iface.network).map(|n| &n.kind);
         if matches!(kind, Some(NetworkKind::Bridge(_)) | None) {
@@ -581,7 +585,9 @@ pub(crate) async fn teardown(d: &Daemon, record: &Record) -> bool {
             }
         }
     }
+    crate::failpoint::hit("teardown:port");
     if complete {
+        crate::failpoint::hit("teardown:done");
         if let Err(e) = d.journal.remove(record.uid, &record.vm) {
             tracing::error!(vm = %record.vm, error = %crate::error_chain(&e), "cannot remove journal entry");
             complete = false;

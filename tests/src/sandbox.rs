@@ -155,6 +155,9 @@ pub struct Sandbox {
     daemon: Option<Child>,
     log: PathBuf,
     log_filter: String,
+    /// A crash point (tapmanager's `failpoint::POINTS`) the next `start` arms: the daemon
+    /// kills itself there.
+    pub crash_at: Option<String>,
 }
 
 /// The default network of the sandbox config.
@@ -231,6 +234,7 @@ impl Sandbox {
             daemon: None,
             log,
             log_filter: opts.log_filter,
+            crash_at: None,
         };
         sb.start();
         sb
@@ -254,6 +258,10 @@ impl Sandbox {
         cmd.args(["serve", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", &self.log_filter)
+            .env(
+                "TAPMANAGER_CRASH_AT",
+                self.crash_at.as_deref().unwrap_or(""),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -322,6 +330,21 @@ impl Sandbox {
     }
 
     /// Kills the daemon with SIGKILL (no cleanup of its own).
+    /// Whether the daemon died by itself within `secs` (a crash point), reaping it if so.
+    pub fn died_within(&mut self, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Some(c) = self.daemon.as_mut() {
+                if c.try_wait().unwrap().is_some() {
+                    self.daemon = None;
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.daemon.take() {
             let _ = c.kill(); // already dead is fine

@@ -175,11 +175,13 @@ pub(crate) async fn build_port(
     };
     let rt = runtime(&entry);
     cache::write(&d.config.state_dir, &entry)?;
+    crate::failpoint::hit("attach:cni:cached");
     let started = std::time::Instant::now();
     let result = exec::add(&list, &net.bin_dirs, &rt).await?;
     // What the plugins took, apart from what the daemon adds (the CNI benchmark reads it).
     tracing::info!(container = %rt.container_id, network = %list.name,
         plugins_micros = started.elapsed().as_micros() as u64, "CNI ADD done");
+    crate::failpoint::hit("attach:cni:added");
     entry.result = Some(result.raw.clone());
     cache::write(&d.config.state_dir, &entry)?;
     let lease = lease(&result, &place.eth)?;
@@ -228,6 +230,7 @@ pub(crate) async fn build_port(
         &format!("br{}", &place.tap[3..]),
     )
     .await?;
+    crate::failpoint::hit("attach:cni:rewired");
     iface.mac = guest_mac;
     iface.address = Some((lease.address.addr(), lease.address.prefix_len()));
     iface.gateway = Some(lease.gateway);

@@ -1,0 +1,153 @@
+//! Kernel tier (root): a crash at every step. For each kind (bridge, isolated, CNI) and each
+//! crash point of attach and teardown on its path (tapmanager's `failpoint::POINTS`, armed
+//! through `TAPMANAGER_CRASH_AT` in a build with the `failpoints` feature), the daemon kills
+//! itself there; restarted, it must leave exactly what was there before: no link, namespace,
+//! nft element, journal entry, CNI cache entry or host-local allocation of the crashed guest,
+//! while a live guest of the same kind keeps its network and renews its lease.
+//! The matrix's size and outcome are printed (`crash matrix: ...`).
+
+use protocol::{AttachRequest, NetworkRequest};
+use std::process::{Child, Command, Stdio};
+use tapmanager_tests::cnidir::{bridge_list, CniDir};
+use tapmanager_tests::fakevm::FakeVm;
+use tapmanager_tests::sandbox::{bin, default_networks, is_root, Sandbox, UPLINK};
+
+const GROUP: u32 = 47_121;
+
+/// Everything a guest can leave behind, as seen from outside the daemon.
+fn snapshot(sb: &Sandbox, d: &CniDir) -> String {
+    let listing = |p: std::path::PathBuf| {
+        let mut v: Vec<String> = std::fs::read_dir(p)
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v.join(",")
+    };
+    let (_, rules) = sb.ns.exec(&["nft", "list", "ruleset"]);
+    let rules: String = rules
+        .lines()
+        .map(|l| l.split("counter packets").next().unwrap_or("").to_owned() + "\n")
+        .collect();
+    let links: String = sb
+        .ns
+        .ip(&["-o", "link", "show"])
+        .lines()
+        .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned() + "\n")
+        .collect();
+    format!(
+        "journal: {:?}\nnetns: {}\ncni cache: {}\nhost-local: {:?}\nlinks:\n{links}rules:\n{rules}",
+        sb.journal_entries(),
+        listing(sb.dir.join("state/netns")),
+        listing(sb.dir.join("state/cni")),
+        d.allocated("tmcrash"),
+    )
+}
+
+/// A vmwrapper (root) holding one NIC on `net` until its stdin closes.
+fn caller(sb: &Sandbox, vm: &str, net: &str) -> Child {
+    Command::new(bin("vmwrapper"))
+        .arg("--socket")
+        .arg(&sb.socket)
+        .args(["--id", vm, "--net", net, "--hypervisor", "qemu", "--"])
+        .args(["sh", "-c", "read x || true"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The points on `kind`'s path: the common ones and its own.
+fn points_of(kind: &str) -> Vec<&'static str> {
+    tapmanager::failpoint::POINTS
+        .iter()
+        .copied()
+        .filter(|p| {
+            let parts: Vec<&str> = p.split(':').collect();
+            parts.len() == 2 || parts[1] == kind
+        })
+        .collect()
+}
+
+#[test]
+fn a_crash_at_every_step_leaves_nothing_and_live_guests_keep_their_lease() {
+    if !is_root("a_crash_at_every_step_leaves_nothing_and_live_guests_keep_their_lease") {
+        return;
+    }
+    let d = CniDir::new("crash");
+    d.write(
+        "tmcrash",
+        bridge_list(&d, "tmcrash", "1.0.0", "tmcnicrash", "10.60.0.0/16", &[]),
+    );
+    let networks = format!(
+        "{}\n[networks.iso]\nkind = \"isolated\"\nrange = \"10.200.0.0/16\"\nuplink = \"{UPLINK}\"\n{}",
+        default_networks(),
+        d.network("pod", "tmcrash", "")
+    );
+    let (mut sb, _lan) = Sandbox::with_lan("crash", GROUP, &networks);
+    let mut cases = 0;
+    for (kind, net) in [("bridge", "default"), ("isolated", "iso"), ("cni", "pod")] {
+        // A live guest of this kind, there before and after every crash.
+        let (a, fds) = sb
+            .client()
+            .attach(AttachRequest {
+                vm: format!("live-{kind}").parse().unwrap(),
+                networks: vec![NetworkRequest::new(net.parse().unwrap())],
+            })
+            .unwrap();
+        let live = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
+        let lease = live.dhcp().expect("the live guest's lease").ip;
+        let before = snapshot(&sb, &d);
+        for (i, point) in points_of(kind).into_iter().enumerate() {
+            sb.kill();
+            sb.crash_at = Some(point.to_owned());
+            sb.start();
+            let vm = format!("crash-{kind}-{i}");
+            let mut c = caller(&sb, &vm, net);
+            if point.starts_with("teardown:") {
+                assert!(
+                    sb.wait_for(10, || sb.journal_entries().len() == 2),
+                    "{kind} {point}: the guest never attached"
+                );
+                drop(c.stdin.take()); // the guest exits: teardown begins, and dies at the point
+            }
+            assert!(
+                sb.died_within(10),
+                "{kind} {point}: the daemon did not die there"
+            );
+            drop(c.stdin.take());
+            let _ = c.wait();
+            sb.crash_at = None;
+            sb.start();
+            let left = sb.wait_for(20, || snapshot(&sb, &d) == before);
+            assert!(
+                left,
+                "{kind} {point}: left behind:\n--- before\n{before}\n--- after\n{}",
+                snapshot(&sb, &d)
+            );
+            let renewed = live.dhcp().map(|l| l.ip);
+            assert_eq!(
+                renewed,
+                Some(lease),
+                "{kind} {point}: the live guest lost its lease"
+            );
+            cases += 1;
+        }
+        drop(live);
+        sb.client()
+            .release(&format!("live-{kind}").parse().unwrap())
+            .unwrap();
+        assert!(sb.wait_for(20, || sb.journal_entries().is_empty()));
+    }
+    eprintln!(
+        "crash matrix: {cases} cases (bridge {}, isolated {}, cni {} points); every one left nothing \
+         and kept the live guest's lease",
+        points_of("bridge").len(),
+        points_of("isolated").len(),
+        points_of("cni").len()
+    );
+}
