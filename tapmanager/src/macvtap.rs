@@ -37,10 +37,12 @@ pub(crate) async fn build_port(
     d.links
         .add_macvtap(&iface.ifname, lower, mode(mv.mode), iface.mac, mv.mtu)
         .await?;
+    crate::failpoint::hit("attach:macvtap:link");
     // Its MAC guard before it can carry a frame (the hook needs the device to exist).
     d.firewall
         .add_macvtap_guard(&iface.ifname, iface.mac)
         .await?;
+    crate::failpoint::hit("attach:macvtap:guard");
     let index = link::index_of(&iface.ifname).ok_or("macvtap vanished right after creation")?;
     let (name, dir, queues) = (
         iface.ifname.clone(),
@@ -49,6 +51,7 @@ pub(crate) async fn build_port(
     );
     let fds =
         tokio::task::spawn_blocking(move || open_queues(&dir, &name, index, queues)).await??;
+    crate::failpoint::hit("attach:macvtap:opened");
     d.links
         .up(index, iface.ifname.as_str(), mv.mtu, None)
         .await?;

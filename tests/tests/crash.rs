@@ -1,4 +1,5 @@
-//! Kernel tier (root): a crash at every step. For each kind (bridge, isolated, CNI) and each
+//! Kernel tier (root): a crash at every step. For each kind (bridge, isolated, masquerade,
+//! CNI, macvtap) and each
 //! crash point of attach and teardown on its path (tapmanager's `failpoint::POINTS`, armed
 //! through `TAPMANAGER_CRASH_AT` in a build with the `failpoints` feature), the daemon kills
 //! itself there; restarted, it must leave exactly what was there before: no link, namespace,
@@ -13,6 +14,9 @@ use tapmanager_tests::fakevm::FakeVm;
 use tapmanager_tests::sandbox::{bin, default_networks, is_root, Sandbox, UPLINK};
 
 const GROUP: u32 = 47_121;
+/// The test LAN's host, and the address a macvtap guest uses on it.
+const LAN_HOST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 168, 77, 2);
+const MV_GUEST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 168, 77, 50);
 
 /// Everything a guest can leave behind, as seen from outside the daemon.
 fn snapshot(sb: &Sandbox, d: &CniDir) -> String {
@@ -39,7 +43,8 @@ fn snapshot(sb: &Sandbox, d: &CniDir) -> String {
         .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned() + "\n")
         .collect();
     format!(
-        "journal: {:?}\nnetns: {}\ncni cache: {}\nhost-local: {:?}\nlinks:\n{links}rules:\n{rules}",
+        "state dir: {}\njournal: {:?}\nnetns: {}\ncni cache: {}\nhost-local: {:?}\nlinks:\n{links}rules:\n{rules}",
+        listing(sb.dir.join("state")),
         sb.journal_entries(),
         listing(sb.dir.join("state/netns")),
         listing(sb.dir.join("state/cni")),
@@ -84,13 +89,22 @@ fn a_crash_at_every_step_leaves_nothing_and_live_guests_keep_their_lease() {
         bridge_list(&d, "tmcrash", "1.0.0", "tmcnicrash", "10.60.0.0/16", &[]),
     );
     let networks = format!(
-        "{}\n[networks.iso]\nkind = \"isolated\"\nrange = \"10.200.0.0/16\"\nuplink = \"{UPLINK}\"\n{}",
+        "{}\n[networks.iso]\nkind = \"isolated\"\nrange = \"10.200.0.0/16\"\nuplink = \"{UPLINK}\"\n\
+         [networks.nat]\nkind = \"masquerade\"\nuplink = \"{UPLINK}\"\ntransit = \"10.201.0.0/16\"\n\
+         [networks.mv]\nkind = \"macvtap\"\nlower = \"{UPLINK}\"\n{}",
         default_networks(),
         d.network("pod", "tmcrash", "")
     );
     let (mut sb, _lan) = Sandbox::with_lan("crash", GROUP, &networks);
     let mut cases = 0;
-    for (kind, net) in [("bridge", "default"), ("isolated", "iso"), ("cni", "pod")] {
+    let mut per_kind = Vec::new();
+    for (kind, net) in [
+        ("bridge", "default"),
+        ("isolated", "iso"),
+        ("isolated", "nat"),
+        ("cni", "pod"),
+        ("macvtap", "mv"),
+    ] {
         // A live guest of this kind, there before and after every crash.
         let (a, fds) = sb
             .client()
@@ -100,7 +114,12 @@ fn a_crash_at_every_step_leaves_nothing_and_live_guests_keep_their_lease() {
             })
             .unwrap();
         let live = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
-        let lease = live.dhcp().expect("the live guest's lease").ip;
+        // A macvtap guest's lease is the LAN's business: it must still reach the LAN instead.
+        let alive = |live: &FakeVm| match kind {
+            "macvtap" => live.arp(live.mac, MV_GUEST, LAN_HOST).map(|_| MV_GUEST),
+            _ => live.dhcp().map(|l| l.ip),
+        };
+        let lease = alive(&live).expect("the live guest's network");
         let before = snapshot(&sb, &d);
         for (i, point) in points_of(kind).into_iter().enumerate() {
             sb.kill();
@@ -129,11 +148,11 @@ fn a_crash_at_every_step_leaves_nothing_and_live_guests_keep_their_lease() {
                 "{kind} {point}: left behind:\n--- before\n{before}\n--- after\n{}",
                 snapshot(&sb, &d)
             );
-            let renewed = live.dhcp().map(|l| l.ip);
+            let renewed = alive(&live);
             assert_eq!(
                 renewed,
                 Some(lease),
-                "{kind} {point}: the live guest lost its lease"
+                "{kind} {point}: the live guest lost its network"
             );
             cases += 1;
         }
@@ -142,12 +161,10 @@ fn a_crash_at_every_step_leaves_nothing_and_live_guests_keep_their_lease() {
             .release(&format!("live-{kind}").parse().unwrap())
             .unwrap();
         assert!(sb.wait_for(20, || sb.journal_entries().is_empty()));
+        per_kind.push(format!("{net} ({kind}) {}", points_of(kind).len()));
     }
     eprintln!(
-        "crash matrix: {cases} cases (bridge {}, isolated {}, cni {} points); every one left nothing \
-         and kept the live guest's lease",
-        points_of("bridge").len(),
-        points_of("isolated").len(),
-        points_of("cni").len()
+        "crash matrix: {cases} cases ({}); every one left nothing and kept the live guest's network",
+        per_kind.join(", ")
     );
 }
