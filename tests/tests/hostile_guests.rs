@@ -83,3 +83,102 @@ fn a_dhcp_flood_is_rate_limited_with_bounded_cpu_and_a_quiet_log() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(vm.dhcp().is_some(), "no lease after the flood");
 }
+
+/// The guard chain's drop counters, by the rule they belong to.
+fn guard_counters(sb: &Sandbox) -> Vec<(String, u64)> {
+    let (_, out) = sb
+        .ns
+        .exec(&["nft", "list", "chain", "bridge", "tapmanager", "guard"]);
+    out.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let (rule, rest) = l.split_once("counter packets ")?;
+            let n = rest.split_whitespace().next()?.parse().ok()?;
+            Some((rule.trim().to_owned(), n))
+        })
+        .collect()
+}
+
+/// The count of the rule whose text (as nft lists it) contains `needle`.
+fn count_of(c: &[(String, u64)], needle: &str) -> u64 {
+    c.iter()
+        .filter(|(r, _)| r.contains(needle))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[test]
+fn spoofed_and_rogue_frames_are_dropped_and_counted() {
+    if !is_root("spoofed_and_rogue_frames_are_dropped_and_counted") {
+        return;
+    }
+    use std::net::Ipv4Addr;
+    use tapmanager_tests::fakevm;
+    let sb = Sandbox::with_defaults("guestcount", GROUP);
+    let (a, fds) = sb
+        .client()
+        .attach(protocol::AttachRequest {
+            vm: "rogue".parse().unwrap(),
+            networks: vec![protocol::NetworkRequest::new("default".parse().unwrap())],
+        })
+        .unwrap();
+    let vm = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
+    let lease = vm.dhcp().expect("lease");
+    let mut other_mac = vm.mac;
+    other_mac[5] ^= 0x5a;
+    let other_ip = Ipv4Addr::new(10, 88, 0, 99);
+    // An IPv6 router advertisement (ICMPv6 type 134) to all nodes.
+    let mut ra = vec![0x33, 0x33, 0, 0, 0, 1];
+    ra.extend_from_slice(&vm.mac);
+    ra.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 16, 58, 255]);
+    ra.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    ra.extend_from_slice(&[0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    ra.extend_from_slice(&[134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let cases: Vec<(&str, &str, Vec<u8>)> = vec![
+        (
+            "spoofed source MAC",
+            "ether saddr != @macs",
+            fakevm::marked_udp(other_mac, lease.ip, b"TM-X"),
+        ),
+        (
+            "ARP for another address",
+            "arp saddr ip != @ips",
+            fakevm::arp_request(vm.mac, other_ip, lease.router.unwrap()),
+        ),
+        (
+            "a DHCP server's answer",
+            "udp sport 67",
+            dhcp::frame::build_ipv4_udp_frame(
+                vm.mac,
+                fakevm::BROADCAST,
+                lease.ip,
+                Ipv4Addr::BROADCAST,
+                67,
+                68,
+                b"TM-ROGUE-OFFER",
+            ),
+        ),
+        (
+            "spoofed source address",
+            " ip saddr != @ips",
+            fakevm::marked_udp(vm.mac, other_ip, b"TM-Y"),
+        ),
+        ("an IPv6 router advertisement", "ip6", ra),
+    ];
+    const EACH: u64 = 100;
+    let before = guard_counters(&sb);
+    for (_, _, frame) in &cases {
+        for _ in 0..EACH {
+            vm.send(frame);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after = guard_counters(&sb);
+    for (what, rule, _) in &cases {
+        let dropped = count_of(&after, rule) - count_of(&before, rule);
+        eprintln!(
+            "hostile guest: {what}: {EACH} sent, {dropped} dropped and counted by `{rule} ...`"
+        );
+        assert!(dropped >= EACH, "{what}: only {dropped} of {EACH} counted");
+    }
+}
