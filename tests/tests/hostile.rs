@@ -21,6 +21,46 @@ use tapmanager_tests::sandbox::{is_root, Sandbox};
 
 const GROUP: u32 = 47_091;
 const USER: u32 = 47_092;
+const OTHER: u32 = 47_093;
+const STRANGER: u32 = 47_094;
+
+/// `tapmanager ARGS --socket S` as `uid` in the group.
+fn tapmanager_as(sb: &Sandbox, uid: u32, args: &[&str]) -> std::process::Output {
+    tapmanager_tests::sandbox::as_user(
+        uid,
+        &GROUP.to_string(),
+        &tapmanager_tests::sandbox::bin("tapmanager"),
+    )
+    .args(args)
+    .arg("--socket")
+    .arg(&sb.socket)
+    .output()
+    .unwrap()
+}
+
+/// A vmwrapper as `uid` holding `vm` on `default` until its stdin closes, once attached.
+fn member_holding(sb: &Sandbox, uid: u32, vm: &str) -> std::process::Child {
+    let child = sb
+        .vmwrapper_as(uid, &GROUP.to_string())
+        .args(["--id", vm, "--net", "default", "--hypervisor", "qemu", "--"])
+        .args(["sh", "-c", "read x || true"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(sb.wait_for(10, || held_by(sb, uid) == 1));
+    child
+}
+
+/// How many attachments `uid` holds (the honest client's come and go meanwhile).
+fn held_by(sb: &Sandbox, uid: u32) -> usize {
+    sb.client()
+        .list()
+        .unwrap()
+        .iter()
+        .filter(|a| a.uid == uid)
+        .count()
+}
 
 /// An honest client attaching and releasing in a loop until told to stop.
 struct Honest {
@@ -181,7 +221,11 @@ fn hostile_callers_get_typed_errors_and_change_nothing() {
     if !is_root("hostile_callers_get_typed_errors_and_change_nothing") {
         return;
     }
-    let sb = Sandbox::with_defaults("hostile", GROUP);
+    let config = format!(
+        "{}\n[networks.pods]\nkind = \"pod\"\n[policy]\nmax_attachments = 3\n",
+        tapmanager_tests::sandbox::default_networks()
+    );
+    let sb = Sandbox::new("hostile", GROUP, &config);
 
     let h = Honest::start(&sb, "garbage");
     // Garbage that is a whole frame: a typed error, then the connection closes.
@@ -385,6 +429,136 @@ sys.stdin.read()
     h.report("300 idle connections from one uid");
     drop(py.stdin.take());
     py.wait().unwrap();
+
+    let h = Honest::start(&sb, "stranger");
+    // A uid outside the group.
+    let out = sb
+        .vmwrapper_as(STRANGER, "")
+        .args([
+            "--id",
+            "s",
+            "--net",
+            "default",
+            "--hypervisor",
+            "qemu",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    // The socket (0660 root:group) is the first gate; the daemon's check the second.
+    assert!(
+        !out.status.success()
+            && (e.contains("Permission denied") || e.contains("PermissionDenied")),
+        "{e}"
+    );
+    h.report("a stranger outside the group");
+
+    let h = Honest::start(&sb, "others");
+    // A member acting on another member's attachment: it does not exist for them.
+    let mut held = member_holding(&sb, USER, "theirs");
+    for args in [&["show", "theirs"][..], &["release", "theirs"][..]] {
+        let out = tapmanager_as(&sb, OTHER, args);
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && e.contains("NotFound"),
+            "{args:?}: {e}"
+        );
+    }
+    let out = tapmanager_as(&sb, OTHER, &["list", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    assert_eq!(held_by(&sb, USER), 1, "another uid changed it");
+    h.report("a member showing, releasing, listing another's attachment");
+
+    let h = Honest::start(&sb, "netns");
+    // A namespace the member does not own, opened from /run/netns (world-readable).
+    let pod = tapmanager_tests::sandbox::Netns::new("hostilepod");
+    pod.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "gw0"]);
+    let out = sb
+        .vmwrapper_as(USER, &GROUP.to_string())
+        .arg("--netns")
+        .arg(format!("/run/netns/{}", pod.name))
+        .args([
+            "--id",
+            "adopt",
+            "--net",
+            "pods,take=eth0",
+            "--hypervisor",
+            "qemu",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("PermissionDenied"),
+        "{e}"
+    );
+    assert!(pod
+        .ip(&["-o", "link", "show", "dev", "eth0"])
+        .contains("eth0"));
+    h.report("a namespace the caller does not own");
+
+    let h = Honest::start(&sb, "flood");
+    // An attach flood past the quota (3 a uid; one is held already).
+    let (mut ok, mut refused) = (vec![], 0);
+    for i in 0..20 {
+        let mut c = sb.vmwrapper_as(USER, &GROUP.to_string());
+        c.args([
+            "--id",
+            &format!("flood-{i}"),
+            "--net",
+            "default",
+            "--hypervisor",
+            "qemu",
+            "--",
+        ])
+        .args(["sh", "-c", "read x || true"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let name = format!("flood-{i}");
+        // Either it is refused (it exits) or it holds an attachment (the journal grows).
+        let t = Instant::now();
+        let exited = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            let listed = sb.client().list().unwrap();
+            if listed.iter().any(|a| a.vm.as_str() == name) {
+                break None;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "flood {i}: neither");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        match exited {
+            Some(status) => {
+                assert!(!status.success());
+                let mut e = String::new();
+                child.stderr.take().unwrap().read_to_string(&mut e).unwrap();
+                assert!(e.contains("QuotaExceeded"), "{e}");
+                refused += 1;
+            }
+            None => ok.push(child),
+        }
+    }
+    assert_eq!(
+        (ok.len(), refused),
+        (2, 18),
+        "the quota let in {} of 20",
+        ok.len()
+    );
+    assert_eq!(held_by(&sb, USER), 3);
+    for mut c in ok {
+        drop(c.stdin.take());
+        c.wait().unwrap();
+    }
+    h.report("an attach flood past the quota");
+    drop(held.stdin.take());
+    held.wait().unwrap();
 
     // Nothing of any of it is left.
     assert!(
