@@ -116,6 +116,7 @@ pub(crate) async fn build_port(
     std::fs::create_dir_all(pin.parent().ok_or("state dir")?)?;
     let ns = NetNs::pin(netns, &pin)
         .map_err(|e| format!("cannot pin the pod's namespace at {}: {e}", pin.display()))?;
+    crate::failpoint::hit("attach:pod:pinned");
     let handle = tokio::runtime::Handle::current();
     let inner = ns.run_in(move || {
         let _entered = handle.enter();
@@ -195,6 +196,7 @@ pub(crate) async fn build_port(
     })?;
     // Saved before any change: from here on, teardown can give it all back.
     write_saved(&d.config.state_dir, &saved)?;
+    crate::failpoint::hit("attach:pod:saved");
 
     let bridge_guard = (join == VethBinding::Bridge).then(|| {
         crate::join::bridge_guard_script(
@@ -215,6 +217,7 @@ pub(crate) async fn build_port(
     })?;
     let ours = crate::cni::port::veth_mac(&iface.ifname);
     inner.strip(eth.index, taken.as_str(), ours).await?;
+    crate::failpoint::hit("attach:pod:stripped");
     inner.up(eth.index, taken.as_str(), mtu, None).await?;
     inner
         .up(tap_index, iface.ifname.as_str(), mtu, None)
@@ -230,6 +233,7 @@ pub(crate) async fn build_port(
         &bridge_name(&iface.ifname),
     )
     .await?;
+    crate::failpoint::hit("attach:pod:joined");
     iface.mac = mac;
     iface.address = Some((address.addr(), address.prefix_len()));
     iface.gateway = Some(gateway);

@@ -1,7 +1,10 @@
 //! Test helpers for the CNI kind: a per-test directory of CNI configs and data.
 
+use crate::sandbox::{Netns, Sandbox};
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 /// Where Debian's `containernetworking-plugins` puts the plugins.
 pub const DEBIAN_PLUGINS: &str = "/usr/lib/cni";
@@ -104,4 +107,61 @@ pub fn bridge_list(
     })];
     plugins.extend(more.iter().cloned());
     serde_json::json!({"cniVersion": version, "name": name, "plugins": plugins})
+}
+
+/// The pod's side as `ip` shows it: eth0's link line and IPv4 addresses, the routes, and
+/// every link name.
+pub fn pod_state(pod: &Netns) -> String {
+    let link = pod.ip(&["-o", "link", "show", "dev", "eth0"]);
+    // The link line without its counters-ish parts: name, flags, MTU, MAC.
+    let link: String = link
+        .split_whitespace()
+        .filter(|w| w.contains(':') || w.starts_with('<') || w.parse::<u32>().is_ok())
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "{link}\n{}{}{}",
+        pod.ip(&["-4", "-o", "addr", "show", "dev", "eth0"]),
+        pod.ip(&["-4", "route", "show"]),
+        pod.ip(&["-o", "link", "show"])
+            .lines()
+            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned() + "\n")
+            .collect::<String>()
+    )
+}
+
+/// Debian's bridge plugin (with host-local, 10.88.50.0/24) run by the test into `pod`, with its host side in the sandbox's
+/// namespace, as a kubelet's CNI would.
+pub fn pod_cni(sb: &Sandbox, d: &CniDir, pod: &Netns, command: &str) -> String {
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "tmpod", "type": "bridge", "bridge": "tmpodbr",
+        "isGateway": true,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.50.0/24"}]],
+                 "routes": [{"dst": "0.0.0.0/0"}], "dataDir": d.ipam()}
+    });
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &sb.ns.name, "env", "-i"])
+        .arg(format!("CNI_COMMAND={command}"))
+        .arg(format!("CNI_CONTAINERID={}", pod.name))
+        .arg(format!("CNI_NETNS=/run/netns/{}", pod.name))
+        .arg("CNI_IFNAME=eth0")
+        .arg(format!("CNI_PATH={DEBIAN_PLUGINS}"))
+        .arg(format!("{DEBIAN_PLUGINS}/bridge"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "CNI {command}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -168,3 +168,91 @@ fn a_crash_at_every_step_leaves_nothing_and_live_guests_keep_their_lease() {
         per_kind.join(", ")
     );
 }
+
+#[test]
+fn a_crash_at_every_step_of_a_take_over_gives_the_pod_its_interface_back() {
+    if !is_root("a_crash_at_every_step_of_a_take_over_gives_the_pod_its_interface_back") {
+        return;
+    }
+    use std::os::fd::AsFd;
+    use tapmanager_tests::cnidir::{pod_cni, pod_state};
+    use tapmanager_tests::sandbox::Netns;
+    let d = CniDir::new("crashpod");
+    let mut sb = Sandbox::new("crashpod", GROUP, "[networks.pods]\nkind = \"pod\"\n");
+    // A live pod whose interface a guest holds throughout.
+    let live_pod = Netns::new("livepod");
+    pod_cni(&sb, &d, &live_pod, "ADD");
+    let ns = std::fs::File::open(format!("/run/netns/{}", live_pod.name)).unwrap();
+    let mut nic = NetworkRequest::new("pods".parse().unwrap());
+    nic.take_over = Some("eth0".parse().unwrap());
+    let (a, fds) = sb
+        .client()
+        .attach_pod(
+            AttachRequest {
+                vm: "live-pod".parse().unwrap(),
+                networks: vec![nic],
+            },
+            ns.as_fd(),
+        )
+        .unwrap();
+    let live = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
+    let lease = live.dhcp().expect("the live guest's lease").ip;
+    // The pod a crashing take-over works on.
+    let pod = Netns::new("crashpod");
+    pod_cni(&sb, &d, &pod, "ADD");
+    let state = |sb: &Sandbox| format!("{}\npod:\n{}", snapshot(sb, &d), pod_state(&pod));
+    let before = state(&sb);
+    let points = points_of("pod");
+    for (i, point) in points.iter().enumerate() {
+        sb.kill();
+        sb.crash_at = Some(point.to_string());
+        sb.start();
+        let mut c = Command::new(bin("vmwrapper"))
+            .arg("--socket")
+            .arg(&sb.socket)
+            .arg("--netns")
+            .arg(format!("/run/netns/{}", pod.name))
+            .args(["--id", &format!("crash-pod-{i}"), "--net", "pods,take=eth0"])
+            .args(["--hypervisor", "qemu", "--", "sh", "-c", "read x || true"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        if point.starts_with("teardown:") {
+            assert!(
+                sb.wait_for(10, || sb.journal_entries().len() == 2),
+                "pod {point}: the guest never attached"
+            );
+            drop(c.stdin.take());
+        }
+        assert!(
+            sb.died_within(10),
+            "pod {point}: the daemon did not die there"
+        );
+        drop(c.stdin.take());
+        let _ = c.wait();
+        sb.crash_at = None;
+        sb.start();
+        assert!(
+            sb.wait_for(20, || state(&sb) == before),
+            "pod {point}: not given back:\n--- before\n{before}\n--- after\n{}",
+            state(&sb)
+        );
+        assert_eq!(
+            live.dhcp().map(|l| l.ip),
+            Some(lease),
+            "pod {point}: the live guest lost its lease"
+        );
+    }
+    eprintln!(
+        "crash matrix: pods ({} points); every crash gave the pod its interface back and kept the \
+         live guest's lease",
+        points.len()
+    );
+    drop(live);
+    sb.client().release(&"live-pod".parse().unwrap()).unwrap();
+    assert!(sb.wait_for(20, || sb.journal_entries().is_empty()));
+    pod_cni(&sb, &d, &pod, "DEL");
+    pod_cni(&sb, &d, &live_pod, "DEL");
+}

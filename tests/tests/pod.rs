@@ -5,10 +5,9 @@
 
 use protocol::{AttachRequest, NetworkRequest};
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
-use tapmanager_tests::cnidir::{CniDir, DEBIAN_PLUGINS};
+use tapmanager_tests::cnidir::{pod_cni, pod_state, CniDir};
 use tapmanager_tests::fakevm::FakeVm;
 use tapmanager_tests::sandbox::{is_root, run, Netns, Sandbox};
 
@@ -17,63 +16,6 @@ const USER: u32 = 47_062;
 
 fn pods_network(binding: &str) -> String {
     format!("[networks.pods]\nkind = \"pod\"\nbinding = \"{binding}\"\ndns = [\"10.88.99.53\"]\n")
-}
-
-/// The pod's side as `ip` shows it: eth0's link line and IPv4 addresses, the routes, and
-/// every link name.
-fn pod_state(pod: &Netns) -> String {
-    let link = pod.ip(&["-o", "link", "show", "dev", "eth0"]);
-    // The link line without its counters-ish parts: name, flags, MTU, MAC.
-    let link: String = link
-        .split_whitespace()
-        .filter(|w| w.contains(':') || w.starts_with('<') || w.parse::<u32>().is_ok())
-        .collect::<Vec<_>>()
-        .join(" ");
-    format!(
-        "{link}\n{}{}{}",
-        pod.ip(&["-4", "-o", "addr", "show", "dev", "eth0"]),
-        pod.ip(&["-4", "route", "show"]),
-        pod.ip(&["-o", "link", "show"])
-            .lines()
-            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned() + "\n")
-            .collect::<String>()
-    )
-}
-
-/// The bridge plugin run by the test into `pod`, with its host side in the sandbox's
-/// namespace, as a kubelet's CNI would.
-fn cni(sb: &Sandbox, d: &CniDir, pod: &Netns, command: &str) -> String {
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0", "name": "tmpod", "type": "bridge", "bridge": "tmpodbr",
-        "isGateway": true,
-        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.50.0/24"}]],
-                 "routes": [{"dst": "0.0.0.0/0"}], "dataDir": d.ipam()}
-    });
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &sb.ns.name, "env", "-i"])
-        .arg(format!("CNI_COMMAND={command}"))
-        .arg("CNI_CONTAINERID=tmtestpod")
-        .arg(format!("CNI_NETNS=/run/netns/{}", pod.name))
-        .arg("CNI_IFNAME=eth0")
-        .arg(format!("CNI_PATH={DEBIAN_PLUGINS}"))
-        .arg(format!("{DEBIAN_PLUGINS}/bridge"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "CNI {command}: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn take_over(net: &str) -> AttachRequest {
@@ -104,7 +46,8 @@ fn a_shim_hands_its_pods_interface_to_the_guest_and_gets_it_back() {
         let d = CniDir::new(&format!("pod-{binding}"));
         let mut sb = Sandbox::new("pod", GROUP, &pods_network(binding));
         let pod = Netns::new("pod");
-        let result: serde_json::Value = serde_json::from_str(&cni(&sb, &d, &pod, "ADD")).unwrap();
+        let result: serde_json::Value =
+            serde_json::from_str(&pod_cni(&sb, &d, &pod, "ADD")).unwrap();
         let pod_ip: std::net::Ipv4Addr = result["ips"][0]["address"]
             .as_str()
             .unwrap()
@@ -186,7 +129,7 @@ fn a_shim_hands_its_pods_interface_to_the_guest_and_gets_it_back() {
         // And usable: the pod itself reaches its gateway again.
         let (ok, out) = pod.exec(&["busybox", "ping", "-c", "1", "-W", "2", &gw.to_string()]);
         assert!(ok, "{binding}: the pod lost its network: {out}");
-        cni(&sb, &d, &pod, "DEL");
+        pod_cni(&sb, &d, &pod, "DEL");
     }
 }
 
@@ -339,7 +282,7 @@ fn the_protocol_crates_shim_example_runs_the_whole_exchange() {
     let d = CniDir::new("pod-example");
     let sb = Sandbox::new("podex", GROUP, &pods_network("tc-redirect"));
     let pod = Netns::new("podex");
-    cni(&sb, &d, &pod, "ADD");
+    pod_cni(&sb, &d, &pod, "ADD");
     let before = pod_state(&pod);
     let out = run(Command::new(shim_example())
         .arg(&sb.socket)
@@ -356,7 +299,7 @@ fn the_protocol_crates_shim_example_runs_the_whole_exchange() {
         held(&sb)
     );
     assert_eq!(pod_state(&pod), before);
-    cni(&sb, &d, &pod, "DEL");
+    pod_cni(&sb, &d, &pod, "DEL");
 }
 
 #[test]
@@ -369,7 +312,7 @@ fn a_masquerade_binding_natting_the_guest_behind_the_pods_address() {
         "[networks.pods]\nkind = \"pod\"\nbinding = \"masquerade\"\nports = [\"tcp:8080:80\"]\n";
     let sb = Sandbox::new("podmasq", GROUP, networks);
     let pod = Netns::new("podmasq");
-    cni(&sb, &d, &pod, "ADD");
+    pod_cni(&sb, &d, &pod, "ADD");
     let before = pod_state(&pod);
     let (_, forward_before) = pod.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"]);
 
@@ -444,7 +387,7 @@ fn a_masquerade_binding_natting_the_guest_behind_the_pods_address() {
     assert_eq!(forward_after, forward_before, "ip_forward not given back");
     let (_, tables) = pod.exec(&["nft", "list", "tables"]);
     assert!(!tables.contains("tapmanager"), "{tables}");
-    cni(&sb, &d, &pod, "DEL");
+    pod_cni(&sb, &d, &pod, "DEL");
 }
 
 #[test]
@@ -455,7 +398,7 @@ fn a_pod_whose_shim_died_while_the_daemon_was_down_gets_its_interface_back() {
     let d = CniDir::new("pod-crash");
     let mut sb = Sandbox::new("podcrash", GROUP, &pods_network("tc-redirect"));
     let pod = Netns::new("podcrash");
-    cni(&sb, &d, &pod, "ADD");
+    pod_cni(&sb, &d, &pod, "ADD");
     let before = pod_state(&pod);
     let mut shim = Command::new(tapmanager_tests::sandbox::bin("vmwrapper"))
         .arg("--socket")
@@ -487,5 +430,5 @@ fn a_pod_whose_shim_died_while_the_daemon_was_down_gets_its_interface_back() {
     sb.start();
     assert_eq!(held(&sb), (0, 0, 0));
     assert_eq!(pod_state(&pod), before, "the pod did not get eth0 back");
-    cni(&sb, &d, &pod, "DEL");
+    pod_cni(&sb, &d, &pod, "DEL");
 }
