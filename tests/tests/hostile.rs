@@ -1,8 +1,8 @@
 //! Kernel tier (root): hostile callers. Each attack gets a typed error (or, for what is not a
 //! request at all, a closed connection), changes nothing, and while it runs an honest client
 //! keeps attaching and releasing on its own connection: its latency during each attack is
-//! printed (`hostile: ...` lines; figures, not assertions: timing is noisy here), and it must
-//! never fail.
+//! printed (`hostile: ...` lines, at least 50 attaches each; figures, not assertions: timing
+//! is noisy here), and it must never fail.
 
 use protocol::fdpass::{read_frame, write_frame};
 use protocol::frame::{encode, HEADER_LEN, MAX_FRAME};
@@ -77,7 +77,7 @@ impl Honest {
             let mut c = Client::connect(&socket).expect("honest connect");
             let mut took = Vec::new();
             let mut i = 0;
-            while !flag.load(Ordering::Relaxed) || took.len() < 5 {
+            while !flag.load(Ordering::Relaxed) || took.len() < 50 {
                 let vm: protocol::VmId = format!("honest-{tag}-{i}").parse().unwrap();
                 let t = Instant::now();
                 let (_, fds) = c
