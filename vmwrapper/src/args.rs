@@ -6,7 +6,8 @@ use crate::hypervisor::Kind;
 use protocol::{MacAddr, NetworkName, NetworkRequest, VmId};
 use std::path::PathBuf;
 
-pub const USAGE: &str = "usage: vmwrapper [--socket PATH] [--id VM_ID] [--hypervisor qemu] \
+pub const USAGE: &str = "usage: vmwrapper [--socket PATH] [--id VM_ID] \
+[--hypervisor qemu|qemu-nic|cloud-hypervisor|crosvm] \
 [--netns PATH] --net NAME[,mac=MAC][,queues=N][,take=IFNAME] [--net ...] -- HYPERVISOR [ARGS...]
 
 --netns PATH: a network namespace (e.g. /proc/PID/ns/net) whose interfaces the --net entries \
@@ -33,7 +34,7 @@ pub enum ArgsError {
     Net(String, String),
     #[error("invalid --id: {0}")]
     Id(String),
-    #[error("unknown --hypervisor {0:?} (known: qemu)")]
+    #[error("unknown --hypervisor {0:?} (known: {names}; Firecracker opens TAPs by name only and is not supported yet)", names = crate::hypervisor::NAMES)]
     Hypervisor(String),
     #[error("no --net given")]
     NoNet,

@@ -7,13 +7,26 @@ use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// `-netdev tap,fd=` + `-device virtio-net-pci`.
     Qemu,
+    /// QEMU's `-nic` shorthand (one queue a NIC).
+    QemuNic,
+    /// `--net fd=[a,b],mac=M,num_queues=2N`.
+    CloudHypervisor,
+    /// `--net tap-fd=N,mac=M` (one fd a NIC; the TAP must have vnet_hdr, which ours do).
+    Crosvm,
 }
+
+/// The names `--hypervisor` takes.
+pub const NAMES: &str = "qemu, qemu-nic, cloud-hypervisor, crosvm";
 
 impl Kind {
     pub fn from_name(name: &str) -> Option<Kind> {
         match name {
             "qemu" => Some(Kind::Qemu),
+            "qemu-nic" => Some(Kind::QemuNic),
+            "cloud-hypervisor" | "ch" => Some(Kind::CloudHypervisor),
+            "crosvm" => Some(Kind::Crosvm),
             _ => None,
         }
     }
@@ -23,8 +36,27 @@ impl Kind {
         let base = Path::new(command).file_name()?.to_str()?;
         if base.starts_with("qemu-system-") || base == "qemu-kvm" || base == "kvm" {
             Some(Kind::Qemu)
+        } else if base == "cloud-hypervisor" {
+            Some(Kind::CloudHypervisor)
+        } else if base == "crosvm" {
+            Some(Kind::Crosvm)
         } else {
             None
+        }
+    }
+
+    /// What this hypervisor cannot take, said before anything is attached: `queues[i]` is
+    /// NIC `i`'s queue count.
+    pub fn check(self, queues: &[u16]) -> Result<(), String> {
+        let multi = queues.iter().any(|q| *q > 1);
+        match self {
+            Kind::Crosvm if multi => {
+                Err("crosvm takes one TAP fd a NIC (tap-fd=N): ask for queues=1".into())
+            }
+            Kind::QemuNic if multi => Err(
+                "QEMU's -nic form has no multi-queue device options: use --hypervisor qemu".into(),
+            ),
+            _ => Ok(()),
         }
     }
 
@@ -33,6 +65,44 @@ impl Kind {
     pub fn net_args(self, interfaces: &[Interface], fds: &[Vec<RawFd>]) -> Vec<String> {
         match self {
             Kind::Qemu => qemu_args(interfaces, fds),
+            Kind::QemuNic => interfaces
+                .iter()
+                .zip(fds)
+                .flat_map(|(iface, fds)| {
+                    [
+                        "-nic".to_owned(),
+                        format!("tap,fd={},model=virtio-net-pci,mac={}", fds[0], iface.mac),
+                    ]
+                })
+                .collect(),
+            Kind::CloudHypervisor => {
+                // One --net with a value per NIC; no mtu= (the TAP has its MTU already).
+                let mut out = vec!["--net".to_owned()];
+                for (iface, fds) in interfaces.iter().zip(fds) {
+                    let list: Vec<String> = fds.iter().map(|f| f.to_string()).collect();
+                    let fd = if list.len() == 1 {
+                        list[0].clone()
+                    } else {
+                        format!("[{}]", list.join(","))
+                    };
+                    out.push(format!(
+                        "fd={fd},mac={},num_queues={}",
+                        iface.mac,
+                        2 * list.len()
+                    ));
+                }
+                out
+            }
+            Kind::Crosvm => interfaces
+                .iter()
+                .zip(fds)
+                .flat_map(|(iface, fds)| {
+                    [
+                        "--net".to_owned(),
+                        format!("tap-fd={},mac={}", fds[0], iface.mac),
+                    ]
+                })
+                .collect(),
         }
     }
 }
@@ -97,6 +167,33 @@ mod tests {
     }
 
     #[test]
+    fn cloud_hypervisor_crosvm_and_the_qemu_nic_form() {
+        let nics = [iface("02:00:00:00:00:01", 1), iface("02:00:00:00:00:02", 2)];
+        assert_eq!(
+            Kind::CloudHypervisor.net_args(&nics, &[vec![3], vec![4, 5]]),
+            vec![
+                "--net",
+                "fd=3,mac=02:00:00:00:00:01,num_queues=2",
+                "fd=[4,5],mac=02:00:00:00:00:02,num_queues=4",
+            ]
+        );
+        assert_eq!(
+            Kind::Crosvm.net_args(&nics[..1], &[vec![3]]),
+            vec!["--net", "tap-fd=3,mac=02:00:00:00:00:01"]
+        );
+        assert_eq!(
+            Kind::QemuNic.net_args(&nics[..1], &[vec![3]]),
+            vec![
+                "-nic",
+                "tap,fd=3,model=virtio-net-pci,mac=02:00:00:00:00:01"
+            ]
+        );
+        assert!(Kind::Crosvm.check(&[1, 2]).is_err());
+        assert!(Kind::QemuNic.check(&[2]).is_err());
+        assert!(Kind::CloudHypervisor.check(&[1, 4]).is_ok());
+    }
+
+    #[test]
     fn detection_by_name() {
         assert_eq!(
             Kind::detect("/usr/bin/qemu-system-x86_64"),
@@ -104,5 +201,12 @@ mod tests {
         );
         assert_eq!(Kind::detect("qemu-system-aarch64"), Some(Kind::Qemu));
         assert_eq!(Kind::detect("/usr/bin/firefox"), None);
+        assert_eq!(
+            Kind::detect("/opt/ch/cloud-hypervisor"),
+            Some(Kind::CloudHypervisor)
+        );
+        assert_eq!(Kind::detect("crosvm"), Some(Kind::Crosvm));
+        assert_eq!(Kind::from_name("ch"), Some(Kind::CloudHypervisor));
+        assert_eq!(Kind::from_name("firecracker"), None);
     }
 }

@@ -44,11 +44,16 @@ fn main() -> ExitCode {
         Some(k) => k,
         None => {
             return fail(format!(
-                "cannot tell which hypervisor {:?} is; pass --hypervisor qemu",
-                a.command[0]
+                "cannot tell which hypervisor {:?} is; pass --hypervisor ({})",
+                a.command[0],
+                vmwrapper::hypervisor::NAMES
             ))
         }
     };
+    let queues: Vec<u16> = a.nets.iter().map(|n| n.queues).collect();
+    if let Err(e) = kind.check(&queues) {
+        return fail(e);
+    }
     let vm = a.id.clone().unwrap_or_else(fresh_id);
     let mut client = match Client::connect(&a.socket) {
         Ok(c) => c,
