@@ -25,6 +25,15 @@ enum Cmd {
         #[arg(long, default_value = "/etc/tapmanager/tapmanager.toml")]
         config: PathBuf,
     },
+    /// Check what usually goes wrong on this host (the TUN device, forwarding, bridge
+    /// netfilter, your group, other network managers, the daemon) and say how to fix each.
+    /// Changes nothing. Exits 1 if something fails.
+    Doctor {
+        #[arg(long, default_value = "/etc/tapmanager/tapmanager.toml")]
+        config: PathBuf,
+        #[arg(long, default_value = protocol::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Validate a config (networks and policy) without running anything; each error with its
     /// line. Exits 1 if it is not valid.
     CheckConfig {
@@ -116,6 +125,7 @@ fn run(cli: Cli) -> Result<(), MainError> {
     match cli.cmd {
         Cmd::Serve { config } => serve(&config),
         Cmd::CheckConfig { file } => check_config(&file),
+        Cmd::Doctor { config, socket } => doctor(&config, &socket),
         Cmd::List { socket, json } => {
             let list = Client::connect(&socket)?.list()?;
             if json {
@@ -152,6 +162,106 @@ fn run(cli: Cli) -> Result<(), MainError> {
                 None => Ok(()),
             }
         }
+    }
+}
+
+fn doctor(config: &Path, socket: &Path) -> Result<(), MainError> {
+    use tapmanager::doctor::{self, Finding, Level};
+    let mut found: Vec<Finding> = Vec::new();
+    let loaded = Config::load(config);
+    let (group, prefix, routed) = match &loaded {
+        Ok(c) => (
+            c.group,
+            c.interface_prefix.clone(),
+            c.networks.values().any(|n| {
+                !matches!(
+                    n.kind,
+                    tapmanager::config::NetworkKind::Bridge(_)
+                        | tapmanager::config::NetworkKind::Macvtap(_)
+                )
+            }),
+        ),
+        Err(_) => (0, "tm".to_owned(), false),
+    };
+    found.push(match &loaded {
+        Ok(c) => Finding {
+            level: Level::Ok,
+            what: format!(
+                "{} is valid: {} network(s)",
+                config.display(),
+                c.networks.len()
+            ),
+            fix: String::new(),
+        },
+        Err(e) => Finding {
+            level: Level::Fail,
+            what: format!("config: {}", tapmanager::error_chain(e)),
+            fix: format!(
+                "`tapmanager check-config {}` names the line",
+                config.display()
+            ),
+        },
+    });
+    found.push(doctor::tun());
+    found.push(doctor::forwarding(routed));
+    found.push(doctor::bridge_netfilter());
+    if loaded.is_ok() {
+        let uid = nix::unistd::getuid().as_raw();
+        let mut groups: Vec<u32> = nix::unistd::getgroups()
+            .unwrap_or_default()
+            .iter()
+            .map(|g| g.as_raw())
+            .collect();
+        groups.push(nix::unistd::getgid().as_raw());
+        let name = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(group))
+            .ok()
+            .flatten()
+            .map_or(group.to_string(), |g| g.name);
+        found.push(doctor::membership(uid, &groups, group, &name));
+    }
+    found.extend(doctor::managers(Path::new("/"), &prefix));
+    found.extend(doctor::tools());
+    found.push(match Client::connect(socket).and_then(|mut c| c.status()) {
+        Ok(nets) => {
+            let down: Vec<String> = nets
+                .iter()
+                .filter(|n| !n.ready)
+                .map(|n| format!("{} ({})", n.network, n.message))
+                .collect();
+            if down.is_empty() {
+                Finding {
+                    level: Level::Ok,
+                    what: format!(
+                        "the daemon answers at {}; {} network(s) ready",
+                        socket.display(),
+                        nets.len()
+                    ),
+                    fix: String::new(),
+                }
+            } else {
+                Finding {
+                    level: Level::Warn,
+                    what: format!("networks not ready: {}", down.join("; ")),
+                    fix: "`tapmanager status` says why for each".into(),
+                }
+            }
+        }
+        Err(e) => Finding {
+            level: Level::Fail,
+            what: format!(
+                "the daemon does not answer: {}",
+                tapmanager::error_chain(&e)
+            ),
+            fix: e
+                .hint()
+                .map(|h| h.to_string())
+                .unwrap_or_else(|| "start it: `systemctl start tapmanager`".into()),
+        },
+    });
+    print!("{}", doctor::render(&found));
+    match found.iter().filter(|f| f.level == Level::Fail).count() {
+        0 => Ok(()),
+        n => Err(MainError::Invalid(format!("{n} check(s) failed"))),
     }
 }
 

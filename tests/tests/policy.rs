@@ -125,3 +125,43 @@ fn check_config_says_valid_or_names_the_line_of_each_error() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn doctor_checks_the_host_the_daemon_and_the_callers_group() {
+    if !is_root("doctor_checks_the_host_the_daemon_and_the_callers_group") {
+        return;
+    }
+    let sb = Sandbox::new("doctor", GROUP, &default_networks());
+    let doctor = |mut c: Command| {
+        let out = c
+            .arg("doctor")
+            .arg("--config")
+            .arg(&sb.config)
+            .arg("--socket")
+            .arg(&sb.socket)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let tapmanager = tapmanager_tests::sandbox::bin("tapmanager");
+    let (_, said) = doctor(Command::new(&tapmanager));
+    assert!(said.contains("ok    /dev/net/tun is there"), "{said}");
+    assert!(said.contains("is valid: 1 network(s)"), "{said}");
+    assert!(said.contains("the daemon answers at"), "{said}");
+    assert!(said.contains("1 network(s) ready"), "{said}");
+    // A user outside the group is told so, and how to join.
+    let (ok, said) = doctor(tapmanager_tests::sandbox::as_user(47_083, "", &tapmanager));
+    assert!(!ok);
+    assert!(said.contains("uid 47083 is not in group"), "{said}");
+    assert!(said.contains("fix: `sudo usermod -aG"), "{said}");
+    // A member is not.
+    let (_, said) = doctor(tapmanager_tests::sandbox::as_user(
+        USER,
+        &GROUP.to_string(),
+        &tapmanager,
+    ));
+    assert!(said.contains(&format!("uid {USER} may connect")), "{said}");
+}
