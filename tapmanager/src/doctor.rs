@@ -217,16 +217,17 @@ mod tests {
         let found = managers(&root, "tm");
         assert_eq!(found.len(), 2);
         assert!(found.iter().all(|f| f.level == Level::Warn), "{found:?}");
+        // The snippets packaging/ ships are what the check recognizes.
         std::fs::create_dir_all(root.join("etc/NetworkManager/conf.d")).unwrap();
         std::fs::write(
             root.join("etc/NetworkManager/conf.d/tapmanager.conf"),
-            "[keyfile]\nunmanaged-devices=interface-name:tm*\n",
+            include_str!("../../packaging/NetworkManager/tapmanager.conf"),
         )
         .unwrap();
         std::fs::create_dir_all(root.join("etc/systemd/network")).unwrap();
         std::fs::write(
             root.join("etc/systemd/network/10-tapmanager.network"),
-            "[Match]\nName=tm*\n[Link]\nUnmanaged=yes\n",
+            include_str!("../../packaging/networkd/10-tapmanager.network"),
         )
         .unwrap();
         let found = managers(&root, "tm");
