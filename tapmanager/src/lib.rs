@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod failpoint;
 pub mod firewall;
+pub mod init;
 pub mod ipam;
 pub mod isolated;
 pub mod join;

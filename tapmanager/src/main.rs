@@ -25,6 +25,33 @@ enum Cmd {
         #[arg(long, default_value = "/etc/tapmanager/tapmanager.toml")]
         config: PathBuf,
     },
+    /// Write a config with one network from a few flags (printed, or to --output).
+    Init {
+        /// bridge | isolated | masquerade | macvtap | cni
+        #[arg(long, default_value = "bridge")]
+        kind: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long, default_value = "tapmanager")]
+        group: String,
+        /// bridge: the gateway and prefix (10.88.0.1/24); isolated: the range of /30s.
+        #[arg(long)]
+        subnet: Option<String>,
+        /// isolated, masquerade: the interface traffic leaves by; macvtap: the lower device.
+        #[arg(long)]
+        uplink: Option<String>,
+        /// cni: the network configuration's name.
+        #[arg(long)]
+        cni_network: Option<String>,
+        /// A DNS server for the guests (repeatable).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// Write here instead of printing; an existing file is kept unless --force.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        force: bool,
+    },
     /// Check what usually goes wrong on this host (the TUN device, forwarding, bridge
     /// netfilter, your group, other network managers, the daemon) and say how to fix each.
     /// Changes nothing. Exits 1 if something fails.
@@ -125,6 +152,57 @@ fn run(cli: Cli) -> Result<(), MainError> {
     match cli.cmd {
         Cmd::Serve { config } => serve(&config),
         Cmd::CheckConfig { file } => check_config(&file),
+        Cmd::Init {
+            kind,
+            name,
+            group,
+            subnet,
+            uplink,
+            cni_network,
+            dns,
+            output,
+            force,
+        } => {
+            let o = tapmanager::init::InitOptions {
+                kind,
+                name,
+                group,
+                subnet,
+                uplink,
+                cni_network,
+                dns,
+            };
+            let text = tapmanager::init::render(&o).map_err(MainError::Invalid)?;
+            if nix::unistd::Group::from_name(&o.group)
+                .ok()
+                .flatten()
+                .is_none()
+                && o.group.parse::<u32>().is_err()
+            {
+                eprintln!(
+                    "tapmanager: note: group {:?} does not exist yet: create it (`groupadd {}`; \
+                     the package's sysusers entry does) before `serve`",
+                    o.group, o.group
+                );
+            }
+            match output {
+                None => {
+                    print!("{text}");
+                    Ok(())
+                }
+                Some(path) => {
+                    if path.exists() && !force {
+                        return Err(MainError::Invalid(format!(
+                            "{} exists; pass --force to replace it",
+                            path.display()
+                        )));
+                    }
+                    std::fs::write(&path, text).map_err(|e| MainError::Socket(path.clone(), e))?;
+                    eprintln!("tapmanager: wrote {}", path.display());
+                    Ok(())
+                }
+            }
+        }
         Cmd::Doctor { config, socket } => doctor(&config, &socket),
         Cmd::List { socket, json } => {
             let list = Client::connect(&socket)?.list()?;

@@ -165,3 +165,51 @@ fn doctor_checks_the_host_the_daemon_and_the_callers_group() {
     ));
     assert!(said.contains(&format!("uid {USER} may connect")), "{said}");
 }
+
+#[test]
+fn init_writes_a_config_check_config_accepts_and_keeps_an_existing_one() {
+    let dir = std::env::temp_dir().join(format!("tmt-init-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tapmanager.toml");
+    let tapmanager = tapmanager_tests::sandbox::bin("tapmanager");
+    let init = |args: &[&str]| {
+        Command::new(&tapmanager)
+            .arg("init")
+            .args(["--group", "0", "--output"])
+            .arg(&file)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(init(&["--kind", "masquerade", "--uplink", "eth0"])
+        .status
+        .success());
+    let check = Command::new(&tapmanager)
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && said.contains("network default: masquerade"),
+        "{said}"
+    );
+    // An existing file is kept unless --force.
+    let again = init(&["--kind", "bridge"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("pass --force"));
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("masquerade"));
+    assert!(init(&["--kind", "bridge", "--force"]).status.success());
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("kind = \"bridge\""));
+    // What a kind needs is asked for.
+    let e = Command::new(&tapmanager)
+        .args(["init", "--kind", "isolated"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&e.stderr).contains("--kind isolated needs --uplink"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
