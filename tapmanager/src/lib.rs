@@ -28,6 +28,7 @@ pub mod pod;
 pub mod privileges;
 pub mod reaper;
 pub mod state;
+pub mod systemd;
 pub mod tap;
 
 pub use protocol::error_chain;

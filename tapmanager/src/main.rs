@@ -409,7 +409,16 @@ fn bind_socket(path: &Path, group: u32) -> Result<std::os::unix::net::UnixListen
 
 fn serve(config_path: &Path) -> Result<(), MainError> {
     let config = Config::load(config_path)?;
-    let listener = bind_socket(&config.socket, config.group)?;
+    // Socket activation: systemd's socket if it passed one, else our own.
+    let listener = match tapmanager::systemd::listener()
+        .map_err(|e| MainError::Socket(config.socket.clone(), e))?
+    {
+        Some(l) => {
+            tracing::info!("using the socket systemd passed");
+            l
+        }
+        None => bind_socket(&config.socket, config.group)?,
+    };
     // Every NIC holds a packet socket and every attachment a pidfd: the default soft limit
     // of 1024 fds would end attaches for everyone at a few hundred NICs.
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -460,6 +469,8 @@ fn serve(config_path: &Path) -> Result<(), MainError> {
             s.cancel();
         });
         tracing::info!(socket = %daemon.config_socket().display(), "serving");
+        // Reconciled and listening: a Type=notify unit is started now.
+        tapmanager::systemd::notify("READY=1");
         daemon.serve(listener, shutdown).await?;
         // Attachments stay: their VMs keep running, and the next start adopts them.
         tracing::info!("stopping; attachments stay in place for the next start");

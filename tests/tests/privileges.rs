@@ -65,3 +65,67 @@ fn every_thread_keeps_exactly_what_the_configured_kinds_use() {
     let (sb, _lan) = Sandbox::with_lan("capsmv", GROUP, &mv);
     assert_exactly(&sb, "macvtap", NET_ADMIN | NET_RAW | SYS_ADMIN | MKNOD);
 }
+
+#[test]
+fn socket_activation_and_readiness_as_systemd_does_them() {
+    if !is_root("socket_activation_and_readiness_as_systemd_does_them") {
+        return;
+    }
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Duration;
+    use tapmanager_tests::sandbox::{bin, Netns};
+    // A config whose own socket path is elsewhere: the daemon must use the passed one.
+    let ns = Netns::new("sdact");
+    let dir = std::env::temp_dir().join(format!("tmt-sdact-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("tapmanager.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "socket = \"{}\"\nstate_dir = \"{}\"\ngroup = \"0\"\n",
+            dir.join("not-this.sock").display(),
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    let activated = dir.join("activated.sock");
+    let notify = UnixDatagram::bind(dir.join("notify")).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // systemd's own helper: it holds the socket and starts the daemon, as a .socket unit does.
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "systemd-socket-activate", "-l"])
+        .arg(&activated)
+        .arg(format!(
+            "--setenv=NOTIFY_SOCKET={}",
+            dir.join("notify").display()
+        ))
+        .arg(bin("tapmanager"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first connection starts the daemon on the passed socket; it then says it is ready.
+    let mut connected = None;
+    for _ in 0..200 {
+        if let Ok(c) = protocol::Client::connect(&activated) {
+            connected = Some(c);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut client = connected.expect("no daemon behind the activated socket");
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).expect("no READY=1 from the daemon");
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(client.list().unwrap().is_empty());
+    assert!(
+        !dir.join("not-this.sock").exists(),
+        "it bound its own socket too"
+    );
+    let _ = child.kill(); // by pid: systemd-socket-activate exec'd the daemon
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
