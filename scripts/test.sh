@@ -13,6 +13,8 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The integration tests run the daemon and vmwrapper binaries: build them first.
 cargo build --workspace --bins --examples
+# The Debian package, which tests/tests/packaging.rs inspects.
+bash scripts/deb.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
