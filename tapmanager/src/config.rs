@@ -393,6 +393,20 @@ pub struct PodNet {
     pub adopt_any: Access,
 }
 
+impl NetworkKind {
+    /// The `kind` as the config names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            NetworkKind::Bridge(_) => "bridge",
+            NetworkKind::Isolated(i) if i.masquerade.is_some() => "masquerade",
+            NetworkKind::Isolated(_) => "isolated",
+            NetworkKind::Macvtap(_) => "macvtap",
+            NetworkKind::Cni(_) => "cni",
+            NetworkKind::Pod(_) => "pod",
+        }
+    }
+}
+
 /// Virtlet's way: per guest a namespace the CNI plugins of `cni_network` set up; the address
 /// they give the namespace's interface is handed to the guest by DHCP, with its MAC, and the
 /// interface is joined to the guest's TAP by `binding`. The list is read at each attach, so a

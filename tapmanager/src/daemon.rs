@@ -415,19 +415,12 @@ impl Daemon {
         use crate::config::NetworkKind;
         let mut out = Vec::new();
         for (name, net) in &self.config.networks {
-            let (kind, ready, message) = match &net.kind {
-                NetworkKind::Bridge(_) => ("bridge", true, String::new()),
-                NetworkKind::Isolated(i) if i.masquerade.is_some() => {
-                    ("masquerade", true, String::new())
-                }
-                NetworkKind::Isolated(_) => ("isolated", true, String::new()),
-                NetworkKind::Macvtap(_) => ("macvtap", true, String::new()),
-                NetworkKind::Pod(_) => ("pod", true, String::new()),
-                NetworkKind::Cni(c) => {
-                    let (ready, message) = crate::cni::port::status(c).await;
-                    ("cni", ready, message)
-                }
+            let (ready, message) = match &net.kind {
+                NetworkKind::Cni(c) => crate::cni::port::status(c).await,
+                // The daemon's own kinds are ready while it serves.
+                _ => (true, String::new()),
             };
+            let kind = net.kind.name();
             out.push(protocol::NetworkStatus {
                 network: name.clone(),
                 kind: kind.to_owned(),

@@ -350,16 +350,7 @@ fn check_config(file: &Path) -> Result<(), MainError> {
         Ok(c) => {
             println!("{}: valid", file.display());
             for (name, n) in &c.networks {
-                let kind = match &n.kind {
-                    tapmanager::config::NetworkKind::Bridge(_) => "bridge",
-                    tapmanager::config::NetworkKind::Isolated(i) if i.masquerade.is_some() => {
-                        "masquerade"
-                    }
-                    tapmanager::config::NetworkKind::Isolated(_) => "isolated",
-                    tapmanager::config::NetworkKind::Macvtap(_) => "macvtap",
-                    tapmanager::config::NetworkKind::Cni(_) => "cni",
-                    tapmanager::config::NetworkKind::Pod(_) => "pod",
-                };
+                let kind = n.kind.name();
                 println!("  network {name}: {kind}");
             }
             let q = c.policy.default;
