@@ -1226,22 +1226,7 @@ fn gone_note(r: &Result<Duration, String>) -> String {
 
 /// The isolated kind: three tapmanager phases, then the usual way.
 fn bench_isolated(args: &Args) {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let uts = nix::sys::utsname::uname().expect("uname");
-    println!(
-        "machine: {cpus} CPUs, {} {} {}, load average {}",
-        uts.sysname().to_string_lossy(),
-        uts.release().to_string_lossy(),
-        uts.machine().to_string_lossy(),
-        loadavg()
-    );
-    println!(
-        "daemon: {} (RUST_LOG={}), state dir under {} ({})",
-        bin("tapmanager").display(),
-        args.log_filter,
-        args.base_dir.display(),
-        filesystem_of(&args.base_dir)
-    );
+    context(args);
     println!(
         "samples: {} per method after {} warm-up; one NIC, one queue, network `{ISO_NET}` \
          (isolated, binding {}, {ISO_BASE}/{ISO_PREFIX}, uplink {UPLINK}: a veth to a LAN \
