@@ -127,13 +127,7 @@ enum MainError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -146,6 +140,47 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs go to journald, natively (with each field of an event as a journal field), when
+/// stderr is the journal's stream (`JOURNAL_STREAM` names its device and inode, as systemd
+/// sets it for a service); to stderr otherwise, or if the journal's socket cannot be reached.
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let journal = stderr_is_journal().then(|| {
+        tracing_journald::layer().map(|l| {
+            l.with_syslog_identifier("tapmanager".to_owned())
+                .with_field_prefix(None)
+        })
+    });
+    match journal {
+        Some(Ok(layer)) => registry.with(layer).init(),
+        Some(Err(e)) => {
+            registry
+                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+                .init();
+            tracing::warn!(error = %e, "stderr is the journal's, but its socket is unreachable: logging to stderr");
+        }
+        None => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init(),
+    }
+}
+
+/// Whether `JOURNAL_STREAM` ("DEV:INODE") is the device and inode of our stderr.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(want) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    want.to_str() == Some(format!("{}:{}", meta.dev(), meta.ino()).as_str())
 }
 
 fn run(cli: Cli) -> Result<(), MainError> {
