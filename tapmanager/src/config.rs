@@ -293,6 +293,16 @@ struct RawBridge {
     mtu: u32,
     #[serde(default = "default_lease")]
     lease_secs: u32,
+    /// Masquerade the subnet out of the host (by `uplink` only, when given).
+    #[serde(default)]
+    nat: bool,
+    uplink: Option<String>,
+    /// Answer DNS on the gateway address, relaying to the host's resolvers.
+    #[serde(default)]
+    dns_forward: bool,
+    #[serde(default)]
+    dns_upstream: Vec<Ipv4Addr>,
+    resolv_conf: Option<PathBuf>,
     /// Extra users and groups allowed on this network besides the daemon's group.
     #[serde(default)]
     allow_users: Vec<String>,
@@ -550,6 +560,33 @@ pub struct BridgeNet {
     pub addresses: Option<Vec<Ipv4Addr>>,
     pub mtu: u32,
     pub lease_secs: u32,
+    /// Masquerade out of the host, libvirt's default network: `Some(None)` out of any
+    /// interface but the bridge (wherever the default route leads), `Some(Some(if))` out of
+    /// that interface only.
+    pub nat: Option<Option<IfName>>,
+    /// A DNS forwarder on the gateway address.
+    pub dns_forward: Option<DnsForward>,
+}
+
+/// Where the DNS forwarder of a bridge network sends queries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsForward {
+    /// Fixed upstream servers; when empty, the nameservers of `resolv_conf`, read again when
+    /// it changes (systemd-resolved's stub 127.0.0.53 included: the daemon reaches it).
+    pub upstream: Vec<Ipv4Addr>,
+    pub resolv_conf: PathBuf,
+}
+
+impl BridgeNet {
+    /// The DNS servers its guests are told of: the configured ones, else the gateway when it
+    /// forwards DNS.
+    pub fn dns_servers(&self) -> Vec<Ipv4Addr> {
+        if self.dns.is_empty() && self.dns_forward.is_some() {
+            vec![self.gateway.addr()]
+        } else {
+            self.dns.clone()
+        }
+    }
 }
 
 impl Config {
@@ -989,6 +1026,39 @@ fn validate_bridge(b: RawBridge, prefix: &str) -> Result<BridgeNet, String> {
             Some(out)
         }
     };
+    let uplink = b
+        .uplink
+        .map(|u| IfName::try_from(u).map_err(|e| format!("uplink: {e}")))
+        .transpose()?;
+    if uplink.as_ref() == Some(&bridge) {
+        return Err(format!("uplink {bridge} is the network's own bridge"));
+    }
+    let nat = match (b.nat, uplink) {
+        (true, uplink) => Some(uplink),
+        (false, None) => None,
+        (false, Some(u)) => {
+            return Err(format!(
+                "uplink {u} is only used with nat = true (a plain bridge is not routed)"
+            ))
+        }
+    };
+    let dns_forward = match (b.dns_forward, b.dns_upstream, b.resolv_conf) {
+        (true, upstream, resolv_conf) => {
+            if let Some(a) = upstream.iter().find(|a| **a == gw.addr()) {
+                return Err(format!(
+                    "dns_upstream {a} is the gateway itself: queries would loop"
+                ));
+            }
+            Some(DnsForward {
+                upstream,
+                resolv_conf: resolv_conf.unwrap_or_else(|| PathBuf::from("/etc/resolv.conf")),
+            })
+        }
+        (false, upstream, resolv_conf) if !upstream.is_empty() || resolv_conf.is_some() => {
+            return Err("dns_upstream and resolv_conf are only used with dns_forward = true".into())
+        }
+        (false, _, _) => None,
+    };
     Ok(BridgeNet {
         bridge,
         gateway: gw,
@@ -998,6 +1068,8 @@ fn validate_bridge(b: RawBridge, prefix: &str) -> Result<BridgeNet, String> {
         addresses,
         mtu: b.mtu,
         lease_secs: b.lease_secs,
+        nat,
+        dns_forward,
     })
 }
 

@@ -116,6 +116,8 @@ pub enum DaemonError {
     Host(#[source] std::io::Error),
     #[error("another tapmanager already runs in this network namespace (its nft tables and links would collide)")]
     NetnsTaken(#[source] std::io::Error),
+    #[error("DNS forwarder")]
+    Dns(#[from] crate::dns::BindError),
     #[error("accepting a connection failed")]
     Accept(#[source] std::io::Error),
 }
@@ -150,8 +152,34 @@ impl Daemon {
                 forwards: i.masquerade.as_ref().is_some_and(|m| !m.ports.is_empty()),
             })
             .collect();
-        let firewall = Firewall::start(routed).await?;
+        let nat_bridges: Vec<_> = config
+            .networks
+            .values()
+            .filter_map(|n| match &n.kind {
+                crate::config::NetworkKind::Bridge(b) => {
+                    b.nat.as_ref().map(|uplink| crate::firewall::NatBridge {
+                        bridge: b.bridge.clone(),
+                        subnet: b.gateway.trunc(),
+                        uplink: uplink.clone(),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        let firewall = Firewall::start(routed, &nat_bridges).await?;
         let bridges = lifecycle::ensure_bridges(&config, &links).await?;
+        // The forwarders listen on the bridges' gateway addresses, there from here on.
+        let mut forwarders = Vec::new();
+        for n in config.networks.values() {
+            if let crate::config::NetworkKind::Bridge(b) = &n.kind {
+                if let Some(f) = &b.dns_forward {
+                    forwarders.push(crate::dns::Forwarder::bind(b.gateway, f)?);
+                }
+            }
+        }
+        for f in forwarders {
+            f.spawn();
+        }
         let daemon = Arc::new(Daemon {
             config,
             journal,

@@ -63,9 +63,7 @@ pub fn forwarding(routed: bool) -> Finding {
         routed,
     ) {
         (Some("1"), _) => ok("IPv4 forwarding is on"),
-        (_, false) => {
-            ok("IPv4 forwarding is off (no isolated, masquerade or CNI network needs it)")
-        }
+        (_, false) => ok("IPv4 forwarding is off (no network here routes or NATs: none needs it)"),
         _ => bad(
             Level::Warn,
             "IPv4 forwarding is off",

@@ -35,6 +35,7 @@ const TABLE: &str = "tapmanager";
 const ROUTED: &str = "inet tapmanager_routed";
 const NAT: &str = "ip tapmanager_nat";
 const MACVTAP: &str = "netdev tapmanager_macvtap";
+const BRIDGE_NAT: &str = "ip tapmanager_bridge_nat";
 
 /// A macvtap's source-MAC guard: a base chain on the device's egress hook (the guest's frames
 /// leave through the macvtap device). The chain goes away with the device.
@@ -253,6 +254,63 @@ fn routed_base_script(nets: &[RoutedNet]) -> String {
     s
 }
 
+/// A bridge network with `nat = true`: libvirt's default network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatBridge {
+    pub bridge: IfName,
+    pub subnet: Ipv4Net,
+    /// Out of this interface only; `None`: out of any but the bridge (where routes lead).
+    pub uplink: Option<IfName>,
+}
+
+/// Table `ip tapmanager_bridge_nat`, always replaced whole (it depends on the config only):
+/// the guests' subnet is masqueraded when it leaves the host, answers come back, and nothing
+/// else is forwarded to the bridge (nothing may open a connection to a guest from outside).
+fn bridge_nat_script(nets: &[NatBridge]) -> String {
+    let t = BRIDGE_NAT;
+    let mut s = format!("add table {t}; delete table {t}");
+    if nets.is_empty() {
+        return s;
+    }
+    write!(
+        s,
+        "; add table {t}\
+         ; add chain {t} forward {{ type filter hook forward priority 0; policy accept; }}\
+         ; add chain {t} postrouting {{ type nat hook postrouting priority 100; policy accept; }}"
+    )
+    .unwrap();
+    for n in nets {
+        let (br, subnet) = (&n.bridge, n.subnet);
+        // Bridged frames between two guests (seen here with br_netfilter) stay allowed.
+        write!(
+            s,
+            "; add rule {t} forward iifname \"{br}\" oifname \"{br}\" accept\
+             ; add rule {t} forward oifname \"{br}\" ct state established,related accept\
+             ; add rule {t} forward oifname \"{br}\" counter drop\
+             ; add rule {t} forward iifname \"{br}\" ip saddr != {subnet} counter drop"
+        )
+        .unwrap();
+        let out = match &n.uplink {
+            Some(u) => {
+                write!(
+                    s,
+                    "; add rule {t} forward iifname \"{br}\" oifname != \"{u}\" counter drop"
+                )
+                .unwrap();
+                format!("oifname \"{u}\"")
+            }
+            None => format!("oifname != \"{br}\""),
+        };
+        write!(
+            s,
+            "; add rule {t} postrouting ip saddr {subnet} ip daddr != {subnet} \
+             ip daddr != {{ 224.0.0.0/4, 255.255.255.255 }} {out} counter masquerade"
+        )
+        .unwrap();
+    }
+    s
+}
+
 /// (table, set, element) for one routed port: the port itself last, so it is never half-set.
 fn routed_elements(p: &RoutedPort) -> Vec<(&'static str, String, String)> {
     let (ifname, mac, ip) = (&p.ifname, p.mac, p.ip);
@@ -420,14 +478,19 @@ pub struct Firewall {
 
 impl Firewall {
     /// Starts `nft -i` in the calling thread's network namespace and makes sure the table exists.
-    /// `routed` are the routed networks' filters and NAT, set up here and in every rebuild.
-    pub async fn start(routed: Vec<RoutedNet>) -> Result<Firewall, FirewallError> {
+    /// `routed` are the routed networks' filters and NAT, set up here and in every rebuild;
+    /// `nat_bridges` the bridge networks that masquerade, set up here once.
+    pub async fn start(
+        routed: Vec<RoutedNet>,
+        nat_bridges: &[NatBridge],
+    ) -> Result<Firewall, FirewallError> {
         let fw = Firewall {
             session: Mutex::new(Some(Session::spawn().await?)),
             teardown: Mutex::new(None),
             routed,
         };
         fw.run(&base_script()).await?;
+        fw.run(&bridge_nat_script(nat_bridges)).await?;
         if !fw.routed.is_empty() {
             fw.run(&routed_base_script(&fw.routed)).await?;
         }
@@ -645,6 +708,34 @@ mod tests {
         let all = rebuild_script(&[], &[net], &[port], &[]);
         assert!(all.contains("delete table inet tapmanager_routed; add table ip tapmanager_nat; delete table ip tapmanager_nat"));
         assert!(!all.contains('\n'));
+    }
+
+    #[test]
+    fn a_nat_bridge_is_masqueraded_out_and_closed_in() {
+        let any = NatBridge {
+            bridge: "tmbr0".parse().unwrap(),
+            subnet: "10.88.0.0/24".parse().unwrap(),
+            uplink: None,
+        };
+        let s = bridge_nat_script(std::slice::from_ref(&any));
+        assert!(s.starts_with(
+            "add table ip tapmanager_bridge_nat; delete table ip tapmanager_bridge_nat; add table"
+        ));
+        assert!(s.contains("forward oifname \"tmbr0\" ct state established,related accept; add rule ip tapmanager_bridge_nat forward oifname \"tmbr0\" counter drop"));
+        assert!(s.contains("ip saddr 10.88.0.0/24 ip daddr != 10.88.0.0/24 ip daddr != { 224.0.0.0/4, 255.255.255.255 } oifname != \"tmbr0\" counter masquerade"));
+        assert!(!s.contains("oifname != \"up0\""));
+        let one = NatBridge {
+            uplink: Some("up0".parse().unwrap()),
+            ..any
+        };
+        let s = bridge_nat_script(&[one]);
+        assert!(s.contains("forward iifname \"tmbr0\" oifname != \"up0\" counter drop"));
+        assert!(s.contains("oifname \"up0\" counter masquerade"));
+        // None configured: the table goes, nothing else is made.
+        assert_eq!(
+            bridge_nat_script(&[]),
+            "add table ip tapmanager_bridge_nat; delete table ip tapmanager_bridge_nat"
+        );
     }
 
     #[test]

@@ -321,13 +321,14 @@ pub(crate) fn remove_orphan_namespaces(d: &Daemon, known: &HashSet<IfName>) {
     }
 }
 
-/// Host-wide settings the routed networks need: IPv4 forwarding in the daemon's namespace.
+/// Host-wide settings the routed networks (and bridges with NAT) need: IPv4 forwarding in
+/// the daemon's namespace.
 pub(crate) fn prepare_host(d_config: &crate::config::Config) -> std::io::Result<()> {
-    if d_config
-        .networks
-        .values()
-        .any(|n| matches!(n.kind, NetworkKind::Isolated(_)))
-    {
+    if d_config.networks.values().any(|n| match &n.kind {
+        NetworkKind::Isolated(_) => true,
+        NetworkKind::Bridge(b) => b.nat.is_some(),
+        _ => false,
+    }) {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
     }
     Ok(())

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cni;
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod doctor;
 pub mod failpoint;
 pub mod firewall;

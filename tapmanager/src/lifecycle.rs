@@ -472,7 +472,7 @@ pub(crate) fn binding(d: &Daemon, record: &Record, iface: &Interface) -> Option<
         }
         NetworkKind::Bridge(b) => (
             d.bridges.get(&iface.network)?.mac,
-            b.dns.clone(),
+            b.dns_servers(),
             b.search.clone(),
             b.domain.clone(),
             b.mtu,

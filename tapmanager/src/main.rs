@@ -286,12 +286,10 @@ fn doctor(config: &Path, socket: &Path) -> Result<(), MainError> {
         Ok(c) => (
             c.group,
             c.interface_prefix.clone(),
-            c.networks.values().any(|n| {
-                !matches!(
-                    n.kind,
-                    tapmanager::config::NetworkKind::Bridge(_)
-                        | tapmanager::config::NetworkKind::Macvtap(_)
-                )
+            c.networks.values().any(|n| match &n.kind {
+                tapmanager::config::NetworkKind::Bridge(b) => b.nat.is_some(),
+                tapmanager::config::NetworkKind::Macvtap(_) => false,
+                _ => true,
             }),
         ),
         Err(_) => (0, "tm".to_owned(), false),
@@ -457,19 +455,7 @@ fn serve(config_path: &Path) -> Result<(), MainError> {
     }
     // Before any thread exists: capabilities are per thread.
     if nix::unistd::geteuid().is_root() {
-        let namespaces = config.networks.values().any(|n| {
-            matches!(
-                n.kind,
-                tapmanager::config::NetworkKind::Isolated(_)
-                    | tapmanager::config::NetworkKind::Cni(_)
-                    | tapmanager::config::NetworkKind::Pod(_)
-            )
-        });
-        let device_nodes = config
-            .networks
-            .values()
-            .any(|n| matches!(n.kind, tapmanager::config::NetworkKind::Macvtap(_)));
-        tapmanager::privileges::reduce(namespaces, device_nodes)?;
+        tapmanager::privileges::reduce(tapmanager::privileges::Needs::of(&config))?;
     } else {
         tracing::warn!("not running as root: capabilities left as they are");
     }

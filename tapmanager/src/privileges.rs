@@ -3,14 +3,12 @@
 //! - CAP_NET_ADMIN: TAP creation (`TUNSETIFF`), rtnetlink changes, nftables (the `nft -i`
 //!   child inherits it through the bounding and ambient sets).
 //! - CAP_NET_RAW: the DHCP servers' `AF_PACKET` sockets.
-//! - CAP_SYS_ADMIN, only with namespaced (isolated, masquerade) or macvtap networks:
-//!   creating, entering and pinning the guests' network namespaces; the private mount
-//!   namespace and sysfs that find a macvtap's device number.
+//! - CAP_SYS_ADMIN, only with namespaced (isolated, masquerade, CNI, pod) or macvtap
+//!   networks: creating, entering and pinning the guests' network namespaces; the private
+//!   mount namespace and sysfs that find a macvtap's device number.
 //! - CAP_MKNOD, only with macvtap networks: the node the macvtap's device is opened through.
-//! - CAP_SYS_ADMIN, only with namespaced (isolated, masquerade) or macvtap networks:
-//!   creating, entering and pinning the guests' network namespaces; the private mount
-//!   namespace and sysfs that find a macvtap's device number.
-//! - CAP_MKNOD, only with macvtap networks: the node the macvtap's device is opened through.
+//! - CAP_NET_BIND_SERVICE, only with a bridge network that forwards DNS: port 53 on its
+//!   gateway address.
 //!
 //! Everything else (CAP_CHOWN for the socket, CAP_SYS_ADMIN, CAP_DAC_OVERRIDE, ...) is dropped
 //! from every set, including the bounding set, so not even an exec'd child gets it back.
@@ -26,25 +24,56 @@ pub enum PrivilegeError {
     Bounding(Capability, #[source] caps::errors::CapsError),
 }
 
+/// What the configured networks need beyond CAP_NET_ADMIN and CAP_NET_RAW.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Makes, enters and pins network namespaces (isolated, masquerade, CNI, pod).
+    pub namespaces: bool,
+    /// Makes device nodes (macvtap).
+    pub device_nodes: bool,
+    /// Binds a port below 1024 (a bridge network's DNS forwarder).
+    pub low_ports: bool,
+}
+
+impl Needs {
+    pub fn of(config: &crate::config::Config) -> Needs {
+        use crate::config::NetworkKind;
+        let mut needs = Needs::default();
+        for n in config.networks.values() {
+            match &n.kind {
+                NetworkKind::Isolated(_) | NetworkKind::Cni(_) | NetworkKind::Pod(_) => {
+                    needs.namespaces = true
+                }
+                NetworkKind::Macvtap(_) => needs.device_nodes = true,
+                NetworkKind::Bridge(b) => needs.low_ports |= b.dns_forward.is_some(),
+            }
+        }
+        needs
+    }
+}
+
 /// The capabilities the serving daemon keeps; CAP_SYS_ADMIN only when it makes namespaces
 /// (unshare, setns and the bind mount that pins them).
-pub fn kept(namespaces: bool, device_nodes: bool) -> CapsHashSet {
+pub fn kept(needs: Needs) -> CapsHashSet {
     let mut keep: CapsHashSet = [Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW]
         .into_iter()
         .collect();
-    if namespaces || device_nodes {
+    if needs.namespaces || needs.device_nodes {
         keep.insert(Capability::CAP_SYS_ADMIN);
     }
-    if device_nodes {
+    if needs.device_nodes {
         keep.insert(Capability::CAP_MKNOD);
+    }
+    if needs.low_ports {
+        keep.insert(Capability::CAP_NET_BIND_SERVICE);
     }
     keep
 }
 
 /// Drops every capability but [`kept`] from the calling thread (bounding, inheritable,
 /// ambient, effective, permitted), so that children (`nft`) get exactly these.
-pub fn reduce(namespaces: bool, device_nodes: bool) -> Result<(), PrivilegeError> {
-    let keep = kept(namespaces, device_nodes);
+pub fn reduce(needs: Needs) -> Result<(), PrivilegeError> {
+    let keep = kept(needs);
     for cap in caps::all() {
         if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
             caps::drop(None, CapSet::Bounding, cap)

@@ -210,6 +210,30 @@ impl FakeVm {
         })
     }
 
+    /// Sends a UDP datagram from `src`:`sport` to `dst`:`dport` through the next hop at
+    /// `gw_mac`, and returns the payload of the first datagram back from `dst`:`dport` to
+    /// `sport`, waiting up to `timeout`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn udp_exchange(
+        &self,
+        gw_mac: [u8; 6],
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        sport: u16,
+        dport: u16,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Option<Vec<u8>> {
+        self.send(&dhcp::frame::build_ipv4_udp_frame(
+            self.mac, gw_mac, src, dst, sport, dport, payload,
+        ));
+        self.recv_until(timeout, |f| {
+            let u = dhcp::frame::parse_ipv4_udp_frame(f)?;
+            (u.src_ip == dst && u.src_port == dport && u.dst_port == sport)
+                .then(|| u.payload.to_vec())
+        })
+    }
+
     /// Sends an ARP request for `target` from (`src_mac`, `src_ip`) and returns the MAC that
     /// answers, if any.
     pub fn arp(&self, src_mac: [u8; 6], src_ip: Ipv4Addr, target: Ipv4Addr) -> Option<[u8; 6]> {

@@ -3,5 +3,6 @@
 //! a TAP fd. The tests themselves are in `tests/tests/`.
 
 pub mod cnidir;
+pub mod fakedns;
 pub mod fakevm;
 pub mod sandbox;

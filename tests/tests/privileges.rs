@@ -5,6 +5,7 @@
 use tapmanager_tests::sandbox::{is_root, Sandbox, UPLINK};
 
 const GROUP: u32 = 47_071;
+const NET_BIND_SERVICE: u64 = 1 << 10;
 const NET_ADMIN: u64 = 1 << 12;
 const NET_RAW: u64 = 1 << 13;
 const SYS_ADMIN: u64 = 1 << 21;
@@ -54,6 +55,16 @@ fn every_thread_keeps_exactly_what_the_configured_kinds_use() {
     // Bridges: links, nftables, packet sockets.
     let sb = Sandbox::with_defaults("capsbr", GROUP);
     assert_exactly(&sb, "bridge", NET_ADMIN | NET_RAW);
+    drop(sb);
+    // A bridge that forwards DNS: also port 53 on its gateway.
+    let dns = "[networks.default]\nkind = \"bridge\"\nbridge = \"tmbr0\"\n\
+               gateway = \"10.88.0.1/24\"\nnat = true\ndns_forward = true\n";
+    let sb = Sandbox::new("capsdns", GROUP, dns);
+    assert_exactly(
+        &sb,
+        "bridge with DNS",
+        NET_ADMIN | NET_RAW | NET_BIND_SERVICE,
+    );
     drop(sb);
     // Namespaces (isolated, masquerade, CNI, pod): also mount and setns.
     let pods = "[networks.pods]\nkind = \"pod\"\n";
