@@ -118,7 +118,8 @@ impl Client {
         Ok((resp.body?, fds))
     }
 
-    /// Attaches a VM. The fds come interface by interface, `queues` of them each.
+    /// Attaches a VM. The fds come interface by interface, `queues` of them each (none for a
+    /// `by_name` interface).
     pub fn attach(
         &mut self,
         req: AttachRequest,

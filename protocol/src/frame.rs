@@ -144,6 +144,7 @@ mod tests {
                     mac: Some("02:00:00:00:00:01".parse().unwrap()),
                     queues: 2,
                     take_over: None,
+                    by_name: false,
                 }],
             }),
         }

@@ -98,8 +98,9 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// The version this crate speaks. 2: `NetworkRequest::take_over` and the request's netns fd
-/// (the shim path), `Check`/`Checked`, `Status`.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// (the shim path), `Check`/`Checked`, `Status`. 3: `NetworkRequest::by_name` (Firecracker)
+/// and the lease in `Interface` (`dns`, `search`, `routes`: cloud-init).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Where the daemon listens by default.
 pub const DEFAULT_SOCKET: &str = "/run/tapmanager/tapmanager.sock";

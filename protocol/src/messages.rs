@@ -33,7 +33,7 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequestBody {
     /// Build the VM's network and hand over its fds. The response frame carries the fds,
-    /// interface by interface, in request order.
+    /// interface by interface, in request order (none for a `by_name` interface).
     Attach(AttachRequest),
     /// Tear down a VM's attachment now (it also ends when the caller's process exits).
     Release { vm: VmId },
@@ -66,6 +66,12 @@ pub struct NetworkRequest {
     /// (on a network of kind `pod`). The namespace itself travels as the one fd of the
     /// request frame ([`crate::Client::attach_pod`]); a path is never accepted.
     pub take_over: Option<IfName>,
+    /// For hypervisors that open TAPs by name only (Firecracker): the TAP is made persistent,
+    /// owned by the caller's uid and gid, no fd of it is handed over, and the caller opens
+    /// it by [`Interface::ifname`] in the daemon's network namespace. One queue; bridge
+    /// networks only (their TAPs live in the daemon's namespace). It is deleted like any
+    /// other when the attachment ends.
+    pub by_name: bool,
 }
 
 impl NetworkRequest {
@@ -75,6 +81,7 @@ impl NetworkRequest {
             mac: None,
             queues: 1,
             take_over: None,
+            by_name: false,
         }
     }
 }
@@ -131,10 +138,23 @@ pub struct Interface {
     pub address: Option<(Ipv4Addr, u8)>,
     pub gateway: Option<Ipv4Addr>,
     pub mtu: u32,
-    /// Queue pairs; also the number of fds of this interface in an `Attached` frame.
+    /// Queue pairs; also the number of fds of this interface in an `Attached` frame (none
+    /// when `by_name`).
     pub queues: u16,
     /// Whether the fds were opened with `IFF_VNET_HDR` (the hypervisor must use vnet_hdr).
     pub vnet_hdr: bool,
+    /// Asked for [`NetworkRequest::by_name`]: no fd of this interface is in the frame.
+    #[serde(default)]
+    pub by_name: bool,
+    /// What the DHCP server hands out besides address and gateway, for guests configured
+    /// without DHCP (cloud-init): DNS servers, search domains, and routes as
+    /// (destination, prefix length, next hop; 0.0.0.0 for on-link).
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+    #[serde(default)]
+    pub search: Vec<String>,
+    #[serde(default)]
+    pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
 }
 
 /// A typed failure: a code a program can match on and a sentence a person can act on.

@@ -668,6 +668,7 @@ impl Daemon {
             }
         };
         crate::failpoint::hit("attach:built");
+        lifecycle::fill_leases(self, &mut record);
         if let Err(e) = self.journal.write(&record) {
             cancel.cancel();
             lifecycle::teardown(self, &record).await;
@@ -715,7 +716,6 @@ impl Daemon {
         });
     }
 
-    /// Tears down an attachment and forgets it. Idempotent.
     /// Tears down an attachment and forgets it. Idempotent.
     pub(crate) async fn release(&self, key: &Key) {
         if let Some(job) = self.begin_release(key) {

@@ -128,6 +128,20 @@ pub(crate) fn plan(
                 )))
             }
         }
+        if n.by_name {
+            if !matches!(net.kind, NetworkKind::Bridge(_)) {
+                return Err(invalid(format!(
+                    "network {} is not a bridge network: a TAP opened by name must live in \
+                     the daemon's network namespace, and only bridge networks' TAPs do",
+                    n.network
+                )));
+            }
+            if n.queues != 1 {
+                return Err(invalid(
+                    "a TAP opened by name has one queue (Firecracker opens one)".to_owned(),
+                ));
+            }
+        }
         // Everything already on this network, attached or planned in this request.
         let on_net: Vec<&Interface> = taken
             .iter()
@@ -301,7 +315,11 @@ pub(crate) fn plan(
             gateway,
             mtu,
             queues: n.queues,
-            vnet_hdr: true,
+            vnet_hdr: !n.by_name,
+            by_name: n.by_name,
+            dns: Vec::new(),
+            search: Vec::new(),
+            routes: Vec::new(),
         });
     }
     Ok(Record {
@@ -401,6 +419,10 @@ async fn build_bridge_port(
     crate::failpoint::hit("attach:bridge:guards");
     // The TAP with its final flags (vnet_hdr, multi-queue), owned by the caller.
     let tap = tap::create(&iface.ifname, iface.queues, record.uid, gid)?;
+    if iface.by_name {
+        // It outlives our fd, for the caller to open by name; teardown deletes it.
+        tap::persist(&tap.fds[0])?;
+    }
     crate::failpoint::hit("attach:bridge:tap");
     let index = link::index_of(&iface.ifname).ok_or("TAP vanished right after creation")?;
     // MTU, host-side MAC, master and up in one netlink message.
@@ -417,6 +439,10 @@ async fn build_bridge_port(
     // DHCP listens before any fd leaves the daemon, so the guest's first DISCOVER is answered.
     let server = dhcp::Server::bind(index, binding(d, record, iface).ok_or("no binding")?)?;
     spawn_dhcp(server, iface, cancel);
+    if iface.by_name {
+        // Ours closes here: a TAP without IFF_MULTI_QUEUE takes one attached fd at a time.
+        return Ok(Vec::new());
+    }
     Ok(tap.fds)
 }
 
@@ -503,6 +529,27 @@ pub(crate) fn binding(d: &Daemon, record: &Record, iface: &Interface) -> Option<
         mtu: u16::try_from(mtu).ok(),
         lease_secs,
     })
+}
+
+/// Writes into each NIC of `record` what its DHCP server hands out besides address and
+/// gateway (DNS, search, routes), so a client can configure a guest without DHCP.
+pub(crate) fn fill_leases(d: &Daemon, record: &mut Record) {
+    let leases: Vec<_> = record
+        .interfaces
+        .iter()
+        .map(|i| binding(d, record, i))
+        .collect();
+    for (iface, lease) in record.interfaces.iter_mut().zip(leases) {
+        if let Some(b) = lease {
+            iface.dns = b.dns;
+            iface.search = b.search;
+            iface.routes = b
+                .routes
+                .iter()
+                .map(|(net, via)| (net.addr(), net.prefix_len(), *via))
+                .collect();
+        }
+    }
 }
 
 /// Runs a bound DHCP server as a task owned by `cancel`; its death is logged.

@@ -5,7 +5,8 @@
 //! `IFF_MULTI_QUEUE` with one open per queue when more than one queue is asked for. The owner
 //! is set so that only the caller's uid could ever re-attach to it (DESIGN.md §6). The TAP is
 //! not persistent: it disappears when the last fd closes, and teardown deletes it explicitly
-//! anyway, since a hypervisor holding an fd may have made it persistent.
+//! anyway, since a hypervisor holding an fd may have made it persistent. The exception is a
+//! TAP asked for by name (Firecracker opens TAPs by name only): [`persist`].
 //!
 //! Needs CAP_NET_ADMIN in the calling thread's network namespace.
 
@@ -93,6 +94,17 @@ pub fn create(name: &IfName, queues: u16, uid: u32, gid: u32) -> Result<Tap, Tap
         fds.push(open_queue(name, flags)?);
     }
     Ok(Tap { fds })
+}
+
+/// Makes the TAP outlive its fds (`TUNSETPERSIST`), for a hypervisor that opens it by name:
+/// only its owner (uid and group, [`create`]) may attach to it then.
+pub fn persist(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: TUNSETPERSIST takes its flag by value; no memory is shared with the kernel.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Turns on vnet_hdr for a freshly opened macvtap queue (a macvtap's `TUNSETIFF` takes flags

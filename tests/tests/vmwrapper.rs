@@ -27,7 +27,7 @@ fn unknown_hypervisor_and_bad_arguments_are_explained() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("pass --hypervisor (qemu, qemu-nic, cloud-hypervisor, crosvm)"),
+        err.contains("pass --hypervisor (qemu, qemu-nic, cloud-hypervisor, crosvm, firecracker)"),
         "{err}"
     );
     // What a hypervisor cannot take is said before anything is attached.
@@ -55,7 +55,8 @@ fn unknown_hypervisor_and_bad_arguments_are_explained() {
         ])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Firecracker opens TAPs by name only"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --config-file FILE"));
     let out = Command::new(bin("vmwrapper"))
         .args(["--net", "default,queues=zero", "--", "qemu-system-x86_64"])
         .output()
@@ -139,6 +140,363 @@ fn each_adapter_puts_the_fds_where_its_argv_says() {
         for f in fds {
             assert!(f.ends_with("/dev/net/tun"), "{kind}: {f}");
         }
+    }
+    assert!(sb.all_gone(10));
+}
+
+/// A stand-in Firecracker: prints its argv and the config it was given, waits for a line on
+/// stdin, then opens each `host_dev_name` as Firecracker does (TUNSETIFF by name with
+/// IFF_TAP | IFF_NO_PI | IFF_VNET_HDR), prints what happened, passes the fds to the test over
+/// the socket in $FC_SOCKET, and waits for stdin to close.
+const FIRECRACKER: &str = r#"
+import fcntl, json, os, socket, struct, sys
+args = sys.argv[1:]
+for a in args:
+    print("ARG " + a)
+path = args[args.index("--config-file") + 1]
+config = json.load(open(path))
+print("CONFIG " + json.dumps(config), flush=True)
+sys.stdin.readline()
+fds = []
+for nic in config["network-interfaces"]:
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+    try:
+        fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", nic["host_dev_name"].encode(), 0x0002 | 0x1000 | 0x4000))
+        print("OPENED " + nic["host_dev_name"], flush=True)
+        fds.append(fd)
+    except OSError as e:
+        print("FAILED %s errno %d" % (nic["host_dev_name"], e.errno), flush=True)
+s = socket.socket(socket.AF_UNIX)
+s.connect(os.environ["FC_SOCKET"])
+socket.send_fds(s, [b"x"], fds)
+sys.stdin.read()
+"#;
+
+/// Tries to attach to TAP `name` as uid `uid` in `ns`; the errno, or 0.
+fn open_tap_as(ns: &str, uid: u32, name: &str) -> String {
+    let script = format!(
+        "import fcntl, os, struct\nfd = os.open('/dev/net/tun', os.O_RDWR)\n\
+         try:\n    fcntl.ioctl(fd, 0x400454CA, struct.pack('16sH', b'{name}', 0x0002 | 0x1000 | 0x4000))\n    print(0)\n\
+         except OSError as e:\n    print(e.errno)\n"
+    );
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "setpriv"])
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .args(["--clear-groups", "/usr/bin/python3", "-c", &script])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Receives the fds of one SCM_RIGHTS message.
+fn recv_fds(stream: &std::os::unix::net::UnixStream) -> Vec<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut buf = [0u8; 8];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .expect("recvmsg");
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().expect("cmsgs") {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: the kernel just installed these fds in this process for us alone.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    fds
+}
+
+#[test]
+fn firecracker_opens_its_tap_by_name_as_the_caller_and_only_the_caller() {
+    if !is_root("firecracker_opens_its_tap_by_name_as_the_caller_and_only_the_caller") {
+        return;
+    }
+    use std::io::{BufRead, Write};
+    use std::os::unix::fs::PermissionsExt;
+    const GROUP: u32 = 47_141;
+    const USER: u32 = 47_142;
+    const OTHER: u32 = 47_143;
+    let sb = Sandbox::with_defaults("firecracker", GROUP);
+    let dir = sb.dir.join("fc");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = dir.join("vm.json");
+    let original = r#"{"boot-source": {"kernel_image_path": "/vmlinux"}, "machine-config": {"vcpu_count": 1, "mem_size_mib": 128}}"#;
+    std::fs::write(&config, original).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(dir.join("fd.sock")).unwrap();
+    std::fs::set_permissions(dir.join("fd.sock"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // vmwrapper as the unprivileged caller, in the daemon's namespace (where the TAP is).
+    let mut fc = Command::new("ip")
+        .args(["netns", "exec", &sb.ns.name, "setpriv"])
+        .arg(format!("--reuid={USER}"))
+        .arg(format!("--regid={USER}"))
+        .arg(format!("--groups={GROUP}"))
+        .arg(bin("vmwrapper"))
+        .arg("--socket")
+        .arg(&sb.socket)
+        .args(["--id", "fc", "--hypervisor", "firecracker", "--cloud-init"])
+        .arg(dir.join("seed"))
+        .args(["--net", "default,mac=02:fc:00:00:00:01", "--"])
+        .args([
+            "/usr/bin/python3",
+            "-c",
+            FIRECRACKER,
+            "--no-api",
+            "--config-file",
+        ])
+        .arg(&config)
+        .env("FC_SOCKET", dir.join("fd.sock"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = fc.stdin.take().unwrap();
+    let mut lines = std::io::BufReader::new(fc.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let cfg_line = loop {
+        match lines.next() {
+            Some(Ok(l)) if l.starts_with("CONFIG ") => break l,
+            Some(Ok(l)) => seen.push(l),
+            _ => {
+                let _ = fc.kill(); // by pid; already dead is fine
+                let out = fc.wait_with_output().unwrap();
+                panic!(
+                    "no config: {seen:?}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    };
+    // The config is the user's, with network-interfaces added, read from a memfd.
+    let at = seen.iter().position(|l| l == "ARG --config-file").unwrap();
+    assert!(seen[at + 1].starts_with("ARG /proc/self/fd/"), "{seen:?}");
+    let got: serde_json::Value = serde_json::from_str(&cfg_line["CONFIG ".len()..]).unwrap();
+    assert_eq!(got["machine-config"]["mem_size_mib"], 128);
+    let nics = got["network-interfaces"].as_array().unwrap();
+    assert_eq!(nics.len(), 1);
+    assert_eq!(nics[0]["iface_id"], "eth0");
+    assert_eq!(nics[0]["guest_mac"], "02:fc:00:00:00:01");
+    let tap = nics[0]["host_dev_name"].as_str().unwrap().to_owned();
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        original,
+        "the user's file changed"
+    );
+    // Persistent, owned by the caller; nobody holds it yet, and still no one else may open it.
+    let details = sb.ns.ip(&["-d", "link", "show", &tap]);
+    assert!(details.contains("persist on"), "{details}");
+    assert!(details.contains(&format!("user {USER}")), "{details}");
+    assert_eq!(
+        open_tap_as(&sb.ns.name, OTHER, &tap),
+        "1",
+        "another uid got EPERM"
+    );
+    // Go: Firecracker opens it by name, and the guest on it leases as any other.
+    stdin.write_all(b"open\n").unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    let mut fds = recv_fds(&conn);
+    let opened = lines.next().unwrap().unwrap();
+    assert_eq!(opened, format!("OPENED {tap}"));
+    assert_eq!(fds.len(), 1);
+    let vm = tapmanager_tests::fakevm::FakeVm::new(fds.remove(0), [0x02, 0xfc, 0, 0, 0, 1]);
+    let lease = vm.dhcp().expect("a lease on the TAP opened by name");
+    assert_eq!(lease.router, Some("10.88.0.1".parse().unwrap()));
+    // The cloud-init seed has the same lease.
+    let seed = std::fs::read_to_string(dir.join("seed/network-config")).unwrap();
+    assert!(
+        seed.contains(&format!("addresses: [\"{}/24\"]", lease.ip)),
+        "{seed}"
+    );
+    assert!(
+        seed.contains("addresses: [\"10.88.0.1\", \"10.88.0.53\"]"),
+        "{seed}"
+    );
+    assert!(std::fs::read_to_string(dir.join("seed/meta-data"))
+        .unwrap()
+        .contains("instance-id: \"fc\""));
+    // Firecracker exits: the persistent TAP goes with the attachment.
+    drop(vm);
+    drop(stdin);
+    let _ = fc.wait();
+    assert!(
+        sb.all_gone(10),
+        "left: {:?} {:?}",
+        sb.taps(),
+        sb.journal_entries()
+    );
+    // By name only where the caller can reach it: not from another namespace.
+    let out = Command::new(bin("vmwrapper"))
+        .arg("--socket")
+        .arg(&sb.socket)
+        .args([
+            "--id",
+            "fc2",
+            "--hypervisor",
+            "firecracker",
+            "--net",
+            "default",
+            "--",
+        ])
+        .args(["/usr/bin/python3", "-c", "pass", "--config-file"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not in this network namespace"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        sb.all_gone(10),
+        "left: {:?} {:?}",
+        sb.taps(),
+        sb.journal_entries()
+    );
+}
+
+/// `KEY=value` lines of a networkd file, values of repeated keys joined by a space.
+fn networkd_keys(text: &str) -> std::collections::BTreeMap<String, String> {
+    let mut m = std::collections::BTreeMap::<String, String>::new();
+    for l in text.lines() {
+        if let Some((k, v)) = l.split_once('=') {
+            m.entry(k.trim().to_owned())
+                .and_modify(|e| {
+                    e.push(' ');
+                    e.push_str(v.trim())
+                })
+                .or_insert_with(|| v.trim().to_owned());
+        }
+    }
+    m
+}
+
+#[test]
+fn cloud_init_seeds_of_both_versions_render_with_debians_cloud_init() {
+    if !is_root("cloud_init_seeds_of_both_versions_render_with_debians_cloud_init") {
+        return;
+    }
+    let render = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/cloud-init-render.sh"
+    );
+    let sb = Sandbox::with_defaults("cloudinit", 47_151);
+    for version in ["1", "2"] {
+        let seed = sb.dir.join(format!("seed-v{version}"));
+        let mac = format!("02:c1:00:00:00:0{version}");
+        let out = Command::new(bin("vmwrapper"))
+            .arg("--socket")
+            .arg(&sb.socket)
+            .args(["--id", &format!("ci{version}"), "--hypervisor", "qemu-nic"])
+            .arg("--cloud-init")
+            .arg(&seed)
+            .args(["--cloud-init-version", version])
+            .args(["--net", &format!("default,mac={mac}"), "--"])
+            .args(["/usr/bin/python3", "-c", "pass"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "v{version}: {stderr}");
+        let address = stderr
+            .split("address ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {stderr}"))
+            .to_owned();
+        assert!(
+            address.starts_with("10.88.0.") && address.ends_with("/24"),
+            "{address}"
+        );
+        let network_config = seed.join("network-config");
+        let text = std::fs::read_to_string(&network_config).unwrap();
+        assert!(text.starts_with(&format!("version: {version}\n")), "{text}");
+
+        // systemd-networkd, as cloud-init would write it in the guest.
+        let nd = seed.join("networkd");
+        let r = Command::new("bash")
+            .args([
+                render,
+                network_config.to_str().unwrap(),
+                "networkd",
+                nd.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            r.status.success(),
+            "v{version}: {}\n{text}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        let file =
+            std::fs::read_to_string(nd.join("etc/systemd/network/10-cloud-init-eth0.network"))
+                .unwrap_or_else(|e| {
+                    panic!("v{version}: {e}: {}", String::from_utf8_lossy(&r.stdout))
+                });
+        let k = networkd_keys(&file);
+        let want = [
+            ("MACAddress", mac.as_str()),
+            ("Name", "eth0"),
+            ("Address", address.as_str()),
+            ("Gateway", "10.88.0.1"),
+            ("DNS", "10.88.0.1 10.88.0.53"),
+            ("Domains", "example.test"),
+            ("MTUBytes", "1400"),
+            ("DHCP", "no"),
+        ];
+        for (key, value) in want {
+            assert_eq!(
+                k.get(key).map(String::as_str),
+                Some(value),
+                "v{version} {key}:\n{file}"
+            );
+        }
+
+        // ifupdown's interfaces(5), the renderer Debian's cloud-init tries first.
+        let eni = seed.join("eni");
+        let r = Command::new("bash")
+            .args([
+                render,
+                network_config.to_str().unwrap(),
+                "eni",
+                eni.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            r.status.success(),
+            "v{version}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        let file =
+            std::fs::read_to_string(eni.join("etc/network/interfaces.d/50-cloud-init")).unwrap();
+        for line in [
+            "iface eth0 inet static".to_owned(),
+            format!("address {address}"),
+            "mtu 1400".to_owned(),
+            "dns-nameservers 10.88.0.1 10.88.0.53".to_owned(),
+            "dns-search example.test".to_owned(),
+        ] {
+            assert!(
+                file.lines().any(|l| l.trim() == line),
+                "v{version}: no {line:?} in\n{file}"
+            );
+        }
+        assert!(
+            file.contains("gateway 10.88.0.1") || file.contains("default gw 10.88.0.1"),
+            "v{version}: no default route in\n{file}"
+        );
     }
     assert!(sb.all_gone(10));
 }

@@ -1,17 +1,30 @@
 //! The command line: `vmwrapper [--socket PATH] [--id VM_ID] [--hypervisor KIND]
-//! [--netns PATH] --net NAME[,mac=MAC][,queues=N][,take=IFNAME] [--net ...] -- HYPERVISOR
-//! [ARGS...]`.
+//! [--netns PATH] [--cloud-init DIR [--cloud-init-version 1|2]]
+//! --net NAME[,mac=MAC][,queues=N][,take=IFNAME] [--net ...] -- HYPERVISOR [ARGS...]`.
 
 use crate::hypervisor::Kind;
 use protocol::{MacAddr, NetworkName, NetworkRequest, VmId};
 use std::path::PathBuf;
 
 pub const USAGE: &str = "usage: vmwrapper [--socket PATH] [--id VM_ID] \
-[--hypervisor qemu|qemu-nic|cloud-hypervisor|crosvm] \
-[--netns PATH] --net NAME[,mac=MAC][,queues=N][,take=IFNAME] [--net ...] -- HYPERVISOR [ARGS...]
+[--hypervisor qemu|qemu-nic|cloud-hypervisor|crosvm|firecracker] [--netns PATH] \
+[--cloud-init DIR [--cloud-init-version 1|2]] \
+--net NAME[,mac=MAC][,queues=N][,take=IFNAME] [--net ...] -- HYPERVISOR [ARGS...]
 
+Asks tapmanager for the VM's network, then execs HYPERVISOR with it: the TAP fds at 3, 4, ... \
+and the hypervisor's network arguments appended to ARGS (Firecracker: its --config-file gets \
+network-interfaces with the TAPs' names).
+
+--socket PATH: the daemon's socket (default /run/tapmanager/tapmanager.sock).
+--id VM_ID: the attachment's name (default: a fresh one); the same id gets the same MACs.
+--hypervisor KIND: when the program's name does not tell (qemu-system-*, cloud-hypervisor, \
+crosvm, firecracker are recognized).
+--net NAME[,mac=MAC][,queues=N][,take=IFNAME]: one NIC on network NAME, in guest order.
 --netns PATH: a network namespace (e.g. /proc/PID/ns/net) whose interfaces the --net entries \
-with take=IFNAME take over (a network of kind pod); opened by vmwrapper, passed as an fd.";
+with take=IFNAME take over (a network of kind pod); opened by vmwrapper, passed as an fd.
+--cloud-init DIR: write a NoCloud seed there (meta-data, network-config, user-data if absent) \
+with each NIC's address, gateway, routes and DNS, for guests without a DHCP client.
+--cloud-init-version 1|2: the network-config format (default 2).";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Args {
@@ -21,6 +34,8 @@ pub struct Args {
     pub nets: Vec<NetworkRequest>,
     /// The namespace whose interfaces `take=` NICs take over.
     pub netns: Option<PathBuf>,
+    /// Where to write a NoCloud seed, and in which network-config version.
+    pub cloud_init: Option<(PathBuf, crate::cloudinit::Version)>,
     pub command: Vec<String>,
 }
 
@@ -34,7 +49,7 @@ pub enum ArgsError {
     Net(String, String),
     #[error("invalid --id: {0}")]
     Id(String),
-    #[error("unknown --hypervisor {0:?} (known: {names}; Firecracker opens TAPs by name only and is not supported yet)", names = crate::hypervisor::NAMES)]
+    #[error("unknown --hypervisor {0:?} (known: {names})", names = crate::hypervisor::NAMES)]
     Hypervisor(String),
     #[error("no --net given")]
     NoNet,
@@ -42,6 +57,10 @@ pub enum ArgsError {
     NoCommand,
     #[error("take= needs --netns (the namespace whose interface is taken over)")]
     TakeWithoutNetns,
+    #[error("--cloud-init-version is 1 or 2, not {0:?}")]
+    CloudInitVersion(String),
+    #[error("--cloud-init-version needs --cloud-init DIR")]
+    VersionWithoutCloudInit,
 }
 
 /// Parses `NAME[,mac=MAC][,queues=N]`.
@@ -92,8 +111,10 @@ pub fn parse(argv: &[String]) -> Result<Args, ArgsError> {
         hypervisor: None,
         nets: Vec::new(),
         netns: None,
+        cloud_init: None,
         command: Vec::new(),
     };
+    let mut version = None;
     let mut it = argv.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -125,6 +146,16 @@ pub fn parse(argv: &[String]) -> Result<Args, ArgsError> {
             }
             "--net" => a.nets.push(parse_net(&value()?)?),
             "--netns" => a.netns = Some(value()?.into()),
+            "--cloud-init" => {
+                a.cloud_init = Some((value()?.into(), crate::cloudinit::Version::V2));
+            }
+            "--cloud-init-version" => {
+                version = Some(match value()?.as_str() {
+                    "1" => crate::cloudinit::Version::V1,
+                    "2" => crate::cloudinit::Version::V2,
+                    other => return Err(ArgsError::CloudInitVersion(other.to_owned())),
+                });
+            }
             other => return Err(ArgsError::UnknownOption(other.to_owned())),
         }
     }
@@ -136,6 +167,11 @@ pub fn parse(argv: &[String]) -> Result<Args, ArgsError> {
     }
     if a.netns.is_none() && a.nets.iter().any(|n| n.take_over.is_some()) {
         return Err(ArgsError::TakeWithoutNetns);
+    }
+    match (&mut a.cloud_init, version) {
+        (Some((_, v)), Some(asked)) => *v = asked,
+        (None, Some(_)) => return Err(ArgsError::VersionWithoutCloudInit),
+        _ => {}
     }
     Ok(a)
 }
@@ -207,5 +243,18 @@ mod tests {
             parse(&argv("--hypervisor vmware --net a -- q")),
             Err(ArgsError::Hypervisor(_))
         ));
+        assert!(matches!(
+            parse(&argv("--cloud-init /s --cloud-init-version 3 --net a -- q")),
+            Err(ArgsError::CloudInitVersion(_))
+        ));
+        assert_eq!(
+            parse(&argv("--cloud-init-version 1 --net a -- q")),
+            Err(ArgsError::VersionWithoutCloudInit)
+        );
+        let a = parse(&argv("--cloud-init-version 1 --cloud-init /s --net a -- q")).unwrap();
+        assert_eq!(
+            a.cloud_init,
+            Some((PathBuf::from("/s"), crate::cloudinit::Version::V1))
+        );
     }
 }

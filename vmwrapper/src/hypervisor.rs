@@ -1,5 +1,6 @@
 //! Per-hypervisor network arguments. An enum, so Cloud Hypervisor, crosvm and Firecracker
-//! slot in beside QEMU with their own syntax.
+//! slot in beside QEMU with their own syntax. Firecracker takes no fds and no network
+//! arguments: it opens its TAPs by name from its config file ([`crate::firecracker`]).
 
 use protocol::Interface;
 use std::os::fd::RawFd;
@@ -15,10 +16,12 @@ pub enum Kind {
     CloudHypervisor,
     /// `--net tap-fd=N,mac=M` (one fd a NIC; the TAP must have vnet_hdr, which ours do).
     Crosvm,
+    /// `network-interfaces` with `host_dev_name` in its `--config-file` (TAPs by name).
+    Firecracker,
 }
 
 /// The names `--hypervisor` takes.
-pub const NAMES: &str = "qemu, qemu-nic, cloud-hypervisor, crosvm";
+pub const NAMES: &str = "qemu, qemu-nic, cloud-hypervisor, crosvm, firecracker";
 
 impl Kind {
     pub fn from_name(name: &str) -> Option<Kind> {
@@ -27,8 +30,14 @@ impl Kind {
             "qemu-nic" => Some(Kind::QemuNic),
             "cloud-hypervisor" | "ch" => Some(Kind::CloudHypervisor),
             "crosvm" => Some(Kind::Crosvm),
+            "firecracker" => Some(Kind::Firecracker),
             _ => None,
         }
+    }
+
+    /// Whether it opens its TAPs by name (so the daemon keeps them persistent, hands no fd).
+    pub fn by_name(self) -> bool {
+        self == Kind::Firecracker
     }
 
     /// Guesses the hypervisor from the command's file name.
@@ -40,6 +49,8 @@ impl Kind {
             Some(Kind::CloudHypervisor)
         } else if base == "crosvm" {
             Some(Kind::Crosvm)
+        } else if base == "firecracker" {
+            Some(Kind::Firecracker)
         } else {
             None
         }
@@ -56,6 +67,9 @@ impl Kind {
             Kind::QemuNic if multi => Err(
                 "QEMU's -nic form has no multi-queue device options: use --hypervisor qemu".into(),
             ),
+            Kind::Firecracker if multi => {
+                Err("Firecracker opens one queue a TAP: ask for queues=1".into())
+            }
             _ => Ok(()),
         }
     }
@@ -103,6 +117,8 @@ impl Kind {
                     ]
                 })
                 .collect(),
+            // Its NICs are in its config file.
+            Kind::Firecracker => Vec::new(),
         }
     }
 }
@@ -142,6 +158,10 @@ mod tests {
             mtu: 1500,
             queues,
             vnet_hdr: true,
+            by_name: false,
+            dns: Vec::new(),
+            search: Vec::new(),
+            routes: Vec::new(),
         }
     }
 
@@ -207,6 +227,11 @@ mod tests {
         );
         assert_eq!(Kind::detect("crosvm"), Some(Kind::Crosvm));
         assert_eq!(Kind::from_name("ch"), Some(Kind::CloudHypervisor));
-        assert_eq!(Kind::from_name("firecracker"), None);
+        assert_eq!(Kind::from_name("firecracker"), Some(Kind::Firecracker));
+        assert_eq!(
+            Kind::detect("/usr/local/bin/firecracker"),
+            Some(Kind::Firecracker)
+        );
+        assert!(Kind::Firecracker.check(&[1, 2]).is_err());
     }
 }

@@ -5,5 +5,7 @@
 //! hypervisor and tears the network down when it exits.
 
 pub mod args;
+pub mod cloudinit;
 pub mod fds;
+pub mod firecracker;
 pub mod hypervisor;

@@ -54,6 +54,33 @@ fn main() -> ExitCode {
     if let Err(e) = kind.check(&queues) {
         return fail(e);
     }
+    // Firecracker's config is read (and checked) before anything is attached.
+    let firecracker = if kind.by_name() {
+        let Some((at, inline, path)) = vmwrapper::firecracker::config_file(&a.command) else {
+            return fail(
+                "Firecracker opens its TAPs by name from its config: pass --config-file FILE \
+                 (vmwrapper fills in its network-interfaces)",
+            );
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                return fail(format!(
+                    "cannot read Firecracker's --config-file {path}: {e}"
+                ))
+            }
+        };
+        if let Err(e) = vmwrapper::firecracker::fill(&text, &[]) {
+            return fail(format!("Firecracker's --config-file {path}: {e}"));
+        }
+        Some((at, inline, path, text))
+    } else {
+        None
+    };
+    let mut nets = a.nets.clone();
+    for n in &mut nets {
+        n.by_name = kind.by_name();
+    }
     let vm = a.id.clone().unwrap_or_else(fresh_id);
     let mut client = match Client::connect(&a.socket) {
         Ok(c) => c,
@@ -67,7 +94,7 @@ fn main() -> ExitCode {
     };
     let req = AttachRequest {
         vm: vm.clone(),
-        networks: a.nets.clone(),
+        networks: nets,
     };
     let attached = match &a.netns {
         // Opened as the caller: the kernel's permission check is the first gate, the
@@ -92,12 +119,47 @@ fn main() -> ExitCode {
     let mut per_iface = Vec::new();
     let mut rest = placed.as_slice();
     for iface in &attachment.interfaces {
-        let (mine, more) = rest.split_at(usize::from(iface.queues).min(rest.len()));
+        let count = if iface.by_name { 0 } else { iface.queues };
+        let (mine, more) = rest.split_at(usize::from(count).min(rest.len()));
         per_iface.push(mine.to_vec());
         rest = more;
     }
     let mut full = a.command.clone();
     full.extend(kind.net_args(&attachment.interfaces, &per_iface));
+    if let Some((at, inline, path, text)) = firecracker {
+        // Opened by name in our namespace: it must be there (the daemon's namespace).
+        for i in &attachment.interfaces {
+            if nix::net::if_::if_nametoindex(i.ifname.as_str()).is_err() {
+                return fail(format!(
+                    "TAP {} is not in this network namespace: Firecracker opens TAPs by name, \
+                     so run vmwrapper in the daemon's network namespace",
+                    i.ifname
+                ));
+            }
+        }
+        let filled = match vmwrapper::firecracker::fill(&text, &attachment.interfaces) {
+            Ok(t) => t,
+            Err(e) => return fail(format!("Firecracker's --config-file {path}: {e}")),
+        };
+        let memfd = match vmwrapper::firecracker::memfd_path(&filled) {
+            Ok(p) => p,
+            Err(e) => return fail(format!("cannot hold Firecracker's config: {e}")),
+        };
+        full[at] = if inline {
+            format!("--config-file={memfd}")
+        } else {
+            memfd
+        };
+    }
+    if let Some((dir, version)) = &a.cloud_init {
+        if let Err(e) = vmwrapper::cloudinit::write_seed(dir, &vm, &attachment.interfaces, *version)
+        {
+            return fail(format!(
+                "cannot write the cloud-init seed in {}: {e}",
+                dir.display()
+            ));
+        }
+    }
     for i in &attachment.interfaces {
         let addr = i
             .address
