@@ -185,7 +185,7 @@ safe_install -t "$BPO" qemu-system-x86 ipxe-qemu
 
 # Everything else from the normal suites.
 safe_install "$KERNEL_PKG" busybox-static nftables ebtables iproute2 cpio gzip zstd xz-utils kmod util-linux python3 \
-    containernetworking-plugins iptables
+    containernetworking-plugins iptables python3-yaml
 
 log "qemu: $(qemu-system-x86_64 --version | head -n1)"
 log "kernels: $(ls /boot/vmlinuz-* 2>/dev/null | tr '\n' ' ')"

@@ -94,3 +94,98 @@ fn the_package_installs_binaries_units_config_and_snippets() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The Kubernetes manifest (`packaging/kubernetes/tapmanager.yaml`): YAML that parses, a
+/// DaemonSet that shares the host's network, pids and the state directory (with bidirectional
+/// propagation, for the namespace pins), and a ConfigMap whose config the daemon's own parser
+/// accepts, at the path the container's command names. Not applied to a cluster (none here).
+#[test]
+fn the_kubernetes_manifest_parses_and_its_config_is_the_daemons() {
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../packaging/kubernetes/tapmanager.yaml"
+    );
+    // Debian's python3 with python3-yaml (scripts/install-test-deps.sh installs it).
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import json, sys, yaml\nprint(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+            manifest,
+        ])
+        .output()
+        .expect("/usr/bin/python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let of_kind = |k: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == k)
+            .unwrap_or_else(|| panic!("no {k} in the manifest"))
+    };
+    let ds = of_kind("DaemonSet");
+    let spec = &ds["spec"]["template"]["spec"];
+    assert_eq!(spec["hostNetwork"], true);
+    assert_eq!(
+        spec["hostPID"], true,
+        "the daemon watches its callers' pids"
+    );
+    let container = &spec["containers"][0];
+    let command: Vec<&str> = container["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(&command[1..3], &["serve", "--config"], "{command:?}");
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    let mount = |path: &str| {
+        mounts
+            .iter()
+            .find(|m| m["mountPath"] == path)
+            .unwrap_or_else(|| panic!("nothing mounted at {path}"))
+    };
+    assert_eq!(
+        mount("/run/tapmanager")["mountPropagation"],
+        "Bidirectional"
+    );
+    mount("/dev/net/tun");
+    mount("/etc/cni/net.d");
+    // The config the container reads is the ConfigMap's, and the daemon accepts it.
+    let config_path = std::path::Path::new(command[3]);
+    let config_dir = config_path.parent().unwrap().to_str().unwrap();
+    let config_volume = mount(config_dir)["name"].as_str().unwrap();
+    let volume = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == config_volume)
+        .unwrap();
+    let cm_name = volume["configMap"]["name"].as_str().unwrap();
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == cm_name)
+        .unwrap();
+    let file = config_path.file_name().unwrap().to_str().unwrap();
+    let text = cm["data"][file].as_str().unwrap();
+    let tmp = std::env::temp_dir().join(format!("tmt-k8s-{}.toml", std::process::id()));
+    std::fs::write(&tmp, text).unwrap();
+    let check = Command::new(tapmanager_tests::sandbox::bin("tapmanager"))
+        .arg("check-config")
+        .arg(&tmp)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&tmp);
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        said.contains("network pod-network: cni") && said.contains("network pods: pod"),
+        "{said}"
+    );
+}
