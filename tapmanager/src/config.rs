@@ -167,6 +167,9 @@ struct RawCni {
     binding: Option<String>,
     #[serde(default = "default_lease")]
     lease_secs: u32,
+    /// Run CNI GC (spec 1.1) at start, naming only this daemon's attachments as valid.
+    #[serde(default)]
+    gc: bool,
     #[serde(default)]
     allow_users: Vec<String>,
     #[serde(default)]
@@ -428,6 +431,9 @@ pub struct CniNet {
     pub bin_dirs: Vec<PathBuf>,
     pub binding: VethBinding,
     pub lease_secs: u32,
+    /// Whether start-up runs CNI GC with this daemon's attachments as the valid ones: safe
+    /// only when nothing else (a kubelet, a container runtime) ADDs into this network.
+    pub gc: bool,
 }
 
 /// Slicer's macvtap mode: the guest sits directly on `lower`'s LAN and takes its address from
@@ -941,6 +947,7 @@ fn validate_cni(c: RawCni) -> Result<CniNet, String> {
         bin_dirs,
         binding,
         lease_secs: c.lease_secs,
+        gc: c.gc,
     })
 }
 

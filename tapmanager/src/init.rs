@@ -12,6 +12,8 @@ pub struct InitOptions {
     pub group: String,
     /// bridge: the gateway with its prefix; isolated: the range of /30s.
     pub subnet: Option<String>,
+    /// bridge: NAT out of the host and a DNS forwarder on the gateway.
+    pub nat: bool,
     /// isolated, masquerade: the host interface traffic leaves by; macvtap: the lower device.
     pub uplink: Option<String>,
     /// cni: the network configuration's name.
@@ -33,14 +35,27 @@ pub fn render(o: &InitOptions) -> Result<String, String> {
     let mut net = format!("[networks.{}]\nkind = {}\n", o.name, quote(&o.kind));
     match o.kind.as_str() {
         "bridge" => {
-            let gw = o.subnet.as_deref().unwrap_or("10.88.0.1/24");
+            let gw = o.subnet.as_deref().unwrap_or("10.77.0.1/24");
             net.push_str(&format!("bridge = \"tmbr0\"\ngateway = {}\n", quote(gw)));
-            let dns = if o.dns.is_empty() {
-                vec![gw.split('/').next().unwrap_or(gw).to_owned()]
+            if o.nat {
+                net.push_str("nat = true\n");
+                if let Some(u) = &o.uplink {
+                    net.push_str(&format!("uplink = {}\n", quote(u)));
+                }
+            } else if o.uplink.is_some() {
+                return Err("--uplink on a bridge network needs --nat".into());
+            }
+            if o.dns.is_empty() && o.nat {
+                // The gateway answers DNS, relaying to the host's resolvers.
+                net.push_str("dns_forward = true\n");
             } else {
-                o.dns.clone()
-            };
-            net.push_str(&format!("dns = [{}]\n", list(&dns)));
+                let dns = if o.dns.is_empty() {
+                    vec![gw.split('/').next().unwrap_or(gw).to_owned()]
+                } else {
+                    o.dns.clone()
+                };
+                net.push_str(&format!("dns = [{}]\n", list(&dns)));
+            }
         }
         "isolated" => {
             let range = o.subnet.as_deref().unwrap_or("169.254.100.0/22");
@@ -110,9 +125,26 @@ mod tests {
     fn every_kind_renders_a_config_the_daemon_accepts() {
         let mut o = opts("bridge");
         let t = render(&o).unwrap();
-        assert!(t.contains("gateway = \"10.88.0.1/24\"") && t.contains("dns = [\"10.88.0.1\"]"));
+        assert!(t.contains("gateway = \"10.77.0.1/24\"") && t.contains("dns = [\"10.77.0.1\"]"));
+        assert!(!t.contains("nat"));
         o.subnet = Some("10.99.0.1/24".into());
         assert!(render(&o).unwrap().contains("gateway = \"10.99.0.1/24\""));
+        // The desktop default network: NAT, and DNS on the gateway unless servers are named.
+        o.nat = true;
+        let t = render(&o).unwrap();
+        assert!(
+            t.contains("nat = true\ndns_forward = true\n") && !t.contains("dns = "),
+            "{t}"
+        );
+        o.uplink = Some("wlan0".into());
+        o.dns = vec!["192.0.2.53".into()];
+        let t = render(&o).unwrap();
+        assert!(
+            t.contains("uplink = \"wlan0\"\ndns = [\"192.0.2.53\"]"),
+            "{t}"
+        );
+        o.nat = false;
+        assert!(render(&o).unwrap_err().contains("needs --nat"));
         for kind in ["isolated", "masquerade", "macvtap"] {
             let mut o = opts(kind);
             assert!(render(&o).unwrap_err().contains("--uplink"), "{kind}");

@@ -8,10 +8,34 @@ use std::process::ExitCode;
 use tapmanager::config::Config;
 use tapmanager::daemon::Daemon;
 
+/// What a man page would add to the commands' own help.
+const MORE_HELP: &str = "\
+Files:
+  /etc/tapmanager/tapmanager.toml   the config (README.md, \"Configuration\"; every key)
+  /run/tapmanager/tapmanager.sock   the socket (0660 root:group); clients speak the protocol
+                                    crate's frames (README.md, \"Protocol\")
+  /run/tapmanager/                  state_dir: the journal (attachments/), namespace pins
+                                    (netns/), CNI cache (cni/), saved pod interfaces (pods/)
+
+Environment:
+  RUST_LOG         the daemon's log filter (default info), e.g. tapmanager=debug
+  JOURNAL_STREAM   set by systemd: when it names stderr, logs go to journald natively
+  LISTEN_FDS, LISTEN_PID, NOTIFY_SOCKET
+                   set by systemd: serve takes the socket it passes (tapmanager.socket)
+                   and says READY=1 once it has reconciled its journal with the kernel
+
+Exit status: 0 success; 1 failure (the message says what, often with a hint: line).
+
+Signals: SIGTERM and SIGINT stop serve; attachments stay in place and the next start adopts
+the live ones (their callers still run) and removes the rest.
+
+Users start VMs with vmwrapper (vmwrapper --help). Documentation: /usr/share/doc/tapmanager/README.md";
+
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "Wires VMs into networks and hands their TAP fds to unprivileged launchers"
+    about = "Wires VMs into networks and hands their TAP fds to unprivileged launchers",
+    after_long_help = MORE_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -21,11 +45,18 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the daemon.
+    ///
+    /// As root: it builds the networks of the config, keeps only the capabilities those
+    /// networks need, reconciles its journal with the kernel (adopting live callers'
+    /// attachments, removing the rest), then serves the socket (its own, or the one systemd
+    /// passes). One daemon per network namespace.
     Serve {
         #[arg(long, default_value = "/etc/tapmanager/tapmanager.toml")]
         config: PathBuf,
     },
     /// Write a config with one network from a few flags (printed, or to --output).
+    ///
+    /// The text is checked by the daemon's own parser before it is written.
     Init {
         /// bridge | isolated | masquerade | macvtap | cni
         #[arg(long, default_value = "bridge")]
@@ -34,10 +65,15 @@ enum Cmd {
         name: String,
         #[arg(long, default_value = "tapmanager")]
         group: String,
-        /// bridge: the gateway and prefix (10.88.0.1/24); isolated: the range of /30s.
+        /// bridge: the gateway and prefix (10.77.0.1/24); isolated: the range of /30s.
         #[arg(long)]
         subnet: Option<String>,
-        /// isolated, masquerade: the interface traffic leaves by; macvtap: the lower device.
+        /// bridge: masquerade the guests out of the host and answer their DNS on the
+        /// gateway (the desktop default network); with --uplink, out of that interface only.
+        #[arg(long)]
+        nat: bool,
+        /// isolated, masquerade, bridge with --nat: the interface traffic leaves by; macvtap:
+        /// the lower device.
         #[arg(long)]
         uplink: Option<String>,
         /// cni: the network configuration's name.
@@ -192,6 +228,7 @@ fn run(cli: Cli) -> Result<(), MainError> {
             name,
             group,
             subnet,
+            nat,
             uplink,
             cni_network,
             dns,
@@ -203,6 +240,7 @@ fn run(cli: Cli) -> Result<(), MainError> {
                 name,
                 group,
                 subnet,
+                nat,
                 uplink,
                 cni_network,
                 dns,

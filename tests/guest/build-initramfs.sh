@@ -51,7 +51,7 @@ BB=${TM_BUSYBOX:-/bin/busybox}
 if ! { LC_ALL=C ldd "$BB" 2>&1 || true; } | grep -q 'not a dynamic executable'; then
     die "$BB is dynamically linked; install busybox-static (or set TM_BUSYBOX)"
 fi
-for applet in sh mount insmod ip udhcpc ping poweroff; do
+for applet in sh mount insmod ip udhcpc ping poweroff nslookup; do
     grep -qx "$applet" <<<"$("$BB" --list)" || die "$BB lacks the '$applet' applet"
 done
 
@@ -140,12 +140,15 @@ echo "TM-INIT kernel=$(uname -r) up=$(up)"
 
 # Optional extra udhcpc options from the kernel command line: tm.dhcpopt=search,staticroutes
 # and extra addresses to ping after the router: tm.ping=192.168.1.2,10.0.0.1
+# and a name to look up through the leased DNS server, then ping: tm.resolve=www.example.test
 extra=""
 targets=""
+resolve=""
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
     tm.dhcpopt=*) for o in $(echo "${arg#tm.dhcpopt=}" | tr ',' ' '); do extra="$extra -O $o"; done ;;
     tm.ping=*) targets=$(echo "${arg#tm.ping=}" | tr ',' ' ') ;;
+    tm.resolve=*) resolve=${arg#tm.resolve=} ;;
     esac
 done
 
@@ -173,6 +176,17 @@ if [ ! -s /tmp/lease ]; then
     done_
 fi
 router=$(cat /tmp/lease)
+if [ -n "$resolve" ]; then
+    # busybox nslookup prints the server's lines, then "Name:" and the answer's "Address:".
+    addr=$(nslookup "$resolve" "$(cat /tmp/dns)" 2>/dev/null |
+        awk '/^Name:/ { n = 1 } n && /^Address/ { sub(/^Address( 1)?:[ \t]*/, ""); print; exit }')
+    if [ -n "$addr" ]; then
+        echo "TM-RESOLVE $resolve $addr"
+        targets="$targets $addr"
+    else
+        echo "TM-RESOLVE-FAIL $resolve"
+    fi
+fi
 for t in $router $targets; do
     if ping -c 3 -W 2 "$t" >/dev/null 2>&1; then
         echo "TM-PING-OK $t"
@@ -226,6 +240,7 @@ bound|renew)
     fi
     echo "TM-LEASE ip=$ip mask=$mask router=$r dns=$(first "$dns") mtu=${mtu:-none} serverid=${serverid:-none}"
     echo "TM-LEASE-EXTRA up=$(cut -d' ' -f1 /proc/uptime) lease=${lease:-none} routers=$(csv "$router") dnslist=$(csv "$dns") hostname=${hostname:-none} domain=${domain:-none} search=$(csv "$search") staticroutes=$(echo "${staticroutes:-none}" | tr ' ' ',')"
+    first "$dns" >/tmp/dns
     echo "$r" >/tmp/lease
     ;;
 leasefail|nak)

@@ -157,7 +157,9 @@ fn results_of_every_spec_version_become_the_same_lease() {
             {"type": "fixture-plugin", "fixture": {"address": "10.98.0.2/24", "gateway": "10.98.0.1", "log": d.log()}}
         ]}),
     );
-    networks += &d.network("v11", "tmv11", "");
+    networks += &d.network("v11", "tmv11", "gc = true");
+    // The same list again without gc: no GC on its behalf (others may ADD into a network).
+    networks += &d.network("v11nogc", "tmv11", "");
     networks += &d.network("missing", "tmnothere", "");
     let mut sb = Sandbox::new("cniver", GROUP, &networks);
     for (i, v) in versions.iter().chain(["1.1.0"].iter()).enumerate() {
@@ -185,9 +187,12 @@ fn results_of_every_spec_version_become_the_same_lease() {
         let gw_mac = vm.arp(vm.mac, lease.ip, want_gw).expect("gateway ARP");
         if *v == "1.1.0" {
             assert_eq!(lease.dns, vec![Ipv4Addr::new(10, 98, 0, 53)]);
-            // Spec 1.1: a restart runs GC with the attachments still valid.
+            // Spec 1.1: a restart runs GC with the attachments still valid (with gc = true).
+            let gcs = |d: &CniDir| d.calls().into_iter().filter(|c| c["cmd"] == "GC").count();
+            let before = gcs(&d);
             sb.kill();
             sb.start();
+            assert_eq!(gcs(&d), before + 1, "one GC a start: v11's, not v11nogc's");
             let gc = d
                 .calls()
                 .into_iter()

@@ -66,6 +66,40 @@ fn the_package_installs_binaries_units_config_and_snippets() {
     assert!(out.status.success());
     let conf = std::fs::read_to_string(dir.join("DEBIAN/conffiles")).unwrap();
     assert_eq!(conf.trim(), "/etc/tapmanager/tapmanager.toml");
+    // postinst's addgroup fallback is adduser's.
+    assert!(conffiles.contains("adduser"), "{conffiles}");
+    // The maintainer scripts are in, and the socket is enabled on first install only.
+    for script in ["postinst", "prerm", "postrm"] {
+        let p = dir.join("DEBIAN").join(script);
+        let out = Command::new("sh").arg("-n").arg(&p).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let postinst = std::fs::read_to_string(dir.join("DEBIAN/postinst")).unwrap();
+    assert!(postinst.contains("if [ -z \"$2\" ] && command -v deb-systemd-helper"));
+    // The shipped config is the desktop default network, and the daemon accepts it (its
+    // group need not exist on this machine: a gid stands in for the name).
+    let shipped = std::fs::read_to_string(dir.join("etc/tapmanager/tapmanager.toml")).unwrap();
+    assert!(shipped.contains("nat = true") && shipped.contains("dns_forward = true"));
+    let checked = dir.join("checked.toml");
+    std::fs::write(
+        &checked,
+        shipped.replace("group = \"tapmanager\"", "group = \"0\""),
+    )
+    .unwrap();
+    let out = Command::new(dir.join("usr/bin/tapmanager"))
+        .arg("check-config")
+        .arg(&checked)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The packaged daemon is built without the test-only crash points.
     let daemon = std::fs::read(dir.join("usr/bin/tapmanager")).unwrap();
     let needle = b"TAPMANAGER_CRASH_AT";
@@ -91,6 +125,31 @@ fn the_package_installs_binaries_units_config_and_snippets() {
         "check-config",
     ] {
         assert!(help.contains(cmd), "{cmd} missing from --help:\n{help}");
+    }
+    // In place of man pages, the long help has what a man page would add.
+    for section in ["Files:", "Environment:", "Exit status:", "Signals:"] {
+        assert!(
+            help.contains(section),
+            "{section} missing from --help:\n{help}"
+        );
+    }
+    let help = Command::new(dir.join("usr/bin/vmwrapper"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for option in [
+        "--socket",
+        "--id",
+        "--hypervisor",
+        "--net",
+        "--netns",
+        "--cloud-init",
+    ] {
+        assert!(
+            help.contains(option),
+            "{option} missing from vmwrapper --help:\n{help}"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

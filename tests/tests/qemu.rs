@@ -176,6 +176,45 @@ fn qemu_guest_on_a_masquerade_network_reaches_the_lan() {
     assert_gone(&sb);
 }
 
+/// The desktop default network as shipped (NAT out, DNS forwarded): the guest looks a name
+/// up through its gateway, which asks resolved's stub (a stand-in on 127.0.0.53 in the
+/// "host"), and pings the answer, past the host's default route, through NAT.
+#[test]
+fn qemu_guest_on_the_default_network_resolves_a_name_and_reaches_it_through_nat() {
+    if !is_root("qemu_guest_on_the_default_network_resolves_a_name_and_reaches_it_through_nat") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tmt-qemudesk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.53\n").unwrap();
+    let networks = format!(
+        "[networks.default]\nkind = \"bridge\"\nbridge = \"tmbr0\"\ngateway = \"{GATEWAY}/24\"\n\
+         nat = true\ndns_forward = true\nresolv_conf = \"{}\"\n",
+        resolv.display()
+    );
+    let (sb, _lan) = Sandbox::with_lan("qemudesk", GROUP, &networks);
+    sb.ns
+        .ip(&["route", "add", "default", "via", "192.168.77.2"]);
+    let stub = tapmanager_tests::fakedns::FakeDns::start(
+        &sb.ns,
+        "127.0.0.53".parse().unwrap(),
+        "www.example.test",
+        "192.168.78.1".parse().unwrap(),
+    );
+    let console = boot(&sb, "e2edesk", "default", "tm.resolve=www.example.test");
+    let _ = std::fs::remove_dir_all(&dir);
+    let lease = lease_line(&console);
+    assert!(lease.contains(&format!("dns={GATEWAY} ")), "{lease}");
+    assert!(
+        console.contains("TM-RESOLVE www.example.test 192.168.78.1"),
+        "{console}"
+    );
+    assert!(console.contains("TM-PING-OK 192.168.78.1"), "{console}");
+    assert!(stub.asked() >= 1);
+    assert_gone(&sb);
+}
+
 #[test]
 fn qemu_guest_on_a_tc_redirect_isolated_network_reaches_the_lan() {
     if !is_root("qemu_guest_on_a_tc_redirect_isolated_network_reaches_the_lan") {

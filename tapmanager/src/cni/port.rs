@@ -319,8 +319,10 @@ pub(crate) async fn teardown_port(d: &Daemon, iface: &Interface) -> bool {
 }
 
 /// Start-up, after adoption and reaping: DEL for every cache entry no adopted NIC owns (a
-/// crash between ADD and the journal), then GC (spec 1.1) for each CNI network with the NICs
-/// that are still valid.
+/// crash between ADD and the journal), then GC (spec 1.1) for each CNI network with `gc =
+/// true`, with the NICs that are still valid. GC is opt-in: the valid list names only this
+/// daemon's attachments, so on a network others also ADD into (a cluster's pod network) it
+/// would let plugins free what is theirs.
 pub(crate) async fn reconcile(d: &Daemon, known: &HashSet<IfName>) {
     let mut orphans: Vec<Entry> = cache::all(&d.config.state_dir)
         .into_iter()
@@ -336,6 +338,9 @@ pub(crate) async fn reconcile(d: &Daemon, known: &HashSet<IfName>) {
         let NetworkKind::Cni(c) = &n.kind else {
             continue;
         };
+        if !c.gc {
+            continue;
+        }
         let Ok(list) = conf::load(&c.conf_dir, &c.cni_network) else {
             continue; // not there yet: nothing of it can need collecting
         };
