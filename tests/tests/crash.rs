@@ -1,6 +1,5 @@
-//! Kernel tier (root): a crash at every step. For each kind (bridge, isolated, masquerade,
-//! CNI, macvtap) and each
-//! crash point of attach and teardown on its path (tapmanager's `failpoint::POINTS`, armed
+//! Kernel tier (root): a crash at every step. For each kind (bridge, also with a TAP by name
+//! as Firecracker gets it, isolated, masquerade, CNI, macvtap) and each crash point of attach and teardown on its path (tapmanager's `failpoint::POINTS`, armed
 //! through `TAPMANAGER_CRASH_AT` in a build with the `failpoints` feature), the daemon kills
 //! itself there; restarted, it must leave exactly what was there before: no link, namespace,
 //! nft element, journal entry, CNI cache entry or host-local allocation of the crashed guest,
@@ -52,14 +51,38 @@ fn snapshot(sb: &Sandbox, d: &CniDir) -> String {
     )
 }
 
-/// A vmwrapper (root) holding one NIC on `net` until its stdin closes.
-fn caller(sb: &Sandbox, vm: &str, net: &str) -> Child {
-    Command::new(bin("vmwrapper"))
-        .arg("--socket")
-        .arg(&sb.socket)
-        .args(["--id", vm, "--net", net, "--hypervisor", "qemu", "--"])
-        .args(["sh", "-c", "read x || true"])
-        .stdin(Stdio::piped())
+/// A vmwrapper (root) holding one NIC on `net` until its stdin closes. `by_name`: as for
+/// Firecracker (a persistent TAP, no fd; vmwrapper runs in the daemon's namespace, where it
+/// must see the TAP, and the stand-in gets a config file).
+fn caller(sb: &Sandbox, vm: &str, net: &str, by_name: bool) -> Child {
+    let mut c = if by_name {
+        let config = sb.dir.join("firecracker.json");
+        std::fs::write(&config, "{}").unwrap();
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &sb.ns.name]).arg(bin("vmwrapper"));
+        c.arg("--socket")
+            .arg(&sb.socket)
+            .args([
+                "--id",
+                vm,
+                "--net",
+                net,
+                "--hypervisor",
+                "firecracker",
+                "--",
+            ])
+            .args(["sh", "-c", "read x || true", "sh", "--config-file"])
+            .arg(config);
+        c
+    } else {
+        let mut c = Command::new(bin("vmwrapper"));
+        c.arg("--socket")
+            .arg(&sb.socket)
+            .args(["--id", vm, "--net", net, "--hypervisor", "qemu", "--"])
+            .args(["sh", "-c", "read x || true"]);
+        c
+    };
+    c.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -98,12 +121,13 @@ fn a_crash_at_every_step_leaves_nothing_and_live_guests_keep_their_lease() {
     let (mut sb, _lan) = Sandbox::with_lan("crash", GROUP, &networks);
     let mut cases = 0;
     let mut per_kind = Vec::new();
-    for (kind, net) in [
-        ("bridge", "default"),
-        ("isolated", "iso"),
-        ("isolated", "nat"),
-        ("cni", "pod"),
-        ("macvtap", "mv"),
+    for (kind, net, by_name) in [
+        ("bridge", "default", false),
+        ("bridge", "default", true),
+        ("isolated", "iso", false),
+        ("isolated", "nat", false),
+        ("cni", "pod", false),
+        ("macvtap", "mv", false),
     ] {
         // A live guest of this kind, there before and after every crash.
         let (a, fds) = sb
@@ -126,7 +150,7 @@ fn a_crash_at_every_step_leaves_nothing_and_live_guests_keep_their_lease() {
             sb.crash_at = Some(point.to_owned());
             sb.start();
             let vm = format!("crash-{kind}-{i}");
-            let mut c = caller(&sb, &vm, net);
+            let mut c = caller(&sb, &vm, net, by_name);
             if point.starts_with("teardown:") {
                 assert!(
                     sb.wait_for(10, || sb.journal_entries().len() == 2),
@@ -161,7 +185,8 @@ fn a_crash_at_every_step_leaves_nothing_and_live_guests_keep_their_lease() {
             .release(&format!("live-{kind}").parse().unwrap())
             .unwrap();
         assert!(sb.wait_for(20, || sb.journal_entries().is_empty()));
-        per_kind.push(format!("{net} ({kind}) {}", points_of(kind).len()));
+        let by = if by_name { ", TAP by name" } else { "" };
+        per_kind.push(format!("{net} ({kind}{by}) {}", points_of(kind).len()));
     }
     eprintln!(
         "crash matrix: {cases} cases ({}); every one left nothing and kept the live guest's network",
