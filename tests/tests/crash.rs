@@ -1,6 +1,7 @@
 //! Kernel tier (root): a crash at every step. For each kind (bridge, also with a TAP by name
-//! as Firecracker gets it, isolated, masquerade, CNI, macvtap) and each crash point of attach and teardown on its path (tapmanager's `failpoint::POINTS`, armed
-//! through `TAPMANAGER_CRASH_AT` in a build with the `failpoints` feature), the daemon kills
+//! as Firecracker gets it, isolated, masquerade, CNI, macvtap) and each crash point of attach
+//! and teardown on its path (tapmanager's `failpoint::POINTS`, armed through
+//! `TAPMANAGER_CRASH_AT` in a build with the `failpoints` feature), the daemon kills
 //! itself there; restarted, it must leave exactly what was there before: no link, namespace,
 //! nft element, journal entry, CNI cache entry or host-local allocation of the crashed guest,
 //! while a live guest of the same kind keeps its network and renews its lease.
