@@ -7,9 +7,10 @@
 //! guest keeps one DNS server, the gateway, and gets the host's answers (split DNS, VPNs).
 //!
 //! Only the guests' subnet is served (not an open resolver). Each query goes out on a fresh
-//! socket connected to the upstream, so only the upstream's answer is taken, and at most
-//! [`IN_FLIGHT`] queries per network wait for one: past that, queries are dropped, as a
-//! flooding guest's would be. An upstream that does not answer within [`UPSTREAM_TIMEOUT`]
+//! socket connected to the upstream, so only the upstream's answer is taken. At most
+//! [`PER_GUEST`] queries of one guest address and [`IN_FLIGHT`] of the whole network wait for
+//! an answer at once: past that, queries are dropped, so a flooding guest costs the others
+//! nothing and the daemon a bounded number of sockets. An upstream that does not answer within [`UPSTREAM_TIMEOUT`]
 //! is skipped for the next; when none answers the guest gets SERVFAIL.
 
 use crate::config::DnsForward;
@@ -24,6 +25,8 @@ use tokio::sync::Semaphore;
 
 /// Queries of one network waiting for an upstream at once.
 pub const IN_FLIGHT: usize = 256;
+/// Queries of one guest address (UDP and TCP together) waiting for an upstream at once.
+pub const PER_GUEST: usize = 32;
 /// How long one upstream has to answer.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a guest's TCP connection may stay idle.
@@ -50,6 +53,48 @@ struct Shared {
     subnet: Ipv4Net,
     upstreams: Upstreams,
     in_flight: Arc<Semaphore>,
+    per_guest: Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// One query's place among those in flight: given back when dropped.
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+    guest: IpAddr,
+}
+
+impl Shared {
+    /// A slot for a query of `guest`, if neither its share nor the network's is used up.
+    fn slot(self: &Arc<Self>, guest: IpAddr) -> Option<Slot> {
+        let permit = self.in_flight.clone().try_acquire_owned().ok()?;
+        let mut per = self.per_guest.lock().unwrap_or_else(|e| e.into_inner());
+        let n = per.entry(guest).or_insert(0);
+        if *n >= PER_GUEST {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            _permit: permit,
+            shared: self.clone(),
+            guest,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut per = self
+            .shared
+            .per_guest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per.get_mut(&self.guest) {
+            *n -= 1;
+            if *n == 0 {
+                per.remove(&self.guest);
+            }
+        }
+    }
 }
 
 impl Forwarder {
@@ -69,6 +114,7 @@ impl Forwarder {
                 subnet: gateway.trunc(),
                 upstreams: Upstreams::new(cfg, gateway.addr()),
                 in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+                per_guest: Mutex::new(std::collections::HashMap::new()),
             }),
         })
     }
@@ -102,8 +148,8 @@ async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>) {
         if !from_guest(&shared.subnet, peer) || !is_query(query) {
             continue;
         }
-        // The permit travels with the task: freed when the answer (or SERVFAIL) is sent.
-        let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
+        // The slot travels with the task: freed when the answer (or SERVFAIL) is sent.
+        let Some(slot) = shared.slot(peer.ip()) else {
             tracing::debug!(%peer, "DNS forwarder: too many queries in flight; dropped");
             continue;
         };
@@ -115,7 +161,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>) {
                 None => servfail(&query),
             };
             let _ = sock.send_to(&answer, peer).await; // the guest may be gone
-            drop(permit);
+            drop(slot);
         });
     }
 }
@@ -133,13 +179,13 @@ async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
         if !from_guest(&shared.subnet, peer) {
             continue;
         }
-        let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
+        let Some(slot) = shared.slot(peer.ip()) else {
             continue; // dropping the stream closes it
         };
         let shared = shared.clone();
         tokio::spawn(async move {
             let _ = serve_tcp_client(stream, &shared).await; // a guest's broken connection
-            drop(permit);
+            drop(slot);
         });
     }
 }

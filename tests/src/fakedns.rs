@@ -19,6 +19,18 @@ pub struct FakeDns {
 impl FakeDns {
     /// Serves `name` -> `answer` on `addr`:53 in `ns` until dropped.
     pub fn start(ns: &Netns, addr: Ipv4Addr, name: &str, answer: Ipv4Addr) -> FakeDns {
+        FakeDns::start_with(ns, addr, name, answer, false)
+    }
+
+    /// [`FakeDns::start`]; with `silent`, queries for other names get no answer at all (an
+    /// upstream that times out), and are counted all the same.
+    pub fn start_with(
+        ns: &Netns,
+        addr: Ipv4Addr,
+        name: &str,
+        answer: Ipv4Addr,
+        silent: bool,
+    ) -> FakeDns {
         let (udp, tcp) = ns.run_in(move || {
             let udp = UdpSocket::bind((addr, 53)).expect("bind UDP 53");
             let tcp = TcpListener::bind((addr, 53)).expect("bind TCP 53");
@@ -35,7 +47,10 @@ impl FakeDns {
             while !s.load(Ordering::Relaxed) {
                 if let Ok((n, peer)) = udp.recv_from(&mut buf) {
                     a.fetch_add(1, Ordering::Relaxed);
-                    let _ = udp.send_to(&respond(&buf[..n], &name, answer), peer);
+                    let known = question(&buf[..n]).is_some_and(|(q, _)| q == name);
+                    if known || !silent {
+                        let _ = udp.send_to(&respond(&buf[..n], &name, answer), peer);
+                    }
                 }
                 if let Ok((mut c, _)) = tcp.accept() {
                     c.set_nonblocking(false).unwrap();

@@ -1,7 +1,9 @@
 //! Kernel tier (root): hostile guests, beside what the bridge tests already send (spoofed
 //! MACs, addresses and ARP). A guest flooding its DHCP server gets a bounded number of
 //! answers, costs the daemon bounded CPU, does not flood the log, and is served normally
-//! again once it stops. The figures are printed (`hostile guest: ...`).
+//! again once it stops. A guest flooding the DNS forwarder holds a bounded number of queries
+//! (and sockets) in flight, and another guest's queries are answered meanwhile. The figures
+//! are printed (`hostile guest: ...`).
 
 use std::time::{Duration, Instant};
 use tapmanager_tests::fakevm::FakeVm;
@@ -181,4 +183,102 @@ fn spoofed_and_rogue_frames_are_dropped_and_counted() {
         );
         assert!(dropped >= EACH, "{what}: only {dropped} of {EACH} counted");
     }
+}
+
+#[test]
+fn a_dns_flood_holds_a_bounded_share_and_other_guests_are_answered() {
+    if !is_root("a_dns_flood_holds_a_bounded_share_and_other_guests_are_answered") {
+        return;
+    }
+    use tapmanager_tests::fakedns::{query, read_answer, FakeDns};
+    let networks = "[networks.default]\nkind = \"bridge\"\nbridge = \"tmbr0\"\n\
+                    gateway = \"10.88.0.1/24\"\nnat = true\ndns_forward = true\n\
+                    dns_upstream = [\"192.168.77.2\"]\n";
+    let (sb, lan) = Sandbox::with_lan("dnsflood", GROUP, networks);
+    // The upstream answers the honest name; the flood's names it never answers, so each
+    // flood query holds its place for the forwarder's whole 2 s wait.
+    let upstream = FakeDns::start_with(
+        &lan,
+        "192.168.77.2".parse().unwrap(),
+        "honest.example.test",
+        "192.168.78.1".parse().unwrap(),
+        true,
+    );
+    let guest = |vm: &str| {
+        let (a, fds) = sb
+            .client()
+            .attach(protocol::AttachRequest {
+                vm: vm.parse().unwrap(),
+                networks: vec![protocol::NetworkRequest::new("default".parse().unwrap())],
+            })
+            .unwrap();
+        let g = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
+        let lease = g.dhcp().expect("lease");
+        (g, lease)
+    };
+    let (flooder, fl) = guest("dnsflooder");
+    let (honest, hl) = guest("dnshonest");
+    let gw: std::net::Ipv4Addr = "10.88.0.1".parse().unwrap();
+    let fds_of = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let pid = sb.daemon_pid();
+    let fds_before = fds_of(pid);
+
+    const FLOOD: u16 = 5000;
+    let t = Instant::now();
+    for i in 0..FLOOD {
+        flooder.send(&dhcp::frame::build_ipv4_udp_frame(
+            flooder.mac,
+            fl.server_mac,
+            fl.ip,
+            gw,
+            20_000 + (i % 1000),
+            53,
+            &query(i, "flood.example.test"),
+        ));
+    }
+    let sent_in = t.elapsed();
+    let fds_during = fds_of(pid);
+    let reached = upstream.asked();
+    let elapsed = t.elapsed();
+    // Meanwhile the other guest asks, and is answered.
+    let answer = honest
+        .udp_exchange(
+            hl.server_mac,
+            hl.ip,
+            gw,
+            40_001,
+            53,
+            &query(7, "honest.example.test"),
+            Duration::from_secs(5),
+        )
+        .expect("the honest guest got no answer during the flood");
+    assert_eq!(
+        read_answer(&answer),
+        Some((7, 0, Some("192.168.78.1".parse().unwrap())))
+    );
+    eprintln!(
+        "hostile guest: {FLOOD} DNS queries sent in {sent_in:?}; {reached} reached the upstream \
+         within {elapsed:?}; daemon fds {fds_before} -> {fds_during}"
+    );
+    // Each flood query holds its slot until its 2 s wait ends: in any 2 s at most PER_GUEST
+    // (32) of one guest go out.
+    let windows = 1 + (elapsed.as_secs_f64() / 2.0).floor() as usize;
+    assert!(
+        reached >= 1 && reached <= 32 * windows,
+        "{reached} flood queries reached the upstream in {elapsed:?}"
+    );
+    assert!(
+        fds_during <= fds_before + 32 * windows + 8,
+        "daemon fds {fds_before} -> {fds_during}"
+    );
+    // Once the flood's waits are over, its sockets are gone.
+    assert!(
+        sb.wait_for(10, || fds_of(pid) <= fds_before + 2),
+        "daemon fds stay at {}",
+        fds_of(pid)
+    );
 }
