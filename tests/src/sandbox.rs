@@ -144,6 +144,47 @@ impl Drop for Netns {
     }
 }
 
+/// A test's own directory, `tmt-TAG-PID` in the temp dir, made empty and removed when dropped
+/// (even when an assertion fails).
+#[derive(Debug)]
+pub struct TestDir(pub PathBuf);
+
+impl TestDir {
+    pub fn new(tag: &str) -> TestDir {
+        let dir = std::env::temp_dir().join(format!("tmt-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir); // an earlier run's with the same pid
+        std::fs::create_dir_all(&dir).unwrap();
+        TestDir(dir)
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0); // best effort
+    }
+}
+
+/// A process of a test's that is stopped when dropped, even when an assertion fails: SIGTERM
+/// by pid (as systemd stops a service), then reaped.
+#[derive(Debug)]
+pub struct Running(pub Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            ); // already gone is fine
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A daemon in its own namespace with a temporary state dir.
 #[derive(Debug)]
 pub struct Sandbox {

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, TcpStream, UdpSocket};
 use std::time::Duration;
 use tapmanager_tests::fakedns::{query, read_answer, FakeDns};
 use tapmanager_tests::fakevm::FakeVm;
-use tapmanager_tests::sandbox::{is_root, Netns, Sandbox, BRIDGE};
+use tapmanager_tests::sandbox::{is_root, Netns, Sandbox, TestDir, BRIDGE};
 
 const GROUP: u32 = 47_081;
 const NAME: &str = "www.example.test";
@@ -41,16 +41,7 @@ fn default_network_nats_guests_out_and_forwards_dns_through_the_hosts_resolver()
     if !is_root("default_network_nats_guests_out_and_forwards_dns_through_the_hosts_resolver") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("tmt-desktop-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    /// Removes the test's directory even when an assertion fails.
-    struct RemoveDir(std::path::PathBuf);
-    impl Drop for RemoveDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0); // best effort
-        }
-    }
-    let _remove = RemoveDir(dir.clone());
+    let dir = TestDir::new("desktop");
     let resolv = dir.join("resolv.conf");
     // As on a desktop with systemd-resolved: only the stub.
     std::fs::write(

@@ -87,8 +87,7 @@ fn socket_activation_and_readiness_as_systemd_does_them() {
     use tapmanager_tests::sandbox::{bin, Netns};
     // A config whose own socket path is elsewhere: the daemon must use the passed one.
     let ns = Netns::new("sdact");
-    let dir = std::env::temp_dir().join(format!("tmt-sdact-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tapmanager_tests::sandbox::TestDir::new("sdact");
     let config = dir.join("tapmanager.toml");
     std::fs::write(
         &config,
@@ -105,7 +104,7 @@ fn socket_activation_and_readiness_as_systemd_does_them() {
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     // systemd's own helper: it holds the socket and starts the daemon, as a .socket unit does.
-    let mut child = std::process::Command::new("ip")
+    let child = std::process::Command::new("ip")
         .args(["netns", "exec", &ns.name, "systemd-socket-activate", "-l"])
         .arg(&activated)
         .arg(format!(
@@ -118,6 +117,8 @@ fn socket_activation_and_readiness_as_systemd_does_them() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // By pid: systemd-socket-activate exec'd the daemon.
+    let child = tapmanager_tests::sandbox::Running(Some(child));
     // The first connection starts the daemon on the passed socket; it then says it is ready.
     let mut connected = None;
     for _ in 0..200 {
@@ -136,9 +137,7 @@ fn socket_activation_and_readiness_as_systemd_does_them() {
         !dir.join("not-this.sock").exists(),
         "it bound its own socket too"
     );
-    let _ = child.kill(); // by pid: systemd-socket-activate exec'd the daemon
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(child);
 }
 
 /// One journal entry as journald's native protocol carries it.
@@ -213,17 +212,8 @@ fn logs_go_to_journald_when_stderr_is_the_journal_and_to_stderr_otherwise() {
     use std::time::Duration;
     use tapmanager_tests::sandbox::Netns;
     let ns = Netns::new("journal");
-    let dir = std::env::temp_dir().join(format!("tmt-journal-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = tapmanager_tests::sandbox::TestDir::new("journal");
     std::fs::create_dir_all(dir.join("journal")).unwrap();
-    /// Removes the test's directory even when an assertion fails.
-    struct RemoveDir(std::path::PathBuf);
-    impl Drop for RemoveDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0); // best effort
-        }
-    }
-    let _remove = RemoveDir(dir.clone());
     let socket = dir.join("tapmanager.sock");
     let config = dir.join("tapmanager.toml");
     std::fs::write(
@@ -249,20 +239,8 @@ fn logs_go_to_journald_when_stderr_is_the_journal_and_to_stderr_otherwise() {
         }
         panic!("the daemon did not come up");
     };
-    /// Stops the daemon when dropped, even when an assertion fails: SIGTERM by pid (the
-    /// shell exec'd it), as systemd stops a service.
-    struct Running(Option<std::process::Child>);
-    impl Drop for Running {
-        fn drop(&mut self) {
-            if let Some(mut c) = self.0.take() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(c.id() as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-                let _ = c.wait();
-            }
-        }
-    }
+    // The shell exec's the daemon: stopping the child by pid stops the daemon.
+    use tapmanager_tests::sandbox::Running;
     let mut entries: Vec<Entry> = Vec::new();
     let drain = |entries: &mut Vec<Entry>| {
         let mut buf = vec![0u8; 65536];

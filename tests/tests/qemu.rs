@@ -184,8 +184,7 @@ fn qemu_guest_on_the_default_network_resolves_a_name_and_reaches_it_through_nat(
     if !is_root("qemu_guest_on_the_default_network_resolves_a_name_and_reaches_it_through_nat") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("tmt-qemudesk-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tapmanager_tests::sandbox::TestDir::new("qemudesk");
     let resolv = dir.join("resolv.conf");
     std::fs::write(&resolv, "nameserver 127.0.0.53\n").unwrap();
     let networks = format!(
@@ -203,7 +202,6 @@ fn qemu_guest_on_the_default_network_resolves_a_name_and_reaches_it_through_nat(
         "192.168.78.1".parse().unwrap(),
     );
     let console = boot(&sb, "e2edesk", "default", "tm.resolve=www.example.test");
-    let _ = std::fs::remove_dir_all(&dir);
     let lease = lease_line(&console);
     assert!(lease.contains(&format!("dns={GATEWAY} ")), "{lease}");
     assert!(

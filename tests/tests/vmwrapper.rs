@@ -423,27 +423,30 @@ fn cloud_init_seeds_of_both_versions_render_with_debians_cloud_init() {
         let text = std::fs::read_to_string(&network_config).unwrap();
         assert!(text.starts_with(&format!("version: {version}\n")), "{text}");
 
+        // The file cloud-init's renderer of `kind` writes at `path` below the guest's root.
+        let rendered = |kind: &str, path: &str| {
+            let out = seed.join(kind);
+            let r = Command::new("bash")
+                .arg(render)
+                .arg(&network_config)
+                .arg(kind)
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert!(
+                r.status.success(),
+                "v{version} {kind}: {}\n{text}",
+                String::from_utf8_lossy(&r.stderr)
+            );
+            std::fs::read_to_string(out.join(path)).unwrap_or_else(|e| {
+                panic!(
+                    "v{version} {kind}: {e}: {}",
+                    String::from_utf8_lossy(&r.stdout)
+                )
+            })
+        };
         // systemd-networkd, as cloud-init would write it in the guest.
-        let nd = seed.join("networkd");
-        let r = Command::new("bash")
-            .args([
-                render,
-                network_config.to_str().unwrap(),
-                "networkd",
-                nd.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            r.status.success(),
-            "v{version}: {}\n{text}",
-            String::from_utf8_lossy(&r.stderr)
-        );
-        let file =
-            std::fs::read_to_string(nd.join("etc/systemd/network/10-cloud-init-eth0.network"))
-                .unwrap_or_else(|e| {
-                    panic!("v{version}: {e}: {}", String::from_utf8_lossy(&r.stdout))
-                });
+        let file = rendered("networkd", "etc/systemd/network/10-cloud-init-eth0.network");
         let k = networkd_keys(&file);
         let want = [
             ("MACAddress", mac.as_str()),
@@ -464,23 +467,7 @@ fn cloud_init_seeds_of_both_versions_render_with_debians_cloud_init() {
         }
 
         // ifupdown's interfaces(5), the renderer Debian's cloud-init tries first.
-        let eni = seed.join("eni");
-        let r = Command::new("bash")
-            .args([
-                render,
-                network_config.to_str().unwrap(),
-                "eni",
-                eni.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            r.status.success(),
-            "v{version}: {}",
-            String::from_utf8_lossy(&r.stderr)
-        );
-        let file =
-            std::fs::read_to_string(eni.join("etc/network/interfaces.d/50-cloud-init")).unwrap();
+        let file = rendered("eni", "etc/network/interfaces.d/50-cloud-init");
         for line in [
             "iface eth0 inet static".to_owned(),
             format!("address {address}"),
