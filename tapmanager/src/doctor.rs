@@ -89,6 +89,93 @@ pub fn bridge_netfilter() -> Finding {
     }
 }
 
+/// A forward chain of another table that drops by default (Docker's `iptables -P FORWARD
+/// DROP`, in iptables-nft's `ip filter` table, say) drops routed and NATed guests' traffic
+/// too: nftables runs every table's base chains, and any one's drop is final. `ruleset` is
+/// `nft list ruleset`; `routed` whether a configured network routes or NATs.
+pub fn forward_policy(ruleset: &str, routed: bool) -> Finding {
+    let mut table = "";
+    let mut chain = "";
+    let mut dropping = Vec::new();
+    for line in ruleset.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("table ") {
+            table = rest.trim_end_matches(" {");
+        } else if let Some(rest) = line.strip_prefix("chain ") {
+            chain = rest.trim_end_matches(" {");
+        } else if line.contains("hook forward")
+            && line.contains("policy drop")
+            && !table.contains("tapmanager")
+        {
+            dropping.push(format!("{table} {chain}"));
+        }
+    }
+    match (dropping.is_empty(), routed) {
+        (true, _) => ok("no other firewall table drops forwarded traffic by default"),
+        (false, false) => ok(format!(
+            "forwarded traffic is dropped by default in {} (no network here is routed or NATed)",
+            dropping.join(", ")
+        )),
+        (false, true) => bad(
+            Level::Warn,
+            format!(
+                "forwarded traffic is dropped by default in {} (Docker sets this): routed and \
+                 NATed guests' traffic ends there",
+                dropping.join(", ")
+            ),
+            "accept the daemon's links in that chain, e.g. `iptables -I FORWARD -i tmbr0 -j ACCEPT` \
+             and `iptables -I FORWARD -o tmbr0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT` \
+             (and the same for the isolated networks' tm* links)",
+        ),
+    }
+}
+
+/// Port 53 of a DNS forwarder's gateway, as `/proc/net/udp` and `/proc/net/tcp` show it:
+/// another server bound to the wildcard address or to the gateway (dnsmasq without
+/// `bind-interfaces`, say) keeps the daemon from starting. `tables` are those files' text;
+/// `ours` whether the daemon is running (then the gateway's own binding is its).
+pub fn dns_port(tables: &[&str], gateways: &[std::net::Ipv4Addr], ours: bool) -> Vec<Finding> {
+    // Local address "0100007F:0035": the address's network-order bytes printed as a native
+    // u32 in hex, and the port.
+    let bound: Vec<std::net::Ipv4Addr> = tables
+        .iter()
+        .flat_map(|t| t.lines().skip(1))
+        .filter_map(|l| {
+            let local = l.split_whitespace().nth(1)?;
+            let (addr, port) = local.split_once(':')?;
+            (port == "0035").then_some(())?;
+            let raw = u32::from_str_radix(addr, 16).ok()?;
+            Some(std::net::Ipv4Addr::from(raw.to_ne_bytes()))
+        })
+        .collect();
+    gateways
+        .iter()
+        .map(|gw| {
+            let wildcard = bound.iter().any(|a| a.is_unspecified());
+            let exact = bound.contains(gw);
+            if wildcard {
+                bad(
+                    Level::Fail,
+                    format!(
+                        "port 53 is held on every address: the DNS forwarder cannot listen on {gw}"
+                    ),
+                    "make that server bind its own addresses only (dnsmasq: `bind-interfaces` or \
+                     `bind-dynamic`), or set `dns_forward = false` and `dns = [...]`",
+                )
+            } else if exact && !ours {
+                bad(
+                    Level::Fail,
+                    format!("another program listens on {gw}:53, the DNS forwarder's address"),
+                    "stop it, or set `dns_forward = false` and `dns = [...]`",
+                )
+            } else {
+                ok(format!(
+                    "port 53 on {gw} is free for the DNS forwarder (or is its)"
+                ))
+            }
+        })
+        .collect()
+}
+
 /// The caller may reach the socket: root, or a member of the daemon's group.
 pub fn membership(uid: u32, groups: &[u32], group: u32, group_name: &str) -> Finding {
     if uid == 0 || groups.contains(&group) {
@@ -197,6 +284,40 @@ pub fn render(findings: &[Finding]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_foreign_forward_chain_that_drops_is_named() {
+        let docker = "table ip filter {\n\tchain FORWARD {\n\t\ttype filter hook forward priority filter; policy drop;\n\t}\n}\n\
+                      table ip tapmanager_bridge_nat {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t}\n}\n";
+        let f = forward_policy(docker, true);
+        assert_eq!(f.level, Level::Warn);
+        assert!(f.what.contains("ip filter FORWARD"), "{}", f.what);
+        assert_eq!(forward_policy(docker, false).level, Level::Ok);
+        let ours_only = "table inet tapmanager_routed {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n\t}\n}\n";
+        assert_eq!(forward_policy(ours_only, true).level, Level::Ok);
+    }
+
+    #[test]
+    fn port_53_held_elsewhere_is_found() {
+        let head = "  sl  local_address rem_address   st\n";
+        let gw: std::net::Ipv4Addr = "10.77.0.1".parse().unwrap();
+        // 10.77.0.1 is 01004D0A in host (little-endian) order.
+        let on_gw = format!("{head}   0: 01004D0A:0035 00000000:0000 07\n");
+        let wildcard = format!("{head}   0: 00000000:0035 00000000:0000 07\n");
+        let stub = format!("{head}   0: 3500007F:0035 00000000:0000 07\n");
+        assert_eq!(dns_port(&[&wildcard], &[gw], false)[0].level, Level::Fail);
+        assert_eq!(dns_port(&[&on_gw], &[gw], false)[0].level, Level::Fail);
+        assert_eq!(
+            dns_port(&[&on_gw], &[gw], true)[0].level,
+            Level::Ok,
+            "the daemon's own"
+        );
+        assert_eq!(
+            dns_port(&[&stub], &[gw], false)[0].level,
+            Level::Ok,
+            "resolved's stub"
+        );
+    }
 
     #[test]
     fn membership_says_how_to_join() {

@@ -354,6 +354,33 @@ fn doctor(config: &Path, socket: &Path) -> Result<(), MainError> {
     found.push(doctor::tun());
     found.push(doctor::forwarding(routed));
     found.push(doctor::bridge_netfilter());
+    if let Ok(out) = std::process::Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+    {
+        if out.status.success() {
+            found.push(doctor::forward_policy(
+                &String::from_utf8_lossy(&out.stdout),
+                routed,
+            ));
+        }
+    }
+    if let Ok(c) = &loaded {
+        let gateways: Vec<std::net::Ipv4Addr> = c
+            .networks
+            .values()
+            .filter_map(|n| match &n.kind {
+                tapmanager::config::NetworkKind::Bridge(b) if b.dns_forward.is_some() => {
+                    Some(b.gateway.addr())
+                }
+                _ => None,
+            })
+            .collect();
+        let udp = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+        let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let running = Client::connect(socket).is_ok();
+        found.extend(doctor::dns_port(&[&udp, &tcp], &gateways, running));
+    }
     if loaded.is_ok() {
         let uid = nix::unistd::getuid().as_raw();
         let mut groups: Vec<u32> = nix::unistd::getgroups()

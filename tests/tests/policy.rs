@@ -166,6 +166,63 @@ fn doctor_checks_the_host_the_daemon_and_the_callers_group() {
     assert!(said.contains(&format!("uid {USER} may connect")), "{said}");
 }
 
+/// The doctor, run in the sandbox's namespace as the host, finds another table's forward
+/// chain that drops (Docker's FORWARD policy) and port 53 held by another server.
+#[test]
+fn doctor_finds_a_dropping_forward_chain_and_port_53_taken() {
+    if !is_root("doctor_finds_a_dropping_forward_chain_and_port_53_taken") {
+        return;
+    }
+    let networks = "[networks.default]\nkind = \"bridge\"\nbridge = \"tmbr0\"\n\
+                    gateway = \"10.88.0.1/24\"\nnat = true\ndns_forward = true\n";
+    let mut sb = Sandbox::new("doctorfw", GROUP, networks);
+    let doctor = |sb: &Sandbox| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &sb.ns.name])
+            .arg(tapmanager_tests::sandbox::bin("tapmanager"))
+            .arg("doctor")
+            .arg("--config")
+            .arg(&sb.config)
+            .arg("--socket")
+            .arg(&sb.socket)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = doctor(&sb);
+    assert!(
+        said.contains("no other firewall table drops forwarded traffic"),
+        "{said}"
+    );
+    assert!(
+        said.contains("port 53 on 10.88.0.1 is free for the DNS forwarder (or is its)"),
+        "{said}"
+    );
+    // Docker's FORWARD policy, as iptables-nft writes it.
+    let (ok, out) = sb.ns.exec(&[
+        "nft",
+        "add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }",
+    ]);
+    assert!(ok, "{out}");
+    let said = doctor(&sb);
+    assert!(
+        said.contains("forwarded traffic is dropped by default in ip filter FORWARD"),
+        "{said}"
+    );
+    assert!(
+        said.contains("iptables -I FORWARD -i tmbr0 -j ACCEPT"),
+        "{said}"
+    );
+    // A DNS server on every address, the daemon stopped: it could not start again.
+    sb.kill();
+    let _held = sb
+        .ns
+        .run_in(|| std::net::UdpSocket::bind("0.0.0.0:53").expect("bind 0.0.0.0:53"));
+    let said = doctor(&sb);
+    assert!(said.contains("port 53 is held on every address"), "{said}");
+    assert!(said.contains("bind-interfaces"), "{said}");
+}
+
 #[test]
 fn init_writes_a_config_check_config_accepts_and_keeps_an_existing_one() {
     let dir = std::env::temp_dir().join(format!("tmt-init-{}", std::process::id()));
