@@ -126,6 +126,41 @@ fn the_package_installs_binaries_units_config_and_snippets() {
     ] {
         assert!(help.contains(cmd), "{cmd} missing from --help:\n{help}");
     }
+    // The units as installed: `systemd-analyze verify` with the package's files as the root
+    // (beside the host's stock units, for the targets they name) finds nothing wrong.
+    let units = dir.join("usr/lib/systemd/system");
+    let out = Command::new("cp")
+        .args(["-rn", "/lib/systemd/system/."])
+        .arg(&units)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", dir.display()))
+        .args(["tapmanager.service", "tapmanager.socket"])
+        .output()
+        .expect("systemd-analyze");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true"])
+        .arg(format!("--root={}", dir.display()))
+        .arg("tapmanager.service")
+        .output()
+        .unwrap();
+    let score = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "packaging: systemd-analyze verify clean; {}",
+        score.lines().last().unwrap_or("no security score").trim()
+    );
     // In place of man pages, the long help has what a man page would add.
     for section in ["Files:", "Environment:", "Exit status:", "Signals:"] {
         assert!(
