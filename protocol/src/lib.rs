@@ -55,6 +55,16 @@
 //! `examples/shim.rs` is the whole exchange as a program
 //! (`cargo run -p tapmanager-protocol --example shim -- SOCKET NETNS NETWORK IFNAME`).
 //!
+//! # TAPs by name, and guests without DHCP
+//!
+//! A hypervisor that opens TAPs by name only (Firecracker) asks with
+//! [`NetworkRequest::by_name`]: the daemon makes the TAP persistent and owned by the caller's
+//! uid and group (the kernel refuses anyone else's `TUNSETIFF`), sends no fd for it, and
+//! deletes it when the attachment ends; the caller opens [`Interface::ifname`] in the
+//! daemon's network namespace. Each [`Interface`] also carries the lease its DHCP server hands
+//! out (`address`, `gateway`, `mtu`, `dns`, `search`, `routes`), for a guest configured
+//! without DHCP (vmwrapper writes cloud-init network-config from it).
+//!
 //! # Example: a shim attaching a VM
 //!
 //! ```no_run
