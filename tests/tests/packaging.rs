@@ -4,6 +4,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// Asserts that `text` (what `what` printed) names each of `items`.
+fn mentions(text: &str, what: &str, items: &[&str]) {
+    for item in items {
+        assert!(text.contains(item), "{item} missing from {what}:\n{text}");
+    }
+}
+
 fn deb() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debian");
     let found = std::fs::read_dir(&dir).ok().and_then(|rd| {
@@ -113,19 +120,21 @@ fn the_package_installs_binaries_units_config_and_snippets() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    for cmd in [
-        "serve",
-        "list",
-        "show",
-        "release",
-        "check",
-        "status",
-        "init",
-        "doctor",
-        "check-config",
-    ] {
-        assert!(help.contains(cmd), "{cmd} missing from --help:\n{help}");
-    }
+    mentions(
+        &help,
+        "--help",
+        &[
+            "serve",
+            "list",
+            "show",
+            "release",
+            "check",
+            "status",
+            "init",
+            "doctor",
+            "check-config",
+        ],
+    );
     // The units as installed: `systemd-analyze verify` with the package's files as the root
     // (beside the host's stock units, for the targets they name) finds nothing wrong.
     let units = dir.join("usr/lib/systemd/system");
@@ -162,30 +171,28 @@ fn the_package_installs_binaries_units_config_and_snippets() {
         score.lines().last().unwrap_or("no security score").trim()
     );
     // In place of man pages, the long help has what a man page would add.
-    for section in ["Files:", "Environment:", "Exit status:", "Signals:"] {
-        assert!(
-            help.contains(section),
-            "{section} missing from --help:\n{help}"
-        );
-    }
+    mentions(
+        &help,
+        "--help",
+        &["Files:", "Environment:", "Exit status:", "Signals:"],
+    );
     let help = Command::new(dir.join("usr/bin/vmwrapper"))
         .arg("--help")
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    for option in [
-        "--socket",
-        "--id",
-        "--hypervisor",
-        "--net",
-        "--netns",
-        "--cloud-init",
-    ] {
-        assert!(
-            help.contains(option),
-            "{option} missing from vmwrapper --help:\n{help}"
-        );
-    }
+    mentions(
+        &help,
+        "vmwrapper --help",
+        &[
+            "--socket",
+            "--id",
+            "--hypervisor",
+            "--net",
+            "--netns",
+            "--cloud-init",
+        ],
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
