@@ -476,7 +476,8 @@ pub struct IsolatedNet {
 }
 
 /// How a veth meets a TAP inside a namespace, at layer 2 (DESIGN.md §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum VethBinding {
     /// A bridge holding both, learning off on its ports (no FDB to age, so no Slicer-style
     /// delay when a guest's MAC moves).

@@ -29,7 +29,7 @@
 //! namespace the links are always `veth0`, `tap0` (and `br0`); the namespace is pinned at
 //! `<state_dir>/netns/<host veth name>`. Needs CAP_SYS_ADMIN and CAP_NET_ADMIN.
 
-use crate::config::{IsolatedNet, Masquerade, NetworkKind};
+use crate::config::{IsolatedNet, Masquerade, NetworkKind, VethBinding};
 use crate::daemon::Daemon;
 use crate::firewall::RoutedPort;
 use crate::link::{self, Links};
@@ -82,7 +82,7 @@ pub fn routed_port(d: &Daemon, record: &Record, iface: &Interface) -> Option<Rou
         ),
     };
     // What the host sees arrive on the veth: the guest itself, or the namespace routing it.
-    let (mac, gateway) = match iso.binding {
+    let (mac, gateway) = match built_binding(iso, record, iface) {
         Some(_) => (iface.mac, iface.gateway),
         None => (veth_macs(iface).1, None),
     };
@@ -94,6 +94,11 @@ pub fn routed_port(d: &Daemon, record: &Record, iface: &Interface) -> Option<Rou
         gateway,
         forwards,
     })
+}
+
+/// The binding `iface` was built with: as journaled, else (an older journal) the config's.
+fn built_binding(iso: &IsolatedNet, record: &Record, iface: &Interface) -> Option<VethBinding> {
+    record.binding_of(&iface.ifname).unwrap_or(iso.binding)
 }
 
 fn isolated_net<'a>(d: &'a Daemon, iface: &Interface) -> Option<&'a IsolatedNet> {
@@ -169,7 +174,8 @@ pub(crate) async fn build_port(
     // before any fd leaves the daemon).
     let (uid, queues) = (record.uid, iface.queues);
     let b = crate::lifecycle::binding(d, record, iface).ok_or("no binding")?;
-    let routed = iso.binding.is_none();
+    let binding = built_binding(iso, record, iface);
+    let routed = binding.is_none();
     let rt = tokio::runtime::Handle::current();
     let (tap, inner, tap_index, veth_index, server) = ns.run_in(move || {
         let name = IfName::try_from(NS_TAP.to_owned()).map_err(std::io::Error::other)?;
@@ -189,7 +195,7 @@ pub(crate) async fn build_port(
     })?;
     crate::failpoint::hit("attach:isolated:inside");
     let host_index = link::index_of(&iface.ifname).ok_or("veth vanished")?;
-    let Some(how) = iso.binding else {
+    let Some(how) = binding else {
         route_port(
             d,
             &inner,

@@ -107,6 +107,7 @@ pub(crate) fn plan(
     let taken: Vec<&Interface> = reg.records().flat_map(|r| r.interfaces.iter()).collect();
     let mut planned: Vec<Interface> = Vec::new();
     let mut transit: Vec<(IfName, std::net::Ipv4Addr)> = Vec::new();
+    let mut bindings: Vec<(IfName, Option<crate::config::VethBinding>)> = Vec::new();
     let mut took: Vec<crate::state::Taken> = Vec::new();
     for (i, n) in req.networks.iter().enumerate() {
         let net = d
@@ -188,6 +189,9 @@ pub(crate) fn plan(
                 format!("network {} has no free address", n.network),
             )
         };
+        if let NetworkKind::Isolated(iso) = &net.kind {
+            bindings.push((ifname.clone(), iso.binding));
+        }
         let (address, gateway, mtu) = match &net.kind {
             NetworkKind::Bridge(b) => {
                 let pool = match &b.addresses {
@@ -334,6 +338,7 @@ pub(crate) fn plan(
         interfaces: planned,
         transit,
         taken: took,
+        bindings,
     })
 }
 
@@ -463,16 +468,17 @@ pub(crate) fn binding(d: &Daemon, record: &Record, iface: &Interface) -> Option<
     let mut routes = Vec::new();
     let (server_mac, dns, search, domain, mtu, lease_secs) = match &net.kind {
         NetworkKind::Macvtap(_) => return None,
-        // What the pod's interface had, as saved (the same after a restart).
+        // What the pod's interface had, as saved (the same after a restart), by the binding
+        // it was built with (saved too: the config's may have changed since).
         NetworkKind::Pod(p) => {
-            let server_mac = match &p.binding {
-                crate::config::PodBinding::Join(_) => {
-                    let (_, _, r) = crate::pod::lease(&crate::pod::saved(d, iface)?)?;
-                    routes = r;
-                    crate::cni::port::veth_mac(&iface.ifname)
-                }
+            let saved = crate::pod::saved(d, iface)?;
+            let server_mac = if saved.binding == "masquerade" {
                 // The gateway is the TAP in the pod.
-                crate::config::PodBinding::Masquerade(_) => names::host_side_mac(iface.mac),
+                names::host_side_mac(iface.mac)
+            } else {
+                let (_, _, r) = crate::pod::lease(&saved)?;
+                routes = r;
+                crate::cni::port::veth_mac(&iface.ifname)
             };
             (
                 server_mac,

@@ -46,6 +46,11 @@ pub struct Record {
     /// Pod NICs: the interface of the caller's namespace each took over.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub taken: Vec<Taken>,
+    /// Isolated and masquerade NICs: the binding each was built with (`None`: routed), so a
+    /// guest adopted after the network's `binding` changed keeps the rules it was built for.
+    /// Absent in journals written before it was kept: the config's binding then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bindings: Vec<(protocol::IfName, Option<crate::config::VethBinding>)>,
 }
 
 /// One interface of a caller's namespace that a NIC took over.
@@ -60,6 +65,17 @@ pub struct Taken {
 }
 
 impl Record {
+    /// The binding an isolated NIC was built with, if the journal says.
+    pub fn binding_of(
+        &self,
+        ifname: &protocol::IfName,
+    ) -> Option<Option<crate::config::VethBinding>> {
+        self.bindings
+            .iter()
+            .find(|(n, _)| n == ifname)
+            .map(|(_, b)| *b)
+    }
+
     /// The transit address of a masquerade NIC.
     pub fn transit_of(&self, ifname: &protocol::IfName) -> Option<std::net::Ipv4Addr> {
         self.transit
@@ -240,6 +256,7 @@ mod tests {
             }],
             transit: Vec::new(),
             taken: Vec::new(),
+            bindings: Vec::new(),
         }
     }
 

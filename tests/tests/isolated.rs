@@ -297,6 +297,39 @@ fn bridge_and_tc_redirect_bindings_isolate_like_the_routed_one() {
             "{binding}: lost after restart"
         );
         assert_eq!(vm1.dhcp().expect("lease after restart").ip, l1.ip);
+        // The network's binding changes while the guests run: adopted, they keep the rules
+        // they were built for (the journal says which); a new guest gets the new binding.
+        sb.kill();
+        let config = std::fs::read_to_string(&sb.config).unwrap();
+        std::fs::write(
+            &sb.config,
+            config.replace(&format!("binding = \"{binding}\""), "binding = \"routed\""),
+        )
+        .unwrap();
+        sb.start();
+        assert!(
+            vm1.ping(gw1, l1.ip, LAN_HOST),
+            "{binding}: lost after the binding changed"
+        );
+        assert_eq!(vm1.dhcp().expect("lease after the change").ip, l1.ip);
+        assert!(
+            !vm1.ping(gw1, l1.ip, Ipv4Addr::new(192, 168, 78, 1)),
+            "{binding}: the drop list no longer holds"
+        );
+        let (a3, vm3) = attach(&sb, "j3");
+        let routed = binding_shape(&sb, a3.interfaces[0].ifname.as_str());
+        assert!(
+            !routed.contains("master") && !routed.contains("mirred"),
+            "{binding}: the new guest is not routed: {routed}"
+        );
+        let l3 = vm3.dhcp().expect("lease 3");
+        let gw3 = vm3.arp(vm3.mac, l3.ip, l3.router.unwrap()).expect("ARP 3");
+        assert!(
+            vm3.ping(gw3, l3.ip, LAN_HOST),
+            "{binding}: the routed guest"
+        );
+        drop(vm3);
+        sb.client().release(&"j3".parse().unwrap()).unwrap();
         // Release removes the namespace, the veth and the rules.
         sb.client().release(&"j1".parse().unwrap()).unwrap();
         let pin = sb.dir.join("state/netns").join(&ifname);

@@ -100,6 +100,30 @@ fn a_shim_hands_its_pods_interface_to_the_guest_and_gets_it_back() {
         );
         assert_eq!(vm.dhcp().expect("lease after restart").ip, pod_ip);
 
+        // The network's binding changes while the guest runs: adopted, it is served as it was
+        // built (the saved pod interface says how), not as the new binding would build it.
+        sb.kill();
+        let config = std::fs::read_to_string(&sb.config).unwrap();
+        std::fs::write(
+            &sb.config,
+            config.replace(
+                &format!("binding = \"{binding}\""),
+                "binding = \"masquerade\"",
+            ),
+        )
+        .unwrap();
+        sb.start();
+        let again = vm.dhcp().expect("lease after the binding changed");
+        assert_eq!(
+            (again.ip, again.router, again.server_mac),
+            (pod_ip, Some(gw), lease.server_mac),
+            "{binding}: served as another binding after the change"
+        );
+        assert!(
+            vm.ping(gw_mac, lease.ip, gw),
+            "{binding}: lost after the binding changed"
+        );
+
         // Taking the same interface twice is refused.
         let e = sb
             .client()
