@@ -31,6 +31,8 @@ pub const PER_GUEST: usize = 32;
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a guest's TCP connection may stay idle.
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Dropped queries are counted and logged at most this often (a flood must not flood the log).
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen for DNS on {addr} (does another DNS server hold port 53 on every address?)")]
@@ -54,6 +56,8 @@ struct Shared {
     upstreams: Upstreams,
     in_flight: Arc<Semaphore>,
     per_guest: Mutex<std::collections::HashMap<IpAddr, usize>>,
+    /// Queries dropped since the last log line, and when that was.
+    dropped: Mutex<(u64, Option<std::time::Instant>)>,
 }
 
 /// One query's place among those in flight: given back when dropped.
@@ -64,12 +68,18 @@ struct Slot {
 }
 
 impl Shared {
-    /// A slot for a query of `guest`, if neither its share nor the network's is used up.
+    /// A slot for a query of `guest`, if neither its share nor the network's is used up;
+    /// otherwise the query is dropped, counted, and logged once per [`DROP_LOG_EVERY`].
     fn slot(self: &Arc<Self>, guest: IpAddr) -> Option<Slot> {
-        let permit = self.in_flight.clone().try_acquire_owned().ok()?;
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            self.dropped(guest);
+            return None;
+        };
         let mut per = self.per_guest.lock().unwrap_or_else(|e| e.into_inner());
         let n = per.entry(guest).or_insert(0);
         if *n >= PER_GUEST {
+            drop(per);
+            self.dropped(guest);
             return None;
         }
         *n += 1;
@@ -78,6 +88,19 @@ impl Shared {
             shared: self.clone(),
             guest,
         })
+    }
+}
+
+impl Shared {
+    fn dropped(&self, guest: IpAddr) {
+        let now = std::time::Instant::now();
+        let mut d = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
+        d.0 += 1;
+        if d.1.is_none_or(|t| now.duration_since(t) >= DROP_LOG_EVERY) {
+            tracing::warn!(%guest, dropped = d.0, subnet = %self.subnet,
+                "DNS forwarder: too many queries in flight, queries dropped (logged once per 10 s)");
+            *d = (0, Some(now));
+        }
     }
 }
 
@@ -115,6 +138,7 @@ impl Forwarder {
                 upstreams: Upstreams::new(cfg, gateway.addr()),
                 in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
                 per_guest: Mutex::new(std::collections::HashMap::new()),
+                dropped: Mutex::new((0, None)),
             }),
         })
     }
@@ -150,7 +174,6 @@ async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>) {
         }
         // The slot travels with the task: freed when the answer (or SERVFAIL) is sent.
         let Some(slot) = shared.slot(peer.ip()) else {
-            tracing::debug!(%peer, "DNS forwarder: too many queries in flight; dropped");
             continue;
         };
         let query = query.to_vec();

@@ -244,25 +244,41 @@ fn a_dns_flood_holds_a_bounded_share_and_other_guests_are_answered() {
     let fds_during = fds_of(pid);
     let reached = upstream.asked();
     let elapsed = t.elapsed();
-    // Meanwhile the other guest asks, and is answered.
-    let answer = honest
-        .udp_exchange(
-            hl.server_mac,
-            hl.ip,
-            gw,
-            40_001,
-            53,
-            &query(7, "honest.example.test"),
-            Duration::from_secs(5),
-        )
-        .expect("the honest guest got no answer during the flood");
+    // Meanwhile the other guest asks, and is answered. Like a stub resolver it asks again
+    // after a second without answer: a flood can overflow the forwarder socket's receive
+    // queue for a moment, and the kernel then drops anyone's query.
+    let mut tries = 0;
+    let answer = (0..5)
+        .find_map(|_| {
+            tries += 1;
+            honest.udp_exchange(
+                hl.server_mac,
+                hl.ip,
+                gw,
+                40_001,
+                53,
+                &query(7, "honest.example.test"),
+                Duration::from_secs(1),
+            )
+        })
+        .expect("the honest guest got no answer in 5 tries during the flood");
     assert_eq!(
         read_answer(&answer),
         Some((7, 0, Some("192.168.78.1".parse().unwrap())))
     );
+    let drop_lines = sb
+        .log()
+        .lines()
+        .filter(|l| l.contains("DNS forwarder: too many"))
+        .count();
     eprintln!(
         "hostile guest: {FLOOD} DNS queries sent in {sent_in:?}; {reached} reached the upstream \
-         within {elapsed:?}; daemon fds {fds_before} -> {fds_during}"
+         within {elapsed:?}; daemon fds {fds_before} -> {fds_during}; the other guest was \
+         answered at try {tries}; {drop_lines} log line(s)"
+    );
+    assert!(
+        (1..=2).contains(&drop_lines),
+        "{drop_lines} log lines of dropped queries"
     );
     // Each flood query holds its slot until its 2 s wait ends: in any 2 s at most PER_GUEST
     // (32) of one guest go out.
