@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use tapmanager_tests::sandbox::{bin, run, TestDir};
 
 /// Asserts that `text` (what `what` printed) names each of `items`.
 fn mentions(text: &str, what: &str, items: &[&str]) {
@@ -77,13 +78,9 @@ fn the_package_installs_binaries_units_config_and_snippets() {
     assert!(conffiles.contains("adduser"), "{conffiles}");
     // The maintainer scripts are in, and the socket is enabled on first install only.
     for script in ["postinst", "prerm", "postrm"] {
-        let p = dir.join("DEBIAN").join(script);
-        let out = Command::new("sh").arg("-n").arg(&p).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run(Command::new("sh")
+            .arg("-n")
+            .arg(dir.join("DEBIAN").join(script)));
     }
     let postinst = std::fs::read_to_string(dir.join("DEBIAN/postinst")).unwrap();
     assert!(postinst.contains("if [ -z \"$2\" ] && command -v deb-systemd-helper"));
@@ -97,16 +94,9 @@ fn the_package_installs_binaries_units_config_and_snippets() {
         shipped.replace("group = \"tapmanager\"", "group = \"0\""),
     )
     .unwrap();
-    let out = Command::new(dir.join("usr/bin/tapmanager"))
+    run(Command::new(dir.join("usr/bin/tapmanager"))
         .arg("check-config")
-        .arg(&checked)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(&checked));
     // The packaged daemon is built without the test-only crash points.
     let daemon = std::fs::read(dir.join("usr/bin/tapmanager")).unwrap();
     let needle = b"TAPMANAGER_CRASH_AT";
@@ -138,16 +128,9 @@ fn the_package_installs_binaries_units_config_and_snippets() {
     // The units as installed: `systemd-analyze verify` with the package's files as the root
     // (beside the host's stock units, for the targets they name) finds nothing wrong.
     let units = dir.join("usr/lib/systemd/system");
-    let out = Command::new("cp")
+    run(Command::new("cp")
         .args(["-rn", "/lib/systemd/system/."])
-        .arg(&units)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(&units));
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(format!("--root={}", dir.display()))
@@ -207,20 +190,12 @@ fn the_kubernetes_manifest_parses_and_its_config_is_the_daemons() {
         "/../packaging/kubernetes/tapmanager.yaml"
     );
     // Debian's python3 with python3-yaml (scripts/install-test-deps.sh installs it).
-    let out = Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            "import json, sys, yaml\nprint(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
-            manifest,
-        ])
-        .output()
-        .expect("/usr/bin/python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let parsed = run(Command::new("/usr/bin/python3").args([
+        "-c",
+        "import json, sys, yaml\nprint(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+        manifest,
+    ]));
+    let docs: Vec<serde_json::Value> = serde_json::from_str(&parsed).unwrap();
     let of_kind = |k: &str| {
         docs.iter()
             .find(|d| d["kind"] == k)
@@ -271,20 +246,12 @@ fn the_kubernetes_manifest_parses_and_its_config_is_the_daemons() {
         .unwrap();
     let file = config_path.file_name().unwrap().to_str().unwrap();
     let text = cm["data"][file].as_str().unwrap();
-    let tmp = std::env::temp_dir().join(format!("tmt-k8s-{}.toml", std::process::id()));
-    std::fs::write(&tmp, text).unwrap();
-    let check = Command::new(tapmanager_tests::sandbox::bin("tapmanager"))
+    let tmp = TestDir::new("k8s");
+    let toml = tmp.join("tapmanager.toml");
+    std::fs::write(&toml, text).unwrap();
+    let said = run(Command::new(bin("tapmanager"))
         .arg("check-config")
-        .arg(&tmp)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&tmp);
-    let said = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+        .arg(&toml));
     assert!(
         said.contains("network pod-network: cni") && said.contains("network pods: pod"),
         "{said}"
