@@ -93,8 +93,11 @@ impl Registry {
 pub struct Daemon {
     pub(crate) config: Config,
     pub(crate) journal: Journal,
-    /// Held for the daemon's life: one daemon per network namespace (see [`lock_netns`]).
-    _netns_lock: std::os::unix::net::UnixListener,
+    /// Held for the daemon's life: one daemon per network namespace.
+    _netns_lock: crate::netns::NetnsLock,
+    /// The host's network namespace, learned before capabilities were dropped: a caller's
+    /// namespace that is the host's is never taken over.
+    host_netns: crate::netns::HostNetns,
     pub(crate) links: Links,
     /// Deletes links for teardown in batches, through a netlink connection on a thread of its
     /// own (see [`Links::connect_on_own_thread`]).
@@ -114,8 +117,8 @@ pub enum DaemonError {
     Firewall(#[from] crate::firewall::FirewallError),
     #[error("cannot enable IPv4 forwarding for routed networks")]
     Host(#[source] std::io::Error),
-    #[error("another tapmanager already runs in this network namespace (its nft tables and links would collide)")]
-    NetnsTaken(#[source] std::io::Error),
+    #[error(transparent)]
+    NetnsLock(#[from] crate::netns::LockError),
     #[error("DNS forwarder")]
     Dns(#[from] crate::dns::BindError),
     #[error("accepting a connection failed")]
@@ -129,9 +132,14 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> Error {
 impl Daemon {
     /// Opens the journal, prepares the kernel side and reconciles it with the journal.
     /// Must run inside the tokio runtime, on a thread in the daemon's network namespace.
-    pub async fn start(config: Config) -> Result<Arc<Daemon>, DaemonError> {
+    /// `host_netns` is [`crate::netns::HostNetns::learn`], called before capabilities dropped.
+    pub async fn start(
+        config: Config,
+        host_netns: crate::netns::HostNetns,
+    ) -> Result<Arc<Daemon>, DaemonError> {
         let journal = Journal::open(&config.state_dir)?;
-        let netns_lock = lock_netns()?;
+        let netns_lock =
+            crate::netns::NetnsLock::take(std::path::Path::new(crate::netns::LOCK_DIR))?;
         let links = Links::connect()?;
         let teardown_links = Links::connect_on_own_thread("tm-teardown")?;
         crate::isolated::prepare_host(&config).map_err(DaemonError::Host)?;
@@ -184,6 +192,7 @@ impl Daemon {
             config,
             journal,
             _netns_lock: netns_lock,
+            host_netns,
             links,
             reaper: crate::reaper::Reaper::start(teardown_links),
             firewall,
@@ -493,20 +502,24 @@ impl Daemon {
         let owner = crate::netns::owner_of_netns(fd)
             .map_err(|e| bad(format!("the fd passed with the take-over: {e}")))?;
         let id = crate::netns::identity(fd).map_err(|e| bad(e.to_string()))?;
-        for (what, path) in [
-            ("the daemon's own", "/proc/self/ns/net"),
-            ("the host's", "/proc/1/ns/net"),
-        ] {
-            let other = std::fs::File::open(path)
-                .and_then(|f| crate::netns::identity(std::os::fd::AsFd::as_fd(&f)));
-            if other.is_ok_and(|o| o == id) {
-                return Err(err(
-                    ErrorCode::PermissionDenied,
-                    format!(
-                        "that is {what} network namespace: its interfaces are never taken over"
-                    ),
-                ));
+        let own = std::fs::File::open("/proc/self/ns/net")
+            .and_then(|f| crate::netns::identity(std::os::fd::AsFd::as_fd(&f)));
+        let what = match (own.is_ok_and(|o| o == id), self.host_netns.is_host(id)) {
+            (true, _) => Some(
+                "that is the daemon's own network namespace: its interfaces are never taken over",
+            ),
+            (false, Some(true)) => {
+                Some("that is the host's network namespace: its interfaces are never taken over")
             }
+            (false, Some(false)) => None,
+            (false, None) => Some(
+                "the host's network namespace cannot be told apart on this machine (pid 1's \
+                 was unreadable when the daemon started, and the kernel is older than 6.18), \
+                 so no namespace is taken over",
+            ),
+        };
+        if let Some(what) = what {
+            return Err(err(ErrorCode::PermissionDenied, what));
         }
         if peer.is_root() || owner == peer.uid {
             return Ok(id);
@@ -770,16 +783,6 @@ impl Daemon {
         );
         self.watch(key, pidfd, cancel);
     }
-}
-
-/// The nft tables and the links of the generated shape are per network namespace, whatever
-/// the state dir: a second daemon there would tear down the first one's guards. An abstract
-/// Unix socket is per namespace and vanishes with its holder, so binding one is the lock.
-fn lock_netns() -> Result<std::os::unix::net::UnixListener, DaemonError> {
-    use std::os::linux::net::SocketAddrExt;
-    let addr = std::os::unix::net::SocketAddr::from_abstract_name(b"tapmanager-netns-lock")
-        .map_err(DaemonError::NetnsTaken)?;
-    std::os::unix::net::UnixListener::bind_addr(&addr).map_err(DaemonError::NetnsTaken)
 }
 
 fn not_found(vm: &VmId) -> Error {

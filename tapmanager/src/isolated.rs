@@ -157,7 +157,7 @@ pub(crate) async fn build_port(
     let mtu = iso.mtu;
     // The guest's own namespace, pinned under the state dir.
     let path = netns_path(d, iface);
-    std::fs::create_dir_all(path.parent().ok_or("state dir")?)?;
+    crate::state::private_dir(path.parent().ok_or("state dir")?)?;
     let ns = NetNs::create(&path)?;
     crate::failpoint::hit("attach:isolated:netns");
     // Host rules before any link exists: they match by name, so they hold from the first packet.

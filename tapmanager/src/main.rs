@@ -518,6 +518,8 @@ fn serve(config_path: &Path) -> Result<(), MainError> {
             }
         }
     }
+    // While every capability is still there: pid 1's namespace does not open without them.
+    let host_netns = tapmanager::netns::HostNetns::learn();
     // Before any thread exists: capabilities are per thread.
     if nix::unistd::geteuid().is_root() {
         tapmanager::privileges::reduce(tapmanager::privileges::Needs::of(&config))?;
@@ -530,7 +532,7 @@ fn serve(config_path: &Path) -> Result<(), MainError> {
         .build()
         .map_err(MainError::Runtime)?;
     rt.block_on(async move {
-        let daemon = Daemon::start(config).await?;
+        let daemon = Daemon::start(config, host_netns).await?;
         let listener = tokio::net::UnixListener::from_std(listener)
             .map_err(|e| MainError::Socket(daemon.config_socket(), e))?;
         let shutdown = tokio_util::sync::CancellationToken::new();

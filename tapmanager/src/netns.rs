@@ -30,10 +30,24 @@ fn on_thread<T: Send + 'static>(
         .map_err(|_| io::Error::other("namespace thread panicked"))?
 }
 
+/// The empty file a namespace is bind-mounted on: 0600, so that while it is still a plain
+/// file no one else opens it.
+fn placeholder(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map(drop)
+}
+
 impl NetNs {
     /// Creates a fresh namespace and pins it at `path` (a new file).
     pub fn create(path: &Path) -> io::Result<NetNs> {
-        File::create(path)?;
+        placeholder(path)?;
         let target = path.to_owned();
         let made = on_thread(move || {
             // The thread ends right after: its namespace lives on through the bind mount.
@@ -59,7 +73,7 @@ impl NetNs {
     /// it while its own processes hold it.
     pub fn pin(fd: std::os::fd::BorrowedFd<'_>, path: &Path) -> io::Result<NetNs> {
         use std::os::fd::AsRawFd;
-        File::create(path)?;
+        placeholder(path)?;
         let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
         if let Err(e) = mount(
             Some(source.as_str()),
@@ -155,4 +169,195 @@ pub fn owner_of_netns(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<u32> {
         return Err(io::Error::last_os_error());
     }
     Ok(uid)
+}
+
+/// The inode the kernel gives the initial network namespace since Linux 6.18
+/// (`NET_NS_INIT_INO` in `<linux/nsfs.h>`); dynamically numbered namespaces start at
+/// 0xF0000000, so no other namespace can have it.
+const NET_NS_INIT_INO: u64 = 0xEFFF_FFF9;
+/// The initial user namespace's fixed inode (`USER_NS_INIT_INO`): seeing it on our own user
+/// namespace tells that this kernel numbers its initial namespaces this way.
+const USER_NS_INIT_INO: u64 = 0xEFFF_FFFD;
+
+/// What the daemon knows of the host's network namespace (pid 1's), learned at start-up
+/// while it still has every capability: once CAP_SYS_PTRACE is gone, `/proc/1/ns/net` no
+/// longer opens, and on some hosts (a Firecracker init as pid 1) not even full root opens it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostNetns {
+    /// (device, inode) of pid 1's namespace, when it could be opened.
+    pid1: Option<(u64, u64)>,
+    /// Whether this kernel gives the initial namespace its fixed inode.
+    fixed_init_inode: bool,
+}
+
+impl HostNetns {
+    /// Reads pid 1's namespace and whether the kernel numbers initial namespaces. Call before
+    /// dropping capabilities.
+    pub fn learn() -> HostNetns {
+        let pid1 = File::open("/proc/1/ns/net")
+            .and_then(|f| identity(f.as_fd()))
+            .ok();
+        let fixed_init_inode = std::fs::metadata("/proc/self/ns/user")
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == USER_NS_INIT_INO);
+        HostNetns {
+            pid1,
+            fixed_init_inode,
+        }
+    }
+
+    /// Whether namespace `id` is the host's: `Some(true)` or `Some(false)`, or `None` when
+    /// the host's cannot be told (pid 1's unreadable on a kernel without fixed inodes).
+    pub fn is_host(&self, id: (u64, u64)) -> Option<bool> {
+        if self.pid1 == Some(id) || (self.fixed_init_inode && id.1 == NET_NS_INIT_INO) {
+            return Some(true);
+        }
+        (self.pid1.is_some() || self.fixed_init_inode).then_some(false)
+    }
+}
+
+/// The one-daemon-per-namespace lock: an exclusive `flock` on
+/// `<dir>/net-<dev>-<inode>.lock`, named by the daemon's network namespace, in a directory
+/// only root may write. (An abstract Unix socket, which is per namespace, was the lock before;
+/// any local user could bind its name first and keep every daemon from starting.)
+#[derive(Debug)]
+pub struct NetnsLock {
+    path: PathBuf,
+    _lock: nix::fcntl::Flock<File>,
+}
+
+/// Where the namespace locks live: `/run` is root's, so no one else can make this first.
+pub const LOCK_DIR: &str = "/run/tapmanager-netns";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another tapmanager already runs in this network namespace (its nft tables and links would collide)")]
+    Taken,
+    #[error("lock directory {}: {why}; remove it and start again", .path.display())]
+    UnsafeDir { path: PathBuf, why: String },
+    #[error("cannot lock {}", .0.display())]
+    Io(PathBuf, #[source] io::Error),
+}
+
+impl NetnsLock {
+    /// Takes the lock of the calling thread's network namespace, under `dir` (made 0700).
+    pub fn take(dir: &Path) -> Result<NetnsLock, LockError> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+        let io_err = |p: &Path| {
+            let p = p.to_owned();
+            move |e: io::Error| LockError::Io(p, e)
+        };
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(io_err(dir)(e)),
+            _ => {}
+        }
+        let meta = std::fs::symlink_metadata(dir).map_err(io_err(dir))?;
+        let euid = nix::unistd::geteuid().as_raw();
+        let why = if !meta.is_dir() {
+            Some("not a directory".to_owned())
+        } else if meta.uid() != euid {
+            Some(format!("owned by uid {}, not {euid}", meta.uid()))
+        } else if meta.mode() & 0o022 != 0 {
+            Some(format!(
+                "writable by others (mode {:o})",
+                meta.mode() & 0o7777
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(LockError::UnsafeDir {
+                path: dir.to_owned(),
+                why,
+            });
+        }
+        let ns = File::open("/proc/thread-self/ns/net").map_err(io_err(dir))?;
+        let (dev, ino) = identity(ns.as_fd()).map_err(io_err(dir))?;
+        let path = dir.join(format!("net-{dev}-{ino}.lock"));
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                .map_err(|(_, errno)| match errno {
+                nix::errno::Errno::EWOULDBLOCK => LockError::Taken,
+                e => LockError::Io(path.clone(), e.into()),
+            })?;
+            // A daemon stopping unlinks its file while it holds the lock: if ours was unlinked
+            // between our open and our lock, lock the new one instead.
+            let held = lock.metadata().map_err(io_err(&path))?;
+            match std::fs::symlink_metadata(&path) {
+                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                    return Ok(NetnsLock { path, _lock: lock });
+                }
+                _ => continue,
+            }
+        }
+    }
+}
+
+impl Drop for NetnsLock {
+    fn drop(&mut self) {
+        // Unlinked while still locked, so no other daemon can hold a lock on this file.
+        let _ = std::fs::remove_file(&self.path); // gone already is fine
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_of_the_same_namespace_is_refused_and_freed_on_drop() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (the lock directory must be root's)");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("tm-lock-test-{}", std::process::id()));
+        let first = NetnsLock::take(&dir).unwrap();
+        assert!(matches!(NetnsLock::take(&dir), Err(LockError::Taken)));
+        drop(first);
+        let again = NetnsLock::take(&dir).unwrap();
+        drop(again);
+        std::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_lock_directory_others_can_write_is_refused() {
+        let dir = std::env::temp_dir().join(format!("tm-lock-open-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
+        let r = NetnsLock::take(&dir);
+        std::fs::remove_dir(&dir).unwrap();
+        assert!(
+            matches!(&r, Err(LockError::UnsafeDir { why, .. }) if why.contains("writable")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn the_host_namespace_is_told_by_pid_1_or_by_the_fixed_inode() {
+        let by_pid1 = HostNetns {
+            pid1: Some((4, 100)),
+            fixed_init_inode: false,
+        };
+        assert_eq!(by_pid1.is_host((4, 100)), Some(true));
+        assert_eq!(by_pid1.is_host((4, 101)), Some(false));
+        let by_inode = HostNetns {
+            pid1: None,
+            fixed_init_inode: true,
+        };
+        assert_eq!(by_inode.is_host((4, NET_NS_INIT_INO)), Some(true));
+        assert_eq!(by_inode.is_host((4, 0xF000_0010)), Some(false));
+        let unknown = HostNetns {
+            pid1: None,
+            fixed_init_inode: false,
+        };
+        assert_eq!(unknown.is_host((4, 0xF000_0010)), None);
+    }
 }

@@ -113,7 +113,7 @@ pub(crate) async fn build_port(
     cancel: &CancellationToken,
 ) -> Result<Vec<OwnedFd>, BoxError> {
     let pin = pin_path(d, &iface.ifname);
-    std::fs::create_dir_all(pin.parent().ok_or("state dir")?)?;
+    crate::state::private_dir(pin.parent().ok_or("state dir")?)?;
     let ns = NetNs::pin(netns, &pin)
         .map_err(|e| format!("cannot pin the pod's namespace at {}: {e}", pin.display()))?;
     crate::failpoint::hit("attach:pod:pinned");

@@ -27,6 +27,55 @@ pub enum StateError {
     Remove(PathBuf, #[source] io::Error),
     #[error("cannot read journal {}", .0.display())]
     Read(PathBuf, #[source] io::Error),
+    #[error("state directory {}: {why}; fix it (chown root, chmod 0755) or choose another state_dir", .path.display())]
+    Unsafe { path: PathBuf, why: String },
+}
+
+/// The state directory's subdirectories: journal, namespace pins, saved pod interfaces and
+/// the CNI cache. Each is 0700 whatever the umask, so no one else can reach a pin (a pinned
+/// namespace stays alive while anyone holds it open) or read a journal entry.
+pub const PRIVATE_SUBDIRS: [&str; 4] = ["attachments", "netns", "pods", "cni"];
+
+/// Creates `dir` (and missing parents) and makes it 0700, also when it was there already
+/// with a looser mode (a daemon of an older version, or run by hand with umask 022).
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+/// Refuses a state directory someone other than the daemon's user owns or may write: they
+/// could plant journal entries or pins.
+fn check_owner_and_mode(state_dir: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(state_dir)
+        .map_err(|e| StateError::CreateDir(state_dir.to_owned(), e))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let why = if !meta.is_dir() {
+        Some("not a directory (a symlink?)".to_owned())
+    } else if meta.uid() != euid {
+        Some(format!(
+            "owned by uid {}, not the daemon's {euid}",
+            meta.uid()
+        ))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "writable by group or others (mode {:o})",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(StateError::Unsafe {
+            path: state_dir.to_owned(),
+            why,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// One attachment as journaled.
@@ -156,14 +205,20 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Creates the state directory (0700) if needed and takes its lock.
+    /// Creates the state directory (0700) if needed, checks that no one else owns or may
+    /// write it, makes its subdirectories private ([`PRIVATE_SUBDIRS`]) and takes its lock.
     pub fn open(state_dir: &Path) -> Result<Journal, StateError> {
-        let dir = state_dir.join("attachments");
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&dir)
-            .map_err(|e| StateError::CreateDir(dir.clone(), e))?;
+            .create(state_dir)
+            .map_err(|e| StateError::CreateDir(state_dir.to_owned(), e))?;
+        check_owner_and_mode(state_dir)?;
+        for sub in PRIVATE_SUBDIRS {
+            let d = state_dir.join(sub);
+            private_dir(&d).map_err(|e| StateError::CreateDir(d, e))?;
+        }
+        let dir = state_dir.join("attachments");
         let lock_path = state_dir.join("lock");
         let file = OpenOptions::new()
             .create(true)

@@ -157,7 +157,7 @@ pub(crate) async fn build_port(
     let place = Place::of(d, record, iface);
     // The first CNI NIC makes the namespace; the others join it.
     let ns = if place.owner == iface.ifname {
-        std::fs::create_dir_all(place.netns.parent().ok_or("state dir")?)?;
+        crate::state::private_dir(place.netns.parent().ok_or("state dir")?)?;
         NetNs::create(&place.netns)?
     } else {
         NetNs::open(&place.netns)?
