@@ -9,11 +9,12 @@
 //!
 //! Strings are written as JSON strings, which YAML reads as double-quoted scalars; MACs are
 //! always quoted (YAML 1.1 would read `52:54:00:12:34:56` as a base-60 number).
+//!
+//! The files go into a NoCloud seed directory through [`crate::seed`].
 
 use protocol::Interface;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
-use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
@@ -41,6 +42,15 @@ fn routes(iface: &Interface) -> impl Iterator<Item = &(Ipv4Addr, u8, Ipv4Addr)> 
         .routes
         .iter()
         .filter(move |(dst, len, via)| !via.is_unspecified() && !default(dst, *len))
+}
+
+/// meta-data: the instance id and host name, both the VM id.
+pub fn meta_data(vm: &protocol::VmId) -> String {
+    format!(
+        "instance-id: {}\nlocal-hostname: {}\n",
+        q(vm.as_str()),
+        q(vm.as_str())
+    )
 }
 
 /// network-config in `version`.
@@ -142,36 +152,6 @@ fn v1(interfaces: &[Interface]) -> String {
         }
     }
     s
-}
-
-/// Writes a NoCloud seed directory: `meta-data` (instance id and host name: the VM id),
-/// `network-config`, and an empty `#cloud-config` `user-data` unless one is there already.
-/// Make it the guest's `cidata` volume, e.g. `cloud-localds` or
-/// `genisoimage -V cidata -r -J -o seed.iso DIR/*`.
-pub fn write_seed(
-    dir: &Path,
-    vm: &protocol::VmId,
-    interfaces: &[Interface],
-    version: Version,
-) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(
-        dir.join("meta-data"),
-        format!(
-            "instance-id: {}\nlocal-hostname: {}\n",
-            q(vm.as_str()),
-            q(vm.as_str())
-        ),
-    )?;
-    std::fs::write(
-        dir.join("network-config"),
-        network_config(interfaces, version),
-    )?;
-    let user_data = dir.join("user-data");
-    if !user_data.exists() {
-        std::fs::write(user_data, "#cloud-config\n")?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

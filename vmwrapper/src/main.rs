@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use vmwrapper::args::{self, USAGE};
 use vmwrapper::fds;
 use vmwrapper::hypervisor::Kind;
+use vmwrapper::seed::SeedDir;
 
 fn fresh_id() -> protocol::VmId {
     let mut b = [0u8; 6];
@@ -82,6 +83,21 @@ fn main() -> ExitCode {
         n.by_name = kind.by_name();
     }
     let vm = a.id.clone().unwrap_or_else(fresh_id);
+    // The seed directory is made or checked before anything is attached: a refused one costs
+    // no network. Checked against the real uid: the user who ran us.
+    let seed = match &a.cloud_init {
+        Some((dir, version)) => match SeedDir::open(dir, nix::unistd::getuid()) {
+            Ok(s) => Some((s, dir, *version)),
+            Err(e) => {
+                return fail(format!(
+                    "--cloud-init {}: {}",
+                    dir.display(),
+                    protocol::error_chain(&e)
+                ))
+            }
+        },
+        None => None,
+    };
     let mut client = match Client::connect(&a.socket) {
         Ok(c) => c,
         Err(e) => {
@@ -111,6 +127,16 @@ fn main() -> ExitCode {
     };
     // The connection is not needed any more; the daemon watches our pid, not the socket.
     drop(client);
+    // Written before the fds are placed: placing closes every other fd, the seed's among them.
+    if let Some((seed, dir, version)) = seed {
+        if let Err(e) = seed.write(&vm, &attachment.interfaces, version) {
+            return fail(format!(
+                "--cloud-init {}: {}",
+                dir.display(),
+                protocol::error_chain(&e)
+            ));
+        }
+    }
     // Interface i owns `queues` consecutive fds.
     let placed = match fds::place(received) {
         Ok(p) => p,
@@ -150,15 +176,6 @@ fn main() -> ExitCode {
         } else {
             memfd
         };
-    }
-    if let Some((dir, version)) = &a.cloud_init {
-        if let Err(e) = vmwrapper::cloudinit::write_seed(dir, &vm, &attachment.interfaces, *version)
-        {
-            return fail(format!(
-                "cannot write the cloud-init seed in {}: {e}",
-                dir.display()
-            ));
-        }
     }
     for i in &attachment.interfaces {
         let addr = i
