@@ -23,7 +23,8 @@ crosvm, firecracker are recognized).
 --netns PATH: a network namespace (e.g. /proc/PID/ns/net) whose interfaces the --net entries \
 with take=IFNAME take over (a network of kind pod); opened by vmwrapper, passed as an fd.
 --cloud-init DIR: write a NoCloud seed there (meta-data, network-config, user-data if absent) \
-with each NIC's address, gateway, routes and DNS, for guests without a DHCP client.
+with each NIC's address, gateway, routes and DNS, for guests without a DHCP client. DIR is \
+created 0700 if absent; an existing DIR must be yours, not a symlink, and writable by you only.
 --cloud-init-version 1|2: the network-config format (default 2).";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
