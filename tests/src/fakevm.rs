@@ -1,10 +1,11 @@
 //! A fake guest on a TAP fd: reads and writes Ethernet frames the way a virtio NIC does
 //! (each prefixed by a 10-byte `virtio_net_hdr`, since the TAP has `IFF_VNET_HDR`), runs a DHCP
-//! DORA, ARPs, and sends spoofed frames on demand.
+//! DORA, ARPs, sends spoofed frames on demand, and opens an idle TCP connection with a bare
+//! handshake (no TCP stack: what a guest that connects and then sends nothing puts on the wire).
 
 use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -412,5 +413,103 @@ impl FakeVm {
             }
         }
         false
+    }
+}
+
+/// TCP flags of the handshake.
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
+
+/// An Ethernet/IPv4/TCP segment without payload or options, as one frame.
+pub fn tcp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+) -> Vec<u8> {
+    let mut tcp = Vec::with_capacity(20);
+    tcp.extend_from_slice(&src.port().to_be_bytes());
+    tcp.extend_from_slice(&dst.port().to_be_bytes());
+    tcp.extend_from_slice(&seq.to_be_bytes());
+    tcp.extend_from_slice(&ack.to_be_bytes());
+    tcp.extend_from_slice(&[5 << 4, flags, 0xff, 0xff, 0, 0, 0, 0]); // window 65535
+                                                                     // The pseudo-header: source, destination, protocol 6, TCP length.
+    let word = |b: [u8; 4], i: usize| u32::from(u16::from_be_bytes([b[i], b[i + 1]]));
+    let (s, d) = (src.ip().octets(), dst.ip().octets());
+    let pseudo = word(s, 0) + word(s, 2) + word(d, 0) + word(d, 2) + 6 + tcp.len() as u32;
+    let c = dhcp::frame::internet_checksum(&tcp, pseudo);
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    let total = (20 + tcp.len()) as u16;
+    let mut ip = vec![
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+    ];
+    ip.extend_from_slice(&s);
+    ip.extend_from_slice(&d);
+    let c = dhcp::frame::internet_checksum(&ip, 0);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = Vec::with_capacity(14 + ip.len() + tcp.len());
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&tcp);
+    f
+}
+
+/// A TCP segment's (source, destination, seq, ack, flags), if `f` carries one.
+pub fn parse_tcp(f: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4, u32, u32, u8)> {
+    if f.get(12..14)? != [0x08, 0x00] || *f.get(23)? != 6 {
+        return None;
+    }
+    let ihl = usize::from(f[14] & 0x0f) * 4;
+    let t = f.get(14 + ihl..14 + ihl + 20)?;
+    let ip = |i: usize| Ipv4Addr::new(f[i], f[i + 1], f[i + 2], f[i + 3]);
+    let be32 = |i: usize| u32::from_be_bytes([t[i], t[i + 1], t[i + 2], t[i + 3]]);
+    Some((
+        SocketAddrV4::new(ip(26), u16::from_be_bytes([t[0], t[1]])),
+        SocketAddrV4::new(ip(30), u16::from_be_bytes([t[2], t[3]])),
+        be32(4),
+        be32(8),
+        t[13],
+    ))
+}
+
+impl FakeVm {
+    /// Opens a TCP connection from `src` to `dst` through the next hop at `gw_mac` with the
+    /// three frames of a handshake (SYN, the peer's SYN-ACK, ACK) and sends nothing more: to
+    /// the peer it is an open connection that stays idle. Like a TCP stack, it sends the SYN
+    /// again after a second without answer (a listener whose accept queue is full drops SYNs);
+    /// false when none came after three.
+    pub fn tcp_open_idle(&self, gw_mac: [u8; 6], src: SocketAddrV4, dst: SocketAddrV4) -> bool {
+        let isn = 0x1000_0000 ^ u32::from(src.port());
+        let syn = tcp_frame(self.mac, gw_mac, src, dst, isn, 0, TCP_SYN);
+        let peer_isn = (0..3).find_map(|_| {
+            self.send(&syn);
+            self.recv_until(Duration::from_secs(1), |f| {
+                let (from, to, seq, ack, flags) = parse_tcp(f)?;
+                let syn_ack = flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK;
+                (from == dst && to == src && syn_ack && ack == isn.wrapping_add(1)).then_some(seq)
+            })
+        });
+        let Some(peer_isn) = peer_isn else {
+            return false;
+        };
+        let (seq, ack) = (isn.wrapping_add(1), peer_isn.wrapping_add(1));
+        self.send(&tcp_frame(self.mac, gw_mac, src, dst, seq, ack, TCP_ACK));
+        true
     }
 }

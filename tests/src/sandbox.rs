@@ -413,6 +413,30 @@ impl Sandbox {
         protocol::Client::connect(&self.socket).expect("connect")
     }
 
+    /// A client of this process connected as `uid` (gid `uid`, in the sandbox's group), so
+    /// that the attachments it makes belong to `uid` and their fds come to the test. The
+    /// daemon knows a caller by the credentials it had at `connect()`: a short-lived thread
+    /// takes them with the raw syscalls, which change the calling thread's only (libc's
+    /// wrappers would change every thread's), and connects.
+    pub fn client_as(&self, uid: u32) -> protocol::Client {
+        let (socket, group) = (self.socket.clone(), self.group);
+        std::thread::spawn(move || {
+            let groups: [libc::gid_t; 1] = [group];
+            // SAFETY: plain syscalls on this thread's credentials; `groups` outlives the call.
+            let rc = unsafe {
+                [
+                    libc::syscall(libc::SYS_setgroups, 1, groups.as_ptr()),
+                    libc::syscall(libc::SYS_setresgid, uid, uid, uid),
+                    libc::syscall(libc::SYS_setresuid, uid, uid, uid),
+                ]
+            };
+            assert_eq!(rc, [0; 3], "{}", std::io::Error::last_os_error());
+            protocol::Client::connect(&socket).expect("connect")
+        })
+        .join()
+        .expect("connecting thread")
+    }
+
     /// Journal entries on disk.
     pub fn journal_entries(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.dir.join("state/attachments"))
