@@ -105,6 +105,10 @@ pub struct Daemon {
     pub(crate) firewall: Firewall,
     pub(crate) bridges: Bridges,
     pub(crate) registry: Mutex<Registry>,
+    /// Which uid attached each guest address, per network with a DNS forwarder (the
+    /// forwarder caps a uid's TCP connections): filled in once an attachment is ready or
+    /// adopted, emptied once it is gone.
+    dns_owners: HashMap<protocol::NetworkName, crate::dns::GuestOwners>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,10 +182,13 @@ impl Daemon {
         let bridges = lifecycle::ensure_bridges(&config, &links).await?;
         // The forwarders listen on the bridges' gateway addresses, there from here on.
         let mut forwarders = Vec::new();
-        for n in config.networks.values() {
+        let mut dns_owners = HashMap::new();
+        for (name, n) in &config.networks {
             if let crate::config::NetworkKind::Bridge(b) = &n.kind {
                 if let Some(f) = &b.dns_forward {
-                    forwarders.push(crate::dns::Forwarder::bind(b.gateway, f)?);
+                    let owners = crate::dns::GuestOwners::default();
+                    forwarders.push(crate::dns::Forwarder::bind(b.gateway, f, owners.clone())?);
+                    dns_owners.insert(name.clone(), owners);
                 }
             }
         }
@@ -198,6 +205,7 @@ impl Daemon {
             firewall,
             bridges,
             registry: Mutex::new(Registry::default()),
+            dns_owners,
         });
         lifecycle::reconcile(&daemon).await?;
         Ok(daemon)
@@ -693,10 +701,29 @@ impl Daemon {
             e.state = State::Ready;
             e.record = record.clone();
         }
+        // Before the fds go out: the guest cannot reach the forwarder any earlier.
+        self.tell_dns_owners(&record, true);
         self.watch(key, pidfd, cancel);
         tracing::info!(vm = %req.vm, uid = peer.uid, pid = peer.pid, nics = record.interfaces.len(),
             micros = started.elapsed().as_micros() as u64, "attached");
         Ok((record.attachment(), fds))
+    }
+
+    /// Tells the DNS forwarders that `record`'s guest addresses are now attached by its uid,
+    /// or no longer.
+    fn tell_dns_owners(&self, record: &Record, attached: bool) {
+        for iface in &record.interfaces {
+            let (Some(owners), Some((ip, _))) =
+                (self.dns_owners.get(&iface.network), iface.address)
+            else {
+                continue; // no forwarder on that network, or no address of ours
+            };
+            if attached {
+                owners.insert(ip, record.uid);
+            } else {
+                owners.remove(ip, record.uid);
+            }
+        }
     }
 
     /// Arms the exit watcher: when the caller's process exits, its attachment is torn down.
@@ -758,6 +785,8 @@ impl Daemon {
         let complete = lifecycle::teardown(self, &record).await;
         let mut reg = self.registry.lock().unwrap();
         if complete {
+            // Its addresses may be handed out again from here on.
+            self.tell_dns_owners(&record, false);
             reg.entries.remove(key);
             tracing::info!(vm = %key.1, uid = key.0, "released");
         } else if let Some(e) = reg.entries.get_mut(key) {
@@ -773,6 +802,7 @@ impl Daemon {
         cancel: CancellationToken,
     ) {
         let key = (record.uid, record.vm.clone());
+        self.tell_dns_owners(&record, true);
         self.registry.lock().unwrap().entries.insert(
             key.clone(),
             Entry {

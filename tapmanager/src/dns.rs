@@ -10,15 +10,24 @@
 //! socket connected to the upstream, so only the upstream's answer is taken. At most
 //! [`PER_GUEST`] queries of one guest address and [`IN_FLIGHT`] of the whole network wait for
 //! an answer at once: past that, queries are dropped, so a flooding guest costs the others
-//! nothing and the daemon a bounded number of sockets. An upstream that does not answer within [`UPSTREAM_TIMEOUT`]
-//! is skipped for the next; when none answers the guest gets SERVFAIL.
+//! nothing and the daemon a bounded number of sockets. An upstream that does not answer within
+//! [`UPSTREAM_TIMEOUT`] is skipped for the next; when none answers the guest gets SERVFAIL.
+//!
+//! A TCP connection takes one of those places only while one of its queries waits upstream:
+//! a connection that sits idle must not hold what UDP queries of other guests need (security
+//! audit, finding 5: one member's idle connections took all 256). Connections are capped on
+//! their own: [`TCP_PER_GUEST`] of one guest address and [`TCP_PER_UID`] of all the guests one
+//! uid attached ([`GuestOwners`], kept by the daemon), and one that asks nothing within
+//! [`TCP_FIRST_QUERY`] is closed. A refused connection is closed at once, counted, and logged
+//! once per 10 s, as dropped queries are.
 
 use crate::config::DnsForward;
 use ipnet::Ipv4Net;
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
@@ -29,10 +38,17 @@ pub const IN_FLIGHT: usize = 256;
 pub const PER_GUEST: usize = 32;
 /// How long one upstream has to answer.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a guest's TCP connection may stay idle.
+/// Open TCP connections of one guest address at once.
+pub const TCP_PER_GUEST: usize = 8;
+/// Open TCP connections of all the guests one uid attached, at once.
+pub const TCP_PER_UID: usize = 32;
+/// How long a new TCP connection may wait before its first query.
+pub const TCP_FIRST_QUERY: Duration = Duration::from_secs(2);
+/// How long a guest's TCP connection may stay idle between queries, or take to read an answer.
 const TCP_IDLE: Duration = Duration::from_secs(10);
-/// Dropped queries are counted and logged at most this often (a flood must not flood the log).
-const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Dropped queries and refused connections are counted and logged at most this often (a
+/// flood must not flood the log).
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen for DNS on {addr} (does another DNS server hold port 53 on every address?)")]
@@ -50,14 +66,48 @@ pub struct Forwarder {
     shared: Arc<Shared>,
 }
 
+/// Which uid attached each guest address of one network: the daemon fills it in on attach
+/// and adoption and empties it on release; the forwarder reads it to count a uid's TCP
+/// connections. A clone shares the map.
+#[derive(Debug, Clone, Default)]
+pub struct GuestOwners(Arc<Mutex<HashMap<Ipv4Addr, u32>>>);
+
+impl GuestOwners {
+    /// `guest` is attached by `uid`.
+    pub fn insert(&self, guest: Ipv4Addr, uid: u32) {
+        self.lock().insert(guest, uid);
+    }
+
+    /// `guest` is no longer attached by `uid` (an entry of another uid stays).
+    pub fn remove(&self, guest: Ipv4Addr, uid: u32) {
+        let mut map = self.lock();
+        if map.get(&guest) == Some(&uid) {
+            map.remove(&guest);
+        }
+    }
+
+    fn owner(&self, guest: IpAddr) -> Option<u32> {
+        match guest {
+            IpAddr::V4(ip) => self.lock().get(&ip).copied(),
+            IpAddr::V6(_) => None,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Ipv4Addr, u32>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     subnet: Ipv4Net,
     upstreams: Upstreams,
     in_flight: Arc<Semaphore>,
-    per_guest: Mutex<std::collections::HashMap<IpAddr, usize>>,
-    /// Queries dropped since the last log line, and when that was.
-    dropped: Mutex<(u64, Option<std::time::Instant>)>,
+    per_guest: Mutex<HashMap<IpAddr, usize>>,
+    owners: GuestOwners,
+    connections: Mutex<Connections>,
+    dropped: RateLog,
+    refused: RateLog,
 }
 
 /// One query's place among those in flight: given back when dropped.
@@ -67,9 +117,92 @@ struct Slot {
     guest: IpAddr,
 }
 
+/// One open TCP connection's place in [`Connections`]: given back when dropped.
+struct Connection {
+    shared: Arc<Shared>,
+    guest: IpAddr,
+    uid: Option<u32>,
+}
+
+/// The open TCP connections, counted per guest address and per owning uid.
+#[derive(Debug, Default)]
+struct Connections {
+    per_guest: HashMap<IpAddr, usize>,
+    per_uid: HashMap<u32, usize>,
+}
+
+impl Connections {
+    /// Counts one more connection of `guest` (attached by `uid`, when known) if neither its
+    /// share nor its uid's is used up. A guest nobody is known to have attached has its own
+    /// share only.
+    fn admit(&mut self, guest: IpAddr, uid: Option<u32>) -> bool {
+        let of_guest = self.per_guest.get(&guest).copied().unwrap_or(0);
+        let of_uid = uid.map_or(0, |u| self.per_uid.get(&u).copied().unwrap_or(0));
+        if of_guest >= TCP_PER_GUEST || of_uid >= TCP_PER_UID {
+            return false;
+        }
+        *self.per_guest.entry(guest).or_insert(0) += 1;
+        if let Some(u) = uid {
+            *self.per_uid.entry(u).or_insert(0) += 1;
+        }
+        true
+    }
+
+    /// Forgets one connection [`Connections::admit`] counted.
+    fn close(&mut self, guest: IpAddr, uid: Option<u32>) {
+        decrement(&mut self.per_guest, &guest);
+        if let Some(u) = uid {
+            decrement(&mut self.per_uid, &u);
+        }
+    }
+}
+
+/// One less of `key`; a count of 0 is removed, so the maps hold only what is open.
+fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
+/// Events counted between log lines, so that one line at most every [`LOG_EVERY`] says how
+/// many there were.
+#[derive(Debug, Default)]
+struct RateLog(Mutex<(u64, Option<Instant>)>);
+
+impl RateLog {
+    /// Counts one event at `now`; returns the count to log (and starts again from 0) when no
+    /// line was logged in the last [`LOG_EVERY`].
+    fn count(&self, now: Instant) -> Option<u64> {
+        let mut d = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        d.0 += 1;
+        if d.1.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
+            return None;
+        }
+        let n = d.0;
+        *d = (0, Some(now));
+        Some(n)
+    }
+}
+
 impl Shared {
+    fn new(gateway: Ipv4Net, cfg: &DnsForward, owners: GuestOwners) -> Shared {
+        Shared {
+            subnet: gateway.trunc(),
+            upstreams: Upstreams::new(cfg, gateway.addr()),
+            in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+            per_guest: Mutex::new(HashMap::new()),
+            owners,
+            connections: Mutex::new(Connections::default()),
+            dropped: RateLog::default(),
+            refused: RateLog::default(),
+        }
+    }
+
     /// A slot for a query of `guest`, if neither its share nor the network's is used up;
-    /// otherwise the query is dropped, counted, and logged once per [`DROP_LOG_EVERY`].
+    /// otherwise the query is dropped, counted, and logged once per [`LOG_EVERY`].
     fn slot(self: &Arc<Self>, guest: IpAddr) -> Option<Slot> {
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             self.dropped(guest);
@@ -89,18 +222,36 @@ impl Shared {
             guest,
         })
     }
-}
 
-impl Shared {
     fn dropped(&self, guest: IpAddr) {
-        let now = std::time::Instant::now();
-        let mut d = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
-        d.0 += 1;
-        if d.1.is_none_or(|t| now.duration_since(t) >= DROP_LOG_EVERY) {
-            tracing::warn!(%guest, dropped = d.0, subnet = %self.subnet,
+        if let Some(dropped) = self.dropped.count(Instant::now()) {
+            tracing::warn!(%guest, dropped, subnet = %self.subnet,
                 "DNS forwarder: too many queries in flight, queries dropped (logged once per 10 s)");
-            *d = (0, Some(now));
         }
+    }
+
+    /// A place for a new TCP connection of `guest`, if neither its share nor that of the uid
+    /// that attached it is used up; otherwise the connection is refused, counted, and logged
+    /// once per [`LOG_EVERY`].
+    fn connection(self: &Arc<Self>, guest: IpAddr) -> Option<Connection> {
+        let uid = self.owners.owner(guest);
+        let admitted = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(guest, uid);
+        if !admitted {
+            if let Some(refused) = self.refused.count(Instant::now()) {
+                tracing::warn!(%guest, uid, refused, subnet = %self.subnet,
+                    "DNS forwarder: too many TCP connections, connections refused (logged once per 10 s)");
+            }
+            return None;
+        }
+        Some(Connection {
+            shared: self.clone(),
+            guest,
+            uid,
+        })
     }
 }
 
@@ -111,19 +262,29 @@ impl Drop for Slot {
             .per_guest
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = per.get_mut(&self.guest) {
-            *n -= 1;
-            if *n == 0 {
-                per.remove(&self.guest);
-            }
-        }
+        decrement(&mut per, &self.guest);
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .close(self.guest, self.uid);
     }
 }
 
 impl Forwarder {
     /// Binds UDP and TCP port 53 on `gateway` (needs CAP_NET_BIND_SERVICE). Must run on a
-    /// thread in the daemon's network namespace, inside the runtime.
-    pub fn bind(gateway: Ipv4Net, cfg: &DnsForward) -> Result<Forwarder, BindError> {
+    /// thread in the daemon's network namespace, inside the runtime. `owners` says which uid
+    /// attached each guest, for the per-uid cap of TCP connections.
+    pub fn bind(
+        gateway: Ipv4Net,
+        cfg: &DnsForward,
+        owners: GuestOwners,
+    ) -> Result<Forwarder, BindError> {
         let addr = SocketAddr::new(IpAddr::V4(gateway.addr()), 53);
         let err = |source| BindError { addr, source };
         let udp = std::net::UdpSocket::bind(addr).map_err(err)?;
@@ -133,13 +294,7 @@ impl Forwarder {
         Ok(Forwarder {
             udp: UdpSocket::from_std(udp).map_err(err)?,
             tcp: TcpListener::from_std(tcp).map_err(err)?,
-            shared: Arc::new(Shared {
-                subnet: gateway.trunc(),
-                upstreams: Upstreams::new(cfg, gateway.addr()),
-                in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
-                per_guest: Mutex::new(std::collections::HashMap::new()),
-                dropped: Mutex::new((0, None)),
-            }),
+            shared: Arc::new(Shared::new(gateway, cfg, owners)),
         })
     }
 
@@ -202,32 +357,50 @@ async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
         if !from_guest(&shared.subnet, peer) {
             continue;
         }
-        let Some(slot) = shared.slot(peer.ip()) else {
-            continue; // dropping the stream closes it
+        // The connection's place travels with the task; a refused one is closed here, as
+        // the stream is dropped.
+        let Some(connection) = shared.connection(peer.ip()) else {
+            continue;
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let _ = serve_tcp_client(stream, &shared).await; // a guest's broken connection
-            drop(slot);
+            let _ = serve_tcp_client(stream, peer.ip(), &shared).await; // a guest's broken connection
+            drop(connection);
         });
     }
 }
 
 /// Length-prefixed queries on one connection, answered in order, until it idles or closes.
-async fn serve_tcp_client(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+/// Each query holds a slot only while it waits upstream: the slot is taken once the query is
+/// read, and given back when its answer (or SERVFAIL) is in hand, before it is written, so a
+/// guest that does not read its answers holds no slot either. No slot: the connection is
+/// closed, the query dropped as a UDP one would be.
+async fn serve_tcp_client(
+    mut stream: TcpStream,
+    guest: IpAddr,
+    shared: &Arc<Shared>,
+) -> std::io::Result<()> {
+    let mut idle = TCP_FIRST_QUERY;
     loop {
-        let Ok(query) = tokio::time::timeout(TCP_IDLE, read_framed(&mut stream)).await else {
+        let Ok(query) = tokio::time::timeout(idle, read_framed(&mut stream)).await else {
             return Ok(());
         };
         let query = query?;
         if !is_query(&query) {
             return Ok(());
         }
+        let Some(slot) = shared.slot(guest) else {
+            return Ok(());
+        };
         let answer = match relay_tcp(&shared.upstreams.current(), &query).await {
             Some(a) => a,
             None => servfail(&query),
         };
-        write_framed(&mut stream, &answer).await?;
+        drop(slot);
+        tokio::time::timeout(TCP_IDLE, write_framed(&mut stream, &answer))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        idle = TCP_IDLE;
     }
 }
 
@@ -421,6 +594,173 @@ mod tests {
         answer[2] |= 0x80;
         assert!(!is_query(&answer));
         assert!(!is_query(&q[..11]));
+    }
+
+    fn shared(owners: GuestOwners) -> Arc<Shared> {
+        let cfg = DnsForward {
+            upstream: vec!["192.0.2.53".parse().unwrap()],
+            resolv_conf: PathBuf::from("/nonexistent"),
+        };
+        Arc::new(Shared::new("10.88.0.1/24".parse().unwrap(), &cfg, owners))
+    }
+
+    fn guest(i: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 88, 0, 10 + i))
+    }
+
+    #[test]
+    fn queries_hold_a_share_of_one_guest_and_of_the_network() {
+        let s = shared(GuestOwners::default());
+        // Eight guests take their whole share each: the network's 256.
+        let held: Vec<Vec<Slot>> = (0..8)
+            .map(|g| (0..PER_GUEST).map_while(|_| s.slot(guest(g))).collect())
+            .collect();
+        assert_eq!(held.iter().map(Vec::len).sum::<usize>(), IN_FLIGHT);
+        assert!(s.slot(guest(9)).is_none(), "past the network's total");
+        let mut held = held;
+        held[0].pop();
+        assert!(s.slot(guest(1)).is_none(), "past guest 1's share");
+        assert!(
+            s.slot(guest(9)).is_some(),
+            "a slot given back is free again"
+        );
+    }
+
+    #[test]
+    fn tcp_connections_are_capped_per_guest_and_per_owning_uid() {
+        let owners = GuestOwners::default();
+        let s = shared(owners.clone());
+        for g in 0..5 {
+            owners.insert(Ipv4Addr::new(10, 88, 0, 10 + g), 1000);
+        }
+        owners.insert(Ipv4Addr::new(10, 88, 0, 20), 1001);
+        let open = |g: u8, n: usize| -> Vec<Connection> {
+            (0..n).map_while(|_| s.connection(guest(g))).collect()
+        };
+        let first = open(0, TCP_PER_GUEST + 1);
+        assert_eq!(first.len(), TCP_PER_GUEST, "one guest's share");
+        // Four guests of uid 1000 use up its share: its fifth guest gets none, another uid's
+        // guest and a guest nobody is known to have attached get theirs.
+        let rest: Vec<_> = (1..4).map(|g| open(g, TCP_PER_GUEST)).collect();
+        assert_eq!(
+            rest.iter().map(Vec::len).sum::<usize>(),
+            TCP_PER_UID - TCP_PER_GUEST
+        );
+        assert_eq!(open(4, 1).len(), 0, "past uid 1000's share");
+        assert_eq!(open(10, TCP_PER_GUEST).len(), TCP_PER_GUEST, "uid 1001");
+        assert_eq!(
+            open(30, TCP_PER_GUEST + 1).len(),
+            TCP_PER_GUEST,
+            "no known owner"
+        );
+        // A closed connection gives its place back to its guest and its uid.
+        drop(first);
+        assert_eq!(open(4, TCP_PER_GUEST).len(), TCP_PER_GUEST);
+        // None of them holds a query's slot.
+        assert_eq!(s.in_flight.available_permits(), IN_FLIGHT);
+    }
+
+    #[test]
+    fn a_released_address_no_longer_counts_for_its_uid() {
+        let owners = GuestOwners::default();
+        let ip = Ipv4Addr::new(10, 88, 0, 10);
+        owners.insert(ip, 1000);
+        owners.remove(ip, 1001);
+        assert_eq!(
+            owners.owner(IpAddr::V4(ip)),
+            Some(1000),
+            "another uid's entry stays"
+        );
+        owners.remove(ip, 1000);
+        assert_eq!(owners.owner(IpAddr::V4(ip)), None);
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_10_s_with_their_count() {
+        let log = RateLog::default();
+        let t = Instant::now();
+        let got: Vec<_> = [0, 1, 9, 10, 11, 25]
+            .map(|s| log.count(t + Duration::from_secs(s)))
+            .into();
+        assert_eq!(got, vec![Some(1), None, None, Some(3), None, Some(2)]);
+    }
+
+    /// An upstream on loopback that reads one query over TCP, says so, and answers it (an
+    /// empty NOERROR answer with its id) only when told to.
+    async fn held_upstream() -> (
+        SocketAddr,
+        tokio::sync::oneshot::Receiver<()>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let up = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = up.local_addr().unwrap();
+        let (asked_tx, asked) = tokio::sync::oneshot::channel();
+        let (answer, answer_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut c, _) = up.accept().await.unwrap();
+            let q = read_framed(&mut c).await.unwrap();
+            asked_tx.send(()).unwrap();
+            answer_rx.await.unwrap();
+            let mut a = q[..12].to_vec();
+            a[2] |= 0x80;
+            write_framed(&mut c, &a).await.unwrap();
+        });
+        (addr, asked, answer)
+    }
+
+    /// Whether the peer has closed `c` (its end is readable, with nothing to read).
+    async fn closed(c: &mut TcpStream) -> bool {
+        let mut b = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_millis(20), c.read(&mut b)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn a_tcp_query_holds_a_slot_only_while_it_waits_upstream() {
+        let (upstream, asked, answer) = held_upstream().await;
+        let mut s = Shared::new(
+            "127.0.0.1/8".parse().unwrap(),
+            &DnsForward {
+                upstream: Vec::new(),
+                resolv_conf: PathBuf::from("/nonexistent"),
+            },
+            GuestOwners::default(),
+        );
+        s.upstreams.fixed = vec![upstream];
+        let s = Arc::new(s);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve_tcp(listener, s.clone()));
+
+        // Idle connections up to the guest's share are kept, and hold no slot; past it they
+        // are closed at once (accepted in the order they were made). All of this well within
+        // the 2 s a connection has for its first query.
+        let mut idle = Vec::new();
+        for _ in 0..TCP_PER_GUEST + 2 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut closed_now = Vec::new();
+        for c in &mut idle {
+            closed_now.push(closed(c).await);
+        }
+        assert_eq!(
+            closed_now,
+            [vec![false; TCP_PER_GUEST], vec![true; 2]].concat()
+        );
+        assert_eq!(s.in_flight.available_permits(), IN_FLIGHT);
+
+        // A query takes a slot while the upstream holds it, and gives it back when answered.
+        let c = &mut idle[0];
+        write_framed(c, &query()).await.unwrap();
+        asked.await.unwrap();
+        assert_eq!(s.in_flight.available_permits(), IN_FLIGHT - 1);
+        answer.send(()).unwrap();
+        let a = read_framed(c).await.unwrap();
+        assert_eq!(&a[..3], &[0x12, 0x34, 0x81]);
+        assert_eq!(s.in_flight.available_permits(), IN_FLIGHT);
     }
 
     #[test]
