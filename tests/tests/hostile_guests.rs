@@ -2,8 +2,9 @@
 //! MACs, addresses and ARP). A guest flooding its DHCP server gets a bounded number of
 //! answers, costs the daemon bounded CPU, does not flood the log, and is served normally
 //! again once it stops. A guest flooding the DNS forwarder holds a bounded number of queries
-//! (and sockets) in flight, and another guest's queries are answered meanwhile. The figures
-//! are printed (`hostile guest: ...`).
+//! (and sockets) in flight, and another guest's queries are answered meanwhile; so are they
+//! while one member's guests hold every TCP connection to the forwarder they can open. The
+//! figures are printed (`hostile guest: ...`).
 
 use std::time::{Duration, Instant};
 use tapmanager_tests::fakevm::FakeVm;
@@ -294,6 +295,130 @@ fn a_dns_flood_holds_a_bounded_share_and_other_guests_are_answered() {
     // Once the flood's waits are over, its sockets are gone.
     assert!(
         sb.wait_for(10, || fds_of(pid) <= fds_before + 2),
+        "daemon fds stay at {}",
+        fds_of(pid)
+    );
+}
+
+#[test]
+fn idle_tcp_connections_of_one_member_leave_the_forwarder_to_the_others() {
+    if !is_root("idle_tcp_connections_of_one_member_leave_the_forwarder_to_the_others") {
+        return;
+    }
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use tapmanager_tests::fakedns::{query, read_answer, FakeDns};
+    let networks = "[networks.default]\nkind = \"bridge\"\nbridge = \"tmbr0\"\n\
+                    gateway = \"10.88.0.1/24\"\nnat = true\ndns_forward = true\n\
+                    dns_upstream = [\"192.168.77.2\"]\n";
+    let (sb, lan) = Sandbox::with_lan("dnstcp", GROUP, networks);
+    let _upstream = FakeDns::start(
+        &lan,
+        "192.168.77.2".parse().unwrap(),
+        "honest.example.test",
+        "192.168.78.1".parse().unwrap(),
+    );
+    let guest = |mut client: protocol::Client, vm: &str| {
+        let (a, fds) = client
+            .attach(protocol::AttachRequest {
+                vm: vm.parse().unwrap(),
+                networks: vec![protocol::NetworkRequest::new("default".parse().unwrap())],
+            })
+            .unwrap();
+        let g = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
+        let lease = g.dhcp().expect("lease");
+        (g, lease)
+    };
+    // The audit's attack: eight guests of one member, 32 idle connections each (the old
+    // per-guest share of queries, so 256: the whole network's).
+    const MEMBER: u32 = 47_102;
+    const GUESTS: usize = 8;
+    const EACH: u16 = 32;
+    let attackers: Vec<_> = (0..GUESTS)
+        .map(|i| guest(sb.client_as(MEMBER), &format!("tcpidle{i}")))
+        .collect();
+    let (honest, hl) = guest(sb.client(), "tcphonest");
+    let gw: Ipv4Addr = "10.88.0.1".parse().unwrap();
+    let fds_of = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let pid = sb.daemon_pid();
+    let fds_before = fds_of(pid);
+
+    let t = Instant::now();
+    let opened: usize = attackers
+        .iter()
+        .map(|(g, l)| {
+            (0..EACH)
+                .filter(|i| {
+                    let src = SocketAddrV4::new(l.ip, 30_000 + i);
+                    g.tcp_open_idle(l.server_mac, src, SocketAddrV4::new(gw, 53))
+                })
+                .count()
+        })
+        .sum();
+    let opened_in = t.elapsed();
+    // The kernel completes the handshakes before the forwarder accepts them: give it the time
+    // to take every connection it will (the audit's connections had been open for a while).
+    std::thread::sleep(Duration::from_millis(500));
+    let fds_during = fds_of(pid);
+    // Meanwhile the guest of another uid asks 16 names at once, each from its own port, and
+    // collects the answers for 2 s (within the old 10 s idle time of the connections).
+    const ASKED: u16 = 16;
+    for i in 0..ASKED {
+        honest.send(&dhcp::frame::build_ipv4_udp_frame(
+            honest.mac,
+            hl.server_mac,
+            hl.ip,
+            gw,
+            40_000 + i,
+            53,
+            &query(100 + i, "honest.example.test"),
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut answered = std::collections::BTreeSet::new();
+    while let Some(id) =
+        honest.recv_until(deadline.saturating_duration_since(Instant::now()), |f| {
+            let u = dhcp::frame::parse_ipv4_udp_frame(f)?;
+            let (id, rcode, a) = read_answer(u.payload)?;
+            (u.src_port == 53 && rcode == 0 && a == Some("192.168.78.1".parse().unwrap()))
+                .then_some(id)
+        })
+    {
+        answered.insert(id);
+    }
+    let refused_lines = sb
+        .log()
+        .lines()
+        .filter(|l| l.contains("DNS forwarder: too many TCP connections"))
+        .count();
+    eprintln!(
+        "hostile guest: {GUESTS} guests of uid {MEMBER} opened {opened} idle TCP connections to \
+         the forwarder in {opened_in:?}; daemon fds {fds_before} -> {fds_during}; the guest of \
+         another uid got {} of {ASKED} answers; {refused_lines} log line(s) of refusals",
+        answered.len()
+    );
+    assert_eq!(
+        answered.len(),
+        usize::from(ASKED),
+        "the honest guest's answers: {answered:?}"
+    );
+    // The kernel completes every handshake; the forwarder keeps at most 32 of one uid's
+    // connections (8 a guest) and closes the others at once.
+    assert_eq!(opened, GUESTS * usize::from(EACH));
+    assert!(
+        fds_during <= fds_before + tapmanager::dns::TCP_PER_UID + 4,
+        "daemon fds {fds_before} -> {fds_during}"
+    );
+    assert!(
+        (1..=2).contains(&refused_lines),
+        "{refused_lines} log lines of refused connections"
+    );
+    // A connection that has not asked anything is closed after 2 s.
+    assert!(
+        sb.wait_for(4, || fds_of(pid) <= fds_before + 2),
         "daemon fds stay at {}",
         fds_of(pid)
     );
