@@ -8,8 +8,8 @@
 /// Every crash point, as the tests iterate them.
 pub const POINTS: &[&str] = &[
     "attach:planned",
-    "attach:bridge:guards",
     "attach:bridge:tap",
+    "attach:bridge:guards",
     "attach:bridge:enslaved",
     "attach:isolated:netns",
     "attach:isolated:rules",

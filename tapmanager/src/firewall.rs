@@ -1,20 +1,26 @@
-//! The per-port firewall, in nftables' bridge family, driven through one long-lived `nft -i`
+//! The per-port firewall, in nftables' netdev family, driven through one long-lived `nft -i`
 //! process per network namespace.
 //!
 //! Why not one `ebtables`/`nft` process per attach: each such process costs 8–16 ms here, most
 //! of it waiting for an RCU grace period when its netlink socket closes (DESIGN.md §5, §10).
 //! A persistent `nft -i` keeps its socket open; one attach's batch then costs under 1 ms.
-//! The rules are the ebtables guards of DESIGN.md §5 written in nft's syntax (ebtables here is
-//! itself the nft-backed variant, writing into the same kernel tables).
 //!
-//! Layout: a constant ruleset, so an attach costs the same whatever the number of ports (a
-//! chain per port made `nft` 1.0.6 re-read a cache that grows with every port: 1.2 ms at 0,
-//! 3.2 ms at 200, 9.8 ms at 500 ports, against 0.7-0.8 ms for these sets, measured here).
-//! Table `bridge tapmanager` has three sets: `ports` (the guarded TAPs), `macs` (port . MAC)
-//! and `ips` (port . IPv4). The bridge `forward` and `input` hooks send frames from any port
-//! in `ports` through chain `guard`, whose rules look the port's MAC and address up in the
-//! sets. A port is guarded by adding its three elements in one atomic line, and released by
-//! deleting them the same way. Start-up rebuilds the whole table in one transaction.
+//! Where the guards sit: on the **ingress hook of each guest's TAP**, which sees every frame
+//! the guest writes before anything else does (the bridge, the TAP's own IP stack). They used
+//! to sit on the bridge family's `forward` and `input` hooks, and an outside audit (issue 11)
+//! walked around them: a bridge hands frames addressed to a link-local group MAC
+//! (`01:80:c2:00:00:0X`) to the receiving port's own stack without either hook, so a router
+//! advertisement sent to the LLDP MAC gave the host a default route via the guest, and a
+//! spoofed IPv4 source reached host sockets. (DHCP servers' packet sockets still see the
+//! guest's frames first: packet taps run before the ingress hook.)
+//!
+//! Layout: table `netdev tapmanager` has two sets, `macs` (port . MAC) and `ips`
+//! (port . IPv4), one regular chain `guard` whose rules look the port's MAC and address up in
+//! them, and per port a base chain `in_<port>` on that TAP's ingress hook whose only rule
+//! jumps to `guard`. A port is guarded by adding its chain and its two elements in one atomic
+//! line, and released by deleting them the same way (the chain first). Start-up rebuilds the
+//! whole table in one transaction. The chain is added once the TAP exists (kernels before
+//! 6.16 refuse a hook on an absent device) and before it is up or any fd of it leaves.
 //!
 //! Each line sent is followed by `list table bridge tapmanager_sync` (an empty table): when its
 //! listing arrives on stdout, the line before it has been committed, and anything on stderr
@@ -31,7 +37,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Mutex;
 
-const TABLE: &str = "tapmanager";
+/// The guards' table: `netdev tapmanager`.
+const GUARDS_TABLE: &str = "netdev tapmanager";
+/// Where the guards were before the netdev family: removed at start-up.
+const OLD_BRIDGE_TABLE: &str = "bridge tapmanager";
 const ROUTED: &str = "inet tapmanager_routed";
 const NAT: &str = "ip tapmanager_nat";
 const MACVTAP: &str = "netdev tapmanager_macvtap";
@@ -74,7 +83,9 @@ pub struct PortGuard {
 /// port's `macs` entry, source IPv4 and ARP sender IP from its `ips` entry (ARP probes from
 /// 0.0.0.0 pass), DHCP kept on the port (our server answers it there), no DHCP server in the
 /// guest (from port 67 or to port 68), no IPv6 (so no router advertisements, DHCPv6 or
-/// neighbour spoofing), nothing but IPv4 and ARP.
+/// neighbour spoofing), nothing but IPv4 and ARP. `ether type` is the outer type also for a
+/// tagged frame whose tag the kernel took off before the hook, so 802.1Q and 802.1ad frames
+/// end in the last rule.
 const GUARDS: [&str; 9] = [
     "iifname . ether saddr != @macs counter drop",
     "ether type arp iifname . arp saddr ether != @macs counter drop",
@@ -89,13 +100,12 @@ const GUARDS: [&str; 9] = [
     "ether type != { ip, arp } counter drop",
 ];
 
-/// The table, its sets, the guard chain and the hooks. `add` of an existing object is a no-op
-/// in nft, and the chains are flushed before their rules are added, so this converges.
+/// The table, its sets and the guard chain. `add` of an existing object is a no-op in nft,
+/// and the chain is flushed before its rules are added, so this converges.
 fn base_script() -> String {
-    let t = format!("bridge {TABLE}");
+    let t = GUARDS_TABLE;
     let mut s = format!(
         "add table {t}; \
-         add set {t} ports {{ type ifname; }}; \
          add set {t} macs {{ type ifname . ether_addr; }}; \
          add set {t} ips {{ type ifname . ipv4_addr; }}; \
          add chain {t} guard; flush chain {t} guard"
@@ -103,44 +113,47 @@ fn base_script() -> String {
     for rule in GUARDS {
         write!(s, "; add rule {t} guard {rule}").unwrap();
     }
-    for hook in ["forward", "input"] {
-        write!(
-            s,
-            "; add chain {t} guard_{hook} {{ type filter hook {hook} priority -200; policy accept; }}; \
-             flush chain {t} guard_{hook}; add rule {t} guard_{hook} iifname @ports jump guard"
-        )
-        .unwrap();
-    }
     s
 }
 
-/// The elements that guard one port: its MAC, its address, and the port itself last (in one
-/// transaction the order does not matter; it reads as "allow these, then guard it").
-fn elements(p: &PortGuard) -> [(&'static str, String); 3] {
+/// The base chain that sends every frame of one TAP through `guard`, at the earliest
+/// priority (before any other ingress chain or tc filter could act on it).
+fn port_chain(ifname: &IfName) -> String {
+    format!(
+        "add chain {GUARDS_TABLE} in_{ifname} {{ type filter hook ingress device \"{ifname}\" priority -500; policy accept; }}; \
+         add rule {GUARDS_TABLE} in_{ifname} jump guard"
+    )
+}
+
+/// The elements that guard one port: its MAC and its address.
+fn elements(p: &PortGuard) -> [(&'static str, String); 2] {
     let (mac, ip, ifname) = (p.mac, p.ip, &p.ifname);
     [
         ("macs", format!("\"{ifname}\" . {mac}")),
         ("ips", format!("\"{ifname}\" . {ip}")),
-        ("ports", format!("\"{ifname}\"")),
     ]
 }
 
-/// The commands that guard one port.
+/// The commands that guard one port: what it may send, then the hook that checks it.
 pub fn port_script(p: &PortGuard) -> String {
-    elements(p)
+    let mut s = elements(p)
         .iter()
-        .map(|(set, e)| format!("add element bridge {TABLE} {set} {{ {e} }}"))
+        .map(|(set, e)| format!("add element {GUARDS_TABLE} {set} {{ {e} }}"))
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    write!(s, "; {}", port_chain(&p.ifname)).unwrap();
+    s
 }
 
-/// The commands that remove one port's guards: the port first, so it is never half-guarded.
+/// The commands that remove one port's guards: the hook first, so it is never half-guarded.
 fn remove_commands(p: &PortGuard) -> Vec<String> {
-    elements(p)
-        .iter()
-        .rev()
-        .map(|(set, e)| format!("delete element bridge {TABLE} {set} {{ {e} }}"))
-        .collect()
+    let mut v = vec![format!("delete chain {GUARDS_TABLE} in_{}", p.ifname)];
+    v.extend(
+        elements(p)
+            .iter()
+            .map(|(set, e)| format!("delete element {GUARDS_TABLE} {set} {{ {e} }}")),
+    );
+    v
 }
 
 /// A routed network (the isolated kind): its guests' traffic is filtered and NATed by the host.
@@ -359,7 +372,8 @@ pub fn rebuild_script(
     macvtaps: &[(IfName, MacAddr)],
 ) -> String {
     let mut s = format!(
-        "add table bridge {TABLE}; delete table bridge {TABLE}; {}",
+        "add table {OLD_BRIDGE_TABLE}; delete table {OLD_BRIDGE_TABLE}; \
+         add table {GUARDS_TABLE}; delete table {GUARDS_TABLE}; {}",
         base_script()
     );
     for p in ports {
@@ -628,24 +642,22 @@ mod tests {
     }
 
     #[test]
-    fn a_port_is_three_set_elements_added_and_removed_together() {
+    fn a_port_is_its_elements_and_an_ingress_chain_added_and_removed_together() {
         let s = port_script(&guard());
         assert_eq!(
             s,
-            "add element bridge tapmanager macs { \"tm0123456789\" . 02:11:22:33:44:55 }; \
-             add element bridge tapmanager ips { \"tm0123456789\" . 10.88.0.2 }; \
-             add element bridge tapmanager ports { \"tm0123456789\" }"
+            "add element netdev tapmanager macs { \"tm0123456789\" . 02:11:22:33:44:55 }; \
+             add element netdev tapmanager ips { \"tm0123456789\" . 10.88.0.2 }; \
+             add chain netdev tapmanager in_tm0123456789 { type filter hook ingress device \"tm0123456789\" priority -500; policy accept; }; \
+             add rule netdev tapmanager in_tm0123456789 jump guard"
         );
         let rm = remove_commands(&guard());
-        assert_eq!(
-            rm[0],
-            "delete element bridge tapmanager ports { \"tm0123456789\" }"
-        );
+        assert_eq!(rm[0], "delete chain netdev tapmanager in_tm0123456789");
         assert_eq!(rm.len(), 3);
     }
 
     #[test]
-    fn the_guard_chain_has_every_guard_of_design_5() {
+    fn the_guard_chain_has_every_guard_of_design_5_and_no_bridge_hook() {
         let s = base_script();
         for want in [
             "guard iifname . ether saddr != @macs counter drop",
@@ -656,11 +668,15 @@ mod tests {
             "iifname . ip saddr != @ips counter drop",
             "udp dport 68 counter drop",
             "ether type ip6 counter drop",
-            "guard_forward iifname @ports jump guard",
-            "guard_input iifname @ports jump guard",
+            "ether type != { ip, arp } counter drop",
         ] {
             assert!(s.contains(want), "missing {want}");
         }
+        // A bridge's hooks are skipped by link-local group MACs: none is used.
+        assert!(
+            !s.contains("hook forward") && !s.contains("hook input"),
+            "{s}"
+        );
         assert!(!s.contains('\n'));
     }
 
@@ -742,9 +758,10 @@ mod tests {
     fn rebuild_starts_from_an_empty_table() {
         let mac = guard().mac;
         let s = rebuild_script(&[guard()], &[], &[], &[(guard().ifname, mac)]);
-        assert!(
-            s.starts_with("add table bridge tapmanager; delete table bridge tapmanager; add table")
-        );
+        assert!(s.starts_with(
+            "add table bridge tapmanager; delete table bridge tapmanager; \
+             add table netdev tapmanager; delete table netdev tapmanager; add table"
+        ));
         assert!(s.contains(&port_script(&guard())));
         assert!(s.contains(
             "add table netdev tapmanager_macvtap; delete table netdev tapmanager_macvtap; \

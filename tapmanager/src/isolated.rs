@@ -168,6 +168,8 @@ pub(crate) async fn build_port(
     d.links
         .add_veth_into(&iface.ifname, host_mac, mtu, NS_VETH, ns_mac, ns.fd())
         .await?;
+    // The guest's frames reach the host here: no IPv6 on it, strict rp_filter (link.rs).
+    link::harden_guest_link(iface.ifname.as_str())?;
     crate::failpoint::hit("attach:isolated:veth");
     // Inside, on one thread that entered the namespace: the TAP with its final flags, owned by
     // the caller; forwarding on; a netlink connection; the DHCP server's socket (it listens
@@ -178,6 +180,8 @@ pub(crate) async fn build_port(
     let routed = binding.is_none();
     let rt = tokio::runtime::Handle::current();
     let (tap, inner, tap_index, veth_index, server) = ns.run_in(move || {
+        // Nothing in here may take a guest's IPv6 (the veth already, the bridge to come).
+        link::disable_ipv6_in_namespace()?;
         let name = IfName::try_from(NS_TAP.to_owned()).map_err(std::io::Error::other)?;
         let tap = tap::create(&name, queues, uid, gid).map_err(std::io::Error::other)?;
         if routed {

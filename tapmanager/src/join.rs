@@ -74,17 +74,31 @@ pub async fn join(
     Ok(())
 }
 
-/// The bridge binding's guard (nftables table `table`), for one `nft -f` in the namespace: the TAP may send
-/// only IPv4 and ARP from the guest's MAC and address, and DHCP crosses the bridge in neither
-/// direction (the guest's own server answers on the TAP's packet socket, before the bridge).
+/// The bridge binding's guard, for one `nft -f` in the namespace: table `netdev {table}`
+/// hooks the TAP's ingress, where every frame of the guest passes (a bridge's own hooks are
+/// skipped by frames to link-local group MACs, DESIGN.md §6), and lets it send only IPv4 and
+/// ARP from the guest's MAC and address, no DHCP server answers; table `bridge {table}` keeps
+/// DHCP from crossing the bridge the other way (the guest's own server answers on the TAP's
+/// packet socket, which sees the guest's frames before the ingress hook).
 pub fn bridge_guard_script(table: &str, tap: &str, mac: MacAddr, ip: Ipv4Addr) -> String {
     format!(
         "table bridge {table} {{\n  chain forward {{ type filter hook forward priority 0; policy accept;\n    \
-         udp dport {{ 67, 68 }} counter drop\n    \
-         iifname \"{tap}\" ether saddr != {mac} counter drop\n    \
-         iifname \"{tap}\" ether type ip ip saddr != {ip} counter drop\n    \
-         iifname \"{tap}\" ether type arp arp saddr ether != {mac} counter drop\n    \
-         iifname \"{tap}\" ether type arp arp saddr ip != {ip} counter drop\n    \
-         iifname \"{tap}\" ether type != {{ ip, arp }} counter drop\n  }}\n}}\n"
+         udp dport {{ 67, 68 }} counter drop\n  }}\n}}\n\
+         table netdev {table} {{\n  chain ingress {{ type filter hook ingress device \"{tap}\" priority -500; policy accept;\n    \
+         ether saddr != {mac} counter drop\n    \
+         ether type ip ip saddr != {ip} counter drop\n    \
+         ether type ip udp sport 67 counter drop\n    \
+         ether type arp arp saddr ether != {mac} counter drop\n    \
+         ether type arp arp saddr ip != {ip} counter drop\n    \
+         ether type != {{ ip, arp }} counter drop\n  }}\n}}\n"
+    )
+}
+
+/// Removes what [`bridge_guard_script`] made (and a table of the bridge family alone, as
+/// daemons before the netdev guard made it). Converges: either may be absent.
+pub fn bridge_guard_removal(table: &str) -> String {
+    format!(
+        "add table bridge {table}\ndelete table bridge {table}\n\
+         add table netdev {table}\ndelete table netdev {table}\n"
     )
 }

@@ -417,18 +417,20 @@ async fn build_bridge_port(
     cancel: &CancellationToken,
 ) -> Result<Vec<OwnedFd>, BoxError> {
     let bridge = &d.bridges[&iface.network];
-    // Guards first: they match the port by name, so they hold from its very first frame.
-    if let Some(g) = guard(iface) {
-        d.firewall.add_port(&g).await?;
-    }
-    crate::failpoint::hit("attach:bridge:guards");
-    // The TAP with its final flags (vnet_hdr, multi-queue), owned by the caller.
+    // The TAP with its final flags (vnet_hdr, multi-queue), owned by the caller, down, with
+    // no IPv6 and strict rp_filter (tap.rs). No frame can pass it yet: it is down, and no fd
+    // of it has left the daemon.
     let tap = tap::create(&iface.ifname, iface.queues, record.uid, gid)?;
     if iface.by_name {
         // It outlives our fd, for the caller to open by name; teardown deletes it.
         tap::persist(&tap.fds[0])?;
     }
     crate::failpoint::hit("attach:bridge:tap");
+    // Guards on its ingress hook before it is up: they hold from its very first frame.
+    if let Some(g) = guard(iface) {
+        d.firewall.add_port(&g).await?;
+    }
+    crate::failpoint::hit("attach:bridge:guards");
     let index = link::index_of(&iface.ifname).ok_or("TAP vanished right after creation")?;
     // MTU, host-side MAC, master and up in one netlink message.
     d.links

@@ -707,6 +707,38 @@ impl Links {
     }
 }
 
+/// Keeps a guest's host-side link (a TAP, an isolated guest's host veth, a macvtap) out of the
+/// host's own IP configuration: no IPv6 on it at all (no address, no router advertisement,
+/// no neighbour discovery; no network hands out IPv6 yet) and strict reverse-path filtering
+/// for IPv4, so that a frame the guest addresses to a link-local group MAC, which a bridge
+/// hands to the port's own stack (DESIGN.md §6), configures nothing and is answered by
+/// nothing. Writes `/proc/sys/net/.../conf/<name>/...`, which is the calling **thread's**
+/// network namespace's: call it on a thread in the link's namespace, before the link is up.
+/// A host without IPv6 (`ipv6.disable=1`) has nothing to disable. Needs CAP_NET_ADMIN.
+pub fn harden_guest_link(name: &str) -> std::io::Result<()> {
+    let write = |path: String, value: &str| match std::fs::write(&path, value) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.contains("/ipv6/") => Ok(()),
+        r => r.map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}"))),
+    };
+    write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1")?;
+    write(format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"), "1")
+}
+
+/// Turns IPv6 off in the calling thread's whole network namespace (`all` and `default`), for
+/// a namespace that holds only a guest's plumbing (an isolated guest's: its veth, TAP and the
+/// bridge binding's bridge, which a guest's router advertisement to all nodes would otherwise
+/// configure). Like [`harden_guest_link`], nothing to do on a host without IPv6.
+pub fn disable_ipv6_in_namespace() -> std::io::Result<()> {
+    for conf in ["all", "default"] {
+        let path = format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6");
+        match std::fs::write(&path, "1") {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            r => r.map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))?,
+        }
+    }
+    Ok(())
+}
+
 /// The index of a link in the calling thread's namespace (`if_nametoindex`), without a
 /// netlink round trip.
 pub fn index_of(name: &IfName) -> Option<u32> {

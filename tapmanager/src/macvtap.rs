@@ -38,6 +38,8 @@ pub(crate) async fn build_port(
         .add_macvtap(&iface.ifname, lower, mode(mv.mode), iface.mac, mv.mtu)
         .await?;
     crate::failpoint::hit("attach:macvtap:link");
+    // Not part of the host's IP configuration: no IPv6 from the LAN's advertisements.
+    link::harden_guest_link(iface.ifname.as_str())?;
     // Its MAC guard before it can carry a frame (the hook needs the device to exist).
     d.firewall
         .add_macvtap_guard(&iface.ifname, iface.mac)

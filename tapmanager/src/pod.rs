@@ -300,19 +300,16 @@ async fn restore(d: &Daemon, s: &Saved) -> Result<(), BoxError> {
         let ns = NetNs::open(&pin)?;
         let handle = tokio::runtime::Handle::current();
         let table = guard_table(&s.ifname);
-        let family = match s.binding.as_str() {
-            "bridge" => Some("bridge"),
-            "masquerade" => Some("ip"),
+        let removal = match s.binding.as_str() {
+            "bridge" => Some(crate::join::bridge_guard_removal(&table)),
+            "masquerade" => Some(format!("add table ip {table}\ndelete table ip {table}\n")),
             _ => None,
         };
         let ip_forward = s.ip_forward.clone();
         let inner = ns.run_in(move || {
-            if let Some(f) = family {
+            if let Some(script) = removal {
                 // Converges: the table may never have been made.
-                crate::firewall::run_nft_once(
-                    &format!("add table {f} {table}\ndelete table {f} {table}\n"),
-                    "removing the binding's table",
-                )?;
+                crate::firewall::run_nft_once(&script, "removing the binding's table")?;
             }
             if let Some(v) = ip_forward {
                 std::fs::write(IP_FORWARD, v)?;

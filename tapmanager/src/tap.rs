@@ -51,6 +51,8 @@ pub enum TapError {
         ours: u16,
         tries: u32,
     },
+    #[error("cannot keep new TAP {0} out of the host's IP configuration")]
+    Harden(String, #[source] io::Error),
     #[error("cannot rename new TAP {0} to {1}")]
     Rename(String, String, #[source] io::Error),
     #[error("cannot delete new TAP {0} after someone else joined it")]
@@ -178,6 +180,10 @@ fn open_owned(
             io::Error::last_os_error(),
         ));
     }
+    // Owned first (the ioctls above come straight after the one that made it); then, before
+    // it is up and before any fd leaves: no IPv6, strict rp_filter (link.rs).
+    crate::link::harden_guest_link(name.as_str())
+        .map_err(|e| TapError::Harden(name.to_string(), e))?;
     let mut fds = vec![first];
     for _ in 1..queues {
         fds.push(open_queue(name, flags)?);

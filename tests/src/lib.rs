@@ -5,4 +5,5 @@
 pub mod cnidir;
 pub mod fakedns;
 pub mod fakevm;
+pub mod l2attack;
 pub mod sandbox;

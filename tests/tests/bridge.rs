@@ -323,9 +323,12 @@ fn the_guest_exiting_removes_everything() {
     );
     let (ok, rules) = sb
         .ns
-        .exec(&["nft", "list", "table", "bridge", "tapmanager"]);
+        .exec(&["nft", "list", "table", "netdev", "tapmanager"]);
     assert!(ok, "{rules}");
-    assert!(!rules.contains("elements"), "{rules}");
+    assert!(
+        !rules.contains("elements") && !rules.contains("hook ingress"),
+        "{rules}"
+    );
     assert!(sb.client().list().unwrap().is_empty());
 }
 
@@ -367,7 +370,7 @@ fn sigkill_and_restart_keep_live_guests_and_reap_dead_ones() {
     assert_eq!(list[0].vm.as_str(), "live");
     let (ok, rules) = sb
         .ns
-        .exec(&["nft", "list", "table", "bridge", "tapmanager"]);
+        .exec(&["nft", "list", "table", "netdev", "tapmanager"]);
     // Guards: exactly the live guest's port; the dead one's are gone.
     let live_tap = list[0].interfaces[0].ifname.to_string();
     assert!(ok && rules.contains(&format!("\"{live_tap}\"")), "{rules}");
@@ -541,8 +544,11 @@ fn a_failed_attach_leaves_nothing_behind() {
     assert!(sb.journal_entries().is_empty());
     let (ok, rules) = sb
         .ns
-        .exec(&["nft", "list", "table", "bridge", "tapmanager"]);
-    assert!(ok && !rules.contains("elements"), "{rules}");
+        .exec(&["nft", "list", "table", "netdev", "tapmanager"]);
+    assert!(
+        ok && !rules.contains("elements") && !rules.contains("hook ingress"),
+        "{rules}"
+    );
     assert!(sb.client().list().unwrap().is_empty());
 }
 
@@ -642,9 +648,9 @@ fn a_second_daemon_in_the_same_namespace_is_refused() {
     );
     let (_, rules) = sb
         .ns
-        .exec(&["nft", "list", "set", "bridge", "tapmanager", "ports"]);
+        .exec(&["nft", "list", "table", "netdev", "tapmanager"]);
     assert!(
-        rules.contains("tm"),
+        rules.contains("type filter hook ingress device \"tm"),
         "the first daemon's guards are gone: {rules}"
     );
 }

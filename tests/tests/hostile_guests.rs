@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 use tapmanager_tests::fakevm::FakeVm;
+use tapmanager_tests::l2attack::{self, Effects, UdpSink};
 use tapmanager_tests::sandbox::{is_root, Sandbox};
 
 const GROUP: u32 = 47_101;
@@ -91,7 +92,7 @@ fn a_dhcp_flood_is_rate_limited_with_bounded_cpu_and_a_quiet_log() {
 fn guard_counters(sb: &Sandbox) -> Vec<(String, u64)> {
     let (_, out) = sb
         .ns
-        .exec(&["nft", "list", "chain", "bridge", "tapmanager", "guard"]);
+        .exec(&["nft", "list", "chain", "netdev", "tapmanager", "guard"]);
     out.lines()
         .filter_map(|l| {
             let l = l.trim();
@@ -422,4 +423,275 @@ fn idle_tcp_connections_of_one_member_leave_the_forwarder_to_the_others() {
         "daemon fds stay at {}",
         fds_of(pid)
     );
+}
+
+// ---- Link-local group MACs and VLAN tags, on every kind (issue 11, finding 1) ----
+
+/// Every namespace a guest's host-side links live in: the daemon's, and each the daemon
+/// pinned (isolated and CNI guests', pods').
+fn namespaces_of(sb: &Sandbox) -> Vec<String> {
+    let mut v = vec![format!("/run/netns/{}", sb.ns.name)];
+    if let Ok(rd) = std::fs::read_dir(sb.dir.join("state/netns")) {
+        v.extend(rd.flatten().map(|e| e.path().display().to_string()));
+    }
+    v
+}
+
+/// Sends the whole attack ([`l2attack::send_all`]) from `vm`, spoofing `spoof`, at `target`
+/// (a host address; `target_mac` the MAC the guest reaches it by), and checks it changed
+/// nothing: no IPv6 configuration learned in any of `namespaces`, no spoofed datagram at
+/// `sink`, and the guest is still served.
+fn attack_changes_nothing(
+    kind: &str,
+    vm: &FakeVm,
+    (spoof, target, target_mac): (std::net::Ipv4Addr, std::net::Ipv4Addr, [u8; 6]),
+    sink: &UdpSink,
+    namespaces: &[String],
+) {
+    let sent = l2attack::send_all(vm, spoof, target, target_mac);
+    std::thread::sleep(Duration::from_secs(1));
+    let learned: Vec<(String, Effects)> = namespaces
+        .iter()
+        .map(|n| (n.clone(), Effects::of(n)))
+        .collect();
+    let spoofed = sink
+        .received()
+        .iter()
+        .filter(|(_, p)| p == l2attack::MARKER)
+        .count();
+    eprintln!(
+        "hostile guest ({kind}): {sent} frames to the 16 link-local group MACs and in 802.1Q, \
+         802.1ad and double tags; {spoofed} spoofed datagrams reached a host socket; IPv6 \
+         learned in {} namespaces: {:?}",
+        namespaces.len(),
+        learned
+            .iter()
+            .filter(|(_, e)| !e.0.is_empty())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(spoofed, 0, "{kind}: spoofed datagrams reached the host");
+    for (ns, e) in &learned {
+        assert_eq!(
+            e,
+            &Effects(Vec::new()),
+            "{kind}: {ns} learned from the guest"
+        );
+    }
+    assert!(vm.dhcp().is_some(), "{kind}: the guest is no longer served");
+}
+
+/// Attaches `vm` on `net`, leases, and finds its gateway's MAC.
+fn leased(sb: &Sandbox, vm: &str, net: &str) -> (FakeVm, tapmanager_tests::fakevm::Lease, [u8; 6]) {
+    let (a, fds) = sb
+        .client()
+        .attach(protocol::AttachRequest {
+            vm: vm.parse().unwrap(),
+            networks: vec![protocol::NetworkRequest::new(net.parse().unwrap())],
+        })
+        .expect("attach");
+    let g = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
+    let lease = g.dhcp().expect("lease");
+    let router = lease.router.expect("a gateway");
+    let gw_mac = g
+        .arp(g.mac, lease.ip, router)
+        .expect("the gateway answers ARP");
+    (g, lease, gw_mac)
+}
+
+/// Another address of the guest's subnet: what it spoofs.
+fn other_address(l: &tapmanager_tests::fakevm::Lease) -> std::net::Ipv4Addr {
+    let o = l.ip.octets();
+    std::net::Ipv4Addr::new(o[0], o[1], o[2], o[3] ^ 0x40)
+}
+
+#[test]
+fn a_bridge_guest_gets_nothing_past_its_guards_by_group_macs_or_vlan_tags() {
+    if !is_root("a_bridge_guest_gets_nothing_past_its_guards_by_group_macs_or_vlan_tags") {
+        return;
+    }
+    let sb = Sandbox::with_defaults("l2bridge", GROUP);
+    let sink = UdpSink::open(&sb.ns);
+    let (vm, lease, gw_mac) = leased(&sb, "l2b", "default");
+    let gateway: std::net::Ipv4Addr = tapmanager_tests::sandbox::GATEWAY.parse().unwrap();
+    // The sink hears the guest when it sends as itself.
+    vm.send(&dhcp::frame::build_ipv4_udp_frame(
+        vm.mac,
+        gw_mac,
+        lease.ip,
+        gateway,
+        4000,
+        l2attack::SINK_PORT,
+        b"TM-L2-HONEST",
+    ));
+    assert!(
+        sb.wait_for(5, || sink
+            .received()
+            .iter()
+            .any(|(_, p)| p == b"TM-L2-HONEST")),
+        "the honest datagram did not arrive"
+    );
+    attack_changes_nothing(
+        "bridge",
+        &vm,
+        (other_address(&lease), gateway, gw_mac),
+        &sink,
+        &namespaces_of(&sb),
+    );
+    // Dropped at the TAP's ingress hook, and counted there.
+    let c = guard_counters(&sb);
+    assert!(count_of(&c, "ether type ip6") >= 32, "{c:?}");
+    assert!(count_of(&c, "ether type != { ip, arp }") >= 1, "{c:?}");
+    assert!(count_of(&c, "ip saddr != @ips") >= 32, "{c:?}");
+}
+
+#[test]
+fn isolated_and_masquerade_guests_get_nothing_past_their_guards_by_group_macs_or_vlan_tags() {
+    if !is_root(
+        "isolated_and_masquerade_guests_get_nothing_past_their_guards_by_group_macs_or_vlan_tags",
+    ) {
+        return;
+    }
+    let uplink = tapmanager_tests::sandbox::UPLINK;
+    let host_uplink: std::net::Ipv4Addr = "192.168.77.1".parse().unwrap();
+    for (kind, networks) in [
+        ("isolated, routed", format!("[networks.n]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"{uplink}\"\n")),
+        ("isolated, bridge binding", format!("[networks.n]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"{uplink}\"\nbinding = \"bridge\"\n")),
+        ("isolated, tc-redirect binding", format!("[networks.n]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"{uplink}\"\nbinding = \"tc-redirect\"\n")),
+        ("masquerade", format!("[networks.n]\nkind = \"masquerade\"\nuplink = \"{uplink}\"\n")),
+    ] {
+        let (sb, _lan) = Sandbox::with_lan("l2iso", GROUP, &networks);
+        let sink = UdpSink::open(&sb.ns);
+        let (vm, lease, gw_mac) = leased(&sb, "l2i", "n");
+        attack_changes_nothing(
+            kind,
+            &vm,
+            (other_address(&lease), host_uplink, gw_mac),
+            &sink,
+            &namespaces_of(&sb),
+        );
+    }
+}
+
+#[test]
+fn a_macvtap_guest_configures_nothing_on_the_host_by_group_macs_or_vlan_tags() {
+    if !is_root("a_macvtap_guest_configures_nothing_on_the_host_by_group_macs_or_vlan_tags") {
+        return;
+    }
+    let uplink = tapmanager_tests::sandbox::UPLINK;
+    let networks = format!("[networks.mv]\nkind = \"macvtap\"\nlower = \"{uplink}\"\n");
+    let (sb, _lan) = Sandbox::with_lan("l2mv", GROUP, &networks);
+    let sink = UdpSink::open(&sb.ns);
+    let (a, fds) = sb
+        .client()
+        .attach(protocol::AttachRequest {
+            vm: "l2m".parse().unwrap(),
+            networks: vec![protocol::NetworkRequest::new("mv".parse().unwrap())],
+        })
+        .expect("attach");
+    let vm = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
+    let sent = l2attack::send_all(
+        &vm,
+        "192.168.77.99".parse().unwrap(),
+        "192.168.77.1".parse().unwrap(),
+        [0xff; 6],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let learned = Effects::of(&format!("/run/netns/{}", sb.ns.name));
+    let spoofed = sink.received().len();
+    eprintln!("hostile guest (macvtap): {sent} frames; {spoofed} reached a host socket; IPv6 learned: {learned:?}");
+    assert_eq!(learned, Effects(Vec::new()));
+    assert_eq!(spoofed, 0);
+    // The macvtap itself takes no part in the host's IPv6.
+    let (_, v6) = sb.ns.exec(&[
+        "cat",
+        &format!(
+            "/proc/sys/net/ipv6/conf/{}/disable_ipv6",
+            a.interfaces[0].ifname
+        ),
+    ]);
+    assert_eq!(v6.trim(), "1");
+}
+
+#[test]
+fn cni_and_pod_guests_get_nothing_past_their_guards_by_group_macs_or_vlan_tags() {
+    if !is_root("cni_and_pod_guests_get_nothing_past_their_guards_by_group_macs_or_vlan_tags") {
+        return;
+    }
+    use tapmanager_tests::cnidir::{bridge_list, pod_cni, CniDir};
+    for binding in ["tc-redirect", "bridge"] {
+        // CNI: Debian's bridge plugin makes tmcni0 (10.99.0.1) in the daemon's namespace.
+        let d = CniDir::new(&format!("l2cni-{binding}"));
+        d.write(
+            "tmpods",
+            bridge_list(&d, "tmpods", "1.0.0", "tmcni0", "10.99.0.0/24", &[]),
+        );
+        let sb = Sandbox::new(
+            "l2cni",
+            GROUP,
+            &d.network("pod", "tmpods", &format!("binding = \"{binding}\"")),
+        );
+        let sink = UdpSink::open(&sb.ns);
+        let (vm, lease, gw_mac) = leased(&sb, "l2c", "pod");
+        attack_changes_nothing(
+            &format!("cni, {binding} binding"),
+            &vm,
+            (other_address(&lease), "10.99.0.1".parse().unwrap(), gw_mac),
+            &sink,
+            &namespaces_of(&sb),
+        );
+        drop(sb);
+
+        // Pod: a namespace made by "the runtime", its eth0 set up by the same plugin.
+        let d = CniDir::new(&format!("l2pod-{binding}"));
+        let sb = Sandbox::new(
+            "l2pod",
+            GROUP,
+            &format!("[networks.pods]\nkind = \"pod\"\nbinding = \"{binding}\"\n"),
+        );
+        let pod = tapmanager_tests::sandbox::Netns::new("l2pod");
+        let result: serde_json::Value =
+            serde_json::from_str(&pod_cni(&sb, &d, &pod, "ADD")).unwrap();
+        let gw: std::net::Ipv4Addr = result["ips"][0]["gateway"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let sink = UdpSink::open(&sb.ns);
+        let pod_sink = UdpSink::open(&pod);
+        let mut n = protocol::NetworkRequest::new("pods".parse().unwrap());
+        n.take_over = Some("eth0".parse().unwrap());
+        let nsfile = std::fs::File::open(format!("/run/netns/{}", pod.name)).unwrap();
+        let (a, fds) = sb
+            .client()
+            .attach_pod(
+                protocol::AttachRequest {
+                    vm: "l2p".parse().unwrap(),
+                    networks: vec![n],
+                },
+                std::os::fd::AsFd::as_fd(&nsfile),
+            )
+            .expect("attach_pod");
+        let vm = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
+        let lease = vm.dhcp().expect("lease");
+        let gw_mac = vm
+            .arp(vm.mac, lease.ip, gw)
+            .expect("the gateway answers ARP");
+        let mut namespaces = namespaces_of(&sb);
+        namespaces.push(format!("/run/netns/{}", pod.name));
+        attack_changes_nothing(
+            &format!("pod, {binding} binding"),
+            &vm,
+            (other_address(&lease), gw, gw_mac),
+            &sink,
+            &namespaces,
+        );
+        assert!(
+            pod_sink.received().is_empty(),
+            "pod {binding}: reached the pod's socket"
+        );
+        drop(vm);
+        sb.client().release(&"l2p".parse().unwrap()).unwrap();
+        assert!(sb.wait_for(10, || sb.journal_entries().is_empty()));
+        pod_cni(&sb, &d, &pod, "DEL");
+    }
 }
