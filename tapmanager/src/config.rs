@@ -14,7 +14,7 @@
 //! ```
 
 use ipnet::Ipv4Net;
-use protocol::{IfName, NetworkName};
+use protocol::{IfName, MacAddr, NetworkName};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -201,6 +201,10 @@ struct RawMacvtap {
     mode: String,
     #[serde(default = "default_mtu")]
     mtu: u32,
+    /// MACs a caller may ask for, by prefix ("52:54:00"); `["any"]` for any. Default: none,
+    /// only the MAC the daemon derives from the caller and VM id.
+    #[serde(default)]
+    allowed_macs: Vec<String>,
     #[serde(default)]
     allow_users: Vec<String>,
     #[serde(default)]
@@ -443,6 +447,61 @@ pub struct MacvtapNet {
     pub lower: IfName,
     pub mode: MacvtapMode,
     pub mtu: u32,
+    /// Which MACs a caller may ask for: a macvtap guest's MAC is on the LAN itself, so one
+    /// that took a LAN host's (its router's) would have the switch send it that host's
+    /// traffic.
+    pub allowed_macs: MacPolicy,
+}
+
+/// The MACs a caller may ask for on a macvtap network, beside the derived one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MacPolicy {
+    /// None: only the MAC derived from the caller's uid, VM id and NIC (locally administered,
+    /// so never a real device's).
+    DerivedOnly,
+    /// Those starting with one of these byte prefixes (1 to 6 bytes each).
+    Prefixes(Vec<Vec<u8>>),
+    /// Any unicast MAC (`allowed_macs = ["any"]`).
+    Any,
+}
+
+impl MacPolicy {
+    /// Whether a caller may ask for `mac`.
+    pub fn allows(&self, mac: MacAddr) -> bool {
+        match self {
+            MacPolicy::DerivedOnly => false,
+            MacPolicy::Prefixes(p) => p.iter().any(|p| mac.0.starts_with(p)),
+            MacPolicy::Any => true,
+        }
+    }
+
+    fn parse(list: &[String]) -> Result<MacPolicy, String> {
+        if list.is_empty() {
+            return Ok(MacPolicy::DerivedOnly);
+        }
+        if list.iter().any(|x| x == "any") {
+            return match list.len() {
+                1 => Ok(MacPolicy::Any),
+                _ => Err("allowed_macs: \"any\" stands alone".to_owned()),
+            };
+        }
+        list.iter()
+            .map(|x| {
+                let bytes: Result<Vec<u8>, _> =
+                    x.split(':').map(|b| u8::from_str_radix(b, 16)).collect();
+                match bytes {
+                    Ok(b) if (1..=6).contains(&b.len()) && x.split(':').all(|p| p.len() == 2) => {
+                        Ok(b)
+                    }
+                    _ => Err(format!(
+                        "allowed_macs: {x:?} is not a MAC prefix like \"52:54:00\" (1 to 6 \
+                         bytes in hex, colon-separated) or \"any\""
+                    )),
+                }
+            })
+            .collect::<Result<_, _>>()
+            .map(MacPolicy::Prefixes)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -726,11 +785,13 @@ impl TryFrom<RawConfig> for Config {
                         )));
                     }
                     let lower = IfName::try_from(m.lower).map_err(|e| problem(e.to_string()))?;
+                    let allowed_macs = MacPolicy::parse(&m.allowed_macs).map_err(problem)?;
                     (
                         NetworkKind::Macvtap(MacvtapNet {
                             lower,
                             mode,
                             mtu: m.mtu,
+                            allowed_macs,
                         }),
                         access,
                     )
@@ -1357,6 +1418,37 @@ dns = ["10.88.0.1"]
         };
         assert_eq!((m.lower.as_str(), m.mode), ("eth0", MacvtapMode::Vepa));
         assert!(Config::parse(&mv("promiscuous")).is_err());
+    }
+
+    #[test]
+    fn a_macvtap_network_allows_only_derived_macs_unless_it_names_prefixes_or_any() {
+        let base = format!(
+            "{}\n[networks.mv]\nkind = \"macvtap\"\nlower = \"eth0\"\n",
+            EXAMPLE.replace("tmbr0x", "br0")
+        );
+        let policy = |extra: &str| -> Result<MacPolicy, String> {
+            let c = Config::parse(&format!("{base}{extra}")).map_err(|e| e.to_string())?;
+            match &c.network(&"mv".parse().unwrap()).unwrap().kind {
+                NetworkKind::Macvtap(m) => Ok(m.allowed_macs.clone()),
+                _ => panic!("a macvtap network"),
+            }
+        };
+        let router: MacAddr = "00:11:22:33:44:55".parse().unwrap();
+        let qemu: MacAddr = "52:54:00:12:34:56".parse().unwrap();
+        assert_eq!(policy(""), Ok(MacPolicy::DerivedOnly));
+        assert!(!MacPolicy::DerivedOnly.allows(router));
+        let p = policy("allowed_macs = [\"52:54:00\"]").unwrap();
+        assert!(p.allows(qemu) && !p.allows(router));
+        assert_eq!(policy("allowed_macs = [\"any\"]"), Ok(MacPolicy::Any));
+        for bad in [
+            "[\"52:54:0\"]",
+            "[\"zz\"]",
+            "[\"any\", \"52:54:00\"]",
+            "[\"\"]",
+        ] {
+            let e = policy(&format!("allowed_macs = {bad}")).unwrap_err();
+            assert!(e.contains("allowed_macs"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -17,9 +17,10 @@
 //! Layout: table `netdev tapmanager` has two sets, `macs` (port . MAC) and `ips`
 //! (port . IPv4), one regular chain `guard` whose rules look the port's MAC and address up in
 //! them, and per port a base chain `in_<port>` on that TAP's ingress hook whose only rule
-//! jumps to `guard`. A port is guarded by adding its chain and its two elements in one atomic
-//! line, and released by deleting them the same way (the chain first). Start-up rebuilds the
-//! whole table in one transaction. The chain is added once the TAP exists (kernels before
+//! jumps to `guard`. A port is guarded by adding its chain and its two elements in one
+//! transaction, and released by deleting them the same way (the chain first); both go over
+//! netlink directly (nfnetlink.rs), since `nft` re-reads every chain before each command.
+//! Start-up rebuilds the whole table in one `nft` transaction. The chain is added once the TAP exists (kernels before
 //! 6.16 refuse a hook on an absent device) and before it is up or any fd of it leaves.
 //!
 //! Each line sent is followed by `list table bridge tapmanager_sync` (an empty table): when its
@@ -69,6 +70,15 @@ pub enum FirewallError {
     Timeout,
     #[error("nft refused `{script}`: {stderr}")]
     Refused { script: String, stderr: String },
+    #[error("cannot open a netlink socket to nf_tables")]
+    Netlink(#[source] std::io::Error),
+    #[error("nf_tables refused to {what} the guards of port {port}")]
+    Port {
+        what: &'static str,
+        port: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What one port may send: its guest's MAC and address.
@@ -134,7 +144,8 @@ fn elements(p: &PortGuard) -> [(&'static str, String); 2] {
     ]
 }
 
-/// The commands that guard one port: what it may send, then the hook that checks it.
+/// The commands that guard one port: what it may send, then the hook that checks it. Used
+/// by the start-up rebuild; an attach sends the same over netlink (nfnetlink.rs).
 pub fn port_script(p: &PortGuard) -> String {
     let mut s = elements(p)
         .iter()
@@ -143,17 +154,6 @@ pub fn port_script(p: &PortGuard) -> String {
         .join("; ");
     write!(s, "; {}", port_chain(&p.ifname)).unwrap();
     s
-}
-
-/// The commands that remove one port's guards: the hook first, so it is never half-guarded.
-fn remove_commands(p: &PortGuard) -> Vec<String> {
-    let mut v = vec![format!("delete chain {GUARDS_TABLE} in_{}", p.ifname)];
-    v.extend(
-        elements(p)
-            .iter()
-            .map(|(set, e)| format!("delete element {GUARDS_TABLE} {set} {{ {e} }}")),
-    );
-    v
 }
 
 /// A routed network (the isolated kind): its guests' traffic is filtered and NATed by the host.
@@ -406,9 +406,40 @@ struct Session {
     stderr: OwnedFd,
 }
 
+/// Where `nft` may be: system directories only, never `$PATH` (the daemon's environment is
+/// not a config file).
+const NFT_PATHS: [&str; 4] = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft", "/bin/nft"];
+
+/// `nft` by absolute path, with an empty environment and CAP_NET_ADMIN as its only capability
+/// (privileges.rs): it needs nothing else of the daemon's.
+fn nft_command() -> std::io::Result<std::process::Command> {
+    let path = NFT_PATHS
+        .iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "nft is not in {}: install the nftables package",
+                    NFT_PATHS.join(", ")
+                ),
+            )
+        })?;
+    let mut cmd = std::process::Command::new(path);
+    cmd.env_clear();
+    // SAFETY: the hook runs between fork and exec and makes only raw prctl calls
+    // (async-signal-safe), touching no memory of the parent.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            crate::privileges::only_in_child(caps::Capability::CAP_NET_ADMIN)
+        });
+    }
+    Ok(cmd)
+}
+
 impl Session {
     async fn spawn() -> Result<Session, FirewallError> {
-        let mut child = Command::new("nft")
+        let mut child = Command::from(nft_command().map_err(FirewallError::Spawn)?)
             .arg("-i")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -487,6 +518,8 @@ pub struct Firewall {
     session: Mutex<Option<Session>>,
     /// A second `nft -i` for teardown's deletes, so an attach never queues behind them.
     teardown: Mutex<Option<Session>>,
+    /// Ports' guards, over netlink (nfnetlink.rs): constant cost per port.
+    ports: crate::nfnetlink::GuardPorts,
     routed: Vec<RoutedNet>,
 }
 
@@ -501,6 +534,7 @@ impl Firewall {
         let fw = Firewall {
             session: Mutex::new(Some(Session::spawn().await?)),
             teardown: Mutex::new(None),
+            ports: crate::nfnetlink::GuardPorts::open().map_err(FirewallError::Netlink)?,
             routed,
         };
         fw.run(&base_script()).await?;
@@ -537,14 +571,22 @@ impl Firewall {
         r
     }
 
-    /// Hooks in one port's guards, atomically.
-    pub async fn add_port(&self, p: &PortGuard) -> Result<(), FirewallError> {
-        self.run(&port_script(p)).await
+    /// Hooks in one port's guards, atomically (the same as [`port_script`], over netlink).
+    pub fn add_port(&self, p: &PortGuard) -> Result<(), FirewallError> {
+        self.ports.add(p).map_err(|source| FirewallError::Port {
+            what: "add",
+            port: p.ifname.to_string(),
+            source,
+        })
     }
 
     /// Removes one port's guards. Idempotent: a port that has none is done.
-    pub async fn remove_port(&self, p: &PortGuard) -> Result<(), FirewallError> {
-        self.remove_all(remove_commands(p)).await
+    pub fn remove_port(&self, p: &PortGuard) -> Result<(), FirewallError> {
+        self.ports.remove(p).map_err(|source| FirewallError::Port {
+            what: "remove",
+            port: p.ifname.to_string(),
+            source,
+        })
     }
 
     /// Puts a routed guest's link under its network's rules, atomically.
@@ -607,7 +649,7 @@ impl Firewall {
 /// own): a persistent `nft -i` per guest namespace would be a process per VM.
 pub fn run_nft_once(script: &str, what: &str) -> std::io::Result<()> {
     use std::io::Write;
-    let mut child = std::process::Command::new("nft")
+    let mut child = nft_command()?
         .args(["-f", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
@@ -642,7 +684,7 @@ mod tests {
     }
 
     #[test]
-    fn a_port_is_its_elements_and_an_ingress_chain_added_and_removed_together() {
+    fn a_port_is_its_elements_and_an_ingress_chain_in_one_line() {
         let s = port_script(&guard());
         assert_eq!(
             s,
@@ -651,9 +693,6 @@ mod tests {
              add chain netdev tapmanager in_tm0123456789 { type filter hook ingress device \"tm0123456789\" priority -500; policy accept; }; \
              add rule netdev tapmanager in_tm0123456789 jump guard"
         );
-        let rm = remove_commands(&guard());
-        assert_eq!(rm[0], "delete chain netdev tapmanager in_tm0123456789");
-        assert_eq!(rm.len(), 3);
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod link;
 pub mod macvtap;
 pub mod names;
 pub mod netns;
+pub mod nfnetlink;
 pub mod peer;
 pub mod pod;
 pub mod privileges;

@@ -168,6 +168,24 @@ pub(crate) fn plan(
                 n.network
             )));
         }
+        // A macvtap guest's MAC is on the LAN itself: another host's would draw its traffic.
+        if let (Some(asked), Some(NetworkKind::Macvtap(mv))) =
+            (n.mac, d.config.network(&n.network).map(|x| &x.kind))
+        {
+            let derived = names::guest_mac(peer.uid, &req.vm, i);
+            if asked != derived && !mv.allowed_macs.allows(asked) {
+                return Err(Error::new(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "network {} is a macvtap network, on the LAN itself: its guests use the \
+                         MAC derived for them ({derived}, leave the MAC out) unless the config \
+                         allows others (allowed_macs = [\"52:54:00\"] for a prefix, or \
+                         [\"any\"])",
+                        n.network
+                    ),
+                ));
+            }
+        }
         let ifname = (0u32..)
             .map(|salt| names::tap_name(&d.config.interface_prefix, peer.uid, &req.vm, i, salt))
             .find(|name| {
@@ -428,7 +446,7 @@ async fn build_bridge_port(
     crate::failpoint::hit("attach:bridge:tap");
     // Guards on its ingress hook before it is up: they hold from its very first frame.
     if let Some(g) = guard(iface) {
-        d.firewall.add_port(&g).await?;
+        d.firewall.add_port(&g)?;
     }
     crate::failpoint::hit("attach:bridge:guards");
     let index = link::index_of(&iface.ifname).ok_or("TAP vanished right after creation")?;
@@ -618,7 +636,7 @@ pub(crate) async fn teardown(d: &Daemon, record: &Record) -> bool {
         let kind = d.config.network(&iface.network).map(|n| &n.kind);
         if matches!(kind, Some(NetworkKind::Bridge(_)) | None) {
             if let Some(g) = guard(iface) {
-                if let Err(e) = d.firewall.remove_port(&g).await {
+                if let Err(e) = d.firewall.remove_port(&g) {
                     tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot remove guards");
                     complete = false;
                 }

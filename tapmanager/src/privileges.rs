@@ -13,6 +13,12 @@
 //! Everything else (CAP_CHOWN for the socket, CAP_SYS_ADMIN, CAP_DAC_OVERRIDE, ...) is dropped
 //! from every set, including the bounding set, so not even an exec'd child gets it back.
 //! Capabilities are per thread: this must run before the tokio runtime starts its threads.
+//!
+//! Children: the daemon sets `SECBIT_NOROOT` (locked), so a program it runs as root does not
+//! get every capability of the bounding set for being root; it gets its ambient set, which
+//! is the kept set unless the child's pre-exec hook narrows it ([`only_in_child`]): `nft`
+//! runs with CAP_NET_ADMIN alone; CNI plugins with the kept set (they create links, enter
+//! namespaces, and some send raw frames).
 
 use caps::{CapSet, Capability, CapsHashSet};
 
@@ -22,6 +28,45 @@ pub enum PrivilegeError {
     Set(CapSet, #[source] caps::errors::CapsError),
     #[error("cannot drop {0} from the bounding set")]
     Bounding(Capability, #[source] caps::errors::CapsError),
+    #[error("cannot set SECBIT_NOROOT (children would get every kept capability)")]
+    SecureBits(#[source] std::io::Error),
+}
+
+/// For a child's pre-exec hook: leaves `cap` as the only capability the
+/// program about to be exec'd gets (its ambient set; see the module docs). Only raw `prctl`
+/// calls, so it is safe between fork and exec. A daemon not run as root has no ambient set
+/// to narrow: raising then fails, and the child runs with what it had, which is nothing.
+pub fn only_in_child(cap: Capability) -> std::io::Result<()> {
+    // SAFETY: PR_CAP_AMBIENT takes integers by value; no memory is shared.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_RAISE,
+            libc::c_ulong::from(cap.index()),
+            0,
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// What the configured networks need beyond CAP_NET_ADMIN and CAP_NET_RAW.
@@ -74,6 +119,22 @@ pub fn kept(needs: Needs) -> CapsHashSet {
 /// ambient, effective, permitted), so that children (`nft`) get exactly these.
 pub fn reduce(needs: Needs) -> Result<(), PrivilegeError> {
     let keep = kept(needs);
+    // While CAP_SETPCAP is still here: children get capabilities by their ambient set only.
+    const SECBIT_NOROOT: libc::c_ulong = 1 << 0;
+    const SECBIT_NOROOT_LOCKED: libc::c_ulong = 1 << 1;
+    // SAFETY: PR_SET_SECUREBITS takes its flags by value; no memory is shared.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECUREBITS,
+            SECBIT_NOROOT | SECBIT_NOROOT_LOCKED,
+            0,
+            0,
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(PrivilegeError::SecureBits(std::io::Error::last_os_error()));
+    }
     for cap in caps::all() {
         if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
             caps::drop(None, CapSet::Bounding, cap)

@@ -83,3 +83,57 @@ fn a_macvtap_guest_sits_on_the_lan_with_its_own_mac_only() {
     let (_, rules) = sb.ns.exec(&["nft", "list", "ruleset"]);
     assert!(!rules.contains(iface.ifname.as_str()), "{rules}");
 }
+
+#[test]
+fn a_macvtap_guest_may_not_take_a_lan_hosts_mac() {
+    if !is_root("a_macvtap_guest_may_not_take_a_lan_hosts_mac") {
+        return;
+    }
+    let networks = format!(
+        "[networks.mv]\nkind = \"macvtap\"\nlower = \"{UPLINK}\"\n\
+         [networks.qemu]\nkind = \"macvtap\"\nlower = \"{UPLINK}\"\nallowed_macs = [\"52:54:00\"]\n"
+    );
+    let (sb, lan) = Sandbox::with_lan("mvmac", GROUP, &networks);
+    // The audit's attack: ask for the MAC of a LAN host (its router, say).
+    let shown = lan.ip(&["-o", "link", "show", "dev", "lan0"]);
+    let lan_mac: protocol::MacAddr = shown
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ask = |net: &str, mac: protocol::MacAddr| {
+        let mut n = NetworkRequest::new(net.parse().unwrap());
+        n.mac = Some(mac);
+        sb.client().attach(AttachRequest {
+            vm: format!("mac-{net}").parse().unwrap(),
+            networks: vec![n],
+        })
+    };
+    for net in ["mv", "qemu"] {
+        let e = ask(net, lan_mac).unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(protocol::ErrorCode::PermissionDenied),
+            "{net}: {e}"
+        );
+        assert!(e.to_string().contains("allowed_macs"), "{e}");
+    }
+    assert!(sb.taps().is_empty() && sb.journal_entries().is_empty());
+    // A prefix the network allows, and the derived MAC (none asked for), are served.
+    let (a, _fds) = ask("qemu", "52:54:00:12:34:56".parse().unwrap()).expect("an allowed prefix");
+    assert_eq!(a.interfaces[0].mac.to_string(), "52:54:00:12:34:56");
+    let (a, _fds2) = sb
+        .client()
+        .attach(AttachRequest {
+            vm: "derived".parse().unwrap(),
+            networks: vec![NetworkRequest::new("mv".parse().unwrap())],
+        })
+        .expect("the derived MAC");
+    assert_eq!(
+        a.interfaces[0].mac.0[0] & 0x03,
+        0x02,
+        "locally administered unicast"
+    );
+}

@@ -312,3 +312,50 @@ fn logs_go_to_journald_when_stderr_is_the_journal_and_to_stderr_otherwise() {
     assert!(stderr.contains("serving"), "stderr: {stderr}");
     assert!(entries.is_empty(), "journal got {entries:#?}");
 }
+
+/// The daemon's `nft -i` child: its pid, found by its parent and name.
+fn nft_child(sb: &Sandbox) -> u32 {
+    let daemon = sb.daemon_pid();
+    let found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let comm = &stat[stat.find('(')? + 1..stat.rfind(')')?];
+        let ppid: u32 = stat[stat.rfind(')')? + 2..]
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        (ppid == daemon && comm == "nft").then_some(pid)
+    });
+    found.expect("the daemon runs nft -i")
+}
+
+#[test]
+fn nft_runs_by_absolute_path_with_an_empty_environment_and_only_net_admin() {
+    if !is_root("nft_runs_by_absolute_path_with_an_empty_environment_and_only_net_admin") {
+        return;
+    }
+    // A daemon that keeps CAP_SYS_ADMIN too (pod networks), started with an environment.
+    let sb = Sandbox::new("capsnft", GROUP, "[networks.pods]\nkind = \"pod\"\n");
+    let pid = nft_child(&sb);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let get = |set: &str| {
+        let line = status.lines().find(|l| l.starts_with(set)).unwrap();
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    for set in ["CapEff", "CapPrm", "CapAmb"] {
+        assert_eq!(get(set), NET_ADMIN, "nft's {set}: {:#x}", get(set));
+    }
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        environ.is_empty(),
+        "nft inherited {:?}",
+        String::from_utf8_lossy(&environ)
+    );
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert!(
+        exe.is_absolute() && exe.ends_with("nft"),
+        "{}",
+        exe.display()
+    );
+}
