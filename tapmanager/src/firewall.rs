@@ -127,7 +127,7 @@ fn base_script() -> String {
 }
 
 /// The base chain that sends every frame of one TAP through `guard`, at the earliest
-/// priority (before any other ingress chain or tc filter could act on it).
+/// priority among nftables ingress chains.
 fn port_chain(ifname: &IfName) -> String {
     format!(
         "add chain {GUARDS_TABLE} in_{ifname} {{ type filter hook ingress device \"{ifname}\" priority -500; policy accept; }}; \

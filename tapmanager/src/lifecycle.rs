@@ -700,29 +700,63 @@ pub(crate) async fn reconcile(d: &Arc<Daemon>) -> Result<(), DaemonError> {
             None => reap.push(r),
         }
     }
-    // Exactly the adopted ports' guards, in one transaction: stale chains vanish with it.
-    let guards: Vec<PortGuard> = adopt
+    // Links of the daemon's shape that no record names (a crash before the journal entry, so
+    // no fd of theirs left the daemon): gone before the rules are rebuilt, so that none is
+    // up and unguarded meanwhile.
+    let recorded: HashSet<&str> = adopt
         .iter()
-        .flat_map(|(r, _)| r.interfaces.iter())
-        .filter(|i| d.bridges.contains_key(&i.network))
+        .map(|(r, _)| r)
+        .chain(&reap)
+        .flat_map(|r| r.interfaces.iter().map(|i| i.ifname.as_str()))
+        .collect();
+    for name in d.links.list_names().await? {
+        if names::is_generated(&name, &d.config.interface_prefix)
+            && !recorded.contains(name.as_str())
+        {
+            match d.links.delete_if_exists(&name).await {
+                Ok(()) => tracing::info!(ifname = %name, "removed orphan link"),
+                Err(e) => {
+                    tracing::error!(ifname = %name, error = %crate::error_chain(&e), "cannot remove orphan link")
+                }
+            }
+        }
+    }
+    // The adopted ports' guards, and those of dead callers' ports that are still there (a
+    // TAP another process still holds carries frames until its teardown deletes it, and
+    // teardown removes the guards only after the link), in one transaction: stale chains
+    // vanish with it.
+    let guarded: Vec<&Record> = adopt
+        .iter()
+        .map(|(r, _)| r)
+        .chain(reap.iter().filter(|r| {
+            r.interfaces
+                .iter()
+                .any(|i| link::index_of(&i.ifname).is_some())
+        }))
+        .collect();
+    // A chain names its device: only links that exist (kernels before 6.16 refuse others).
+    let guards: Vec<PortGuard> = guarded
+        .iter()
+        .flat_map(|r| r.interfaces.iter())
+        .filter(|i| d.bridges.contains_key(&i.network) && link::index_of(&i.ifname).is_some())
         .filter_map(guard)
         .collect();
-    let routed: Vec<_> = adopt
+    let routed: Vec<_> = guarded
         .iter()
-        .flat_map(|(r, _)| {
+        .flat_map(|r| {
             r.interfaces
                 .iter()
                 .filter_map(|i| crate::isolated::routed_port(d, r, i))
         })
         .collect();
-    let macvtaps: Vec<_> = adopt
+    let macvtaps: Vec<_> = guarded
         .iter()
-        .flat_map(|(r, _)| r.interfaces.iter())
+        .flat_map(|r| r.interfaces.iter())
         .filter(|i| {
             matches!(
                 d.config.network(&i.network).map(|n| &n.kind),
                 Some(NetworkKind::Macvtap(_))
-            )
+            ) && link::index_of(&i.ifname).is_some()
         })
         .map(|i| (i.ifname.clone(), i.mac))
         .collect();

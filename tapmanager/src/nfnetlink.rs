@@ -79,7 +79,8 @@ const NFTA_SET_ELEM_KEY: u16 = 1;
 
 /// The guard table's name (family netdev), its sets and its shared chain (firewall.rs).
 const TABLE: &str = "tapmanager";
-/// Where a port's hook sits: before any other ingress chain or tc filter.
+/// Where a port's hook sits: before any other nftables ingress chain (tc's ingress filters,
+/// the tc-redirect binding's, run before every netfilter ingress hook).
 const PRIORITY: i32 = -500;
 /// How long to wait for the kernel's answer.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -310,8 +311,12 @@ impl GuardPorts {
             &[],
         );
         sock.send(&buf, 0)?;
-        // One ACK per message (sequence numbers first+1 ..= first+count), or an error.
+        // One ACK per message (sequence numbers first+1 ..= first+count), or an error. A
+        // failed commit is reported against the batch's first message (BATCH_BEGIN, sequence
+        // `first`), before the ACKs of the messages it had accepted: any error from `first`
+        // to the end of the batch fails it.
         let wanted = (first.wrapping_add(1), count);
+        let batch = (first, count + 2);
         let mut acked = 0;
         while acked < count {
             let (data, _) = sock.recv_from_full()?;
@@ -320,13 +325,14 @@ impl GuardPorts {
                 let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
                 let kind = u16::from_ne_bytes(rest[4..6].try_into().expect("2 bytes"));
                 let seq = u32::from_ne_bytes(rest[8..12].try_into().expect("4 bytes"));
-                let ours = seq.wrapping_sub(wanted.0) < wanted.1;
-                if kind == NLMSG_ERROR && ours && rest.len() >= 20 {
+                let in_batch = seq.wrapping_sub(batch.0) < batch.1;
+                let a_message = seq.wrapping_sub(wanted.0) < wanted.1;
+                if kind == NLMSG_ERROR && in_batch && rest.len() >= 20 {
                     let code = i32::from_ne_bytes(rest[16..20].try_into().expect("4 bytes"));
                     if code != 0 {
                         return Err(io::Error::from_raw_os_error(-code));
                     }
-                    acked += 1;
+                    acked += u32::from(a_message);
                 }
                 if len < 16 {
                     break;

@@ -11,13 +11,17 @@
 //! any uid may attach a queue to a multi-queue TAP of that name (a single-queue TAP is safe:
 //! it is born with our queue attached and takes no second one). Final names are a public
 //! function of uid, VM id and NIC: a stranger spinning `TUNSETIFF(IFF_MULTI_QUEUE)` on a
-//! predicted name joined most attaches (the outside audit, issue 11). So a multi-queue TAP is born under
-//! a random 48-bit name (`tmq` + 12 hex digits), gets its owner and group in the next two
-//! ioctls, has its queues opened, and is then counted over netlink (`IFLA_TUN_NUM_QUEUES`):
-//! anything but exactly our queues (someone who learned the birth name from a link
-//! notification and won the race of a few microseconds) deletes it and starts over under
-//! another name. Only then is it renamed to its final name, which from the start names a
-//! device only its owner may join.
+//! predicted name joined most attaches (the outside audit, issue 11). So a multi-queue TAP is
+//! born under a random 48-bit name (`tmq` + 12 hex digits) and gets its owner and group in
+//! the next two ioctls. Someone who learned the birth name from a link notification can still
+//! win that race of a few microseconds, and while their fd is tied to the TAP (attached, or
+//! detached with `TUNSETQUEUE`, which the kernel lets them attach again owner or not) they may
+//! change its owner and most of its settings. So once our queues are open the owner and group
+//! are set again, and one netlink reading must show exactly our queues attached, none
+//! detached, and our owner and group: from that instant no other fd is tied to it and no one
+//! else may tie one. Anything else deletes it (every fd is untied) and starts over under
+//! another name. Then every per-device setting an fd could change is put back
+//! ([`reset_device`]), and only then is it renamed to its final name.
 //!
 //! The TAP is
 //! not persistent: it disappears when the last fd closes, and teardown deletes it explicitly
@@ -44,15 +48,18 @@ pub enum TapError {
     SetGroup(String, #[source] io::Error),
     #[error("cannot count the queues of new TAP {0}")]
     Count(String, #[source] io::Error),
-    #[error("new TAP {name} had {found} queues attached, not our {ours}, {tries} times in a row: someone on this host is racing TAP creation")]
+    #[error("new TAP {name} was found with someone else's queue or owner ({found}), {tries} times in a row: someone on this host is racing TAP creation")]
     Joined {
         name: String,
-        found: u32,
-        ours: u16,
+        found: String,
         tries: u32,
     },
+    #[error("cannot reset new TAP {0}")]
+    Reset(String, #[source] io::Error),
     #[error("cannot keep new TAP {0} out of the host's IP configuration")]
     Harden(String, #[source] io::Error),
+    #[error("cannot read random bytes for a new TAP's birth name")]
+    Random(#[source] io::Error),
     #[error("cannot rename new TAP {0} to {1}")]
     Rename(String, String, #[source] io::Error),
     #[error("cannot delete new TAP {0} after someone else joined it")]
@@ -113,27 +120,42 @@ pub fn create(name: &IfName, queues: u16, uid: u32, gid: u32) -> Result<Tap, Tap
         return open_owned(name, flags, 1, uid, gid).map(|fds| Tap { fds });
     }
     let rtnl = Rtnl::open().map_err(|e| TapError::Count(name.to_string(), e))?;
+    let ours = TunState {
+        queues: u32::from(queues),
+        disabled: 0,
+        owner: Some(uid),
+        group: Some(gid),
+    };
     for attempt in 1..=BIRTH_TRIES {
-        let birth = birth_name();
+        let birth = birth_name()?;
         let fds = open_owned(&birth, flags, queues, uid, gid)?;
         let index = nix::net::if_::if_nametoindex(birth.as_str())
             .map_err(|e| TapError::Count(birth.to_string(), e.into()))?;
+        // Again: whoever joined before our first TUNSETOWNER may have set their own since.
+        set_owner(&fds[0], &birth, uid, gid)?;
         let found = rtnl
-            .tun_queues(index)
+            .tun_state(index)
             .map_err(|e| TapError::Count(birth.to_string(), e))?;
-        if found != u32::from(queues) {
-            // Deleting it detaches every queue, the stranger's too; ours close on return.
+        if found != ours {
+            // Someone else's queue is attached, or detached but still tied to it (a disabled
+            // queue can be attached again, owner or not), or they changed the owner after us.
+            // Deleting the TAP unties every fd; ours close on return.
             rtnl.delete(index)
                 .map_err(|e| TapError::Delete(birth.to_string(), e))?;
             if attempt == BIRTH_TRIES {
                 return Err(TapError::Joined {
                     name: name.to_string(),
-                    found,
-                    ours: queues,
+                    found: format!("{found:?}"),
                     tries: attempt,
                 });
             }
             continue;
+        }
+        // From the moment of that reading, no fd but ours is tied to it and only `uid` (in
+        // `gid`) may tie one: what someone changed while they held a queue is undone now.
+        if let Err(e) = reset_device(&fds[0]) {
+            let _ = rtnl.delete(index); // ours alone; it also goes when our fds close
+            return Err(TapError::Reset(birth.to_string(), e));
         }
         if let Err(e) = rtnl.rename(index, name) {
             let _ = rtnl.delete(index); // ours alone; it also goes when our fds close
@@ -144,15 +166,127 @@ pub fn create(name: &IfName, queues: u16, uid: u32, gid: u32) -> Result<Tap, Tap
     unreachable!("the last attempt returns")
 }
 
+/// What the kernel says of a multi-queue TAP (`IFLA_INFO_DATA`): queues attached, queues
+/// detached but still tied to it, owner and group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TunState {
+    queues: u32,
+    disabled: u32,
+    owner: Option<u32>,
+    group: Option<u32>,
+}
+
+/// Sets the TAP's owner and group (`TUNSETOWNER`, `TUNSETGROUP`).
+fn set_owner(fd: &OwnedFd, name: &IfName, uid: u32, gid: u32) -> Result<(), TapError> {
+    // SAFETY: TUNSETOWNER takes the uid by value; no memory is shared with the kernel.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOWNER, uid as libc::c_ulong) };
+    if rc < 0 {
+        return Err(TapError::SetOwner(
+            name.to_string(),
+            io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: TUNSETGROUP takes the gid by value; no memory is shared with the kernel.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETGROUP, gid as libc::c_ulong) };
+    if rc < 0 {
+        return Err(TapError::SetGroup(
+            name.to_string(),
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Puts back every per-device setting an fd tied to the TAP can change without a capability
+/// (Linux 6.18's `__tun_chr_ioctl`), to what `TUNSETIFF` made: not persistent, Ethernet, no
+/// offloads, no MAC filter, no socket or eBPF filter, no steering program, the default send
+/// buffer and vnet header, native byte order, carrier on, a fresh MAC. Owner and group are
+/// [`set_owner`]'s.
+fn reset_device(fd: &OwnedFd) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    let check = |rc: libc::c_int, what: &str| {
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            Err(io::Error::new(e.kind(), format!("{what}: {e}")))
+        } else {
+            Ok(())
+        }
+    };
+    let by_value = |req: libc::Ioctl, v: libc::c_ulong, what: &str| {
+        // SAFETY: these requests take their argument by value; no memory is shared.
+        check(unsafe { libc::ioctl(raw, req, v) }, what)
+    };
+    let by_int = |req: libc::Ioctl, v: libc::c_int, what: &str| {
+        // SAFETY: these requests read one `int` through the pointer, which outlives the call.
+        check(
+            unsafe { libc::ioctl(raw, req, std::ptr::from_ref(&v)) },
+            what,
+        )
+    };
+    by_value(libc::TUNSETPERSIST, 0, "TUNSETPERSIST")?;
+    by_value(
+        libc::TUNSETLINK,
+        libc::ARPHRD_ETHER as libc::c_ulong,
+        "TUNSETLINK",
+    )?;
+    by_value(libc::TUNSETOFFLOAD, 0, "TUNSETOFFLOAD")?;
+    by_value(libc::TUNDETACHFILTER, 0, "TUNDETACHFILTER")?;
+    // struct tun_filter { __u16 flags; __u16 count; }: a count of 0 turns the filter off.
+    let no_filter = [0u16; 2];
+    // SAFETY: TUNSETTXFILTER reads one `struct tun_filter` (4 bytes with no addresses).
+    let rc = unsafe { libc::ioctl(raw, libc::TUNSETTXFILTER, no_filter.as_ptr()) };
+    check(rc, "TUNSETTXFILTER")?;
+    by_int(libc::TUNSETSNDBUF, libc::c_int::MAX, "TUNSETSNDBUF")?;
+    // sizeof(struct virtio_net_hdr): what TUNSETIFF starts with.
+    by_int(libc::TUNSETVNETHDRSZ, 10, "TUNSETVNETHDRSZ")?;
+    by_int(libc::TUNSETVNETLE, 0, "TUNSETVNETLE")?;
+    match by_int(libc::TUNSETVNETBE, 0, "TUNSETVNETBE") {
+        // A kernel without CONFIG_TUN_VNET_CROSS_LE has no big-endian mode to turn off.
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {}
+        r => r?,
+    }
+    by_int(libc::TUNSETSTEERINGEBPF, -1, "TUNSETSTEERINGEBPF")?;
+    by_int(libc::TUNSETFILTEREBPF, -1, "TUNSETFILTEREBPF")?;
+    by_int(libc::TUNSETCARRIER, 1, "TUNSETCARRIER")?;
+    // A fresh locally administered unicast MAC (kinds that care set their own later).
+    let mut mac = [0u8; 6];
+    // SAFETY: getrandom writes at most 6 bytes into `mac`, which outlives the call.
+    let n = unsafe { libc::getrandom(mac.as_mut_ptr().cast(), 6, 0) };
+    check(if n == 6 { 0 } else { -1 }, "getrandom")?;
+    mac[0] = (mac[0] & 0xfc) | 0x02;
+    // SAFETY: ifreq is plain old data; all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    // SAFETY: writing the hwaddr member of the union, which SIOCSIFHWADDR reads.
+    unsafe {
+        req.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
+        for (d, b) in req.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(mac) {
+            *d = b as libc::c_char;
+        }
+    }
+    // SAFETY: SIOCSIFHWADDR on a TAP fd reads one `struct ifreq`, which outlives the call.
+    check(
+        unsafe { libc::ioctl(raw, libc::SIOCSIFHWADDR, &mut req) },
+        "SIOCSIFHWADDR",
+    )
+}
+
 /// `tmq` and 12 random hex digits: a name no one can predict. A daemon that dies before the
 /// rename leaves nothing behind: the TAP is not persistent yet and goes with its fds.
-fn birth_name() -> IfName {
+fn birth_name() -> Result<IfName, TapError> {
     let mut bytes = [0u8; 6];
-    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer, which outlives it.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    assert_eq!(n, 6, "getrandom failed"); // never short for 6 bytes without GRND_NONBLOCK
+    loop {
+        // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer, which
+        // outlives the call.
+        let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+        match n {
+            6 => break,
+            // Interrupted while the pool was not ready yet (early boot): ask again.
+            _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
+            _ => return Err(TapError::Random(io::Error::last_os_error())),
+        }
+    }
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    IfName::try_from(format!("tmq{hex}")).expect("15 bytes of [a-z0-9]")
+    Ok(IfName::try_from(format!("tmq{hex}")).expect("15 bytes of [a-z0-9]"))
 }
 
 /// Opens the first queue (creating the TAP), sets its owner and group, opens the others.
@@ -164,22 +298,7 @@ fn open_owned(
     gid: u32,
 ) -> Result<Vec<OwnedFd>, TapError> {
     let first = open_queue(name, flags)?;
-    // SAFETY: TUNSETOWNER takes the uid by value; no memory is shared with the kernel.
-    let rc = unsafe { libc::ioctl(first.as_raw_fd(), libc::TUNSETOWNER, uid as libc::c_ulong) };
-    if rc < 0 {
-        return Err(TapError::SetOwner(
-            name.to_string(),
-            io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: TUNSETGROUP takes the gid by value; no memory is shared with the kernel.
-    let rc = unsafe { libc::ioctl(first.as_raw_fd(), libc::TUNSETGROUP, gid as libc::c_ulong) };
-    if rc < 0 {
-        return Err(TapError::SetGroup(
-            name.to_string(),
-            io::Error::last_os_error(),
-        ));
-    }
+    set_owner(&first, name, uid, gid)?;
     // Owned first (the ioctls above come straight after the one that made it); then, before
     // it is up and before any fd leaves: no IPv6, strict rp_filter (link.rs).
     crate::link::harden_guest_link(name.as_str())
@@ -195,8 +314,12 @@ fn open_owned(
 /// new TAP needs answered on whatever thread made it (often one inside a guest's namespace).
 struct Rtnl(netlink_sys::Socket);
 
-/// `IFLA_TUN_NUM_QUEUES` in a tun device's `IFLA_INFO_DATA`: queues attached right now.
+/// A tun device's `IFLA_INFO_DATA` (`<linux/if_link.h>`): owner and group (absent when
+/// unset), queues attached right now, and queues detached but still tied to it.
+const IFLA_TUN_OWNER: u16 = 1;
+const IFLA_TUN_GROUP: u16 = 2;
 const IFLA_TUN_NUM_QUEUES: u16 = 8;
+const IFLA_TUN_NUM_DISABLED_QUEUES: u16 = 9;
 
 impl Rtnl {
     fn open() -> io::Result<Rtnl> {
@@ -243,38 +366,57 @@ impl Rtnl {
         }
     }
 
-    /// How many queues TAP `index` has attached.
-    fn tun_queues(&self, index: u32) -> io::Result<u32> {
+    /// A multi-queue TAP's queues, detached queues, owner and group.
+    fn tun_state(&self, index: u32) -> io::Result<TunState> {
         use netlink_packet_route::link::{InfoData, LinkAttribute, LinkInfo, LinkMessage};
         let mut msg = LinkMessage::default();
         msg.header.index = index;
         let replies = self.request(netlink_packet_route::RouteNetlinkMessage::GetLink(msg))?;
-        for reply in replies {
-            let netlink_packet_route::RouteNetlinkMessage::NewLink(link) = reply else {
+        let mut state = TunState {
+            queues: u32::MAX,
+            disabled: u32::MAX,
+            owner: None,
+            group: None,
+        };
+        let tun = replies
+            .into_iter()
+            .filter_map(|r| match r {
+                netlink_packet_route::RouteNetlinkMessage::NewLink(l) => Some(l.attributes),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|a| match a {
+                LinkAttribute::LinkInfo(infos) => Some(infos),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|i| match i {
+                LinkInfo::Data(InfoData::Tun(t)) => Some(t),
+                _ => None,
+            })
+            .flatten();
+        for nla in tun {
+            use netlink_packet_core::Nla;
+            if nla.value_len() != 4 {
                 continue;
-            };
-            for attr in link.attributes {
-                let LinkAttribute::LinkInfo(infos) = attr else {
-                    continue;
-                };
-                for info in infos {
-                    let LinkInfo::Data(InfoData::Tun(tun)) = info else {
-                        continue;
-                    };
-                    for nla in tun {
-                        use netlink_packet_core::Nla;
-                        if nla.kind() == IFLA_TUN_NUM_QUEUES && nla.value_len() == 4 {
-                            let mut v = [0u8; 4];
-                            nla.emit_value(&mut v);
-                            return Ok(u32::from_ne_bytes(v));
-                        }
-                    }
-                }
+            }
+            let mut v = [0u8; 4];
+            nla.emit_value(&mut v);
+            let v = u32::from_ne_bytes(v);
+            match nla.kind() {
+                IFLA_TUN_OWNER => state.owner = Some(v),
+                IFLA_TUN_GROUP => state.group = Some(v),
+                IFLA_TUN_NUM_QUEUES => state.queues = v,
+                IFLA_TUN_NUM_DISABLED_QUEUES => state.disabled = v,
+                _ => {}
             }
         }
-        Err(io::Error::other(
-            "the kernel did not report IFLA_TUN_NUM_QUEUES",
-        ))
+        if state.queues == u32::MAX || state.disabled == u32::MAX {
+            return Err(io::Error::other(
+                "the kernel did not report the TAP's queues (IFLA_TUN_NUM_QUEUES)",
+            ));
+        }
+        Ok(state)
     }
 
     fn rename(&self, index: u32, name: &IfName) -> io::Result<()> {
@@ -357,25 +499,66 @@ mod tests {
     }
 
     #[test]
-    fn the_queue_count_sees_a_queue_someone_else_attached() {
+    fn the_reading_sees_a_queue_someone_else_attached_or_detached() {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: needs root (TAP devices in a namespace of its own)");
             return;
         }
-        let (before, after) = in_fresh_netns(|| {
+        let states = in_fresh_netns(|| {
             let name: IfName = "tmcount0".parse().unwrap();
-            let tap = create(&name, 2, 0, 0).unwrap();
+            let tap = create(&name, 2, 4242, 4243).unwrap();
             let index = nix::net::if_::if_nametoindex("tmcount0").unwrap();
             let rtnl = Rtnl::open().unwrap();
-            let before = rtnl.tun_queues(index).unwrap();
+            let before = rtnl.tun_state(index).unwrap();
             let flags =
                 libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR | libc::IFF_MULTI_QUEUE;
             let joined = open_queue(&name, flags).unwrap();
-            let after = rtnl.tun_queues(index).unwrap();
+            let attached = rtnl.tun_state(index).unwrap();
+            // The audit reviewer's trick: detach, stay tied, attach again later.
+            let mut req = ifreq(&name, libc::IFF_DETACH_QUEUE);
+            // SAFETY: TUNSETQUEUE reads one `struct ifreq`, which outlives the call.
+            let rc = unsafe { libc::ioctl(joined.as_raw_fd(), libc::TUNSETQUEUE, &mut req) };
+            assert_eq!(rc, 0);
+            let detached = rtnl.tun_state(index).unwrap();
             drop((tap, joined));
-            (before, after)
+            [before, attached, detached]
         });
-        assert_eq!((before, after), (2, 3));
+        let s = |queues, disabled| TunState {
+            queues,
+            disabled,
+            owner: Some(4242),
+            group: Some(4243),
+        };
+        assert_eq!(states, [s(2, 0), s(3, 0), s(2, 1)]);
+    }
+
+    #[test]
+    fn a_reset_puts_back_what_a_queue_holder_changed() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (TAP devices in a namespace of its own)");
+            return;
+        }
+        let (persist_before, persist_after, sndbuf) = in_fresh_netns(|| {
+            let tap = create(&"tmreset0".parse().unwrap(), 2, 0, 0).unwrap();
+            let fd = &tap.fds[1];
+            // SAFETY: TUNSETPERSIST takes its flag by value.
+            let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST, 1) };
+            assert_eq!(rc, 0);
+            let small: libc::c_int = 4096;
+            // SAFETY: TUNSETSNDBUF reads one int, which outlives the call.
+            let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETSNDBUF, &small) };
+            assert_eq!(rc, 0);
+            let persist_before = flags(fd).unwrap().1 & libc::IFF_PERSIST;
+            reset_device(&tap.fds[0]).unwrap();
+            let persist_after = flags(fd).unwrap().1 & libc::IFF_PERSIST;
+            let mut sndbuf: libc::c_int = 0;
+            // SAFETY: TUNGETSNDBUF writes one int, which outlives the call.
+            let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETSNDBUF, &mut sndbuf) };
+            assert_eq!(rc, 0);
+            (persist_before, persist_after, sndbuf)
+        });
+        assert_ne!(persist_before, 0);
+        assert_eq!((persist_after, sndbuf), (0, libc::c_int::MAX));
     }
 
     #[test]

@@ -171,24 +171,48 @@ fn the_hosts_namespace_is_never_taken_over_even_by_a_user_who_may_adopt_any() {
 
 /// The audit's TAP thief, run as the stranger: spins `TUNSETIFF(IFF_MULTI_QUEUE)` on the
 /// predicted names given as arguments, and also on every `tm…` name a link notification
-/// announces (the birth names too). Prints `ready`, then, once its stdin closes, one line per
-/// name it joined.
+/// announces (the birth names too). Whatever it joins it makes its own (`TUNSETOWNER`) and
+/// detaches from (`TUNSETQUEUE`), staying tied to it, as a review of the first fix found one
+/// could, and keeps trying to attach each such queue again. Prints `ready`, then, once its
+/// stdin closes, `joined NAME` per name it joined and `reattached NAME` per TAP it held a
+/// queue of once the TAP had its final name (one the daemon handed out).
 const TAP_THIEF: &str = r#"
 import fcntl, os, socket, struct, sys, threading
 TUNSETIFF = 0x400454ca
 FLAGS = 0x0002 | 0x1000 | 0x4000 | 0x0100  # IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE
 joined, held, stop = [], [], threading.Event()
+TUNSETOWNER, TUNSETQUEUE, TUNGETIFF = 0x400454cc, 0x400454d9, 0x800454d2
+IFF_ATTACH_QUEUE, IFF_DETACH_QUEUE = 0x0200, 0x0400
 def join(name):
     fd = os.open("/dev/net/tun", os.O_RDWR)
     try:
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), FLAGS))
-        joined.append(name); held.append(fd)
     except OSError:
         os.close(fd)
+        return
+    joined.append(name); held.append((name, fd))
+    try:
+        fcntl.ioctl(fd, TUNSETOWNER, os.getuid())
+        fcntl.ioctl(fd, TUNSETQUEUE, struct.pack("16sH22x", b"", IFF_DETACH_QUEUE))
+    except OSError:
+        pass
+reattached = []
 def spin(names):
     while not stop.is_set():
         for n in names:
             join(n)
+        for n, fd in list(held):
+            try:
+                fcntl.ioctl(fd, TUNSETQUEUE, struct.pack("16sH22x", b"", IFF_ATTACH_QUEUE))
+            except OSError:
+                pass
+            # Attached to a TAP under its final name: one the daemon handed out.
+            try:
+                now = fcntl.ioctl(fd, TUNGETIFF, bytes(40))[:16].split(b"\0")[0].decode()
+            except OSError:
+                continue
+            if not now.startswith("tmq") and now not in reattached:
+                reattached.append(now)
 def watch():
     s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
     s.bind((0, 1))  # RTMGRP_LINK
@@ -224,7 +248,9 @@ stop.set()
 for t in threads:
     t.join()
 for n in joined:
-    print(n, flush=True)
+    print("joined", n, flush=True)
+for n in reattached:
+    print("reattached", n, flush=True)
 "#;
 
 #[test]
@@ -280,22 +306,37 @@ fn a_stranger_racing_tap_creation_never_joins_a_guests_multi_queue_tap() {
                 .unwrap_or("?")
                 .to_owned(),
         );
+        // The guest runs a moment: time for the thief to attach a queue it kept.
+        std::thread::sleep(std::time::Duration::from_millis(50));
         drop(fds);
         client.release(vm).unwrap();
     }
     // Closing its stdin makes it report what it joined.
     let mut thief = thief;
     drop(thief.0.as_mut().unwrap().stdin.take());
-    let joined: Vec<String> = std::io::BufRead::lines(out).map(Result::unwrap).collect();
+    let lines: Vec<String> = std::io::BufRead::lines(out).map(Result::unwrap).collect();
     drop(thief);
+    let named = |what: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|l| l.strip_prefix(what).map(str::to_owned))
+            .collect()
+    };
+    let (joined, reattached) = (named("joined "), named("reattached "));
     let (births, finals): (Vec<_>, Vec<_>) = joined.iter().partition(|n| n.starts_with("tmq"));
     eprintln!(
         "local attack: {ATTACHES} two-queue attaches raced by a stranger: {} final-name joins, \
-         {} birth-name joins (each caught by the queue count: that TAP was deleted and made anew)",
+         {} birth-name joins (each caught: that TAP was deleted and made anew), {} queues \
+         attached again later",
         finals.len(),
-        births.len()
+        births.len(),
+        reattached.len()
     );
     assert!(finals.is_empty(), "the stranger joined {finals:?}");
+    assert!(
+        reattached.is_empty(),
+        "the stranger got back {reattached:?}"
+    );
     assert!(
         queues_seen.iter().all(|q| q == "2"),
         "queues attached per TAP: {queues_seen:?}"
