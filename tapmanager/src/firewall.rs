@@ -431,7 +431,7 @@ fn nft_command() -> std::io::Result<std::process::Command> {
     // (async-signal-safe), touching no memory of the parent.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            crate::privileges::only_in_child(caps::Capability::CAP_NET_ADMIN)
+            crate::privileges::only_in_child(&[caps::Capability::CAP_NET_ADMIN])
         });
     }
     Ok(cmd)

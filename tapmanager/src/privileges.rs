@@ -17,8 +17,8 @@
 //! Children: the daemon sets `SECBIT_NOROOT` (locked), so a program it runs as root does not
 //! get every capability of the bounding set for being root; it gets its ambient set, which
 //! is the kept set unless the child's pre-exec hook narrows it ([`only_in_child`]): `nft`
-//! runs with CAP_NET_ADMIN alone; CNI plugins with the kept set (they create links, enter
-//! namespaces, and some send raw frames).
+//! runs with CAP_NET_ADMIN alone; CNI plugins with [`CNI_PLUGIN_CAPS`] (they create links,
+//! enter namespaces, and some send raw frames), never CAP_MKNOD or CAP_NET_BIND_SERVICE.
 
 use caps::{CapSet, Capability, CapsHashSet};
 
@@ -32,11 +32,11 @@ pub enum PrivilegeError {
     SecureBits(#[source] std::io::Error),
 }
 
-/// For a child's pre-exec hook: leaves `cap` as the only capability the
-/// program about to be exec'd gets (its ambient set; see the module docs). Only raw `prctl`
-/// calls, so it is safe between fork and exec. A daemon not run as root has no ambient set
-/// to narrow: raising then fails, and the child runs with what it had, which is nothing.
-pub fn only_in_child(cap: Capability) -> std::io::Result<()> {
+/// For a child's pre-exec hook: leaves `caps` as the only capabilities the program about to
+/// be exec'd gets (its ambient set; see the module docs). Only raw `prctl` calls, so it is
+/// safe between fork and exec. A daemon not run as root has no ambient set to narrow; the
+/// child then runs with what it had, which is nothing.
+pub fn only_in_child(caps: &[Capability]) -> std::io::Result<()> {
     // SAFETY: PR_CAP_AMBIENT takes integers by value; no memory is shared.
     let rc = unsafe {
         libc::prctl(
@@ -53,21 +53,31 @@ pub fn only_in_child(cap: Capability) -> std::io::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
-    // SAFETY: as above.
-    let rc = unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_RAISE,
-            libc::c_ulong::from(cap.index()),
-            0,
-            0,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
+    for cap in caps {
+        // SAFETY: as above.
+        let rc = unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_RAISE,
+                libc::c_ulong::from(cap.index()),
+                0,
+                0,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
     Ok(())
 }
+
+/// What a CNI plugin gets: links and rules (`CAP_NET_ADMIN`), entering the namespace it was
+/// given (`CAP_SYS_ADMIN`) and raw frames (the bridge plugin's gratuitous ARP, `CAP_NET_RAW`).
+pub const CNI_PLUGIN_CAPS: [Capability; 3] = [
+    Capability::CAP_NET_ADMIN,
+    Capability::CAP_SYS_ADMIN,
+    Capability::CAP_NET_RAW,
+];
 
 /// What the configured networks need beyond CAP_NET_ADMIN and CAP_NET_RAW.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

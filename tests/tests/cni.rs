@@ -402,3 +402,29 @@ fn ptp_with_firewall_and_portmap_chained() {
         "DEL left rules: {rules}"
     );
 }
+
+#[test]
+fn plugins_run_with_only_the_capabilities_plugins_use() {
+    if !is_root("plugins_run_with_only_the_capabilities_plugins_use") {
+        return;
+    }
+    let d = CniDir::new("caps");
+    let pass =
+        serde_json::json!({"type": "fixture-plugin", "fixture": {"mode": "pass", "log": d.log()}});
+    d.write(
+        "tmcaps",
+        bridge_list(&d, "tmcaps", "1.0.0", "tmcnic", "10.94.0.0/24", &[pass]),
+    );
+    // A DNS forwarder makes the daemon keep CAP_NET_BIND_SERVICE: no plugin needs it.
+    let dns = "[networks.lan]\nkind = \"bridge\"\nbridge = \"tmbr0\"\ngateway = \"10.88.0.1/24\"\n\
+               nat = true\ndns_forward = true\n";
+    let sb = Sandbox::new("cnicaps", GROUP, &(d.network("pod", "tmcaps", "") + dns));
+    let (_a, _fds) = attach(&sb, "caps1", &["pod"]).expect("attach");
+    let calls = d.calls();
+    let caps = &calls.first().expect("the fixture ran")["caps"];
+    // CAP_NET_ADMIN (12), CAP_NET_RAW (13), CAP_SYS_ADMIN (21).
+    let want = format!("{:016x}", (1u64 << 12) | (1 << 13) | (1 << 21));
+    for set in ["CapEff", "CapPrm", "CapAmb"] {
+        assert_eq!(caps[set].as_str(), Some(want.as_str()), "{set}: {caps}");
+    }
+}

@@ -138,6 +138,11 @@ pub async fn invoke(
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
+    // SAFETY: the hook runs between fork and exec and makes only raw prctl calls
+    // (async-signal-safe), touching no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| crate::privileges::only_in_child(&crate::privileges::CNI_PLUGIN_CAPS));
+    }
     if let Some(rt) = rt {
         cmd.env("CNI_CONTAINERID", &rt.container_id)
             .env("CNI_NETNS", &rt.netns)
