@@ -355,31 +355,31 @@ pub fn icmp_echo(
     icmp.extend_from_slice(b"tapmanager-echo");
     let c = dhcp::frame::internet_checksum(&icmp, 0);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    let total = (20 + icmp.len()) as u16;
-    let mut ip = vec![
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        0,
-        0x40,
-        0,
-        64,
-        1,
-        0,
-        0,
-    ];
-    ip.extend_from_slice(&src_ip.octets());
-    ip.extend_from_slice(&dst_ip.octets());
+    ipv4_frame(src_mac, next_hop_mac, (src_ip, dst_ip), 1, &icmp)
+}
+
+/// An Ethernet frame carrying one IPv4 packet (no options, don't fragment, TTL 64) of
+/// protocol `proto` from `ips.0` to `ips.1`.
+pub fn ipv4_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    ips: (Ipv4Addr, Ipv4Addr),
+    proto: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let total = (20 + payload.len()) as u16;
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&ips.0.octets());
+    ip.extend_from_slice(&ips.1.octets());
     let c = dhcp::frame::internet_checksum(&ip, 0);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut f = Vec::new();
-    f.extend_from_slice(&next_hop_mac);
+    let mut f = Vec::with_capacity(14 + ip.len() + payload.len());
+    f.extend_from_slice(&dst_mac);
     f.extend_from_slice(&src_mac);
     f.extend_from_slice(&[0x08, 0x00]);
     f.extend_from_slice(&ip);
-    f.extend_from_slice(&icmp);
+    f.extend_from_slice(payload);
     f
 }
 
@@ -442,32 +442,7 @@ pub fn tcp_frame(
     let pseudo = word(s, 0) + word(s, 2) + word(d, 0) + word(d, 2) + 6 + tcp.len() as u32;
     let c = dhcp::frame::internet_checksum(&tcp, pseudo);
     tcp[16..18].copy_from_slice(&c.to_be_bytes());
-    let total = (20 + tcp.len()) as u16;
-    let mut ip = vec![
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        0,
-        0x40,
-        0,
-        64,
-        6,
-        0,
-        0,
-    ];
-    ip.extend_from_slice(&s);
-    ip.extend_from_slice(&d);
-    let c = dhcp::frame::internet_checksum(&ip, 0);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut f = Vec::with_capacity(14 + ip.len() + tcp.len());
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&tcp);
-    f
+    ipv4_frame(src_mac, dst_mac, (*src.ip(), *dst.ip()), 6, &tcp)
 }
 
 /// A TCP segment's (source, destination, seq, ack, flags), if `f` carries one.

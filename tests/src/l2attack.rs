@@ -22,17 +22,11 @@ pub fn link_local_groups() -> impl Iterator<Item = [u8; 6]> {
     (0..16u8).map(|x| [0x01, 0x80, 0xc2, 0, 0, x])
 }
 
+/// The one's-complement sum of 16-bit words (a checksum's pseudo-header part).
 fn sum16(data: &[u8]) -> u32 {
     data.chunks(2)
         .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
         .sum()
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
 }
 
 /// The guest's link-local address (EUI-64 of its MAC).
@@ -70,7 +64,7 @@ pub fn router_advertisement(src_mac: [u8; 6], dst_mac: [u8; 6]) -> Vec<u8> {
     pseudo.extend_from_slice(&dst);
     pseudo.extend_from_slice(&u32::from(len).to_be_bytes());
     pseudo.extend_from_slice(&[0, 0, 0, 58]);
-    let sum = fold(sum16(&pseudo) + sum16(&icmp));
+    let sum = dhcp::frame::internet_checksum(&icmp, sum16(&pseudo));
     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
     let mut f = Vec::new();
     f.extend_from_slice(&dst_mac);

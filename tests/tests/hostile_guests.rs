@@ -13,6 +13,11 @@ use tapmanager_tests::sandbox::{is_root, Sandbox};
 
 const GROUP: u32 = 47_101;
 
+/// A bridge network whose DNS forwarder relays to the stand-in LAN's 192.168.77.2.
+const DNS_NETWORK: &str = "[networks.default]\nkind = \"bridge\"\nbridge = \"tmbr0\"\n\
+                           gateway = \"10.88.0.1/24\"\nnat = true\ndns_forward = true\n\
+                           dns_upstream = [\"192.168.77.2\"]\n";
+
 /// The daemon's CPU time so far (user + system), from /proc/PID/stat.
 fn cpu(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -193,10 +198,7 @@ fn a_dns_flood_holds_a_bounded_share_and_other_guests_are_answered() {
         return;
     }
     use tapmanager_tests::fakedns::{query, read_answer, FakeDns};
-    let networks = "[networks.default]\nkind = \"bridge\"\nbridge = \"tmbr0\"\n\
-                    gateway = \"10.88.0.1/24\"\nnat = true\ndns_forward = true\n\
-                    dns_upstream = [\"192.168.77.2\"]\n";
-    let (sb, lan) = Sandbox::with_lan("dnsflood", GROUP, networks);
+    let (sb, lan) = Sandbox::with_lan("dnsflood", GROUP, DNS_NETWORK);
     // The upstream answers the honest name; the flood's names it never answers, so each
     // flood query holds its place for the forwarder's whole 2 s wait.
     let upstream = FakeDns::start_with(
@@ -308,10 +310,7 @@ fn idle_tcp_connections_of_one_member_leave_the_forwarder_to_the_others() {
     }
     use std::net::{Ipv4Addr, SocketAddrV4};
     use tapmanager_tests::fakedns::{query, read_answer, FakeDns};
-    let networks = "[networks.default]\nkind = \"bridge\"\nbridge = \"tmbr0\"\n\
-                    gateway = \"10.88.0.1/24\"\nnat = true\ndns_forward = true\n\
-                    dns_upstream = [\"192.168.77.2\"]\n";
-    let (sb, lan) = Sandbox::with_lan("dnstcp", GROUP, networks);
+    let (sb, lan) = Sandbox::with_lan("dnstcp", GROUP, DNS_NETWORK);
     let _upstream = FakeDns::start(
         &lan,
         "192.168.77.2".parse().unwrap(),
