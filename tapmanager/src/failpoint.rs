@@ -3,10 +3,12 @@
 //! daemon SIGKILLs itself when it reaches the point `NAME`. Without the feature [`hit`] is an
 //! empty inline function: a release build has no such code, whatever its environment says.
 //!
-//! Names are `attach:STEP` and `teardown:STEP`; [`POINTS`] lists them.
+//! Names are `attach:STEP` and `teardown:STEP`, and `start:reconcile:STEP` for start-up;
+//! [`POINTS`] lists them.
 
 /// Every crash point, as the tests iterate them.
 pub const POINTS: &[&str] = &[
+    "start:reconcile:rebuilt",
     "attach:planned",
     "attach:bridge:tap",
     "attach:bridge:guards",

@@ -761,6 +761,7 @@ pub(crate) async fn reconcile(d: &Arc<Daemon>) -> Result<(), DaemonError> {
         .map(|i| (i.ifname.clone(), i.mac))
         .collect();
     d.firewall.rebuild(&guards, &routed, &macvtaps).await?;
+    crate::failpoint::hit("start:reconcile:rebuilt");
     for r in &reap {
         let done = teardown(d, r).await;
         tracing::info!(vm = %r.vm, uid = r.uid, complete = done, "reaped attachment of a dead caller");

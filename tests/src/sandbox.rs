@@ -288,6 +288,27 @@ impl Sandbox {
     /// Starts the daemon inside the namespace (setns before exec; no mount namespace) and
     /// waits until its socket answers.
     pub fn start(&mut self) {
+        self.spawn();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if protocol::Client::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon not ready:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the daemon inside the namespace without waiting for it: for a crash point
+    /// reached before it serves ([`Sandbox::died_within`] then tells).
+    pub fn spawn(&mut self) {
         assert!(self.daemon.is_none());
         let nsfile: OwnedFd = self.ns.file().into();
         let log = std::fs::OpenOptions::new()
@@ -319,21 +340,6 @@ impl Sandbox {
         let child = cmd.spawn().expect("spawn tapmanager");
         drop(nsfile);
         self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if protocol::Client::connect(&self.socket).is_ok() {
-                return;
-            }
-            if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
-                panic!("daemon exited with {status}:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon not ready:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// Runs another `tapmanager serve --config CONFIG` in this sandbox's namespace and returns

@@ -282,3 +282,46 @@ fn a_crash_at_every_step_of_a_take_over_gives_the_pod_its_interface_back() {
     pod_cni(&sb, &d, &pod, "DEL");
     pod_cni(&sb, &d, &live_pod, "DEL");
 }
+
+#[test]
+fn a_dead_callers_tap_that_lives_on_keeps_its_guards_until_its_teardown() {
+    if !is_root("a_dead_callers_tap_that_lives_on_keeps_its_guards_until_its_teardown") {
+        return;
+    }
+    let mut sb = Sandbox::with_defaults("reapguard", GROUP);
+    // A TAP by name is persistent: it outlives its caller, as a TAP whose fd another process
+    // holds does, and carries frames until the daemon deletes it.
+    let mut c = caller(&sb, "fcdead", "default", true);
+    assert!(sb.wait_for(10, || sb.journal_entries().len() == 1));
+    let tap = sb.taps().pop().expect("the caller's TAP");
+    sb.kill();
+    drop(c.stdin.take());
+    c.wait().unwrap();
+    assert!(
+        sb.ns.link_exists(&tap),
+        "the persistent TAP outlived its caller"
+    );
+    // Restarted, the daemon reaps the dead caller: stopped right after the rules are rebuilt
+    // and before that teardown, the TAP still there is still guarded.
+    sb.crash_at = Some("start:reconcile:rebuilt".to_owned());
+    sb.spawn();
+    assert!(
+        sb.died_within(20),
+        "the daemon did not reach the crash point"
+    );
+    let (_, rules) = sb
+        .ns
+        .exec(&["nft", "list", "table", "netdev", "tapmanager"]);
+    assert!(
+        rules.contains(&format!("device \"{tap}\"")),
+        "{tap} unguarded between the rebuild and its teardown: {rules}"
+    );
+    // Started for good, it deletes the TAP and then its guards.
+    sb.crash_at = None;
+    sb.start();
+    assert!(sb.all_gone(10), "{:?}", sb.taps());
+    let (_, rules) = sb
+        .ns
+        .exec(&["nft", "list", "table", "netdev", "tapmanager"]);
+    assert!(!rules.contains(&tap), "{rules}");
+}
