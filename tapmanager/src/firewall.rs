@@ -48,7 +48,8 @@ const MACVTAP: &str = "netdev tapmanager_macvtap";
 const BRIDGE_NAT: &str = "ip tapmanager_bridge_nat";
 
 /// A macvtap's source-MAC guard: a base chain on the device's egress hook (the guest's frames
-/// leave through the macvtap device). The chain goes away with the device.
+/// leave through the macvtap device). Kernels before 6.16 drop the chain with the device;
+/// 6.18 keeps it, hooked to nothing: teardown deletes it either way.
 fn macvtap_guard_script(ifname: &IfName, mac: MacAddr) -> String {
     format!(
         "add table {MACVTAP}; add chain {MACVTAP} out_{ifname} {{ type filter hook egress device \"{ifname}\" priority 0; policy accept; }}; \
