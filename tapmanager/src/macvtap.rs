@@ -103,7 +103,8 @@ fn open_queues(
 }
 
 /// The macvtap's `major:minor`, read from a sysfs mounted in a private mount namespace on a
-/// short-lived thread, so it shows the daemon's network namespace, whatever /sys shows.
+/// short-lived thread, so it shows the daemon's network namespace, whatever /sys shows (a
+/// daemon entered into its namespace by `setns` still sees the host's in `/sys`).
 fn devnum(name: &IfName, index: u32) -> io::Result<(u64, u64)> {
     let path = format!("/sys/class/net/{name}/macvtap/tap{index}/dev");
     std::thread::Builder::new()
@@ -118,13 +119,39 @@ fn devnum(name: &IfName, index: u32) -> io::Result<(u64, u64)> {
                 MsFlags::MS_REC | MsFlags::MS_PRIVATE,
                 None::<&str>,
             )?;
+            // A tmpfs first: where `/sys` already is this namespace's sysfs (a daemon started
+            // by `ip netns exec`, or in the host's namespace), mounting that same sysfs on it
+            // again is refused (EBUSY: the same superblock on its own root); on the tmpfs it
+            // is not. Then the sysfs as its superblock already is elsewhere, read-write on
+            // every ordinary host (a read-only mount of a superblock mounted read-write is
+            // EBUSY too, DESIGN.md §6), read-only where the host's is. Both are private to
+            // this thread's mount namespace and gone with it.
+            let hidden = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            let step = |what: &str, e: nix::errno::Errno| {
+                io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("{what} to read {path}: {e}"),
+                )
+            };
             mount(
-                Some("sysfs"),
+                Some("tmpfs"),
                 "/sys",
-                Some("sysfs"),
-                MsFlags::MS_RDONLY,
-                None::<&str>,
-            )?;
+                Some("tmpfs"),
+                hidden,
+                Some("size=4k"),
+            )
+            .map_err(|e| step("mounting a private tmpfs on /sys", e))?;
+            match mount(Some("sysfs"), "/sys", Some("sysfs"), hidden, None::<&str>) {
+                Err(nix::errno::Errno::EBUSY) => mount(
+                    Some("sysfs"),
+                    "/sys",
+                    Some("sysfs"),
+                    hidden | MsFlags::MS_RDONLY,
+                    None::<&str>,
+                ),
+                r => r,
+            }
+            .map_err(|e| step("mounting a private sysfs", e))?;
             let text = std::fs::read_to_string(&path)?;
             let (ma, mi) = text
                 .trim()

@@ -199,6 +199,19 @@ pub struct Sandbox {
     /// A crash point (tapmanager's `failpoint::POINTS`) the next `start` arms: the daemon
     /// kills itself there.
     pub crash_at: Option<String>,
+    /// How the next `start` puts the daemon into the namespace.
+    pub launch: Launch,
+}
+
+/// How a sandbox's daemon enters its namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    /// `setns` between fork and exec: the daemon keeps the test's mount namespace, where no
+    /// sysfs of its network namespace is mounted (no host is like that).
+    Setns,
+    /// `ip netns exec`, as an operator starts it: a mount namespace of its own with that
+    /// network namespace's sysfs mounted read-write, as a host's `/sys` is.
+    IpNetnsExec,
 }
 
 /// The default network of the sandbox config.
@@ -276,6 +289,7 @@ impl Sandbox {
             log,
             log_filter: opts.log_filter,
             crash_at: None,
+            launch: Launch::Setns,
         };
         sb.start();
         sb
@@ -316,7 +330,15 @@ impl Sandbox {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut cmd = Command::new(bin("tapmanager"));
+        let mut cmd = match self.launch {
+            Launch::Setns => Command::new(bin("tapmanager")),
+            Launch::IpNetnsExec => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &self.ns.name])
+                    .arg(bin("tapmanager"));
+                c
+            }
+        };
         cmd.args(["serve", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", &self.log_filter)
@@ -328,14 +350,16 @@ impl Sandbox {
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         let raw = nsfile.as_raw_fd();
-        // SAFETY: between fork and exec only async-signal-safe calls: setns is a syscall.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+        if self.launch == Launch::Setns {
+            // SAFETY: between fork and exec only async-signal-safe calls: setns is a syscall.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let child = cmd.spawn().expect("spawn tapmanager");
         drop(nsfile);

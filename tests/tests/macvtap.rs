@@ -5,7 +5,7 @@ use protocol::{AttachRequest, NetworkRequest};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 use tapmanager_tests::fakevm::{self, Capture, FakeVm};
-use tapmanager_tests::sandbox::{is_root, Sandbox, UPLINK};
+use tapmanager_tests::sandbox::{is_root, Launch, Sandbox, UPLINK};
 
 const GROUP: u32 = 47_041;
 const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
@@ -135,5 +135,30 @@ fn a_macvtap_guest_may_not_take_a_lan_hosts_mac() {
         a.interfaces[0].mac.0[0] & 0x03,
         0x02,
         "locally administered unicast"
+    );
+}
+
+#[test]
+fn a_macvtap_guest_is_served_by_a_daemon_started_with_ip_netns_exec() {
+    if !is_root("a_macvtap_guest_is_served_by_a_daemon_started_with_ip_netns_exec") {
+        return;
+    }
+    let networks = format!("[networks.mv]\nkind = \"macvtap\"\nlower = \"{UPLINK}\"\n");
+    let (mut sb, _lan) = Sandbox::with_lan("mvipexec", GROUP, &networks);
+    // As an operator starts it: its namespace's sysfs is mounted read-write, as on any host.
+    sb.kill();
+    sb.launch = Launch::IpNetnsExec;
+    sb.start();
+    let (a, fds) = sb
+        .client()
+        .attach(AttachRequest {
+            vm: "mvexec".parse().unwrap(),
+            networks: vec![NetworkRequest::new("mv".parse().unwrap())],
+        })
+        .expect("attach with the daemon under ip netns exec");
+    let g = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
+    assert!(
+        g.arp(g.mac, GUEST, LAN_HOST).is_some(),
+        "the LAN host answers ARP"
     );
 }
