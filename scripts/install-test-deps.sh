@@ -12,7 +12,8 @@
 #      qemu-utils 10.x the machine already has from backports; Debian 12's own qemu-system-x86
 #      7.2 would remove it), and from the normal suites: a Debian kernel image
 #      (linux-image-cloud-amd64 by default, see tests/guest/README.md), busybox-static,
-#      util-linux (setpriv, nsenter), python3 (the LAN side of the masquerade test), nftables, ebtables, iproute2, cpio, gzip, zstd, xz-utils.
+#      util-linux (setpriv, nsenter), python3 (the LAN side of the masquerade test), nftables, ebtables, iproute2, cpio, gzip, zstd, xz-utils;
+#      and mmdebstrap + e2fsprogs for the Debian VM image (tests/vm/build-image.sh).
 #
 # Every install is simulated first (`apt-get install -s`); if apt would remove any package
 # ("Remv" line) or downgrade one, the script stops with exit code 3 and changes nothing more.
@@ -186,6 +187,10 @@ safe_install -t "$BPO" qemu-system-x86 ipxe-qemu
 # Everything else from the normal suites.
 safe_install "$KERNEL_PKG" busybox-static nftables ebtables iproute2 cpio gzip zstd xz-utils kmod util-linux python3 \
     containernetworking-plugins iptables python3-yaml
+
+# The Debian VM image of the systemd tier (tests/vm/build-image.sh): mmdebstrap builds it from
+# the configured mirror, mkfs.ext4 -d and debugfs (e2fsprogs) fill and read its disks.
+safe_install mmdebstrap e2fsprogs
 
 log "qemu: $(qemu-system-x86_64 --version | head -n1)"
 log "kernels: $(ls /boot/vmlinuz-* 2>/dev/null | tr '\n' ' ')"
