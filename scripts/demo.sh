@@ -6,10 +6,11 @@
 # VM through vmwrapper as the unprivileged user `nobody`, and shows its lease, the name it
 # resolved through its gateway and its ping of that server. Everything is removed at the end.
 #
-#   sudo scripts/demo.sh
+#   scripts/demo.sh          (as root, or as a user with sudo: it asks sudo itself)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "demo.sh: run as root (sudo scripts/demo.sh): it starts the daemon" >&2; exit 1; }
+. scripts/as-root.sh
+as_root "$0" "$@" || { echo "demo.sh: run as root: it starts the daemon (and sudo is not installed)" >&2; exit 1; }
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 

@@ -4,11 +4,15 @@
 # not root. Ends with one line: "tests: N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/as-root.sh
+# As a user with sudo: again through sudo. Without sudo: unprivileged, root tests skipping.
+as_root "$0" "$@" || true
 if [ "$(id -u)" = 0 ]; then
   bash scripts/install-test-deps.sh
 else
-  echo "test.sh: not root: not installing packages; root-only tests will skip" >&2
+  echo "test.sh: not root and no sudo: not installing packages; root-only tests will skip" >&2
 fi
+start=$(date +%s)
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The integration tests run the daemon and vmwrapper binaries: build them first.
@@ -18,12 +22,32 @@ bash scripts/deb.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace -- --test-threads=2 2>&1 | tee "$log" || status=$?
+times=("$(printf '%-28s %4d s' "fmt, clippy, build, .deb" $(($(date +%s) - start)))")
+# tier NAME CMD...: runs one tier with its output in the log, and notes its wall time.
+tier() {
+  local name=$1 start rc=0
+  shift
+  start=$(date +%s)
+  "$@" 2>&1 | tee -a "$log" || rc=$?
+  times+=("$(printf '%-28s %4d s%s' "$name" $(($(date +%s) - start)) "$([ $rc = 0 ] || echo '  FAILED')")")
+  [ $rc = 0 ] || status=1
+}
+tier "unit + root (setns)" cargo test --workspace -- --test-threads=2
+# Every kind's root tests again with the daemon started by `ip netns exec`, as operators do:
+# a mount namespace of its own, that network namespace's sysfs mounted read-write.
+tier "root kinds (ip netns exec)" env TM_LAUNCH=ip-netns-exec cargo test -p tapmanager-tests \
+  --test bridge --test isolated --test masquerade --test macvtap --test cni --test pod \
+  --test desktop --test crash -- --test-threads=2
 # A short run of each fuzz target (scripts/fuzz.sh): a crash fails the run.
-if ! bash scripts/fuzz.sh --seconds 15 2>&1 | tee -a "$log"; then
-  status=1
-  echo "test result: FAILED. 0 passed; 1 failed (a fuzz target crashed)" >>"$log"
-fi
+fuzz() {
+  bash scripts/fuzz.sh --seconds 15 || {
+    echo "test result: FAILED. 0 passed; 1 failed (a fuzz target crashed)"
+    return 1
+  }
+}
+tier "fuzz" fuzz
+printf 'tier times:\n'
+printf '  %s\n' "${times[@]}"
 # One closing line for all of cargo's per-binary "test result:" lines.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

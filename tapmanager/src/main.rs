@@ -496,6 +496,13 @@ fn bind_socket(path: &Path, group: u32) -> Result<std::os::unix::net::UnixListen
     Ok(listener)
 }
 
+/// `path` or its nearest ancestor that exists (the state directory is made later).
+fn existing_ancestor(path: &Path) -> &Path {
+    path.ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"))
+}
+
 fn serve(config_path: &Path) -> Result<(), MainError> {
     let config = Config::load(config_path)?;
     // Socket activation: systemd's socket if it passed one, else our own.
@@ -520,9 +527,16 @@ fn serve(config_path: &Path) -> Result<(), MainError> {
     }
     // While every capability is still there: pid 1's namespace does not open without them.
     let host_netns = tapmanager::netns::HostNetns::learn();
+    let mut needs = tapmanager::privileges::Needs::of(&config);
+    if needs.namespaces {
+        // Also while every capability is there: it may enter pid 1's mount namespace.
+        let place = tapmanager::netns::PinPlace::learn(existing_ancestor(&config.state_dir));
+        needs.foreign_pins = place.needs_chroot();
+        place.install();
+    }
     // Before any thread exists: capabilities are per thread.
     if nix::unistd::geteuid().is_root() {
-        tapmanager::privileges::reduce(tapmanager::privileges::Needs::of(&config))?;
+        tapmanager::privileges::reduce(needs)?;
     } else {
         tracing::warn!("not running as root: capabilities left as they are");
     }

@@ -48,19 +48,12 @@ impl NetNs {
     /// Creates a fresh namespace and pins it at `path` (a new file).
     pub fn create(path: &Path) -> io::Result<NetNs> {
         placeholder(path)?;
-        let target = path.to_owned();
-        let made = on_thread(move || {
-            // The thread ends right after: its namespace lives on through the bind mount.
+        // The thread ends right after: its namespace lives on through the fd, then the pin.
+        let made = on_thread(|| {
             unshare(CloneFlags::CLONE_NEWNET)?;
-            mount(
-                Some("/proc/thread-self/ns/net"),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )?;
-            Ok(())
-        });
+            File::open("/proc/thread-self/ns/net")
+        })
+        .and_then(|ns| pin_file(&ns, path));
         if let Err(e) = made {
             let _ = std::fs::remove_file(path); // the empty placeholder; nothing else exists
             return Err(e);
@@ -72,27 +65,37 @@ impl NetNs {
     /// daemon can reach it again after a restart. Unpinning ([`NetNs::delete`]) does not end
     /// it while its own processes hold it.
     pub fn pin(fd: std::os::fd::BorrowedFd<'_>, path: &Path) -> io::Result<NetNs> {
-        use std::os::fd::AsRawFd;
         placeholder(path)?;
-        let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
-        if let Err(e) = mount(
-            Some(source.as_str()),
-            path,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        ) {
+        if let Err(e) = pin_fd(fd, path) {
             let _ = std::fs::remove_file(path); // the empty placeholder; nothing else exists
-            return Err(e.into());
+            return Err(e);
         }
         NetNs::open(path)
     }
 
-    /// Opens a namespace pinned earlier.
+    /// Opens a namespace pinned earlier. A pin made by an earlier daemon in the keeping mount
+    /// namespace ([`PinPlace`]) that did not propagate here is opened there, and mounted here
+    /// too, so that the daemon's children (CNI plugins) find it at its path.
     pub fn open(path: &Path) -> io::Result<NetNs> {
+        let file = File::open(path)?;
+        if is_nsfs(&file)? {
+            return Ok(NetNs {
+                path: path.to_owned(),
+                file,
+            });
+        }
+        let Some(keeper) = keeping_namespace() else {
+            return Err(not_pinned(path));
+        };
+        let target = path.to_owned();
+        let file = in_mount_namespace(keeper, move || File::open(&target))?;
+        if !is_nsfs(&file)? {
+            return Err(not_pinned(path));
+        }
+        bind(&file, path)?;
         Ok(NetNs {
             path: path.to_owned(),
-            file: File::open(path)?,
+            file,
         })
     }
 
@@ -120,14 +123,185 @@ impl NetNs {
     /// Unpins and removes a namespace; the kernel frees it (and every link in it) once nothing
     /// holds it. An absent one is already deleted.
     pub fn delete(path: &Path) -> io::Result<()> {
-        match umount2(path, MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => return Err(e.into()),
+        if let Some(keeper) = keeping_namespace() {
+            let target = path.to_owned();
+            in_mount_namespace(keeper, move || unmount(&target))?;
         }
+        unmount(path)?;
         match std::fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+fn not_pinned(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!(
+            "{} is not a pinned namespace (its mount is gone)",
+            path.display()
+        ),
+    )
+}
+
+/// `NSFS_MAGIC` of `<linux/magic.h>`: the filesystem of namespace files.
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+fn is_nsfs(file: &File) -> io::Result<bool> {
+    let fs = nix::sys::statfs::fstatfs(file)?;
+    Ok(fs.filesystem_type().0 as i64 == NSFS_MAGIC)
+}
+
+fn bind(ns: &File, path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let source = format!("/proc/self/fd/{}", ns.as_raw_fd());
+    mount(
+        Some(source.as_str()),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(Into::into)
+}
+
+fn unmount(path: &Path) -> io::Result<()> {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn pin_fd(fd: std::os::fd::BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    pin_file(&File::from(fd.try_clone_to_owned()?), path)
+}
+
+/// Mounts `ns` on `path` where it outlives this daemon (the keeping mount namespace, when the
+/// daemon has a mount namespace of its own), and here, unless that mount propagated here.
+fn pin_file(ns: &File, path: &Path) -> io::Result<()> {
+    if let Some(keeper) = keeping_namespace() {
+        let (ns, target) = (ns.try_clone()?, path.to_owned());
+        in_mount_namespace(keeper, move || bind(&ns, &target))?;
+        if is_nsfs(&File::open(path)?)? {
+            return Ok(()); // propagated: the keeper's mount is seen here
+        }
+    }
+    bind(ns, path)
+}
+
+/// Where the daemon's namespace pins are mounted so that they outlive it. A daemon started by
+/// systemd or from a shell shares the host's mount namespace, and its pins stay when it stops.
+/// One started by `ip netns exec` (or `unshare -m`) has a mount namespace of its own, which
+/// dies with it: a pin mounted only there would end every isolated, masquerade and CNI guest's
+/// namespace at a restart. Such a daemon mounts its pins in the mount namespace of pid 1 (or,
+/// where that cannot be opened, of the process that started it), which must see the same
+/// state directory.
+#[derive(Debug)]
+pub enum PinPlace {
+    /// The daemon's own mount namespace is the host's.
+    Here,
+    /// The daemon's mount namespace is its own; pins go to this one's too.
+    Keeper {
+        ns: File,
+        /// Whose it is: "pid 1" or "the parent process".
+        whose: &'static str,
+    },
+    /// The daemon's mount namespace is its own, and no namespace that outlives it could be
+    /// used: pins die with it (said once at start).
+    Lost(String),
+}
+
+static PIN_PLACE: std::sync::OnceLock<PinPlace> = std::sync::OnceLock::new();
+
+fn keeping_namespace() -> Option<&'static File> {
+    match PIN_PLACE.get() {
+        Some(PinPlace::Keeper { ns, .. }) => Some(ns),
+        _ => None,
+    }
+}
+
+/// Runs `f` on a fresh thread that has entered mount namespace `ns` (a thread of its own
+/// file-system context: `setns` refuses a mount namespace to a thread that shares it).
+fn in_mount_namespace<T: Send + 'static>(
+    ns: &File,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let ns = ns.try_clone()?;
+    on_thread(move || {
+        unshare(CloneFlags::CLONE_FS)?;
+        setns(ns.as_fd(), CloneFlags::CLONE_NEWNS)?;
+        f()
+    })
+}
+
+impl PinPlace {
+    /// Finds where pins outlive the daemon: here, when this mount namespace is pid 1's (or
+    /// the parent's, where pid 1's cannot be read); else that namespace, if it sees `dir`
+    /// (the state directory, which must exist) as the same directory. Call before capabilities
+    /// are dropped (it opens pid 1's namespace and enters another), then [`PinPlace::install`].
+    pub fn learn(dir: &Path) -> PinPlace {
+        let own = match File::open("/proc/self/ns/mnt").and_then(|f| identity(f.as_fd())) {
+            Ok(id) => id,
+            Err(e) => return PinPlace::Lost(format!("cannot read its own mount namespace: {e}")),
+        };
+        let here = match std::fs::metadata(dir) {
+            Ok(m) => {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            }
+            Err(e) => return PinPlace::Lost(format!("{}: {e}", dir.display())),
+        };
+        let parent = format!("/proc/{}/ns/mnt", nix::unistd::getppid());
+        let mut why = Vec::new();
+        for (whose, path) in [("pid 1", "/proc/1/ns/mnt"), ("the parent process", &parent)] {
+            let ns = match File::open(path) {
+                Ok(f) => f,
+                Err(e) => {
+                    why.push(format!("{whose}'s cannot be opened ({e})"));
+                    continue;
+                }
+            };
+            match identity(ns.as_fd()) {
+                Ok(id) if id == own => return PinPlace::Here,
+                Ok(_) => {}
+                Err(e) => {
+                    why.push(format!("{whose}'s: {e}"));
+                    continue;
+                }
+            }
+            let target = dir.to_owned();
+            let seen = in_mount_namespace(&ns, move || {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata(&target).map(|m| (m.dev(), m.ino()))
+            });
+            match seen {
+                Ok(id) if id == here => return PinPlace::Keeper { ns, whose },
+                Ok(_) => why.push(format!("{whose}'s has another {}", dir.display())),
+                Err(e) => why.push(format!("{whose}'s cannot be entered ({e})")),
+            }
+        }
+        PinPlace::Lost(why.join("; "))
+    }
+
+    /// Whether pins need CAP_SYS_CHROOT (entering another mount namespace) while serving.
+    pub fn needs_chroot(&self) -> bool {
+        matches!(self, PinPlace::Keeper { .. })
+    }
+
+    /// Makes this the place of every pin from now on, and says where that is.
+    pub fn install(self) {
+        match &self {
+            PinPlace::Here => {}
+            PinPlace::Keeper { whose, .. } => tracing::info!(
+                "running in a mount namespace of its own: namespace pins are mounted in {whose}'s too, so guests keep their namespaces across restarts"
+            ),
+            PinPlace::Lost(why) => tracing::warn!(
+                why = %why,
+                "running in a mount namespace of its own that no other shares: isolated, masquerade and CNI guests lose their namespaces when the daemon stops; start it in the host's mount namespace (nsenter --net, not ip netns exec) or give it CAP_SYS_CHROOT and CAP_SYS_PTRACE"
+            ),
+        }
+        let _ = PIN_PLACE.set(self); // set once, at start
     }
 }
 

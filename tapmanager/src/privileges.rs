@@ -88,6 +88,9 @@ pub struct Needs {
     pub device_nodes: bool,
     /// Binds a port below 1024 (a bridge network's DNS forwarder).
     pub low_ports: bool,
+    /// Mounts namespace pins in another mount namespace ([`crate::netns::PinPlace`]): entering
+    /// it takes CAP_SYS_CHROOT.
+    pub foreign_pins: bool,
 }
 
 impl Needs {
@@ -121,6 +124,9 @@ pub fn kept(needs: Needs) -> CapsHashSet {
     }
     if needs.low_ports {
         keep.insert(Capability::CAP_NET_BIND_SERVICE);
+    }
+    if needs.foreign_pins {
+        keep.insert(Capability::CAP_SYS_CHROOT);
     }
     keep
 }

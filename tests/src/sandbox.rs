@@ -214,6 +214,18 @@ pub enum Launch {
     IpNetnsExec,
 }
 
+impl Launch {
+    /// The launch a run asks for with `TM_LAUNCH` (`setns`, the default, or `ip-netns-exec`):
+    /// scripts/test.sh runs every kind's tests once each way.
+    pub fn from_env() -> Launch {
+        match std::env::var("TM_LAUNCH").as_deref() {
+            Ok("ip-netns-exec") => Launch::IpNetnsExec,
+            Ok("setns") | Ok("") | Err(_) => Launch::Setns,
+            Ok(other) => panic!("TM_LAUNCH={other}: expected setns or ip-netns-exec"),
+        }
+    }
+}
+
 /// The default network of the sandbox config.
 pub const GATEWAY: &str = "10.88.0.1";
 pub const BRIDGE: &str = "tmbr0";
@@ -289,7 +301,7 @@ impl Sandbox {
             log,
             log_filter: opts.log_filter,
             crash_at: None,
-            launch: Launch::Setns,
+            launch: Launch::from_env(),
         };
         sb.start();
         sb

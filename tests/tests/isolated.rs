@@ -5,7 +5,7 @@
 use protocol::{AttachRequest, NetworkRequest};
 use std::net::Ipv4Addr;
 use tapmanager_tests::fakevm::{self, Capture, FakeVm};
-use tapmanager_tests::sandbox::{is_root, Sandbox, UPLINK};
+use tapmanager_tests::sandbox::{is_root, Launch, Sandbox, UPLINK};
 
 const GROUP: u32 = 47_021;
 const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
@@ -338,4 +338,46 @@ fn bridge_and_tc_redirect_bindings_isolate_like_the_routed_one() {
         sb.client().release(&"j2".parse().unwrap()).unwrap();
         assert!(sb.all_gone(10), "{binding}: something left after release");
     }
+}
+
+/// A daemon started with `ip netns exec` has a mount namespace of its own, which dies with it:
+/// pins mounted only there ended every isolated guest's namespace at a restart (the guest then
+/// got no lease). The pins must be in the starting process's mount namespace too.
+#[test]
+fn a_daemon_started_with_ip_netns_exec_keeps_isolated_guests_across_a_restart() {
+    if !is_root("a_daemon_started_with_ip_netns_exec_keeps_isolated_guests_across_a_restart") {
+        return;
+    }
+    let networks = format!(
+        "[networks.iso]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"{UPLINK}\"\n"
+    );
+    let (mut sb, _lan) = Sandbox::with_lan("isonsx", GROUP, &networks);
+    sb.kill();
+    sb.launch = Launch::IpNetnsExec;
+    sb.start();
+    let (a, vm) = attach(&sb, "nsx1");
+    let lease = vm.dhcp().expect("lease");
+    let pin = sb
+        .dir
+        .join("state/netns")
+        .join(a.interfaces[0].ifname.to_string());
+    // Seen from this test's mount namespace, the one `ip netns exec` was run from.
+    let fs = nix::sys::statfs::statfs(&pin).expect("statfs pin");
+    assert_eq!(
+        fs.filesystem_type().0 as i64,
+        0x6e73_6673,
+        "{} is not a namespace here: its pin lives only in the daemon's mount namespace",
+        pin.display()
+    );
+    sb.kill();
+    sb.start();
+    assert_eq!(sb.client().list().unwrap().len(), 1);
+    assert_eq!(vm.dhcp().expect("lease after restart").ip, lease.ip);
+    sb.client().release(&"nsx1".parse().unwrap()).unwrap();
+    assert!(sb.wait_for(10, || !pin.exists()), "pin left behind");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&*pin.to_string_lossy()),
+        "pin still mounted here after release"
+    );
 }

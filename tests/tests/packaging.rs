@@ -257,3 +257,99 @@ fn the_kubernetes_manifest_parses_and_its_config_is_the_daemons() {
         "{said}"
     );
 }
+
+/// The README's two commands are `scripts/demo.sh` and `scripts/test.sh`, with no `sudo` in
+/// front: a fresh Debian has none, and as root the first command a newcomer typed failed.
+/// Each script goes through sudo itself when it is not root and sudo exists: checked here as
+/// an unprivileged user, with a stand-in `sudo` that records what it was asked to run.
+#[test]
+fn the_readme_commands_need_no_sudo_as_root_and_use_it_otherwise() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for cmd in ["scripts/demo.sh", "scripts/test.sh"] {
+        assert!(
+            readme.lines().any(|l| l.trim_start().starts_with(cmd)),
+            "README does not show `{cmd}` as a command of its own"
+        );
+        assert!(
+            !readme.contains(&format!("sudo {cmd}")),
+            "README still puts sudo before {cmd}"
+        );
+        let script = std::fs::read_to_string(root.join(cmd)).unwrap();
+        assert!(
+            script.contains(". scripts/as-root.sh") && script.contains("as_root \"$0\" \"$@\""),
+            "{cmd} does not go through as_root"
+        );
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP the sudo half: needs root to become another user");
+        return;
+    }
+    let dir = TestDir::new("asroot");
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let lib = root.join("scripts/as-root.sh");
+    let probe = format!(
+        ". {}; as_root /x/demo.sh one two; echo returned=$?",
+        lib.display()
+    );
+    // Root, with no sudo anywhere on PATH: returns at once.
+    let out = run(Command::new("bash")
+        .args(["-c", &probe])
+        .env("PATH", "/usr/bin:/bin"));
+    assert_eq!(out.trim(), "returned=0");
+    // A user with no sudo: returns 1 (demo.sh then says to run it as root).
+    let bare = dir.join("bare");
+    std::fs::create_dir(&bare).unwrap();
+    for tool in ["id", "basename"] {
+        std::os::unix::fs::symlink(format!("/usr/bin/{tool}"), bare.join(tool)).unwrap();
+    }
+    let user = |path: String| {
+        let mut c = Command::new("/usr/bin/setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/bin/bash",
+            "-c",
+        ])
+        .arg(&probe)
+        .env("PATH", path)
+        .env("HOME", &dir.0);
+        c
+    };
+    let out = run(&mut user(bare.display().to_string()));
+    assert_eq!(out.trim(), "returned=1", "{out}");
+    // A user with sudo: the script runs again through it, with the caller's PATH kept.
+    let withsudo = dir.join("withsudo");
+    std::fs::create_dir(&withsudo).unwrap();
+    let record = dir.join("sudo-args");
+    std::fs::write(
+        withsudo.join("sudo"),
+        format!("#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\n", record.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        withsudo.join("sudo"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:{}", withsudo.display(), bare.display());
+    let out = run(&mut user(path.clone()));
+    assert!(
+        !out.contains("returned="),
+        "as_root did not exec sudo: {out}"
+    );
+    let args = std::fs::read_to_string(&record).expect("sudo not run");
+    let args: Vec<&str> = args.lines().collect();
+    assert_eq!(
+        args,
+        [
+            "env",
+            &format!("PATH={path}"),
+            "bash",
+            "/x/demo.sh",
+            "one",
+            "two"
+        ],
+    );
+}
