@@ -26,7 +26,8 @@
 //!
 //! bincode is not self-describing, so *any* change to a message type (a field, a variant, an
 //! order) is a new [`PROTOCOL_VERSION`]. The client sends its version in [`Hello`]; the daemon
-//! accepts only versions it can speak (today exactly one) and otherwise answers
+//! accepts the versions it can speak ([`OLDEST_PROTOCOL_VERSION`] to [`PROTOCOL_VERSION`])
+//! and otherwise answers
 //! `HelloReply::Rejected` with [`ErrorCode::VersionMismatch`] naming the versions it speaks.
 //! The `Hello`/`HelloReply` pair itself never changes, so that answer is always readable.
 //!
@@ -109,8 +110,13 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The version this crate speaks. 2: `NetworkRequest::take_over` and the request's netns fd
 /// (the shim path), `Check`/`Checked`, `Status`. 3: `NetworkRequest::by_name` (Firecracker)
-/// and the lease in `Interface` (`dns`, `search`, `routes`: cloud-init).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// and the lease in `Interface` (`dns`, `search`, `routes`: cloud-init). 4:
+/// `ErrorCode::HostSetup`.
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// The oldest version the daemon still serves: 3's messages are 4's, but for the one error
+/// code 3 lacks, which such a client gets as `Internal`.
+pub const OLDEST_PROTOCOL_VERSION: u32 = 3;
 
 /// Where the daemon listens by default.
 pub const DEFAULT_SOCKET: &str = "/run/tapmanager/tapmanager.sock";

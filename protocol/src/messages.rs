@@ -200,6 +200,11 @@ pub enum ErrorCode {
     /// spec's, 100 and up the plugin's), the message has its `msg` and `details`. The plugins'
     /// DEL has run; nothing was left behind.
     CniPlugin(u32),
+    /// The kernel refused a step of setting up the network on the host (a bridge full, a
+    /// missing module, the daemon short of a privilege or of fds); the message names the step,
+    /// the kernel's reason and what would fix it. Nothing was left behind. Since version 4; a
+    /// version 3 client gets `Internal` with the same message.
+    HostSetup,
 }
 
 impl fmt::Display for ErrorCode {

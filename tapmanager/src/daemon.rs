@@ -133,6 +133,15 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> Error {
     Error::new(code, msg)
 }
 
+/// An error as a client of protocol `version` can read it: codes newer than its version
+/// become `Internal`, with the same message.
+fn for_version(mut e: Error, version: u32) -> Error {
+    if version < 4 && e.code == ErrorCode::HostSetup {
+        e.code = ErrorCode::Internal;
+    }
+    e
+}
+
 impl Daemon {
     /// Opens the journal, prepares the kernel side and reconciles it with the journal.
     /// Must run inside the tokio runtime, on a thread in the daemon's network namespace.
@@ -310,14 +319,21 @@ impl Daemon {
                 return;
             }
         };
-        if hello.version != PROTOCOL_VERSION && matches!(reply, HelloReply::Accepted(_)) {
+        let speaks = protocol::OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION;
+        if !speaks.contains(&hello.version) && matches!(reply, HelloReply::Accepted(_)) {
             reply = HelloReply::Rejected(err(
                 ErrorCode::VersionMismatch,
                 format!(
-                    "client speaks protocol version {}, this daemon speaks only {PROTOCOL_VERSION}",
-                    hello.version
+                    "client speaks protocol version {}, this daemon speaks {} to {}",
+                    hello.version,
+                    speaks.start(),
+                    speaks.end()
                 ),
             ));
+        }
+        // The version both speak: the client's, when it is an older one.
+        if let HelloReply::Accepted(h) = &mut reply {
+            h.version = hello.version;
         }
         let accepted = matches!(reply, HelloReply::Accepted(_));
         if write_frame_async(stream, &reply, &[]).await.is_err() || !accepted {
@@ -368,6 +384,7 @@ impl Daemon {
                 Err(e) => (Err(e), Vec::new()),
             };
             let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+            let body = body.map_err(|e| for_version(e, hello.version));
             let response = Response { id, body };
             if let Err(e) = write_frame_async(stream, &response, &borrowed).await {
                 // The caller never got its fds (it gave up or went away): an attachment it
@@ -680,12 +697,16 @@ impl Daemon {
                 lifecycle::teardown(self, &record).await;
                 self.registry.lock().unwrap().entries.remove(&key);
                 tracing::warn!(vm = %req.vm, uid = peer.uid, error = %crate::error_chain(&*e), "attach failed");
-                // A plugin's own error code reaches the caller as a code, not only as text.
-                let code = e
+                // A plugin's own error code reaches the caller as a code, not only as text; a
+                // step the kernel refused, as that step, its reason and the fix.
+                if let Some(code) = e
                     .downcast_ref::<crate::cni::CniError>()
                     .and_then(crate::cni::CniError::code)
-                    .map_or(ErrorCode::Internal, ErrorCode::CniPlugin);
-                return Err(err(code, crate::error_chain(&*e)));
+                {
+                    return Err(err(ErrorCode::CniPlugin(code), crate::error_chain(&*e)));
+                }
+                let (code, message) = crate::hostfail::explain(&*e);
+                return Err(err(code, message));
             }
         };
         crate::failpoint::hit("attach:built");
@@ -694,7 +715,8 @@ impl Daemon {
             cancel.cancel();
             lifecycle::teardown(self, &record).await;
             self.registry.lock().unwrap().entries.remove(&key);
-            return Err(err(ErrorCode::Internal, crate::error_chain(&e)));
+            let (code, message) = crate::hostfail::explain(&e);
+            return Err(err(code, message));
         }
         crate::failpoint::hit("attach:journaled");
         if let Some(e) = self.registry.lock().unwrap().entries.get_mut(&key) {

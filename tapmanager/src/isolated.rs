@@ -32,6 +32,7 @@
 use crate::config::{IsolatedNet, Masquerade, NetworkKind, VethBinding};
 use crate::daemon::Daemon;
 use crate::firewall::RoutedPort;
+use crate::hostfail::Step;
 use crate::link::{self, Links};
 use crate::names;
 use crate::netns::NetNs;
@@ -169,7 +170,12 @@ pub(crate) async fn build_port(
         .add_veth_into(&iface.ifname, host_mac, mtu, NS_VETH, ns_mac, ns.fd())
         .await?;
     // The guest's frames reach the host here: no IPv6 on it, strict rp_filter (link.rs).
-    link::harden_guest_link(iface.ifname.as_str())?;
+    link::harden_guest_link(iface.ifname.as_str()).step(|| {
+        format!(
+            "keep veth {} out of the host's IP configuration",
+            iface.ifname
+        )
+    })?;
     crate::failpoint::hit("attach:isolated:veth");
     // Inside, on one thread that entered the namespace: the TAP with its final flags, owned by
     // the caller; forwarding on; a netlink connection; the DHCP server's socket (it listens
@@ -181,11 +187,13 @@ pub(crate) async fn build_port(
     let rt = tokio::runtime::Handle::current();
     let (tap, inner, tap_index, veth_index, server) = ns.run_in(move || {
         // Nothing in here may take a guest's IPv6 (the veth already, the bridge to come).
-        link::disable_ipv6_in_namespace()?;
+        link::disable_ipv6_in_namespace()
+            .io_step(|| "turn IPv6 off in the guest's namespace".into())?;
         let name = IfName::try_from(NS_TAP.to_owned()).map_err(std::io::Error::other)?;
         let tap = tap::create(&name, queues, uid, gid).map_err(std::io::Error::other)?;
         if routed {
-            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+                .io_step(|| "turn forwarding on in the guest's namespace".into())?;
         }
         let tap_index = nix::net::if_::if_nametoindex(NS_TAP)?;
         let veth_index = nix::net::if_::if_nametoindex(NS_VETH)?;

@@ -15,6 +15,7 @@ pub mod dns;
 pub mod doctor;
 pub mod failpoint;
 pub mod firewall;
+pub mod hostfail;
 pub mod init;
 pub mod ipam;
 pub mod isolated;

@@ -6,8 +6,11 @@
 //! per network namespace (two namespaces' macvtaps can share it, and devtmpfs has one node), so
 //! it is never used (DESIGN.md §6). Instead a thread enters a private mount namespace, mounts a
 //! sysfs there (which shows the daemon's network namespace), reads the device's major:minor,
-//! makes a node for it under the state dir, opens it once per queue, and removes the node.
-//! Needs CAP_NET_ADMIN, CAP_SYS_ADMIN (mount namespace, sysfs) and CAP_MKNOD.
+//! makes a node for it on a tmpfs of that namespace, and opens it once per queue; the node and
+//! its tmpfs go with the thread. Not under the state dir: that is `/run/tapmanager`, and
+//! systemd mounts `/run` `nodev`, where opening a device node is EACCES (the systemd tier,
+//! tests/tests/vm_systemd.rs, found it). Needs CAP_NET_ADMIN, CAP_SYS_ADMIN (mount namespace,
+//! sysfs, tmpfs) and CAP_MKNOD.
 
 use crate::config::{MacvtapMode, MacvtapNet};
 use crate::daemon::Daemon;
@@ -21,7 +24,9 @@ use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::hostfail::Step;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -39,20 +44,20 @@ pub(crate) async fn build_port(
         .await?;
     crate::failpoint::hit("attach:macvtap:link");
     // Not part of the host's IP configuration: no IPv6 from the LAN's advertisements.
-    link::harden_guest_link(iface.ifname.as_str())?;
+    link::harden_guest_link(iface.ifname.as_str()).step(|| {
+        format!(
+            "keep macvtap {} out of the host's IP configuration",
+            iface.ifname
+        )
+    })?;
     // Its MAC guard before it can carry a frame (the hook needs the device to exist).
     d.firewall
         .add_macvtap_guard(&iface.ifname, iface.mac)
         .await?;
     crate::failpoint::hit("attach:macvtap:guard");
     let index = link::index_of(&iface.ifname).ok_or("macvtap vanished right after creation")?;
-    let (name, dir, queues) = (
-        iface.ifname.clone(),
-        d.config.state_dir.clone(),
-        iface.queues,
-    );
-    let fds =
-        tokio::task::spawn_blocking(move || open_queues(&dir, &name, index, queues)).await??;
+    let (name, queues) = (iface.ifname.clone(), iface.queues);
+    let fds = tokio::task::spawn_blocking(move || open_queues(&name, index, queues)).await??;
     crate::failpoint::hit("attach:macvtap:opened");
     d.links
         .up(index, iface.ifname.as_str(), mv.mtu, None)
@@ -70,46 +75,16 @@ fn mode(m: MacvtapMode) -> netlink_packet_route::link::MacVtapMode {
     }
 }
 
-/// Opens the macvtap's character device `queues` times, with vnet_hdr (see the module docs).
-fn open_queues(
-    state_dir: &Path,
-    name: &IfName,
-    index: u32,
-    queues: u16,
-) -> io::Result<Vec<OwnedFd>> {
-    let (major, minor) = devnum(name, index)?;
-    let node: PathBuf = state_dir.join(format!(".dev-{name}"));
-    let _ = std::fs::remove_file(&node); // a leftover of a crash; absent is the normal case
-    mknod(
-        &node,
-        SFlag::S_IFCHR,
-        Mode::S_IRUSR | Mode::S_IWUSR,
-        makedev(major, minor),
-    )?;
-    let opened = (0..queues)
-        .map(|_| {
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
-                .open(&node)?;
-            let fd: OwnedFd = f.into();
-            tap::set_macvtap_flags(&fd)?;
-            Ok(fd)
-        })
-        .collect::<io::Result<Vec<_>>>();
-    std::fs::remove_file(&node)?;
-    opened
-}
-
-/// The macvtap's `major:minor`, read from a sysfs mounted in a private mount namespace on a
-/// short-lived thread, so it shows the daemon's network namespace, whatever /sys shows (a
-/// daemon entered into its namespace by `setns` still sees the host's in `/sys`).
-fn devnum(name: &IfName, index: u32) -> io::Result<(u64, u64)> {
+/// Opens the macvtap's character device `queues` times, with vnet_hdr (see the module docs),
+/// on a short-lived thread in a mount namespace of its own: there a sysfs shows the daemon's
+/// network namespace, whatever /sys shows (a daemon entered into its namespace by `setns`
+/// still sees the host's in `/sys`), and a tmpfs that allows device nodes holds the node.
+fn open_queues(name: &IfName, index: u32, queues: u16) -> io::Result<Vec<OwnedFd>> {
     let path = format!("/sys/class/net/{name}/macvtap/tap{index}/dev");
+    let name = name.clone();
     std::thread::Builder::new()
         .name("tm-sysfs".to_owned())
-        .spawn(move || -> io::Result<(u64, u64)> {
+        .spawn(move || -> io::Result<Vec<OwnedFd>> {
             unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS)?;
             // Nothing mounted here may propagate back to the host's mount namespace.
             mount(
@@ -158,13 +133,48 @@ fn devnum(name: &IfName, index: u32) -> io::Result<(u64, u64)> {
                 .split_once(':')
                 .ok_or_else(|| io::Error::other(format!("{path}: not major:minor")))?;
             let num = |s: &str| s.parse::<u64>().map_err(io::Error::other);
-            Ok((num(ma)?, num(mi)?))
+            let (major, minor) = (num(ma)?, num(mi)?);
+            // The node, on a tmpfs of this namespace mounted without nodev (over the sysfs,
+            // which is read): the host's filesystems may all be nodev (systemd's /run is).
+            mount(
+                Some("tmpfs"),
+                "/sys",
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                Some("size=4k,mode=0700"),
+            )
+            .map_err(|e| {
+                io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("mounting a private tmpfs for the device node of {name}: {e}"),
+                )
+            })?;
+            let node = Path::new("/sys/macvtap");
+            mknod(
+                node,
+                SFlag::S_IFCHR,
+                Mode::S_IRUSR | Mode::S_IWUSR,
+                makedev(major, minor),
+            )?;
+            (0..queues)
+                .map(|_| {
+                    let f = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+                        .open(node)?;
+                    let fd: OwnedFd = f.into();
+                    tap::set_macvtap_flags(&fd)?;
+                    Ok(fd)
+                })
+                .collect()
         })?
         .join()
         .map_err(|_| io::Error::other("sysfs thread panicked"))?
 }
 
-/// Start-up: device nodes a crash left between `mknod` and their removal.
+/// Start-up: device nodes that daemons before this one, which made them under the state dir,
+/// left there by crashing between `mknod` and their removal.
 pub(crate) fn remove_stale_nodes(state_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(state_dir) else {
         return;

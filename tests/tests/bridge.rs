@@ -654,3 +654,69 @@ fn a_second_daemon_in_the_same_namespace_is_refused() {
         "the first daemon's guards are gone: {rules}"
     );
 }
+
+/// The 1,024th port of a bridge is refused by the kernel (EXFULL). The caller used to get
+/// `Internal` and a bare errno; it gets `HostSetup`, the step, the reason and the fix, and
+/// nothing is left behind. A client of protocol version 3, which has no such code, gets
+/// `Internal` with the same message.
+#[test]
+fn a_full_bridge_is_refused_with_the_step_and_the_fix() {
+    if !is_root("a_full_bridge_is_refused_with_the_step_and_the_fix") {
+        return;
+    }
+    let sb = Sandbox::with_defaults("brfull", GROUP);
+    // 1,023 ports, the kernel's most, made with one `ip -batch`.
+    let mut batch = String::new();
+    for i in 0..1023 {
+        batch.push_str(&format!(
+            "link add tmfill{i} type veth peer name tmfilp{i}\nlink set tmfill{i} master {BRIDGE}\n"
+        ));
+    }
+    let file = sb.dir.join("fill.batch");
+    std::fs::write(&file, batch).unwrap();
+    sb.ns.ip(&["-batch", &file.to_string_lossy()]);
+    let refused = sb
+        .client()
+        .attach(AttachRequest {
+            vm: "full1".parse().unwrap(),
+            networks: vec![NetworkRequest::new("default".parse().unwrap())],
+        })
+        .expect_err("a 1,024th port was taken");
+    eprintln!("refused: {refused}");
+    assert_eq!(refused.code(), Some(ErrorCode::HostSetup), "{refused}");
+    let msg = refused.to_string();
+    for part in [
+        "cannot set up TAP",
+        "Exchange full",
+        "1,023 ports",
+        "another bridge network",
+    ] {
+        assert!(msg.contains(part), "`{part}` missing from: {msg}");
+    }
+    assert!(sb.all_gone(5), "left behind: {:?}", sb.taps());
+
+    // Protocol version 3, by hand: its hello, then the same attach.
+    let sock = std::os::unix::net::UnixStream::connect(&sb.socket).unwrap();
+    protocol::fdpass::write_frame(&sock, &protocol::Hello { version: 3 }, &[]).unwrap();
+    let (reply, _): (protocol::HelloReply, _) = protocol::fdpass::read_frame(&sock).unwrap();
+    assert!(
+        matches!(
+            reply,
+            protocol::HelloReply::Accepted(protocol::Hello { version: 3 })
+        ),
+        "{reply:?}"
+    );
+    let req = protocol::Request {
+        id: 1,
+        body: protocol::RequestBody::Attach(AttachRequest {
+            vm: "full2".parse().unwrap(),
+            networks: vec![NetworkRequest::new("default".parse().unwrap())],
+        }),
+    };
+    protocol::fdpass::write_frame(&sock, &req, &[]).unwrap();
+    let (resp, _): (protocol::Response, _) = protocol::fdpass::read_frame(&sock).unwrap();
+    let e = resp.body.expect_err("attached on a full bridge");
+    assert_eq!(e.code, ErrorCode::Internal);
+    assert!(e.message.contains("1,023 ports"), "{}", e.message);
+    assert!(sb.all_gone(5), "left behind: {:?}", sb.taps());
+}

@@ -1,0 +1,155 @@
+//! What a caller is told when the kernel refuses a step of building its network: the step
+//! (each error on the way names its own: "cannot set up TAP tm…", "cannot create veth …"), the
+//! kernel's reason, and what would fix it, under [`ErrorCode::HostSetup`], not `Internal`.
+//! `Internal` is left for what only a bug explains.
+
+use protocol::ErrorCode;
+use std::error::Error;
+
+type BoxError = Box<dyn Error + Send + Sync>;
+
+/// A step that failed, named where the error that ended it (a bare `io::Error`) does not say.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {step}")]
+pub struct StepError {
+    step: String,
+    #[source]
+    source: BoxError,
+}
+
+/// Names the step a fallible call is: `.step(|| format!("open macvtap {name}'s device"))`.
+pub trait Step<T> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T, StepError>;
+
+    /// [`Step::step`] inside code that returns `io::Result` (a namespace thread's closure).
+    fn io_step(self, what: impl FnOnce() -> String) -> std::io::Result<T>
+    where
+        Self: Sized,
+    {
+        self.step(what).map_err(std::io::Error::other)
+    }
+}
+
+impl<T, E: Into<BoxError>> Step<T> for Result<T, E> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T, StepError> {
+        self.map_err(|e| StepError {
+            step: what(),
+            source: e.into(),
+        })
+    }
+}
+
+/// The errno the kernel gave for the innermost call of `e`'s chain, if one did.
+pub fn errno(e: &(dyn Error + 'static)) -> Option<i32> {
+    let mut found = None;
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        let here = if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            io.raw_os_error()
+        } else if let Some(n) = c.downcast_ref::<nix::errno::Errno>() {
+            Some(*n as i32)
+        } else if let Some(rtnetlink::Error::NetlinkError(m)) = c.downcast_ref::<rtnetlink::Error>()
+        {
+            Some(-m.raw_code())
+        } else {
+            None
+        };
+        found = here.filter(|n| *n > 0).or(found);
+        cur = c.source();
+    }
+    found
+}
+
+/// What would fix a step the kernel refused with `errno`.
+pub fn fix(errno: i32) -> &'static str {
+    match errno {
+        libc::EPERM | libc::EACCES => {
+            "the daemon lacks a privilege this step needs: run it as root with the capabilities \
+             of the shipped unit (packaging/tapmanager.service), not inside a user namespace or \
+             a container without CAP_NET_ADMIN; `tapmanager doctor` checks"
+        }
+        libc::EXFULL => {
+            "the bridge already has 1,023 ports, the most the kernel allows on one bridge: put \
+             further guests on another bridge network"
+        }
+        libc::ENODEV | libc::ENXIO | libc::EOPNOTSUPP | libc::EAFNOSUPPORT => {
+            "the kernel lacks the driver for this step: load its module (tun, veth, macvtap, \
+             bridge, nf_tables, sch_ingress, act_mirred); `tapmanager doctor` lists what is \
+             missing"
+        }
+        libc::EMFILE | libc::ENFILE => {
+            "the daemon is out of file descriptors: raise its limit (LimitNOFILE= in the unit; \
+             it needs one per queue of each NIC and one per attachment)"
+        }
+        libc::ENOMEM | libc::ENOBUFS => {
+            "the kernel is short of memory for this step: free memory, or raise the limit the \
+             step names (net.core.rmem_max, the neighbour table's gc_thresh3)"
+        }
+        libc::ENOSPC => {
+            "a kernel table is full (neighbour table, routes, nftables sets): raise its limit \
+             or release guests"
+        }
+        libc::EEXIST => {
+            "something not made by this daemon already has that name: remove it \
+             (`ip link del NAME`, or the file the step names)"
+        }
+        libc::EBUSY => "something else holds the device or mount the step names: find and stop it",
+        libc::EADDRINUSE => {
+            "another program already binds this address or port on the host (DHCP's 67, DNS's \
+             53 on the gateway): stop it, or give this network another gateway"
+        }
+        libc::EROFS => {
+            "a filesystem the daemon must write is read-only (its state_dir, /proc/sys): run it \
+             without ProtectSystem=/ProtectKernelTunables= or a read-only /run"
+        }
+        _ => {
+            "see the daemon's log for this step (journalctl -t tapmanager), and run \
+             `tapmanager doctor`"
+        }
+    }
+}
+
+/// The code and message a caller gets for a failed build step: [`ErrorCode::HostSetup`] with
+/// the fix when the kernel refused something, else `Internal`.
+pub fn explain(e: &(dyn Error + 'static)) -> (ErrorCode, String) {
+    let chain = crate::error_chain(e);
+    match errno(e) {
+        Some(n) => (
+            ErrorCode::HostSetup,
+            format!("{chain}. To fix: {}; nothing was left behind", fix(n)),
+        ),
+        None => (ErrorCode::Internal, chain),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_innermost_errno_of_a_chain_is_found_through_named_steps() {
+        let io = std::io::Error::from_raw_os_error(libc::EXFULL);
+        let named: Result<(), _> = Err(io);
+        let err = named
+            .step(|| "add TAP tm0 to bridge tmbr0".into())
+            .unwrap_err();
+        assert_eq!(errno(&err), Some(libc::EXFULL));
+        let (code, msg) = explain(&err);
+        assert_eq!(code, ErrorCode::HostSetup);
+        assert!(
+            msg.starts_with("cannot add TAP tm0 to bridge tmbr0: "),
+            "{msg}"
+        );
+        assert!(msg.contains("1,023 ports"), "{msg}");
+        assert_eq!(errno(&nix::errno::Errno::EMFILE), Some(libc::EMFILE));
+    }
+
+    #[test]
+    fn an_error_with_no_errno_stays_internal() {
+        let err: BoxError = "network vanished".into();
+        assert_eq!(
+            explain(&*err),
+            (ErrorCode::Internal, "network vanished".into())
+        );
+    }
+}
