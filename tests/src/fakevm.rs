@@ -174,13 +174,41 @@ impl FakeVm {
         }
         self.send(&self.dhcp_frame(&req));
         let (ack, server_mac) = self.dhcp_reply(xid, MessageType::Ack)?;
+        Some(self.took(&ack, server_mac))
+    }
+
+    /// A renewal at T1 (RFC 2131 4.3.2, RENEWING): REQUEST with `ciaddr` = the leased
+    /// address, unicast from it to the server that granted it; its ACK is the renewed lease.
+    pub fn renew(&self, lease: &Lease) -> Option<Lease> {
+        let xid = u32::from_be_bytes([self.mac[5], self.mac[4], self.mac[3], 0x52]);
+        let server = lease.server_id?;
+        let mut req = self.request(xid, MessageType::Request);
+        req.set_flags(dhcproto::v4::Flags::default())
+            .set_ciaddr(lease.ip);
+        let mut payload = Vec::new();
+        req.encode(&mut Encoder::new(&mut payload)).unwrap();
+        self.send(&dhcp::frame::build_ipv4_udp_frame(
+            self.mac,
+            lease.server_mac,
+            lease.ip,
+            server,
+            68,
+            67,
+            &payload,
+        ));
+        let (ack, server_mac) = self.dhcp_reply(xid, MessageType::Ack)?;
+        Some(self.took(&ack, server_mac))
+    }
+
+    /// The lease an ACK grants; from now on ARP requests for its address are answered.
+    fn took(&self, ack: &Message, server_mac: [u8; 6]) -> Lease {
         self.ip.set(Some(ack.yiaddr()));
         let o = ack.opts();
         let prefix_len = match o.get(OptionCode::SubnetMask) {
             Some(DhcpOption::SubnetMask(m)) => u32::from(*m).count_ones() as u8,
             _ => 32,
         };
-        Some(Lease {
+        Lease {
             ip: ack.yiaddr(),
             prefix_len,
             router: match o.get(OptionCode::Router) {
@@ -208,7 +236,7 @@ impl FakeVm {
                 Some(DhcpOption::ClasslessStaticRoute(r)) => r.clone(),
                 _ => Vec::new(),
             },
-        })
+        }
     }
 
     /// Sends a UDP datagram from `src`:`sport` to `dst`:`dport` through the next hop at
