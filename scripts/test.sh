@@ -32,12 +32,18 @@ tier() {
   times+=("$(printf '%-28s %4d s%s' "$name" $(($(date +%s) - start)) "$([ $rc = 0 ] || echo '  FAILED')")")
   [ $rc = 0 ] || status=1
 }
-tier "unit + root (setns)" cargo test --workspace -- --test-threads=2
+# (The systemd VM tier runs on its own below, for its time.)
+tier "unit + root (setns)" cargo test --workspace -- --test-threads=2 \
+  --skip the_package_under_systemd_in_a_debian_vm
 # Every kind's root tests again with the daemon started by `ip netns exec`, as operators do:
 # a mount namespace of its own, that network namespace's sysfs mounted read-write.
 tier "root kinds (ip netns exec)" env TM_LAUNCH=ip-netns-exec cargo test -p tapmanager-tests \
   --test bridge --test isolated --test masquerade --test macvtap --test cni --test pod \
   --test desktop --test crash -- --test-threads=2
+# The package under a real systemd: a Debian 12 VM (tests/vm/build-image.sh, cached under
+# target/vm) installs target/debian's .deb and checks it with systemd's tools (README.md,
+# "The package under systemd"). Its checks and the image, boot and tier times are printed.
+tier "systemd VM (Debian 12)" cargo test -p tapmanager-tests --test vm_systemd -- --nocapture
 # A short run of each fuzz target (scripts/fuzz.sh): a crash fails the run.
 fuzz() {
   bash scripts/fuzz.sh --seconds 15 || {
