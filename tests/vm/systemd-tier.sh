@@ -303,6 +303,16 @@ done
 section "systemd-networkd and NetworkManager running"
 links_before=$(ip -o link show | grep -E '^[0-9]+: tm' | sed -E 's/^[0-9]+: //; s/ qlen.*//' | sort)
 addrs_before=$(ip -o addr show | grep -E '^[0-9]+: tm' | awk '{print $2, $3, $4}' | sort)
+# A host whose networkd would take every link (DHCP on each, foreign addresses dropped): the
+# package's 10-tapmanager.network must match tm* first. This test's own links stay out of it.
+mkdir -p /etc/systemd/network
+printf '[Match]\nName=* !up0 !lan0 !cni0 !veth*\n\n[Network]\nDHCP=ipv4\nLinkLocalAddressing=no\n' \
+    >/etc/systemd/network/99-tier-every-link.network
+# And whose NetworkManager would manage every device: the package's unmanaged-devices must
+# keep tm* out of it.
+mkdir -p /etc/NetworkManager/conf.d
+printf '[device-tier-every-device]\nmatch-device=*\nmanaged=1\n' \
+    >/etc/NetworkManager/conf.d/99-tier-every-device.conf
 check enable-networkd-nm systemctl enable --now systemd-networkd.service NetworkManager.service
 wait_until 30 sh -c 'nmcli -t -f RUNNING general | grep -q running'
 wait_until 30 sh -c 'networkctl list --no-legend | grep -q tm'
