@@ -146,7 +146,10 @@ fn main() {
             continue;
         }
         for (i, (vm, l)) in vms.iter().zip(&mut leases).enumerate() {
-            let renewed = l.as_ref().and_then(|old| vm.renew(old));
+            // Three tries, as a client retransmits (each waits 5 s for the ACK).
+            let renewed = l
+                .as_ref()
+                .and_then(|old| (0..3).find_map(|_| vm.renew(old)));
             match &renewed {
                 Some(n) => println!("TM-RENEW nic={i} ip={}/{}", n.ip, n.prefix_len),
                 None => println!("TM-RENEW-FAIL nic={i}"),
