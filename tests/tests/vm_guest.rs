@@ -312,6 +312,7 @@ fn networkd_leases_and_pings_on_every_other_kind() {
         .map(|(a, p)| (a.to_owned(), p.parse::<u8>().unwrap()))
         .unwrap();
     let pod_gw = result["ips"][0]["gateway"].as_str().unwrap().to_owned();
+    let pod_before = tapmanager_tests::cnidir::pod_state(&pod);
 
     let lan_host = "192.168.77.2";
     let nics = [
@@ -371,7 +372,7 @@ fn networkd_leases_and_pings_on_every_other_kind() {
         "NICS",
         nics.iter().map(|n| n.key).collect::<Vec<_>>().join(" "),
     );
-    let mut expected: Vec<String> = vec!["host-all-gone".into()];
+    let mut expected: Vec<String> = vec!["host-all-gone".into(), "host-pod-given-back".into()];
     for n in &nics {
         let k = n.key.to_uppercase();
         spec.nets.push(match n.mac {
@@ -391,11 +392,20 @@ fn networkd_leases_and_pings_on_every_other_kind() {
     let mut guest = GuestVm::boot(&sb, &image, USER, GROUP, &spec);
     let out = guest.finish(Duration::from_secs(240));
     let gone = sb.all_gone(15);
-    let host = [host_check(
-        "host-all-gone",
-        gone,
-        format!("{:?} {:?}", sb.taps(), sb.journal_entries()),
-    )];
+    // Once QEMU has exited, the pod has its eth0 back as it was (MAC, address, routes).
+    let pod_after = tapmanager_tests::cnidir::pod_state(&pod);
+    let host = [
+        host_check(
+            "host-all-gone",
+            gone,
+            format!("{:?} {:?}", sb.taps(), sb.journal_entries()),
+        ),
+        host_check(
+            "host-pod-given-back",
+            pod_after == pod_before,
+            format!("before:\n{pod_before}after:\n{pod_after}"),
+        ),
+    ];
     let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
     out.assert_checks(&expected, &host);
     tapmanager_tests::cnidir::pod_cni(&sb, &d, &pod, "DEL");
