@@ -129,6 +129,21 @@ pub enum DaemonError {
     Accept(#[source] std::io::Error),
 }
 
+/// Why `tapmanager down` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DownError {
+    #[error("guests still hold their networks: {0}; stop their VMs first, or pass --force to cut them off")]
+    Running(String),
+    #[error("these attachments could not be torn down (see the log): {0}")]
+    NotReleased(String),
+    #[error("cannot delete a bridge")]
+    Link(#[from] crate::link::LinkError),
+    #[error("cannot remove {}", .0.display())]
+    Remove(std::path::PathBuf, #[source] std::io::Error),
+    #[error("cannot delete the daemon's nftables tables")]
+    Tables(#[source] std::io::Error),
+}
+
 fn err(code: ErrorCode, msg: impl Into<String>) -> Error {
     Error::new(code, msg)
 }
@@ -218,6 +233,45 @@ impl Daemon {
         });
         lifecycle::reconcile(&daemon).await?;
         Ok(daemon)
+    }
+
+    /// `tapmanager down`: releases every attachment (each as its VM's exit would), then
+    /// deletes the bridges the daemon made and its tables. Refused, with nothing removed,
+    /// while a VM still holds its network, unless `force`.
+    pub async fn down(self: &Arc<Self>, force: bool) -> Result<(), DownError> {
+        let keys: Vec<Key> = {
+            let reg = self.registry.lock().unwrap();
+            reg.entries.keys().cloned().collect()
+        };
+        if !keys.is_empty() && !force {
+            let who: Vec<String> = keys
+                .iter()
+                .map(|(uid, vm)| format!("{vm} (uid {uid})"))
+                .collect();
+            return Err(DownError::Running(who.join(", ")));
+        }
+        for key in &keys {
+            self.release(key).await;
+        }
+        let left: Vec<String> = {
+            let reg = self.registry.lock().unwrap();
+            reg.entries.keys().map(|(_, vm)| vm.to_string()).collect()
+        };
+        if !left.is_empty() {
+            return Err(DownError::NotReleased(left.join(", ")));
+        }
+        for net in self.config.networks.values() {
+            let crate::config::NetworkKind::Bridge(b) = &net.kind else {
+                continue;
+            };
+            let mark = crate::state::made_bridge(&self.config.state_dir, &b.bridge);
+            if mark.exists() {
+                self.links.delete_if_exists(b.bridge.as_str()).await?;
+                std::fs::remove_file(&mark).map_err(|e| DownError::Remove(mark, e))?;
+            }
+        }
+        crate::firewall::remove_all_tables().map_err(DownError::Tables)?;
+        Ok(())
     }
 
     /// Accepts connections until `shutdown` fires.

@@ -646,6 +646,26 @@ impl Firewall {
     }
 }
 
+/// Deletes every table of the daemon's (`tapmanager down`; the daemon's `nft -i` must be done
+/// with them). One transaction: `add` then `delete` removes a table whether or not it was
+/// there (nft 1.0.6 has no `destroy`).
+pub fn remove_all_tables() -> std::io::Result<()> {
+    let sync = format!("bridge {SYNC_TABLE}");
+    let script: String = [
+        GUARDS_TABLE,
+        OLD_BRIDGE_TABLE,
+        ROUTED,
+        NAT,
+        MACVTAP,
+        BRIDGE_NAT,
+        &sync,
+    ]
+    .iter()
+    .map(|t| format!("add table {t}\ndelete table {t}\n"))
+    .collect();
+    run_nft_once(&script, "the daemon's tables")
+}
+
 /// One `nft -f -` run in the calling thread's namespace (a guest's, entered on a thread of its
 /// own): a persistent `nft -i` per guest namespace would be a process per VM.
 pub fn run_nft_once(script: &str, what: &str) -> std::io::Result<()> {

@@ -37,16 +37,26 @@ pub struct BridgeState {
 pub type Bridges = HashMap<NetworkName, BridgeState>;
 
 /// Creates (or adopts) every configured bridge, with its fixed MAC and the gateway address.
-pub async fn ensure_bridges(config: &Config, links: &Links) -> Result<Bridges, link::LinkError> {
+/// One it creates is marked in the state dir's `bridges/`, so that `tapmanager down` removes
+/// it and leaves an admin's own bridge alone.
+pub async fn ensure_bridges(
+    config: &Config,
+    links: &Links,
+) -> Result<Bridges, crate::daemon::DaemonError> {
     let mut out = HashMap::new();
     for (name, net) in &config.networks {
         let NetworkKind::Bridge(b) = &net.kind else {
             continue;
         };
         let mac = names::bridge_mac(b.bridge.as_str());
-        let info = links
+        let (info, created) = links
             .ensure_bridge(&b.bridge, mac, b.mtu, b.gateway)
             .await?;
+        if created {
+            let mark = crate::state::made_bridge(&config.state_dir, &b.bridge);
+            std::fs::write(&mark, b"")
+                .map_err(|e| crate::state::StateError::CreateDir(mark.clone(), e))?;
+        }
         out.insert(
             name.clone(),
             BridgeState {

@@ -183,18 +183,20 @@ impl Links {
 
     /// Makes sure bridge `name` exists with `mac`, `mtu`, the gateway address, and is up.
     /// Learning stays on (a plain bridge); forwarding delay 0 so new ports pass traffic at once.
+    /// Also says whether it made the bridge (one it found is the admin's).
     pub async fn ensure_bridge(
         &self,
         name: &IfName,
         mac: MacAddr,
         mtu: u32,
         gateway: Ipv4Net,
-    ) -> Result<LinkInfo, LinkError> {
+    ) -> Result<(LinkInfo, bool), LinkError> {
         let n = name.as_str();
+        let mut created = false;
         if self.get(n).await?.is_none() {
             let msg = LinkBridge::new(n).mtu(mtu).address(mac.0.to_vec()).build();
             match self.add(msg).await {
-                Ok(()) => {}
+                Ok(()) => created = true,
                 Err(e) if errno(&e) == libc::EEXIST => {}
                 Err(e) => return Err(LinkError::CreateBridge(n.to_owned(), e)),
             }
@@ -212,10 +214,11 @@ impl Links {
             .await
             .map_err(|e| LinkError::ConfigureBridge(n.to_owned(), e))?;
         self.add_address(link.index, n, gateway).await?;
-        Ok(LinkInfo {
+        let info = LinkInfo {
             mac: Some(mac),
             ..link
-        })
+        };
+        Ok((info, created))
     }
 
     /// Sets a new TAP's MTU and MAC, enslaves it to `master` and brings it up, in one message.

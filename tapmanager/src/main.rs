@@ -54,6 +54,18 @@ enum Cmd {
         #[arg(long, default_value = "/etc/tapmanager/tapmanager.toml")]
         config: PathBuf,
     },
+    /// Remove everything the daemon built, for good (the package's removal runs it): with the
+    /// daemon stopped, release every attachment, then delete the bridges it made (not one it
+    /// found), its nftables tables and its state directory.
+    ///
+    /// Refused while the daemon runs, and, with nothing removed, while a guest's VM still
+    /// holds its network (unless --force, which cuts those guests off).
+    Down {
+        #[arg(long, default_value = "/etc/tapmanager/tapmanager.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
     /// Write a config with one network from a few flags (printed, or to --output).
     ///
     /// The text is checked by the daemon's own parser before it is written.
@@ -159,6 +171,8 @@ enum MainError {
     NotReady(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("down")]
+    Down(#[source] tapmanager::daemon::DownError),
 }
 
 fn main() -> ExitCode {
@@ -222,6 +236,7 @@ fn stderr_is_journal() -> bool {
 fn run(cli: Cli) -> Result<(), MainError> {
     match cli.cmd {
         Cmd::Serve { config } => serve(&config),
+        Cmd::Down { config, force } => down(&config, force),
         Cmd::CheckConfig { file } => check_config(&file),
         Cmd::Init {
             kind,
@@ -496,6 +511,83 @@ fn bind_socket(path: &Path, group: u32) -> Result<std::os::unix::net::UnixListen
     Ok(listener)
 }
 
+/// What must be learned while every capability is still there: pid 1's network namespace
+/// (it does not open without them) and where namespace pins outlive the daemon (it may enter
+/// pid 1's mount namespace); and the capabilities to keep.
+fn learn_host(config: &Config) -> (tapmanager::netns::HostNetns, tapmanager::privileges::Needs) {
+    let host_netns = tapmanager::netns::HostNetns::learn();
+    let mut needs = tapmanager::privileges::Needs::of(config);
+    if needs.namespaces {
+        let place = tapmanager::netns::PinPlace::learn(existing_ancestor(&config.state_dir));
+        needs.foreign_pins = place.needs_chroot();
+        place.install();
+    }
+    (host_netns, needs)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, MainError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(MainError::Runtime)
+}
+
+/// `tapmanager down`: with the daemon stopped, takes its state as a start would (live guests
+/// adopted, dead ones reaped), releases what is left, deletes the bridges it made and its
+/// tables, then its state directory and lock directory, if nothing else is in them.
+fn down(config_path: &Path, force: bool) -> Result<(), MainError> {
+    let config = Config::load(config_path)?;
+    let state_dir = config.state_dir.clone();
+    let (host_netns, needs) = learn_host(&config);
+    // As the daemon runs: its children (nft, CNI plugins) get their capabilities that way.
+    if nix::unistd::geteuid().is_root() {
+        tapmanager::privileges::reduce(needs)?;
+    }
+    runtime()?.block_on(async move {
+        let daemon = match Daemon::start(config, host_netns).await {
+            Err(tapmanager::daemon::DaemonError::NetnsLock(
+                tapmanager::netns::LockError::Taken,
+            ))
+            | Err(tapmanager::daemon::DaemonError::State(
+                tapmanager::state::StateError::Locked(_),
+            )) => {
+                return Err(MainError::Invalid(
+                    "the daemon is running: stop it first (systemctl stop tapmanager.socket tapmanager.service)".into(),
+                ))
+            }
+            r => r?,
+        };
+        daemon.down(force).await.map_err(MainError::Down)
+    })?;
+    // The daemon is gone (its locks with it): what it kept on disk, if only that is left.
+    let mut left = Vec::new();
+    let lock = state_dir.join("lock");
+    let _ = std::fs::remove_file(&lock); // absent is fine
+                                         // Shared with daemons of other network namespaces: removed only when none is left.
+    let _ = std::fs::remove_dir(tapmanager::netns::LOCK_DIR);
+    let dirs = tapmanager::state::PRIVATE_SUBDIRS
+        .iter()
+        .map(|d| state_dir.join(d))
+        .chain([state_dir.clone()]);
+    for dir in dirs {
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => left.push(format!("{} ({e})", dir.display())),
+        }
+    }
+    if left.is_empty() {
+        println!("tapmanager: down: every attachment, bridge, table and state file removed");
+        Ok(())
+    } else {
+        Err(MainError::Invalid(format!(
+            "down: everything was torn down, but these are not empty: {}",
+            left.join(", ")
+        )))
+    }
+}
+
 /// `path` or its nearest ancestor that exists (the state directory is made later).
 fn existing_ancestor(path: &Path) -> &Path {
     path.ancestors()
@@ -525,27 +617,14 @@ fn serve(config_path: &Path) -> Result<(), MainError> {
             }
         }
     }
-    // While every capability is still there: pid 1's namespace does not open without them.
-    let host_netns = tapmanager::netns::HostNetns::learn();
-    let mut needs = tapmanager::privileges::Needs::of(&config);
-    if needs.namespaces {
-        // Also while every capability is there: it may enter pid 1's mount namespace.
-        let place = tapmanager::netns::PinPlace::learn(existing_ancestor(&config.state_dir));
-        needs.foreign_pins = place.needs_chroot();
-        place.install();
-    }
+    let (host_netns, needs) = learn_host(&config);
     // Before any thread exists: capabilities are per thread.
     if nix::unistd::geteuid().is_root() {
         tapmanager::privileges::reduce(needs)?;
     } else {
         tracing::warn!("not running as root: capabilities left as they are");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(MainError::Runtime)?;
-    rt.block_on(async move {
+    runtime()?.block_on(async move {
         let daemon = Daemon::start(config, host_netns).await?;
         let listener = tokio::net::UnixListener::from_std(listener)
             .map_err(|e| MainError::Socket(daemon.config_socket(), e))?;

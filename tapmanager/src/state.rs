@@ -6,7 +6,7 @@
 //! Writes are atomic: write a temporary file, fsync it, rename it over the old one, fsync the
 //! directory. The state directory is locked (`flock`) by the one daemon that uses it.
 
-use protocol::{Attachment, Interface, VmId};
+use protocol::{Attachment, IfName, Interface, VmId};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -34,7 +34,12 @@ pub enum StateError {
 /// The state directory's subdirectories: journal, namespace pins, saved pod interfaces and
 /// the CNI cache. Each is 0700 whatever the umask, so no one else can reach a pin (a pinned
 /// namespace stays alive while anyone holds it open) or read a journal entry.
-pub const PRIVATE_SUBDIRS: [&str; 4] = ["attachments", "netns", "pods", "cni"];
+pub const PRIVATE_SUBDIRS: [&str; 5] = ["attachments", "netns", "pods", "cni", "bridges"];
+
+/// The mark that the daemon made bridge `name` (and `tapmanager down` may delete it).
+pub fn made_bridge(state_dir: &Path, name: &IfName) -> PathBuf {
+    state_dir.join("bridges").join(name.as_str())
+}
 
 /// Creates `dir` (and missing parents) and makes it 0700, also when it was there already
 /// with a looser mode (a daemon of an older version, or run by hand with umask 022).
