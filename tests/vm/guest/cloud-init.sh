@@ -19,6 +19,7 @@ info renderer "$sel"
 if grep -q "Selected renderer '$RENDERER'" <<<"$sel"; then pass ci-renderer "$RENDERER"; else fail ci-renderer "want $RENDERER: ${sel:-none selected}"; fi
 info seed-network-config "$(cat /var/lib/cloud/seed/nocloud/network-config 2>/dev/null || find /var/lib/cloud/instance -maxdepth 1 -name 'network-config*' -exec cat {} \;)"
 info rendered "$(cat /etc/network/interfaces.d/50-cloud-init 2>/dev/null; for f in /etc/systemd/network/10-cloud-init-*.network; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done)"
+info networking "$(journalctl -b -u networking --no-pager -o cat 2>&1 | tail -n 15)"
 info warnings "$(grep -cE 'WARNING|Traceback' /var/log/cloud-init.log) WARNING/Traceback lines in cloud-init.log: $(grep -E 'WARNING|Traceback' /var/log/cloud-init.log | head -n 5)"
 
 BR=$(iface_of "$BR_MAC") || { fail ci-br-address "no NIC with MAC $BR_MAC: $(ip -br link | tr '\n' '|')"; exit 1; }
