@@ -145,6 +145,19 @@ mod tests {
     }
 
     #[test]
+    fn a_step_inside_an_io_result_keeps_its_name_and_errno() {
+        let r: nix::Result<()> = Err(nix::errno::Errno::EBUSY);
+        let err = r.io_step(|| "mount a private sysfs".into()).unwrap_err();
+        assert_eq!(errno(&err), Some(libc::EBUSY));
+        let (code, msg) = explain(&err);
+        assert_eq!(code, ErrorCode::HostSetup);
+        assert!(
+            msg.starts_with("cannot mount a private sysfs: EBUSY"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn an_error_with_no_errno_stays_internal() {
         let err: BoxError = "network vanished".into();
         assert_eq!(

@@ -57,7 +57,9 @@ pub(crate) async fn build_port(
     crate::failpoint::hit("attach:macvtap:guard");
     let index = link::index_of(&iface.ifname).ok_or("macvtap vanished right after creation")?;
     let (name, queues) = (iface.ifname.clone(), iface.queues);
-    let fds = tokio::task::spawn_blocking(move || open_queues(&name, index, queues)).await??;
+    let fds = tokio::task::spawn_blocking(move || open_queues(&name, index, queues))
+        .await?
+        .step(|| format!("open macvtap {}'s character device", iface.ifname))?;
     crate::failpoint::hit("attach:macvtap:opened");
     d.links
         .up(index, iface.ifname.as_str(), mv.mtu, None)
@@ -102,12 +104,6 @@ fn open_queues(name: &IfName, index: u32, queues: u16) -> io::Result<Vec<OwnedFd
             // EBUSY too, DESIGN.md §6), read-only where the host's is. Both are private to
             // this thread's mount namespace and gone with it.
             let hidden = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-            let step = |what: &str, e: nix::errno::Errno| {
-                io::Error::new(
-                    io::Error::from(e).kind(),
-                    format!("{what} to read {path}: {e}"),
-                )
-            };
             mount(
                 Some("tmpfs"),
                 "/sys",
@@ -115,7 +111,7 @@ fn open_queues(name: &IfName, index: u32, queues: u16) -> io::Result<Vec<OwnedFd
                 hidden,
                 Some("size=4k"),
             )
-            .map_err(|e| step("mounting a private tmpfs on /sys", e))?;
+            .io_step(|| format!("mount a private tmpfs on /sys to read {path}"))?;
             match mount(Some("sysfs"), "/sys", Some("sysfs"), hidden, None::<&str>) {
                 Err(nix::errno::Errno::EBUSY) => mount(
                     Some("sysfs"),
@@ -126,8 +122,8 @@ fn open_queues(name: &IfName, index: u32, queues: u16) -> io::Result<Vec<OwnedFd
                 ),
                 r => r,
             }
-            .map_err(|e| step("mounting a private sysfs", e))?;
-            let text = std::fs::read_to_string(&path)?;
+            .io_step(|| format!("mount a private sysfs to read {path}"))?;
+            let text = std::fs::read_to_string(&path).io_step(|| format!("read {path}"))?;
             let (ma, mi) = text
                 .trim()
                 .split_once(':')
@@ -143,19 +139,15 @@ fn open_queues(name: &IfName, index: u32, queues: u16) -> io::Result<Vec<OwnedFd
                 MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
                 Some("size=4k,mode=0700"),
             )
-            .map_err(|e| {
-                io::Error::new(
-                    io::Error::from(e).kind(),
-                    format!("mounting a private tmpfs for the device node of {name}: {e}"),
-                )
-            })?;
+            .io_step(|| format!("mount a private tmpfs for the device node of {name}"))?;
             let node = Path::new("/sys/macvtap");
             mknod(
                 node,
                 SFlag::S_IFCHR,
                 Mode::S_IRUSR | Mode::S_IWUSR,
                 makedev(major, minor),
-            )?;
+            )
+            .io_step(|| format!("make the device node {major}:{minor} of {name}"))?;
             (0..queues)
                 .map(|_| {
                     let f = OpenOptions::new()
