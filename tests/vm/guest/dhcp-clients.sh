@@ -99,6 +99,11 @@ check_ping cni-ping-gateway "$CNI" "$CNI_GW"
 
 # --- ISC dhclient ----------------------------------------------------------------------------
 hostname localhost
+# dhclient-script writes /etc/resolv.conf itself (no resolvconf hook for it here): on a
+# machine where dhclient owns it, it is a file, not resolved's stub, which resolved rewrites
+# whenever a link's DNS changes (networkd's do, at any time).
+rm -f /etc/resolv.conf
+: >/etc/resolv.conf
 step "dhclient"
 dhclient -4 -d -v -pf /run/dc.pid -lf /run/dc.leases "$DC" >/run/dc.log 2>&1 &
 if wait_until 40 grep -q "^bound to $DC_IP" /run/dc.log; then pass dc-lease "$DC $DC_IP"; else fail dc-lease "$(tail -n 8 /run/dc.log | tr '\n' '|')"; fi
@@ -192,10 +197,11 @@ e=$((SECONDS - T_ND))
 v=$(valid_lft "$ND" "$ND_IP/$ND_PREFIX")
 info nd-journal "$(journalctl -b -u systemd-networkd --no-pager -o cat | grep -iE "$ND.*(DHCP|lease)|DHCP CLIENT" | tail -n 25)"
 acks=$(journalctl -b -u systemd-networkd --no-pager -o cat | grep -cE "DHCPv4 client: ACK|DHCP CLIENT .*: ACK")
-if [ -n "$v" ] && [ "$v" -gt $((LEASE_SECS - e + 10)) ]; then
-    pass nd-renew "$ND_IP kept, valid_lft ${v}s ${e}s after the lease; ACKs in journal: $acks"
+renewing=$(journalctl -b -u systemd-networkd --no-pager -o cat | grep -c "^$ND: DHCPv4 client: REQUEST (renewing)")
+if [ -n "$v" ] && [ "$v" -gt $((LEASE_SECS - e + 10)) ] && [ "$renewing" -ge 1 ]; then
+    pass nd-renew "$ND_IP kept, valid_lft ${v}s ${e}s after the lease; $renewing renewing REQUESTs, $acks ACKs in the journal"
 else
-    fail nd-renew "address $(addrs_of "$ND") valid_lft ${v:-none} ${e}s after the lease (no renewal: $((LEASE_SECS - e))); ACKs in journal: $acks"
+    fail nd-renew "address $(addrs_of "$ND") valid_lft ${v:-none} ${e}s after the lease (no renewal: $((LEASE_SECS - e))); $renewing renewing REQUESTs, $acks ACKs in the journal"
 fi
 info dc-log "$(cat /run/dc.log)"
 n=$(grep -c "^DHCPACK of $DC_IP" /run/dc.log)
