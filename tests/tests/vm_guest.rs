@@ -6,7 +6,7 @@
 //! per check; each test requires its checks by name. Nothing reaches the machine's own
 //! network: every link is in namespaces the tests make.
 //!
-//! - `three_dhcp_clients_lease_every_option_and_renew_across_a_restart`: networkd,
+//! - `bridge_three_dhcp_clients_lease_every_option_and_renew_across_a_restart`: networkd,
 //!   dhclient and dhcpcd on bridge networks, and networkd on a CNI network (option 121).
 //! - `networkd_leases_and_pings_on_every_other_kind`: isolated (routed, bridge,
 //!   tc-redirect), masquerade and pod NICs in one guest.
@@ -70,7 +70,8 @@ impl BridgeNet {
                 &format!("{key}_DOMAIN"),
                 format!("{}.example.test", self.name),
             )
-            .env(&format!("{key}_MTU"), self.mtu);
+            .env(&format!("{key}_MTU"), self.mtu)
+            .env(&format!("{key}_BRD"), format!("{p}.255"));
     }
 }
 
@@ -95,8 +96,8 @@ fn cni_list(d: &CniDir, name: &str) -> serde_json::Value {
 }
 
 #[test]
-fn three_dhcp_clients_lease_every_option_and_renew_across_a_restart() {
-    if !is_root("three_dhcp_clients_lease_every_option_and_renew_across_a_restart") {
+fn bridge_three_dhcp_clients_lease_every_option_and_renew_across_a_restart() {
+    if !is_root("bridge_three_dhcp_clients_lease_every_option_and_renew_across_a_restart") {
         return;
     }
     let image = Image::ensure();
@@ -230,6 +231,8 @@ fn three_dhcp_clients_lease_every_option_and_renew_across_a_restart() {
             "domain",
             "mtu",
             "hostname",
+            "lease-times",
+            "broadcast",
             "ping-gateway",
             "renew",
         ] {

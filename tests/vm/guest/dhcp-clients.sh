@@ -7,7 +7,7 @@
 #
 # Inputs (/tm/env): VM, LEASE_SECS; for ND (networkd), DC (dhclient), DP (dhcpcd) and CNI:
 # <P>_MAC (not CNI: that NIC has the plugins' MAC, it is the fourth one) <P>_IP <P>_PREFIX <P>_GW; for ND, DC, DP: <P>_DNS, <P>_SEARCH (space-separated),
-# <P>_DOMAIN, <P>_MTU; CNI_ROUTE_DST, CNI_ROUTE_VIA (a route the plugins gave, option 121).
+# <P>_DOMAIN, <P>_MTU, <P>_BRD (broadcast address, option 28); CNI_ROUTE_DST, CNI_ROUTE_VIA (a route the plugins gave, option 121).
 
 # The clients set the host name only when the machine has none of its own (networkd through
 # hostnamed, which ignores DHCP while a static name exists; dhclient and dhcpcd when the name
@@ -81,6 +81,13 @@ check_opt nd-mtu $r $a "lease MTU=$(lease_key "$L" MTU); link mtu $(cat "/sys/cl
 [ "$(hostname)" = "$VM" ]; a=$?
 check_opt nd-hostname $r $a "lease HOSTNAME=$(lease_key "$L" HOSTNAME); hostname $(hostname)"
 check_ping nd-ping-gateway "$ND" "$ND_GW"
+# Options 51, 58, 59 (T1 half the lease, T2 seven eighths) and 28.
+T1=$((LEASE_SECS / 2)) T2=$((LEASE_SECS * 7 / 8))
+got="LIFETIME=$(lease_key "$L" LIFETIME) T1=$(lease_key "$L" T1) T2=$(lease_key "$L" T2)"
+expect nd-lease-times "LIFETIME=$LEASE_SECS T1=$T1 T2=$T2" "$got"
+[ "$(lease_key "$L" BROADCAST)" = "$ND_BRD" ]; r=$?
+ip -4 -o addr show dev "$ND" | grep -q " brd $ND_BRD "; a=$?
+check_opt nd-broadcast $r $a "lease BROADCAST=$(lease_key "$L" BROADCAST); $(ip -4 -o addr show dev "$ND" | sed 's/^[0-9]*: *//; s/ *\\ */ /g')"
 
 # The CNI NIC: the plugins' address, gateway and routes, the routes as option 121.
 L=$(networkd_lease "$CNI")
@@ -135,6 +142,14 @@ grep -q "option host-name \"$VM\";" <<<"$L"; r=$?
 [ "$(hostname)" = "$VM" ]; a=$?
 check_opt dc-hostname $r $a "hostname $(hostname)"
 check_ping dc-ping-gateway "$DC" "$DC_GW"
+if grep -q "option dhcp-lease-time $LEASE_SECS;" <<<"$L" && grep -q "option dhcp-renewal-time $T1;" <<<"$L" && grep -q "option dhcp-rebinding-time $T2;" <<<"$L"; then
+    pass dc-lease-times "$LEASE_SECS/$T1/$T2"
+else
+    fail dc-lease-times "$(grep -E 'lease-time|renewal-time|rebinding-time' <<<"$L" | tr '\n' '|')"
+fi
+grep -q "option broadcast-address $DC_BRD;" <<<"$L"; r=$?
+ip -4 -o addr show dev "$DC" | grep -q " brd $DC_BRD "; a=$?
+check_opt dc-broadcast $r $a "$(ip -4 -o addr show dev "$DC" | sed 's/^[0-9]*: *//; s/ *\\ */ /g')"
 
 # --- dhcpcd ----------------------------------------------------------------------------------
 hostname localhost
@@ -176,6 +191,14 @@ grep -q "^host_name='\?$VM'\?$" <<<"$L"; r=$?
 [ "$(hostname)" = "$VM.$DP_DOMAIN" ]; a=$?
 check_opt dp-hostname $r $a "hostname $(hostname)"
 check_ping dp-ping-gateway "$DP" "$DP_GW"
+if grep -q "^dhcp_lease_time='\?$LEASE_SECS'\?$" <<<"$L" && grep -q "^dhcp_renewal_time='\?$T1'\?$" <<<"$L" && grep -q "^dhcp_rebinding_time='\?$T2'\?$" <<<"$L"; then
+    pass dp-lease-times "$LEASE_SECS/$T1/$T2"
+else
+    fail dp-lease-times "$(grep -E 'lease_time|renewal_time|rebinding_time' <<<"$L" | tr '\n' '|')"
+fi
+grep -q "^broadcast_address='\?$DP_BRD'\?$" <<<"$L"; r=$?
+ip -4 -o addr show dev "$DP" | grep -q " brd $DP_BRD "; a=$?
+check_opt dp-broadcast $r $a "$(ip -4 -o addr show dev "$DP" | sed 's/^[0-9]*: *//; s/ *\\ */ /g')"
 
 # --- T1 across a daemon restart ----------------------------------------------------------------
 # The host restarts the daemon when it sees this line; every client's T1 comes after that:
