@@ -102,8 +102,9 @@ impl GuestVm {
             append: format!("{APPEND} {}", spec.append),
         };
         let mut args = qemu_args(image, Some(&tmio.path), &boot);
-        // No option ROM for the NICs vmwrapper adds (Debian's ipxe-qemu is not installed,
-        // and the kernel is booted directly).
+        // No option ROM for the NICs vmwrapper adds: the kernel is booted directly, and
+        // Debian's ipxe-qemu (efi-virtio.rom) is not installed. QEMU 10 starts without it;
+        // older ones exit with "failed to find romfile".
         args.extend(["-global".into(), "virtio-net-pci.romfile=".into()]);
         args.extend(spec.qemu_args.iter().cloned());
         let mut cmd = sb.vmwrapper_as(uid, &group.to_string());
