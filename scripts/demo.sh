@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/as-root.sh
-as_root "$0" "$@" || { echo "demo.sh: run as root: it starts the daemon (and sudo is not installed)" >&2; exit 1; }
+as_root scripts/demo.sh "$@" || { echo "demo.sh: run as root: it starts the daemon (and sudo is not installed)" >&2; exit 1; }
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 

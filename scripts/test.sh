@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/as-root.sh
 # As a user with sudo: again through sudo. Without sudo: unprivileged, root tests skipping.
-as_root "$0" "$@" || true
+as_root scripts/test.sh "$@" || true
 if [ "$(id -u)" = 0 ]; then
   bash scripts/install-test-deps.sh
 else
@@ -32,9 +32,9 @@ tier() {
   times+=("$(printf '%-28s %4d s%s' "$name" $(($(date +%s) - start)) "$([ $rc = 0 ] || echo '  FAILED')")")
   [ $rc = 0 ] || status=1
 }
-# (The systemd VM tier runs on its own below, for its time.)
+# (The two VM tiers run on their own below, for their times.)
 tier "unit + root (setns)" cargo test --workspace -- --test-threads=2 \
-  --skip the_package_under_systemd_in_a_debian_vm
+  --skip the_package_under_systemd_in_a_debian_vm --skip real_guest_
 # Every kind's root tests again with the daemon started by `ip netns exec`, as operators do:
 # a mount namespace of its own, that network namespace's sysfs mounted read-write.
 tier "root kinds (ip netns exec)" env TM_LAUNCH=ip-netns-exec cargo test -p tapmanager-tests \
@@ -44,6 +44,10 @@ tier "root kinds (ip netns exec)" env TM_LAUNCH=ip-netns-exec cargo test -p tapm
 # target/vm) installs target/debian's .deb and checks it with systemd's tools (README.md,
 # "The package under systemd"). Its checks and the image, boot and tier times are printed.
 tier "systemd VM (Debian 12)" cargo test -p tapmanager-tests --test vm_systemd -- --nocapture
+# A real distribution guest (tests/tests/vm_guest.rs, tests/vm/guest/README.md): the same
+# Debian 12 image booted through vmwrapper as the guest; networkd, dhclient and dhcpcd lease
+# from the daemon, cloud-init applies vmwrapper's seed. Boot times and every check printed.
+tier "real guest VM (Debian 12)" cargo test -p tapmanager-tests --test vm_guest -- --nocapture --test-threads=2
 # A short run of each fuzz target (scripts/fuzz.sh): a crash fails the run.
 fuzz() {
   bash scripts/fuzz.sh --seconds 15 || {

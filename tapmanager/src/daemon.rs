@@ -123,10 +123,19 @@ pub enum DaemonError {
     Host(#[source] std::io::Error),
     #[error(transparent)]
     NetnsLock(#[from] crate::netns::LockError),
+    #[error("the daemon ran in another network namespace ({0}; this is {1}): its guests, bridges and tables are there; run this there (ip netns exec NAME ...)")]
+    OtherNetns(String, String),
     #[error("DNS forwarder")]
     Dns(#[from] crate::dns::BindError),
     #[error("accepting a connection failed")]
     Accept(#[source] std::io::Error),
+}
+
+/// What a daemon is started for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Serve,
+    Down,
 }
 
 /// Why `tapmanager down` stopped.
@@ -165,12 +174,45 @@ impl Daemon {
         config: Config,
         host_netns: crate::netns::HostNetns,
     ) -> Result<Arc<Daemon>, DaemonError> {
+        Daemon::start_as(config, host_netns, Purpose::Serve).await
+    }
+
+    /// What `tapmanager down` starts from: the journal reconciled as [`Daemon::start`] does,
+    /// but nothing new on the host: no forwarding turned on, no bridge made (one that is
+    /// there is used), no DNS forwarder. Refused in a network namespace other than the one
+    /// the daemon last ran in: its guests and tables are there, not here.
+    pub async fn start_for_down(
+        config: Config,
+        host_netns: crate::netns::HostNetns,
+    ) -> Result<Arc<Daemon>, DaemonError> {
+        Daemon::start_as(config, host_netns, Purpose::Down).await
+    }
+
+    async fn start_as(
+        config: Config,
+        host_netns: crate::netns::HostNetns,
+        purpose: Purpose,
+    ) -> Result<Arc<Daemon>, DaemonError> {
         let journal = Journal::open(&config.state_dir)?;
         let netns_lock =
             crate::netns::NetnsLock::take(std::path::Path::new(crate::netns::LOCK_DIR))?;
+        let ran_in = config.state_dir.join("netns-id");
+        let here = crate::netns::own_identity().map_err(DaemonError::Host)?;
+        if purpose == Purpose::Down {
+            match std::fs::read_to_string(&ran_in) {
+                Ok(id) if id.trim() != here => {
+                    return Err(DaemonError::OtherNetns(id.trim().to_owned(), here))
+                }
+                _ => {}
+            }
+        } else {
+            std::fs::write(&ran_in, &here).map_err(DaemonError::Host)?;
+        }
         let links = Links::connect()?;
         let teardown_links = Links::connect_on_own_thread("tm-teardown")?;
-        crate::isolated::prepare_host(&config).map_err(DaemonError::Host)?;
+        if purpose == Purpose::Serve {
+            crate::isolated::prepare_host(&config).map_err(DaemonError::Host)?;
+        }
         let routed = config
             .networks
             .values()
@@ -203,11 +245,17 @@ impl Daemon {
             })
             .collect();
         let firewall = Firewall::start(routed, &nat_bridges).await?;
-        let bridges = lifecycle::ensure_bridges(&config, &links).await?;
+        let bridges = match purpose {
+            Purpose::Serve => lifecycle::ensure_bridges(&config, &links).await?,
+            Purpose::Down => lifecycle::existing_bridges(&config, &links).await?,
+        };
         // The forwarders listen on the bridges' gateway addresses, there from here on.
         let mut forwarders = Vec::new();
         let mut dns_owners = HashMap::new();
         for (name, n) in &config.networks {
+            if purpose == Purpose::Down {
+                break;
+            }
             if let crate::config::NetworkKind::Bridge(b) = &n.kind {
                 if let Some(f) = &b.dns_forward {
                     let owners = crate::dns::GuestOwners::default();
@@ -260,17 +308,32 @@ impl Daemon {
         if !left.is_empty() {
             return Err(DownError::NotReleased(left.join(", ")));
         }
-        for net in self.config.networks.values() {
-            let crate::config::NetworkKind::Bridge(b) = &net.kind else {
-                continue;
-            };
-            let mark = crate::state::made_bridge(&self.config.state_dir, &b.bridge);
-            if mark.exists() {
-                self.links.delete_if_exists(b.bridge.as_str()).await?;
-                std::fs::remove_file(&mark).map_err(|e| DownError::Remove(mark, e))?;
+        // Every bridge marked as made here, the config's or not (a network removed since),
+        // if it is still the one that was made (a mark outlives its bridge: the admin may
+        // have made another of that name since).
+        let marks = self.config.state_dir.join("bridges");
+        let found = std::fs::read_dir(&marks).map_err(|e| DownError::Remove(marks.clone(), e))?;
+        for entry in found {
+            let mark = entry
+                .map_err(|e| DownError::Remove(marks.clone(), e))?
+                .path();
+            let made = std::fs::read_to_string(&mark).unwrap_or_default();
+            let name = mark
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if let Some(link) = self.links.get(&name).await? {
+                if made.trim() == link.index.to_string() {
+                    self.links.delete_if_exists(&name).await?;
+                } else {
+                    tracing::warn!(bridge = %name, "not the bridge this daemon made (another index): left");
+                }
             }
+            std::fs::remove_file(&mark).map_err(|e| DownError::Remove(mark, e))?;
         }
         crate::firewall::remove_all_tables().map_err(DownError::Tables)?;
+        let _ = std::fs::remove_file(self.config.state_dir.join("netns-id")); // absent is fine
         Ok(())
     }
 

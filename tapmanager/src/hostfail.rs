@@ -72,8 +72,13 @@ pub fn fix(errno: i32) -> &'static str {
             "the bridge already has 1,023 ports, the most the kernel allows on one bridge: put \
              further guests on another bridge network"
         }
-        libc::ENODEV | libc::ENXIO | libc::EOPNOTSUPP | libc::EAFNOSUPPORT => {
-            "the kernel lacks the driver for this step: load its module (tun, veth, macvtap, \
+        libc::ENODEV | libc::ENXIO => {
+            "a device the step needs is not there: the link it names was deleted meanwhile, or \
+             its driver is not loaded (modprobe tun, veth, macvtap or bridge); `tapmanager \
+             doctor` checks"
+        }
+        libc::EOPNOTSUPP | libc::EAFNOSUPPORT => {
+            "the kernel lacks what this step needs: load its module (tun, veth, macvtap, \
              bridge, nf_tables, sch_ingress, act_mirred); `tapmanager doctor` lists what is \
              missing"
         }
@@ -86,8 +91,8 @@ pub fn fix(errno: i32) -> &'static str {
              step names (net.core.rmem_max, the neighbour table's gc_thresh3)"
         }
         libc::ENOSPC => {
-            "a kernel table is full (neighbour table, routes, nftables sets): raise its limit \
-             or release guests"
+            "no space left: on the filesystem of the daemon's state_dir (/run), or in the \
+             kernel table the step names (neighbour table, routes, nftables sets)"
         }
         libc::EEXIST => {
             "something not made by this daemon already has that name: remove it \
@@ -95,8 +100,9 @@ pub fn fix(errno: i32) -> &'static str {
         }
         libc::EBUSY => "something else holds the device or mount the step names: find and stop it",
         libc::EADDRINUSE => {
-            "another program already binds this address or port on the host (DHCP's 67, DNS's \
-             53 on the gateway): stop it, or give this network another gateway"
+            "the address is taken: another program binds this port on the host (DHCP's 67, \
+             DNS's 53 on the gateway), or, for a macvtap, another device on the same lower \
+             link already has this MAC"
         }
         libc::EROFS => {
             "a filesystem the daemon must write is read-only (its state_dir, /proc/sys): run it \
@@ -110,10 +116,11 @@ pub fn fix(errno: i32) -> &'static str {
 }
 
 /// The code and message a caller gets for a failed build step: [`ErrorCode::HostSetup`] with
-/// the fix when the kernel refused something, else `Internal`.
+/// the fix when the kernel refused something, else `Internal`. EINVAL stays `Internal`: the
+/// kernel refused a message the daemon built wrong, which no one but us can fix.
 pub fn explain(e: &(dyn Error + 'static)) -> (ErrorCode, String) {
     let chain = crate::error_chain(e);
-    match errno(e) {
+    match errno(e).filter(|n| *n != libc::EINVAL) {
         Some(n) => (
             ErrorCode::HostSetup,
             format!("{chain}. To fix: {}; nothing was left behind", fix(n)),

@@ -53,8 +53,9 @@ pub async fn ensure_bridges(
             .ensure_bridge(&b.bridge, mac, b.mtu, b.gateway)
             .await?;
         if created {
+            // Its index: `down` deletes the bridge only if it is still this one.
             let mark = crate::state::made_bridge(&config.state_dir, &b.bridge);
-            std::fs::write(&mark, b"")
+            std::fs::write(&mark, info.index.to_string())
                 .map_err(|e| crate::state::StateError::CreateDir(mark.clone(), e))?;
         }
         out.insert(
@@ -64,6 +65,30 @@ pub async fn ensure_bridges(
                 mac,
             },
         );
+    }
+    Ok(out)
+}
+
+/// The configured bridges that exist, as they are (for `tapmanager down`, which makes none).
+pub async fn existing_bridges(
+    config: &Config,
+    links: &Links,
+) -> Result<Bridges, crate::daemon::DaemonError> {
+    let mut out = HashMap::new();
+    for (name, net) in &config.networks {
+        let NetworkKind::Bridge(b) = &net.kind else {
+            continue;
+        };
+        if let Some(info) = links.get(b.bridge.as_str()).await? {
+            let mac = names::bridge_mac(b.bridge.as_str());
+            out.insert(
+                name.clone(),
+                BridgeState {
+                    index: info.index,
+                    mac,
+                },
+            );
+        }
     }
     Ok(out)
 }

@@ -37,7 +37,8 @@ pub(crate) async fn build_port(
     iface: &Interface,
 ) -> Result<Vec<OwnedFd>, BoxError> {
     let lower = link::index_of(&mv.lower)
-        .ok_or_else(|| format!("lower device {} does not exist", mv.lower))?;
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))
+        .step(|| format!("find the macvtap network's lower device {}", mv.lower))?;
     // The macvtap, down, carrying the guest's MAC (a macvtap's MAC is its guest's).
     d.links
         .add_macvtap(&iface.ifname, lower, mode(mv.mode), iface.mac, mv.mtu)

@@ -545,7 +545,7 @@ fn down(config_path: &Path, force: bool) -> Result<(), MainError> {
         tapmanager::privileges::reduce(needs)?;
     }
     runtime()?.block_on(async move {
-        let daemon = match Daemon::start(config, host_netns).await {
+        let daemon = match Daemon::start_for_down(config, host_netns).await {
             Err(tapmanager::daemon::DaemonError::NetnsLock(
                 tapmanager::netns::LockError::Taken,
             ))
@@ -564,8 +564,8 @@ fn down(config_path: &Path, force: bool) -> Result<(), MainError> {
     let mut left = Vec::new();
     let lock = state_dir.join("lock");
     let _ = std::fs::remove_file(&lock); // absent is fine
-                                         // Shared with daemons of other network namespaces: removed only when none is left.
-    let _ = std::fs::remove_dir(tapmanager::netns::LOCK_DIR);
+                                         // The lock directory stays: daemons of other network namespaces share it, and one may be
+                                         // starting (the package's postrm removes it on purge).
     let dirs = tapmanager::state::PRIVATE_SUBDIRS
         .iter()
         .map(|d| state_dir.join(d))

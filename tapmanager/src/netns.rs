@@ -235,6 +235,40 @@ fn in_mount_namespace<T: Send + 'static>(
     })
 }
 
+/// The parent's mount namespace, sure to be the parent's: a pidfd taken first and checked
+/// alive after the open, so a parent that exited and whose pid was reused (by anyone's
+/// `unshare -m`) cannot hand over another namespace.
+fn parent_mount_namespace() -> io::Result<File> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let ppid = nix::unistd::getppid();
+    // SAFETY: pidfd_open takes a pid and flags by value and returns a new fd or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, ppid.as_raw(), 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+    if nix::unistd::getppid() != ppid {
+        return Err(io::Error::other("the parent exited"));
+    }
+    let ns = File::open(format!("/proc/{ppid}/ns/mnt"))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: signal 0 only checks that the pidfd's process still exists; no memory is passed.
+    let alive = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if alive != 0 {
+        return Err(io::Error::other("the parent exited"));
+    }
+    Ok(ns)
+}
+
 impl PinPlace {
     /// Finds where pins outlive the daemon: here, when this mount namespace is pid 1's (or
     /// the parent's, where pid 1's cannot be read); else that namespace, if it sees `dir`
@@ -252,10 +286,14 @@ impl PinPlace {
             }
             Err(e) => return PinPlace::Lost(format!("{}: {e}", dir.display())),
         };
-        let parent = format!("/proc/{}/ns/mnt", nix::unistd::getppid());
         let mut why = Vec::new();
-        for (whose, path) in [("pid 1", "/proc/1/ns/mnt"), ("the parent process", &parent)] {
-            let ns = match File::open(path) {
+        type Opener = fn() -> io::Result<File>;
+        let candidates: [(&str, Opener); 2] = [
+            ("pid 1", || File::open("/proc/1/ns/mnt")),
+            ("the parent process", parent_mount_namespace),
+        ];
+        for (whose, open) in candidates {
+            let ns = match open() {
                 Ok(f) => f,
                 Err(e) => {
                     why.push(format!("{whose}'s cannot be opened ({e})"));
@@ -303,6 +341,13 @@ impl PinPlace {
         }
         let _ = PIN_PLACE.set(self); // set once, at start
     }
+}
+
+/// The calling thread's network namespace as `dev:inode`, the form the state dir records.
+pub fn own_identity() -> io::Result<String> {
+    let ns = File::open("/proc/thread-self/ns/net")?;
+    let (dev, ino) = identity(ns.as_fd())?;
+    Ok(format!("{dev}:{ino}"))
 }
 
 /// A namespace's identity: (device, inode) of its nsfs file.

@@ -176,3 +176,82 @@ fn down_force_cuts_off_running_guests() {
     drop(vm.stdin.take());
     vm.wait().unwrap();
 }
+
+/// `down` makes nothing: on a host where the daemon never ran it turns no forwarding on and
+/// leaves no bridge or table; and run in another network namespace than the daemon's (whose
+/// guests it would otherwise take for dead) it refuses, removing nothing.
+#[test]
+fn down_changes_nothing_where_the_daemon_never_ran_and_refuses_another_namespace() {
+    if !is_root("down_changes_nothing_where_the_daemon_never_ran_and_refuses_another_namespace") {
+        return;
+    }
+    let networks = format!(
+        "[networks.default]\nkind = \"bridge\"\nbridge = \"tmbrnew0\"\ngateway = \"10.88.0.1/24\"\nnat = true\nuplink = \"{UPLINK}\"\n\
+         [networks.iso]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"{UPLINK}\"\n"
+    );
+    let (mut sb, _lan) = Sandbox::with_lan("downnew", GROUP, &networks);
+    let mut vm = caller(&sb, "other1", "iso");
+    assert!(
+        sb.wait_for(20, || sb.journal_entries().len() == 1),
+        "{}",
+        sb.log()
+    );
+    sb.kill();
+    let before = ours(&sb);
+
+    // Another namespace, with this config (and so this state dir): refused.
+    let elsewhere = tapmanager_tests::sandbox::Netns::new("downelse");
+    elsewhere.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    let run_in = |ns: &tapmanager_tests::sandbox::Netns| {
+        Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(bin("tapmanager"))
+            .args(["down", "--config"])
+            .arg(&sb.config)
+            .output()
+            .unwrap()
+    };
+    let out = run_in(&elsewhere);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("another network namespace"),
+        "{text}"
+    );
+    assert_eq!(ours(&sb), before, "down elsewhere removed things here");
+    assert_eq!(
+        sb.journal_entries().len(),
+        1,
+        "down elsewhere reaped a live guest"
+    );
+    // Where no daemon ever ran (a state dir of its own): down succeeds and makes nothing.
+    let fresh = sb.dir.join("fresh.toml");
+    let text = std::fs::read_to_string(&sb.config).unwrap().replace(
+        &*sb.dir.join("state").to_string_lossy(),
+        &sb.dir.join("fresh-state").to_string_lossy(),
+    );
+    std::fs::write(&fresh, text).unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &elsewhere.name])
+        .arg(bin("tapmanager"))
+        .args(["down", "--config"])
+        .arg(&fresh)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !sb.dir.join("fresh-state").exists(),
+        "down left a state dir"
+    );
+    let (_, fwd) = elsewhere.exec(&["sysctl", "-n", "net.ipv4.ip_forward"]);
+    assert_eq!(fwd.trim(), "0", "down turned forwarding on");
+    let (_, links) = elsewhere.exec(&["ip", "-o", "link", "show"]);
+    assert!(!links.contains("tmbrnew0"), "down made a bridge: {links}");
+    let (_, tables) = elsewhere.exec(&["nft", "list", "tables"]);
+    assert!(!tables.contains("tapmanager"), "down left tables: {tables}");
+    drop(vm.stdin.take());
+    vm.wait().unwrap();
+}

@@ -277,8 +277,9 @@ fn the_readme_commands_need_no_sudo_as_root_and_use_it_otherwise() {
         );
         let script = std::fs::read_to_string(root.join(cmd)).unwrap();
         assert!(
-            script.contains(". scripts/as-root.sh") && script.contains("as_root \"$0\" \"$@\""),
-            "{cmd} does not go through as_root"
+            script.contains(". scripts/as-root.sh")
+                && script.contains(&format!("as_root {cmd} \"$@\"")),
+            "{cmd} does not go through as_root with its path from the top"
         );
     }
     if !nix::unistd::geteuid().is_root() {
