@@ -43,30 +43,7 @@ pub async fn ensure_bridges(
     config: &Config,
     links: &Links,
 ) -> Result<Bridges, crate::daemon::DaemonError> {
-    let mut out = HashMap::new();
-    for (name, net) in &config.networks {
-        let NetworkKind::Bridge(b) = &net.kind else {
-            continue;
-        };
-        let mac = names::bridge_mac(b.bridge.as_str());
-        let (info, created) = links
-            .ensure_bridge(&b.bridge, mac, b.mtu, b.gateway)
-            .await?;
-        if created {
-            // Its index: `down` deletes the bridge only if it is still this one.
-            let mark = crate::state::made_bridge(&config.state_dir, &b.bridge);
-            std::fs::write(&mark, info.index.to_string())
-                .map_err(|e| crate::state::StateError::CreateDir(mark.clone(), e))?;
-        }
-        out.insert(
-            name.clone(),
-            BridgeState {
-                index: info.index,
-                mac,
-            },
-        );
-    }
-    Ok(out)
+    bridges(config, links, true).await
 }
 
 /// The configured bridges that exist, as they are (for `tapmanager down`, which makes none).
@@ -74,21 +51,38 @@ pub async fn existing_bridges(
     config: &Config,
     links: &Links,
 ) -> Result<Bridges, crate::daemon::DaemonError> {
+    bridges(config, links, false).await
+}
+
+async fn bridges(
+    config: &Config,
+    links: &Links,
+    make: bool,
+) -> Result<Bridges, crate::daemon::DaemonError> {
     let mut out = HashMap::new();
     for (name, net) in &config.networks {
         let NetworkKind::Bridge(b) = &net.kind else {
             continue;
         };
-        if let Some(info) = links.get(b.bridge.as_str()).await? {
-            let mac = names::bridge_mac(b.bridge.as_str());
-            out.insert(
-                name.clone(),
-                BridgeState {
-                    index: info.index,
-                    mac,
-                },
-            );
-        }
+        let mac = names::bridge_mac(b.bridge.as_str());
+        let index = if make {
+            let (info, created) = links
+                .ensure_bridge(&b.bridge, mac, b.mtu, b.gateway)
+                .await?;
+            if created {
+                // Its index: `down` deletes the bridge only if it is still this one.
+                let mark = crate::state::made_bridge(&config.state_dir, &b.bridge);
+                std::fs::write(&mark, info.index.to_string())
+                    .map_err(|e| crate::state::StateError::CreateDir(mark.clone(), e))?;
+            }
+            info.index
+        } else {
+            match links.get(b.bridge.as_str()).await? {
+                Some(info) => info.index,
+                None => continue,
+            }
+        };
+        out.insert(name.clone(), BridgeState { index, mac });
     }
     Ok(out)
 }

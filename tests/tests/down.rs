@@ -23,13 +23,22 @@ fn caller(sb: &Sandbox, vm: &str, net: &str) -> Child {
         .unwrap()
 }
 
-/// `tapmanager down ARGS` started the way the daemon was (`ip netns exec` or not).
+/// `tapmanager down ARGS` on the sandbox's config, in its namespace.
 fn down(sb: &Sandbox, args: &[&str]) -> (bool, String) {
+    down_in(&sb.ns, &sb.config, args)
+}
+
+/// `tapmanager down --config CONFIG ARGS` in namespace `ns`, by `ip netns exec`.
+fn down_in(
+    ns: &tapmanager_tests::sandbox::Netns,
+    config: &std::path::Path,
+    args: &[&str],
+) -> (bool, String) {
     let out = Command::new("ip")
-        .args(["netns", "exec", &sb.ns.name])
+        .args(["netns", "exec", &ns.name])
         .arg(bin("tapmanager"))
         .args(["down", "--config"])
-        .arg(&sb.config)
+        .arg(config)
         .args(args)
         .output()
         .unwrap();
@@ -202,21 +211,8 @@ fn down_changes_nothing_where_the_daemon_never_ran_and_refuses_another_namespace
     // Another namespace, with this config (and so this state dir): refused.
     let elsewhere = tapmanager_tests::sandbox::Netns::new("downelse");
     elsewhere.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
-    let run_in = |ns: &tapmanager_tests::sandbox::Netns| {
-        Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .arg(bin("tapmanager"))
-            .args(["down", "--config"])
-            .arg(&sb.config)
-            .output()
-            .unwrap()
-    };
-    let out = run_in(&elsewhere);
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && text.contains("another network namespace"),
-        "{text}"
-    );
+    let (ok, text) = down_in(&elsewhere, &sb.config, &[]);
+    assert!(!ok && text.contains("another network namespace"), "{text}");
     assert_eq!(ours(&sb), before, "down elsewhere removed things here");
     assert_eq!(
         sb.journal_entries().len(),
@@ -230,18 +226,8 @@ fn down_changes_nothing_where_the_daemon_never_ran_and_refuses_another_namespace
         &sb.dir.join("fresh-state").to_string_lossy(),
     );
     std::fs::write(&fresh, text).unwrap();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &elsewhere.name])
-        .arg(bin("tapmanager"))
-        .args(["down", "--config"])
-        .arg(&fresh)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) = down_in(&elsewhere, &fresh, &[]);
+    assert!(ok, "{text}");
     assert!(
         !sb.dir.join("fresh-state").exists(),
         "down left a state dir"
