@@ -17,12 +17,15 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The integration tests run the daemon and vmwrapper binaries: build them first.
 cargo build --workspace --bins --examples
+# The developers' docs (private items too): a link to nothing fails the run.
+RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links -A rustdoc::private_intra_doc_links" \
+  cargo doc --workspace --no-deps --document-private-items --quiet
 # The Debian package, which tests/tests/packaging.rs inspects.
 bash scripts/deb.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-times=("$(printf '%-28s %4d s' "fmt, clippy, build, .deb" $(($(date +%s) - start)))")
+times=("$(printf '%-28s %4d s' "fmt, clippy, build, doc, .deb" $(($(date +%s) - start)))")
 # tier NAME CMD...: runs one tier with its output in the log, and notes its wall time.
 tier() {
   local name=$1 start rc=0

@@ -8,7 +8,7 @@
 //! - [`teardown`]: link, then guards, then the journal entry, continuing past errors; the entry
 //!   stays when something could not be removed, so a restart tries again.
 //! - [`reconcile`]: start-up. Creation and recovery share these functions: adopting an
-//!   attachment restarts its DHCP servers with [`start_dhcp`] exactly as [`build`] does.
+//!   attachment restarts its DHCP servers with [`spawn_dhcp`] exactly as [`build`] does.
 
 use crate::config::{Config, NetworkKind};
 use crate::daemon::{Daemon, DaemonError, Registry};
