@@ -7,6 +7,7 @@ pub mod cnidir;
 pub mod fakedns;
 pub mod fakevm;
 pub mod guestvm;
+pub mod ids;
 pub mod l2attack;
 pub mod sandbox;
 pub mod vm;

@@ -10,9 +10,9 @@ use tapmanager_tests::fakevm::{self, Capture, FakeVm};
 use tapmanager_tests::sandbox::{as_user, bin, is_root, Sandbox, BRIDGE, GATEWAY};
 
 /// The group the sandbox daemon serves; tests run callers with it (or without it) by number.
-const GROUP: u32 = 47_001;
+use tapmanager_tests::ids::bridge::GROUP;
 /// An unprivileged uid for callers.
-const USER: u32 = 47_002;
+use tapmanager_tests::ids::bridge::USER;
 
 fn attach(sb: &Sandbox, vm: &str, queues: u16) -> (protocol::Attachment, Vec<OwnedFd>) {
     let mut net = NetworkRequest::new("default".parse().unwrap());
@@ -412,7 +412,7 @@ fn attachments_belong_to_their_uid_and_private_networks_to_their_list() {
     if !is_root("attachments_belong_to_their_uid_and_private_networks_to_their_list") {
         return;
     }
-    const OTHER: u32 = 47_003;
+    use tapmanager_tests::ids::bridge::OTHER;
     let networks = format!(
         "{}\n[networks.secret]\nkind = \"bridge\"\nbridge = \"tmbr1\"\ngateway = \"10.89.0.1/24\"\nprivate = true\nallow_users = [\"{OTHER}\"]\n",
         tapmanager_tests::sandbox::default_networks()

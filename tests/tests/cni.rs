@@ -10,7 +10,7 @@ use tapmanager_tests::cnidir::{bridge_list, CniDir};
 use tapmanager_tests::fakevm::FakeVm;
 use tapmanager_tests::sandbox::{is_root, Sandbox};
 
-const GROUP: u32 = 47_051;
+use tapmanager_tests::ids::cni::GROUP;
 
 fn attach(
     sb: &Sandbox,

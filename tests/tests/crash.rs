@@ -13,7 +13,7 @@ use tapmanager_tests::cnidir::{bridge_list, CniDir};
 use tapmanager_tests::fakevm::FakeVm;
 use tapmanager_tests::sandbox::{bin, default_networks, is_root, Sandbox, UPLINK};
 
-const GROUP: u32 = 47_121;
+use tapmanager_tests::ids::crash::GROUP;
 /// The test LAN's host, and the address a macvtap guest uses on it.
 const LAN_HOST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 168, 77, 2);
 const MV_GUEST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 168, 77, 50);

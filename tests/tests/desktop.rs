@@ -11,7 +11,7 @@ use tapmanager_tests::fakedns::{query, read_answer, FakeDns};
 use tapmanager_tests::fakevm::FakeVm;
 use tapmanager_tests::sandbox::{is_root, Netns, Sandbox, TestDir, BRIDGE};
 
-const GROUP: u32 = 47_081;
+use tapmanager_tests::ids::desktop::GROUP;
 const NAME: &str = "www.example.test";
 /// What resolved's stub answers for [`NAME`], and what the LAN's server answers.
 const FROM_STUB: Ipv4Addr = Ipv4Addr::new(192, 168, 78, 1);

@@ -7,7 +7,7 @@
 use std::process::{Child, Command, Stdio};
 use tapmanager_tests::sandbox::{bin, is_root, Sandbox, UPLINK};
 
-const GROUP: u32 = 47_171;
+use tapmanager_tests::ids::down::GROUP;
 
 /// A vmwrapper holding one NIC on `net` until its stdin closes.
 fn caller(sb: &Sandbox, vm: &str, net: &str) -> Child {

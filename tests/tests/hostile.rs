@@ -19,10 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tapmanager_tests::sandbox::{is_root, Sandbox};
 
-const GROUP: u32 = 47_091;
-const USER: u32 = 47_092;
-const OTHER: u32 = 47_093;
-const STRANGER: u32 = 47_094;
+use tapmanager_tests::ids::hostile::GROUP;
+use tapmanager_tests::ids::hostile::OTHER;
+use tapmanager_tests::ids::hostile::STRANGER;
+use tapmanager_tests::ids::hostile::USER;
 
 /// `tapmanager ARGS --socket S` as `uid` in the group.
 fn tapmanager_as(sb: &Sandbox, uid: u32, args: &[&str]) -> std::process::Output {
@@ -414,8 +414,8 @@ sys.stdin.read()
     // While they are held, another member still gets in (the limit is per uid).
     let other = Command::new("setpriv")
         .args([
-            "--reuid=47093",
-            "--regid=47093",
+            &format!("--reuid={OTHER}"),
+            &format!("--regid={OTHER}"),
             &format!("--groups={GROUP}"),
         ])
         .arg(tapmanager_tests::sandbox::bin("tapmanager"))

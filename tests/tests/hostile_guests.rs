@@ -11,7 +11,7 @@ use tapmanager_tests::fakevm::FakeVm;
 use tapmanager_tests::l2attack::{self, Effects, UdpSink};
 use tapmanager_tests::sandbox::{is_root, Sandbox};
 
-const GROUP: u32 = 47_101;
+use tapmanager_tests::ids::hostile_guests::GROUP;
 
 /// A bridge network whose DNS forwarder relays to the stand-in LAN's 192.168.77.2.
 const DNS_NETWORK: &str = "[networks.default]\nkind = \"bridge\"\nbridge = \"tmbr0\"\n\
@@ -330,7 +330,7 @@ fn idle_tcp_connections_of_one_member_leave_the_forwarder_to_the_others() {
     };
     // The audit's attack: eight guests of one member, 32 idle connections each (the old
     // per-guest share of queries, so 256: the whole network's).
-    const MEMBER: u32 = 47_102;
+    use tapmanager_tests::ids::hostile_guests::MEMBER;
     const GUESTS: usize = 8;
     const EACH: u16 = 32;
     let attackers: Vec<_> = (0..GUESTS)

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use tapmanager_tests::fakevm::{self, Capture, FakeVm};
 use tapmanager_tests::sandbox::{is_root, Launch, Sandbox, UPLINK};
 
-const GROUP: u32 = 47_021;
+use tapmanager_tests::ids::isolated::GROUP;
 const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
 const HOST_UPLINK_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
 const LAN_DROPPED: Ipv4Addr = Ipv4Addr::new(192, 168, 78, 1);

@@ -11,9 +11,9 @@ use tapmanager_tests::sandbox::{
     as_user, default_networks, is_root, Netns, Running, Sandbox, UPLINK,
 };
 
-const GROUP: u32 = 47_111;
-const MEMBER: u32 = 47_112;
-const STRANGER: u32 = 47_113;
+use tapmanager_tests::ids::local_attacks::GROUP;
+use tapmanager_tests::ids::local_attacks::MEMBER;
+use tapmanager_tests::ids::local_attacks::STRANGER;
 
 /// `program ARGS` as the stranger inside `ns`, started and running until dropped; returns
 /// once it printed its first line.

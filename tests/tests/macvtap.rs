@@ -7,7 +7,7 @@ use std::time::Duration;
 use tapmanager_tests::fakevm::{self, Capture, FakeVm};
 use tapmanager_tests::sandbox::{is_root, Launch, Sandbox, UPLINK};
 
-const GROUP: u32 = 47_041;
+use tapmanager_tests::ids::macvtap::GROUP;
 const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
 /// The address the guest would have leased from the LAN's DHCP.
 const GUEST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 50);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tapmanager_tests::fakevm::FakeVm;
 use tapmanager_tests::sandbox::{is_root, Netns, Sandbox, UPLINK};
 
-const GROUP: u32 = 47_031;
+use tapmanager_tests::ids::masquerade::GROUP;
 const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
 const GUEST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 

@@ -11,8 +11,8 @@ use tapmanager_tests::cnidir::{pod_cni, pod_state, CniDir};
 use tapmanager_tests::fakevm::FakeVm;
 use tapmanager_tests::sandbox::{is_root, run, Netns, Sandbox};
 
-const GROUP: u32 = 47_061;
-const USER: u32 = 47_062;
+use tapmanager_tests::ids::pod::GROUP;
+use tapmanager_tests::ids::pod::USER;
 
 fn pods_network(binding: &str) -> String {
     format!("[networks.pods]\nkind = \"pod\"\nbinding = \"{binding}\"\ndns = [\"10.88.99.53\"]\n")

@@ -5,8 +5,8 @@
 use std::process::{Child, Command, Stdio};
 use tapmanager_tests::sandbox::{default_networks, is_root, Sandbox};
 
-const GROUP: u32 = 47_081;
-const USER: u32 = 47_082;
+use tapmanager_tests::ids::policy::GROUP;
+use tapmanager_tests::ids::policy::USER;
 
 /// vmwrapper as `USER` holding `vm` on `default` (`net` spec) until its stdin closes.
 fn holder(sb: &Sandbox, vm: &str, net: &str) -> Command {
@@ -153,9 +153,17 @@ fn doctor_checks_the_host_the_daemon_and_the_callers_group() {
     assert!(said.contains("the daemon answers at"), "{said}");
     assert!(said.contains("1 network(s) ready"), "{said}");
     // A user outside the group is told so, and how to join.
-    let (ok, said) = doctor(tapmanager_tests::sandbox::as_user(47_083, "", &tapmanager));
+    let (ok, said) = doctor(tapmanager_tests::sandbox::as_user(
+        tapmanager_tests::ids::policy::OUTSIDER,
+        "",
+        &tapmanager,
+    ));
     assert!(!ok);
-    assert!(said.contains("uid 47083 is not in group"), "{said}");
+    let outsider = format!(
+        "uid {} is not in group",
+        tapmanager_tests::ids::policy::OUTSIDER
+    );
+    assert!(said.contains(&outsider), "{said}");
     assert!(said.contains("fix: `sudo usermod -aG"), "{said}");
     // A member is not.
     let (_, said) = doctor(tapmanager_tests::sandbox::as_user(

