@@ -56,6 +56,21 @@ pub fn as_user(uid: u32, groups: &str, program: &std::path::Path) -> Command {
     c
 }
 
+/// Returns from the calling test, printing why, when not root: `require_root!();` at a root
+/// test's top. The name printed is the test's own (its path, from a function nested in it).
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::sandbox::is_root({
+            fn here() {}
+            let name = std::any::type_name_of_val(&here);
+            name.strip_suffix("::here").unwrap_or(name)
+        }) {
+            return;
+        }
+    };
+}
+
 /// Runs a command, panicking with its output on failure.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));

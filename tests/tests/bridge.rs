@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tapmanager_tests::fakevm::{self, Capture, FakeVm};
-use tapmanager_tests::sandbox::{as_user, bin, is_root, Sandbox, BRIDGE, GATEWAY};
+use tapmanager_tests::sandbox::{as_user, bin, Sandbox, BRIDGE, GATEWAY};
 
 /// The group the sandbox daemon serves; tests run callers with it (or without it) by number.
 use tapmanager_tests::ids::bridge::GROUP;
@@ -34,9 +34,7 @@ fn guest(sb: &Sandbox, vm: &str) -> (protocol::Attachment, FakeVm) {
 
 #[test]
 fn guest_leases_the_configured_address_and_reaches_its_gateway() {
-    if !is_root("guest_leases_the_configured_address_and_reaches_its_gateway") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let sb = Sandbox::with_defaults("lease", GROUP);
     let (a, vm) = guest(&sb, "vm1");
     let iface = &a.interfaces[0];
@@ -67,9 +65,7 @@ fn guest_leases_the_configured_address_and_reaches_its_gateway() {
 
 #[test]
 fn spoofed_frames_never_reach_the_bridge() {
-    if !is_root("spoofed_frames_never_reach_the_bridge") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let sb = Sandbox::with_defaults("spoof", GROUP);
     let (_a, vm) = guest(&sb, "vm1");
     let lease = vm.dhcp().expect("lease");
@@ -144,9 +140,7 @@ fn spoofed_frames_never_reach_the_bridge() {
 
 #[test]
 fn two_guests_get_different_addresses_and_macs() {
-    if !is_root("two_guests_get_different_addresses_and_macs") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let sb = Sandbox::with_defaults("two", GROUP);
     let (a1, vm1) = guest(&sb, "vm1");
     let (a2, vm2) = guest(&sb, "vm2");
@@ -180,9 +174,7 @@ fn two_guests_get_different_addresses_and_macs() {
 
 #[test]
 fn queues_give_one_fd_per_queue_of_one_multiqueue_tap() {
-    if !is_root("queues_give_one_fd_per_queue_of_one_multiqueue_tap") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let sb = Sandbox::with_defaults("mq", GROUP);
     let (a, fds) = attach(&sb, "mq1", 2);
     assert_eq!(fds.len(), 2);
@@ -253,9 +245,7 @@ fn vmwrapper_on(
 
 #[test]
 fn a_caller_outside_the_group_is_refused() {
-    if !is_root("a_caller_outside_the_group_is_refused") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let sb = Sandbox::with_defaults("group", GROUP);
     // First line: the socket is 0660 root:group, so the kernel refuses the connect.
     let out = vmwrapper_as(&sb, "", "x1", "exit 0").output().unwrap();
@@ -290,9 +280,7 @@ fn a_caller_outside_the_group_is_refused() {
 
 #[test]
 fn the_guest_exiting_removes_everything() {
-    if !is_root("the_guest_exiting_removes_everything") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let sb = Sandbox::with_defaults("exit", GROUP);
     // The "hypervisor" checks it got an inheritable fd 3 that is its TAP, then exits.
     let out = vmwrapper_as(
@@ -334,9 +322,7 @@ fn the_guest_exiting_removes_everything() {
 
 #[test]
 fn sigkill_and_restart_keep_live_guests_and_reap_dead_ones() {
-    if !is_root("sigkill_and_restart_keep_live_guests_and_reap_dead_ones") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let mut sb = Sandbox::with_defaults("restart", GROUP);
     let g = GROUP.to_string();
     // A live guest: keeps running across the daemon's death.
@@ -409,9 +395,7 @@ fn tapmanager_as(sb: &Sandbox, uid: u32, args: &[&str]) -> std::process::Output 
 
 #[test]
 fn attachments_belong_to_their_uid_and_private_networks_to_their_list() {
-    if !is_root("attachments_belong_to_their_uid_and_private_networks_to_their_list") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     use tapmanager_tests::ids::bridge::OTHER;
     let networks = format!(
         "{}\n[networks.secret]\nkind = \"bridge\"\nbridge = \"tmbr1\"\ngateway = \"10.89.0.1/24\"\nprivate = true\nallow_users = [\"{OTHER}\"]\n",
@@ -478,9 +462,7 @@ fn attachments_belong_to_their_uid_and_private_networks_to_their_list() {
 
 #[test]
 fn static_addresses_same_mac_for_the_same_id_and_the_async_client() {
-    if !is_root("static_addresses_same_mac_for_the_same_id_and_the_async_client") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let networks = tapmanager_tests::sandbox::default_networks()
         + "addresses = [\"10.88.0.10/24\", \"10.88.0.11/24\"]\n";
     let sb = Sandbox::new("static", GROUP, &networks);
@@ -525,9 +507,7 @@ fn static_addresses_same_mac_for_the_same_id_and_the_async_client() {
 
 #[test]
 fn a_failed_attach_leaves_nothing_behind() {
-    if !is_root("a_failed_attach_leaves_nothing_behind") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let sb = Sandbox::with_defaults("fail", GROUP);
     // Pull the bridge from under the daemon: enslaving the new TAP must fail, mid-script.
     sb.ns.ip(&["link", "del", "dev", BRIDGE]);
@@ -554,9 +534,7 @@ fn a_failed_attach_leaves_nothing_behind() {
 
 #[test]
 fn several_nics_on_several_networks_in_order() {
-    if !is_root("several_nics_on_several_networks_in_order") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let networks = format!(
         "{}\n[networks.lan2]\nkind = \"bridge\"\nbridge = \"tmbr2\"\ngateway = \"10.90.0.1/24\"\ndns = [\"10.90.0.1\"]\n",
         tapmanager_tests::sandbox::default_networks()
@@ -623,9 +601,7 @@ fn several_nics_on_several_networks_in_order() {
 
 #[test]
 fn a_second_daemon_in_the_same_namespace_is_refused() {
-    if !is_root("a_second_daemon_in_the_same_namespace_is_refused") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let sb = Sandbox::with_defaults("twice", GROUP);
     let (_a, _fds) = attach(&sb, "keep", 1);
     // Another state dir and socket, same namespace: its rebuild would wipe the first one's
@@ -661,9 +637,7 @@ fn a_second_daemon_in_the_same_namespace_is_refused() {
 /// `Internal` with the same message.
 #[test]
 fn a_full_bridge_is_refused_with_the_step_and_the_fix() {
-    if !is_root("a_full_bridge_is_refused_with_the_step_and_the_fix") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let sb = Sandbox::with_defaults("brfull", GROUP);
     // 1,023 ports, the kernel's most, made with one `ip -batch`.
     let mut batch = String::new();

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use tapmanager_tests::cnidir::{bridge_list, CniDir};
 use tapmanager_tests::fakevm::FakeVm;
-use tapmanager_tests::sandbox::{is_root, Sandbox};
+use tapmanager_tests::sandbox::Sandbox;
 
 use tapmanager_tests::ids::cni::GROUP;
 
@@ -38,9 +38,7 @@ fn held(sb: &Sandbox) -> (usize, usize, usize) {
 
 #[test]
 fn a_guest_leases_what_host_local_allocated_and_del_frees_it() {
-    if !is_root("a_guest_leases_what_host_local_allocated_and_del_frees_it") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let d = CniDir::new("lease");
     d.write(
         "tmpods",
@@ -129,9 +127,7 @@ fn a_guest_leases_what_host_local_allocated_and_del_frees_it() {
 
 #[test]
 fn results_of_every_spec_version_become_the_same_lease() {
-    if !is_root("results_of_every_spec_version_become_the_same_lease") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let d = CniDir::new("versions");
     // Debian's plugins write 0.3.0 to 1.0.0; the fixture writes 1.1.0.
     let versions = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"];
@@ -253,9 +249,7 @@ fn results_of_every_spec_version_become_the_same_lease() {
 
 #[test]
 fn a_plugin_failure_reaches_the_caller_with_its_code_and_leaves_nothing() {
-    if !is_root("a_plugin_failure_reaches_the_caller_with_its_code_and_leaves_nothing") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let d = CniDir::new("fail");
     let failing = serde_json::json!({"type": "fixture-plugin", "fixture": {"mode": "fail", "code": 42, "msg": "no room at the inn", "log": d.log()}});
     d.write(
@@ -281,9 +275,7 @@ fn a_plugin_failure_reaches_the_caller_with_its_code_and_leaves_nothing() {
 
 #[test]
 fn a_crash_between_add_and_the_reply_is_undone_by_del_at_start() {
-    if !is_root("a_crash_between_add_and_the_reply_is_undone_by_del_at_start") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let d = CniDir::new("crash");
     let slow = serde_json::json!({"type": "fixture-plugin", "fixture": {"mode": "pass", "sleep": 3, "log": d.log()}});
     d.write(
@@ -312,9 +304,7 @@ fn a_crash_between_add_and_the_reply_is_undone_by_del_at_start() {
 
 #[test]
 fn a_slash32_address_with_an_off_subnet_gateway_works_calico_style() {
-    if !is_root("a_slash32_address_with_an_off_subnet_gateway_works_calico_style") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let d = CniDir::new("calico");
     d.write(
         "tmcalico",
@@ -358,9 +348,7 @@ fn a_slash32_address_with_an_off_subnet_gateway_works_calico_style() {
 
 #[test]
 fn ptp_with_firewall_and_portmap_chained() {
-    if !is_root("ptp_with_firewall_and_portmap_chained") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let d = CniDir::new("ptp");
     d.write(
         "tmptp",
@@ -405,9 +393,7 @@ fn ptp_with_firewall_and_portmap_chained() {
 
 #[test]
 fn plugins_run_with_only_the_capabilities_plugins_use() {
-    if !is_root("plugins_run_with_only_the_capabilities_plugins_use") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let d = CniDir::new("caps");
     let pass =
         serde_json::json!({"type": "fixture-plugin", "fixture": {"mode": "pass", "log": d.log()}});

@@ -11,7 +11,7 @@ use protocol::{AttachRequest, NetworkRequest};
 use std::process::{Child, Command, Stdio};
 use tapmanager_tests::cnidir::{bridge_list, CniDir};
 use tapmanager_tests::fakevm::FakeVm;
-use tapmanager_tests::sandbox::{bin, default_networks, is_root, Sandbox, UPLINK};
+use tapmanager_tests::sandbox::{bin, default_networks, Sandbox, UPLINK};
 
 use tapmanager_tests::ids::crash::GROUP;
 /// The test LAN's host, and the address a macvtap guest uses on it.
@@ -104,9 +104,7 @@ fn points_of(kind: &str) -> Vec<&'static str> {
 
 #[test]
 fn a_crash_at_every_step_leaves_nothing_and_live_guests_keep_their_lease() {
-    if !is_root("a_crash_at_every_step_leaves_nothing_and_live_guests_keep_their_lease") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let d = CniDir::new("crash");
     d.write(
         "tmcrash",
@@ -197,9 +195,7 @@ fn a_crash_at_every_step_leaves_nothing_and_live_guests_keep_their_lease() {
 
 #[test]
 fn a_crash_at_every_step_of_a_take_over_gives_the_pod_its_interface_back() {
-    if !is_root("a_crash_at_every_step_of_a_take_over_gives_the_pod_its_interface_back") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     use std::os::fd::AsFd;
     use tapmanager_tests::cnidir::{pod_cni, pod_state};
     use tapmanager_tests::sandbox::Netns;
@@ -285,9 +281,7 @@ fn a_crash_at_every_step_of_a_take_over_gives_the_pod_its_interface_back() {
 
 #[test]
 fn a_dead_callers_tap_that_lives_on_keeps_its_guards_until_its_teardown() {
-    if !is_root("a_dead_callers_tap_that_lives_on_keeps_its_guards_until_its_teardown") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let mut sb = Sandbox::with_defaults("reapguard", GROUP);
     // A TAP by name is persistent: it outlives its caller, as a TAP whose fd another process
     // holds does, and carries frames until the daemon deletes it.

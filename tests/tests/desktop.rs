@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, TcpStream, UdpSocket};
 use std::time::Duration;
 use tapmanager_tests::fakedns::{query, read_answer, FakeDns};
 use tapmanager_tests::fakevm::FakeVm;
-use tapmanager_tests::sandbox::{is_root, Netns, Sandbox, TestDir, BRIDGE};
+use tapmanager_tests::sandbox::{Netns, Sandbox, TestDir, BRIDGE};
 
 use tapmanager_tests::ids::desktop::GROUP;
 const NAME: &str = "www.example.test";
@@ -38,9 +38,7 @@ fn ask(vm: &FakeVm, gw_mac: [u8; 6], ip: Ipv4Addr, id: u16, name: &str) -> (u8, 
 
 #[test]
 fn default_network_nats_guests_out_and_forwards_dns_through_the_hosts_resolver() {
-    if !is_root("default_network_nats_guests_out_and_forwards_dns_through_the_hosts_resolver") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let dir = TestDir::new("desktop");
     let resolv = dir.join("resolv.conf");
     // As on a desktop with systemd-resolved: only the stub.

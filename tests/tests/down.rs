@@ -5,7 +5,7 @@
 //! leaves a bridge the admin made alone.
 
 use std::process::{Child, Command, Stdio};
-use tapmanager_tests::sandbox::{bin, is_root, Sandbox, UPLINK};
+use tapmanager_tests::sandbox::{bin, Sandbox, UPLINK};
 
 use tapmanager_tests::ids::down::GROUP;
 
@@ -72,9 +72,7 @@ fn ours(sb: &Sandbox) -> (Vec<String>, Vec<String>) {
 
 #[test]
 fn down_refuses_while_guests_run_then_leaves_nothing() {
-    if !is_root("down_refuses_while_guests_run_then_leaves_nothing") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let networks = format!(
         r#"
 [networks.default]
@@ -160,9 +158,7 @@ transit = "169.254.104.0/22"
 
 #[test]
 fn down_force_cuts_off_running_guests() {
-    if !is_root("down_force_cuts_off_running_guests") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let networks = format!(
         "[networks.iso]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"{UPLINK}\"\n"
     );
@@ -191,9 +187,7 @@ fn down_force_cuts_off_running_guests() {
 /// guests it would otherwise take for dead) it refuses, removing nothing.
 #[test]
 fn down_changes_nothing_where_the_daemon_never_ran_and_refuses_another_namespace() {
-    if !is_root("down_changes_nothing_where_the_daemon_never_ran_and_refuses_another_namespace") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let networks = format!(
         "[networks.default]\nkind = \"bridge\"\nbridge = \"tmbrnew0\"\ngateway = \"10.88.0.1/24\"\nnat = true\nuplink = \"{UPLINK}\"\n\
          [networks.iso]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"{UPLINK}\"\n"

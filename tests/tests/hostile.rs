@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tapmanager_tests::sandbox::{is_root, Sandbox};
+use tapmanager_tests::sandbox::Sandbox;
 
 use tapmanager_tests::ids::hostile::GROUP;
 use tapmanager_tests::ids::hostile::OTHER;
@@ -218,9 +218,7 @@ fn daemon_fds_on(sb: &Sandbox, path: &std::path::Path) -> usize {
 
 #[test]
 fn hostile_callers_get_typed_errors_and_change_nothing() {
-    if !is_root("hostile_callers_get_typed_errors_and_change_nothing") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let config = format!(
         "{}\n[networks.pods]\nkind = \"pod\"\n[policy]\nmax_attachments = 3\n",
         tapmanager_tests::sandbox::default_networks()

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 use tapmanager_tests::fakevm::FakeVm;
 use tapmanager_tests::l2attack::{self, Effects, UdpSink};
-use tapmanager_tests::sandbox::{is_root, Sandbox};
+use tapmanager_tests::sandbox::Sandbox;
 
 use tapmanager_tests::ids::hostile_guests::GROUP;
 
@@ -36,9 +36,7 @@ fn cpu(pid: u32) -> Duration {
 
 #[test]
 fn a_dhcp_flood_is_rate_limited_with_bounded_cpu_and_a_quiet_log() {
-    if !is_root("a_dhcp_flood_is_rate_limited_with_bounded_cpu_and_a_quiet_log") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let sb = Sandbox::with_defaults("dhcpflood", GROUP);
     let (a, fds) = sb
         .client()
@@ -118,9 +116,7 @@ fn count_of(c: &[(String, u64)], needle: &str) -> u64 {
 
 #[test]
 fn spoofed_and_rogue_frames_are_dropped_and_counted() {
-    if !is_root("spoofed_and_rogue_frames_are_dropped_and_counted") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     use std::net::Ipv4Addr;
     use tapmanager_tests::fakevm;
     let sb = Sandbox::with_defaults("guestcount", GROUP);
@@ -194,9 +190,7 @@ fn spoofed_and_rogue_frames_are_dropped_and_counted() {
 
 #[test]
 fn a_dns_flood_holds_a_bounded_share_and_other_guests_are_answered() {
-    if !is_root("a_dns_flood_holds_a_bounded_share_and_other_guests_are_answered") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     use tapmanager_tests::fakedns::{query, read_answer, FakeDns};
     let (sb, lan) = Sandbox::with_lan("dnsflood", GROUP, DNS_NETWORK);
     // The upstream answers the honest name; the flood's names it never answers, so each
@@ -305,9 +299,7 @@ fn a_dns_flood_holds_a_bounded_share_and_other_guests_are_answered() {
 
 #[test]
 fn idle_tcp_connections_of_one_member_leave_the_forwarder_to_the_others() {
-    if !is_root("idle_tcp_connections_of_one_member_leave_the_forwarder_to_the_others") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     use std::net::{Ipv4Addr, SocketAddrV4};
     use tapmanager_tests::fakedns::{query, read_answer, FakeDns};
     let (sb, lan) = Sandbox::with_lan("dnstcp", GROUP, DNS_NETWORK);
@@ -505,9 +497,7 @@ fn other_address(l: &tapmanager_tests::fakevm::Lease) -> std::net::Ipv4Addr {
 
 #[test]
 fn a_bridge_guest_gets_nothing_past_its_guards_by_group_macs_or_vlan_tags() {
-    if !is_root("a_bridge_guest_gets_nothing_past_its_guards_by_group_macs_or_vlan_tags") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let sb = Sandbox::with_defaults("l2bridge", GROUP);
     let sink = UdpSink::open(&sb.ns);
     let (vm, lease, gw_mac) = leased(&sb, "l2b", "default");
@@ -545,11 +535,7 @@ fn a_bridge_guest_gets_nothing_past_its_guards_by_group_macs_or_vlan_tags() {
 
 #[test]
 fn isolated_and_masquerade_guests_get_nothing_past_their_guards_by_group_macs_or_vlan_tags() {
-    if !is_root(
-        "isolated_and_masquerade_guests_get_nothing_past_their_guards_by_group_macs_or_vlan_tags",
-    ) {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let uplink = tapmanager_tests::sandbox::UPLINK;
     let host_uplink: std::net::Ipv4Addr = "192.168.77.1".parse().unwrap();
     for (kind, networks) in [
@@ -573,9 +559,7 @@ fn isolated_and_masquerade_guests_get_nothing_past_their_guards_by_group_macs_or
 
 #[test]
 fn a_macvtap_guest_configures_nothing_on_the_host_by_group_macs_or_vlan_tags() {
-    if !is_root("a_macvtap_guest_configures_nothing_on_the_host_by_group_macs_or_vlan_tags") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let uplink = tapmanager_tests::sandbox::UPLINK;
     let networks = format!("[networks.mv]\nkind = \"macvtap\"\nlower = \"{uplink}\"\n");
     let (sb, _lan) = Sandbox::with_lan("l2mv", GROUP, &networks);
@@ -613,9 +597,7 @@ fn a_macvtap_guest_configures_nothing_on_the_host_by_group_macs_or_vlan_tags() {
 
 #[test]
 fn cni_and_pod_guests_get_nothing_past_their_guards_by_group_macs_or_vlan_tags() {
-    if !is_root("cni_and_pod_guests_get_nothing_past_their_guards_by_group_macs_or_vlan_tags") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     use tapmanager_tests::cnidir::{bridge_list, pod_cni, CniDir};
     for binding in ["tc-redirect", "bridge"] {
         // CNI: Debian's bridge plugin makes tmcni0 (10.99.0.1) in the daemon's namespace.

@@ -5,7 +5,7 @@
 use protocol::{AttachRequest, NetworkRequest};
 use std::net::Ipv4Addr;
 use tapmanager_tests::fakevm::{self, Capture, FakeVm};
-use tapmanager_tests::sandbox::{is_root, Launch, Sandbox, UPLINK};
+use tapmanager_tests::sandbox::{Launch, Sandbox, UPLINK};
 
 use tapmanager_tests::ids::isolated::GROUP;
 const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
@@ -30,9 +30,7 @@ fn attach_on(sb: &Sandbox, vm: &str, net: &str) -> (protocol::Attachment, FakeVm
 
 #[test]
 fn isolated_guests_lease_a_slash30_reach_the_lan_and_nothing_else() {
-    if !is_root("isolated_guests_lease_a_slash30_reach_the_lan_and_nothing_else") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let networks = format!(
         "[networks.iso]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"{UPLINK}\"\ndrop = [\"192.168.78.0/24\"]\ndns = [\"192.168.77.2\"]\n"
     );
@@ -105,9 +103,7 @@ fn leased(sb: &Sandbox, vm: &str, net: &str) -> (FakeVm, Ipv4Addr, [u8; 6]) {
 
 #[test]
 fn drop_and_allow_lists_on_several_isolated_networks() {
-    if !is_root("drop_and_allow_lists_on_several_isolated_networks") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let iso = |name: &str, range: &str, lists: &str| {
         format!("[networks.{name}]\nkind = \"isolated\"\nrange = \"{range}\"\nuplink = \"{UPLINK}\"\n{lists}\n")
     };
@@ -140,9 +136,7 @@ fn drop_and_allow_lists_on_several_isolated_networks() {
 
 #[test]
 fn a_dead_callers_isolated_guest_is_reaped_at_restart() {
-    if !is_root("a_dead_callers_isolated_guest_is_reaped_at_restart") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let networks = format!(
         "[networks.iso]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"{UPLINK}\"\n"
     );
@@ -205,9 +199,7 @@ fn binding_shape(sb: &Sandbox, ifname: &str) -> String {
 
 #[test]
 fn bridge_and_tc_redirect_bindings_isolate_like_the_routed_one() {
-    if !is_root("bridge_and_tc_redirect_bindings_isolate_like_the_routed_one") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     for (binding, tag) in [("bridge", "isobr"), ("tc-redirect", "isotc")] {
         let networks = format!(
             "[networks.iso]\nkind = \"isolated\"\nbinding = \"{binding}\"\nrange = \"169.254.100.0/22\"\nuplink = \"{UPLINK}\"\ndrop = [\"192.168.78.0/24\"]\n"
@@ -345,9 +337,7 @@ fn bridge_and_tc_redirect_bindings_isolate_like_the_routed_one() {
 /// got no lease). The pins must be in the starting process's mount namespace too.
 #[test]
 fn a_daemon_started_with_ip_netns_exec_keeps_isolated_guests_across_a_restart() {
-    if !is_root("a_daemon_started_with_ip_netns_exec_keeps_isolated_guests_across_a_restart") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let networks = format!(
         "[networks.iso]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"{UPLINK}\"\n"
     );

@@ -7,9 +7,7 @@ use protocol::{AttachRequest, NetworkRequest};
 use std::io::BufRead;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
-use tapmanager_tests::sandbox::{
-    as_user, default_networks, is_root, Netns, Running, Sandbox, UPLINK,
-};
+use tapmanager_tests::sandbox::{as_user, default_networks, Netns, Running, Sandbox, UPLINK};
 
 use tapmanager_tests::ids::local_attacks::GROUP;
 use tapmanager_tests::ids::local_attacks::MEMBER;
@@ -46,9 +44,7 @@ fn stranger_opens(path: &std::path::Path) -> String {
 
 #[test]
 fn a_stranger_holding_the_old_lock_name_does_not_keep_the_daemon_from_restarting() {
-    if !is_root("a_stranger_holding_the_old_lock_name_does_not_keep_the_daemon_from_restarting") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let mut sb = Sandbox::with_defaults("squat", GROUP);
     sb.kill();
     // The audit's attack: bind the abstract name the daemon used as its lock, then wait.
@@ -67,9 +63,7 @@ fn a_stranger_holding_the_old_lock_name_does_not_keep_the_daemon_from_restarting
 
 #[test]
 fn a_stranger_cannot_open_a_guests_namespace_pin() {
-    if !is_root("a_stranger_cannot_open_a_guests_namespace_pin") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let networks = format!(
         "[networks.iso]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"{UPLINK}\"\n"
     );
@@ -102,9 +96,7 @@ fn a_stranger_cannot_open_a_guests_namespace_pin() {
 
 #[test]
 fn a_state_dir_others_may_write_is_refused_and_loose_subdirectories_are_tightened() {
-    if !is_root("a_state_dir_others_may_write_is_refused_and_loose_subdirectories_are_tightened") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let mut sb = Sandbox::with_defaults("statedir", GROUP);
     sb.kill();
     let state = sb.dir.join("state");
@@ -129,9 +121,7 @@ fn a_state_dir_others_may_write_is_refused_and_loose_subdirectories_are_tightene
 
 #[test]
 fn the_hosts_namespace_is_never_taken_over_even_by_a_user_who_may_adopt_any() {
-    if !is_root("the_hosts_namespace_is_never_taken_over_even_by_a_user_who_may_adopt_any") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let networks = format!(
         "{}[networks.pods]\nkind = \"pod\"\nbinding = \"tc-redirect\"\nadopt_any_users = [\"{MEMBER}\"]\n",
         default_networks()
@@ -255,9 +245,7 @@ for n in reattached:
 
 #[test]
 fn a_stranger_racing_tap_creation_never_joins_a_guests_multi_queue_tap() {
-    if !is_root("a_stranger_racing_tap_creation_never_joins_a_guests_multi_queue_tap") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     const ATTACHES: usize = 24;
     let sb = Sandbox::with_defaults("tapthief", GROUP);
     let vms: Vec<protocol::VmId> = (0..ATTACHES)

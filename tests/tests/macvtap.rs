@@ -5,7 +5,7 @@ use protocol::{AttachRequest, NetworkRequest};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 use tapmanager_tests::fakevm::{self, Capture, FakeVm};
-use tapmanager_tests::sandbox::{is_root, Launch, Sandbox, UPLINK};
+use tapmanager_tests::sandbox::{Launch, Sandbox, UPLINK};
 
 use tapmanager_tests::ids::macvtap::GROUP;
 const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
@@ -14,9 +14,7 @@ const GUEST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 50);
 
 #[test]
 fn a_macvtap_guest_sits_on_the_lan_with_its_own_mac_only() {
-    if !is_root("a_macvtap_guest_sits_on_the_lan_with_its_own_mac_only") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let networks = format!("[networks.mv]\nkind = \"macvtap\"\nlower = \"{UPLINK}\"\n");
     let (mut sb, lan) = Sandbox::with_lan("mvtap", GROUP, &networks);
     let mut net = NetworkRequest::new("mv".parse().unwrap());
@@ -86,9 +84,7 @@ fn a_macvtap_guest_sits_on_the_lan_with_its_own_mac_only() {
 
 #[test]
 fn a_macvtap_guest_may_not_take_a_lan_hosts_mac() {
-    if !is_root("a_macvtap_guest_may_not_take_a_lan_hosts_mac") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let networks = format!(
         "[networks.mv]\nkind = \"macvtap\"\nlower = \"{UPLINK}\"\n\
          [networks.qemu]\nkind = \"macvtap\"\nlower = \"{UPLINK}\"\nallowed_macs = [\"52:54:00\"]\n"
@@ -140,9 +136,7 @@ fn a_macvtap_guest_may_not_take_a_lan_hosts_mac() {
 
 #[test]
 fn a_macvtap_guest_is_served_by_a_daemon_started_with_ip_netns_exec() {
-    if !is_root("a_macvtap_guest_is_served_by_a_daemon_started_with_ip_netns_exec") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let networks = format!("[networks.mv]\nkind = \"macvtap\"\nlower = \"{UPLINK}\"\n");
     let (mut sb, _lan) = Sandbox::with_lan("mvipexec", GROUP, &networks);
     // As an operator starts it: its namespace's sysfs is mounted read-write, as on any host.

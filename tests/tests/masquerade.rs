@@ -6,7 +6,7 @@ use protocol::{AttachRequest, ErrorCode, NetworkRequest};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 use tapmanager_tests::fakevm::FakeVm;
-use tapmanager_tests::sandbox::{is_root, Netns, Sandbox, UPLINK};
+use tapmanager_tests::sandbox::{Netns, Sandbox, UPLINK};
 
 use tapmanager_tests::ids::masquerade::GROUP;
 const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
@@ -62,9 +62,7 @@ fn syn_seen(g: &FakeVm, port: u16) -> bool {
 
 #[test]
 fn masquerade_guests_share_an_address_reach_the_lan_and_get_only_their_forwards() {
-    if !is_root("masquerade_guests_share_an_address_reach_the_lan_and_get_only_their_forwards") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let networks = format!(
         "[networks.nat]\nkind = \"masquerade\"\nuplink = \"{UPLINK}\"\nports = [\"udp:5353:53\", \"tcp:8080:80\"]\n\
          [networks.plain]\nkind = \"masquerade\"\nuplink = \"{UPLINK}\"\ntransit = \"169.254.64.0/22\"\n"

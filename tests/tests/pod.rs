@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 use tapmanager_tests::cnidir::{pod_cni, pod_state, CniDir};
 use tapmanager_tests::fakevm::FakeVm;
-use tapmanager_tests::sandbox::{is_root, run, Netns, Sandbox};
+use tapmanager_tests::sandbox::{run, Netns, Sandbox};
 
 use tapmanager_tests::ids::pod::GROUP;
 use tapmanager_tests::ids::pod::USER;
@@ -39,9 +39,7 @@ fn held(sb: &Sandbox) -> (usize, usize, usize) {
 
 #[test]
 fn a_shim_hands_its_pods_interface_to_the_guest_and_gets_it_back() {
-    if !is_root("a_shim_hands_its_pods_interface_to_the_guest_and_gets_it_back") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     for binding in ["tc-redirect", "bridge"] {
         let d = CniDir::new(&format!("pod-{binding}"));
         let mut sb = Sandbox::new("pod", GROUP, &pods_network(binding));
@@ -159,9 +157,7 @@ fn a_shim_hands_its_pods_interface_to_the_guest_and_gets_it_back() {
 
 #[test]
 fn namespaces_the_caller_does_not_own_are_refused() {
-    if !is_root("namespaces_the_caller_does_not_own_are_refused") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let sb = Sandbox::new("podown", GROUP, &pods_network("tc-redirect"));
     // Root may adopt any pod, but never the daemon's own namespace (nor the host's: pid 1's,
     // which this machine's pid 1 does not let even root open, so that case is not tried here).
@@ -300,9 +296,7 @@ fn shim_example() -> std::path::PathBuf {
 
 #[test]
 fn the_protocol_crates_shim_example_runs_the_whole_exchange() {
-    if !is_root("the_protocol_crates_shim_example_runs_the_whole_exchange") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let d = CniDir::new("pod-example");
     let sb = Sandbox::new("podex", GROUP, &pods_network("tc-redirect"));
     let pod = Netns::new("podex");
@@ -328,9 +322,7 @@ fn the_protocol_crates_shim_example_runs_the_whole_exchange() {
 
 #[test]
 fn a_masquerade_binding_natting_the_guest_behind_the_pods_address() {
-    if !is_root("a_masquerade_binding_natting_the_guest_behind_the_pods_address") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let d = CniDir::new("pod-masq");
     let networks =
         "[networks.pods]\nkind = \"pod\"\nbinding = \"masquerade\"\nports = [\"tcp:8080:80\"]\n";
@@ -416,9 +408,7 @@ fn a_masquerade_binding_natting_the_guest_behind_the_pods_address() {
 
 #[test]
 fn a_pod_whose_shim_died_while_the_daemon_was_down_gets_its_interface_back() {
-    if !is_root("a_pod_whose_shim_died_while_the_daemon_was_down_gets_its_interface_back") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let d = CniDir::new("pod-crash");
     let mut sb = Sandbox::new("podcrash", GROUP, &pods_network("tc-redirect"));
     let pod = Netns::new("podcrash");

@@ -3,7 +3,7 @@
 //! nothing. Root is not counted.
 
 use std::process::{Child, Command, Stdio};
-use tapmanager_tests::sandbox::{default_networks, is_root, Sandbox};
+use tapmanager_tests::sandbox::{default_networks, Sandbox};
 
 use tapmanager_tests::ids::policy::GROUP;
 use tapmanager_tests::ids::policy::USER;
@@ -32,9 +32,7 @@ fn end(mut c: Child) {
 
 #[test]
 fn a_member_holds_at_most_its_quota_of_attachments_and_queues() {
-    if !is_root("a_member_holds_at_most_its_quota_of_attachments_and_queues") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let config = format!(
         "{}\n[policy]\nmax_attachments = 2\nmax_queues = 3\n",
         default_networks()
@@ -128,9 +126,7 @@ fn check_config_says_valid_or_names_the_line_of_each_error() {
 
 #[test]
 fn doctor_checks_the_host_the_daemon_and_the_callers_group() {
-    if !is_root("doctor_checks_the_host_the_daemon_and_the_callers_group") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let sb = Sandbox::new("doctor", GROUP, &default_networks());
     let doctor = |mut c: Command| {
         let out = c
@@ -178,9 +174,7 @@ fn doctor_checks_the_host_the_daemon_and_the_callers_group() {
 /// chain that drops (Docker's FORWARD policy) and port 53 held by another server.
 #[test]
 fn doctor_finds_a_dropping_forward_chain_and_port_53_taken() {
-    if !is_root("doctor_finds_a_dropping_forward_chain_and_port_53_taken") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let networks = "[networks.default]\nkind = \"bridge\"\nbridge = \"tmbr0\"\n\
                     gateway = \"10.88.0.1/24\"\nnat = true\ndns_forward = true\n";
     let mut sb = Sandbox::new("doctorfw", GROUP, networks);

@@ -2,7 +2,7 @@
 //! permitted and bounding capability sets, read from `/proc`, must hold exactly what the
 //! configured kinds use, and nothing else.
 
-use tapmanager_tests::sandbox::{is_root, Sandbox, UPLINK};
+use tapmanager_tests::sandbox::{Sandbox, UPLINK};
 
 use tapmanager_tests::ids::privileges::GROUP;
 const NET_BIND_SERVICE: u64 = 1 << 10;
@@ -49,9 +49,7 @@ fn assert_exactly(sb: &Sandbox, what: &str, want: u64) {
 
 #[test]
 fn every_thread_keeps_exactly_what_the_configured_kinds_use() {
-    if !is_root("every_thread_keeps_exactly_what_the_configured_kinds_use") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     // Bridges: links, nftables, packet sockets.
     let sb = Sandbox::with_defaults("capsbr", GROUP);
     assert_exactly(&sb, "bridge", NET_ADMIN | NET_RAW);
@@ -79,9 +77,7 @@ fn every_thread_keeps_exactly_what_the_configured_kinds_use() {
 
 #[test]
 fn socket_activation_and_readiness_as_systemd_does_them() {
-    if !is_root("socket_activation_and_readiness_as_systemd_does_them") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     use std::os::unix::net::UnixDatagram;
     use std::time::Duration;
     use tapmanager_tests::sandbox::{bin, Netns};
@@ -205,9 +201,7 @@ fn serve_with_journal(
 
 #[test]
 fn logs_go_to_journald_when_stderr_is_the_journal_and_to_stderr_otherwise() {
-    if !is_root("logs_go_to_journald_when_stderr_is_the_journal_and_to_stderr_otherwise") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     use std::os::unix::net::UnixDatagram;
     use std::time::Duration;
     use tapmanager_tests::sandbox::Netns;
@@ -332,9 +326,7 @@ fn nft_child(sb: &Sandbox) -> u32 {
 
 #[test]
 fn nft_runs_by_absolute_path_with_an_empty_environment_and_only_net_admin() {
-    if !is_root("nft_runs_by_absolute_path_with_an_empty_environment_and_only_net_admin") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     // A daemon that keeps CAP_SYS_ADMIN too (pod networks), started with an environment.
     let sb = Sandbox::new("capsnft", GROUP, "[networks.pods]\nkind = \"pod\"\n");
     let pid = nft_child(&sb);

@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tapmanager_tests::sandbox::{is_root, run, Sandbox, GATEWAY, UPLINK};
+use tapmanager_tests::sandbox::{run, Sandbox, GATEWAY, UPLINK};
 
 use tapmanager_tests::ids::qemu::GROUP;
 use tapmanager_tests::ids::qemu::USER;
@@ -104,9 +104,7 @@ fn assert_gone(sb: &Sandbox) {
 
 #[test]
 fn qemu_guest_leases_and_pings_its_gateway_through_vmwrapper() {
-    if !is_root("qemu_guest_leases_and_pings_its_gateway_through_vmwrapper") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let sb = Sandbox::with_defaults("qemu", GROUP);
     let console = boot(&sb, "e2e", "default", "");
     let lease = lease_line(&console);
@@ -150,17 +148,13 @@ fn isolated_guest_reaches_the_lan(tag: &str, binding: &str) {
 
 #[test]
 fn qemu_guest_on_an_isolated_network_reaches_the_lan() {
-    if !is_root("qemu_guest_on_an_isolated_network_reaches_the_lan") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     isolated_guest_reaches_the_lan("qemuiso", "routed");
 }
 
 #[test]
 fn qemu_guest_on_a_masquerade_network_reaches_the_lan() {
-    if !is_root("qemu_guest_on_a_masquerade_network_reaches_the_lan") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let networks = format!(
         "[networks.nat]\nkind = \"masquerade\"\nuplink = \"{UPLINK}\"\nports = [\"tcp:8080:80\"]\n"
     );
@@ -181,9 +175,7 @@ fn qemu_guest_on_a_masquerade_network_reaches_the_lan() {
 /// "host"), and pings the answer, past the host's default route, through NAT.
 #[test]
 fn qemu_guest_on_the_default_network_resolves_a_name_and_reaches_it_through_nat() {
-    if !is_root("qemu_guest_on_the_default_network_resolves_a_name_and_reaches_it_through_nat") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let dir = tapmanager_tests::sandbox::TestDir::new("qemudesk");
     let resolv = dir.join("resolv.conf");
     std::fs::write(&resolv, "nameserver 127.0.0.53\n").unwrap();
@@ -215,9 +207,7 @@ fn qemu_guest_on_the_default_network_resolves_a_name_and_reaches_it_through_nat(
 
 #[test]
 fn qemu_guest_on_a_tc_redirect_isolated_network_reaches_the_lan() {
-    if !is_root("qemu_guest_on_a_tc_redirect_isolated_network_reaches_the_lan") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     isolated_guest_reaches_the_lan("qemutc", "tc-redirect");
 }
 
@@ -265,9 +255,7 @@ impl Drop for LanDhcp {
 
 #[test]
 fn qemu_guest_on_a_macvtap_network_leases_from_the_lan() {
-    if !is_root("qemu_guest_on_a_macvtap_network_leases_from_the_lan") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let networks = format!("[networks.mv]\nkind = \"macvtap\"\nlower = \"{UPLINK}\"\n");
     let (sb, lan) = Sandbox::with_lan("qemumv", GROUP, &networks);
     let _dhcp = LanDhcp::start(&lan);
@@ -285,9 +273,7 @@ fn qemu_guest_on_a_macvtap_network_leases_from_the_lan() {
 
 #[test]
 fn qemu_guest_on_a_cni_network_leases_the_plugins_address() {
-    if !is_root("qemu_guest_on_a_cni_network_leases_the_plugins_address") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     use tapmanager_tests::cnidir::{bridge_list, CniDir};
     let d = CniDir::new("qemu");
     d.write(

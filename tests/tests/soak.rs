@@ -6,7 +6,7 @@
 use protocol::{AttachRequest, Client, NetworkRequest};
 use std::time::Instant;
 use tapmanager_tests::cnidir::{bridge_list, CniDir};
-use tapmanager_tests::sandbox::{default_networks, is_root, Sandbox, UPLINK};
+use tapmanager_tests::sandbox::{default_networks, Sandbox, UPLINK};
 
 use tapmanager_tests::ids::soak::GROUP;
 const CLIENTS: usize = 8;
@@ -58,9 +58,7 @@ fn cycle(c: &mut Client, vm: &str, net: &str) {
 
 #[test]
 fn a_thousand_cycles_from_eight_clients_leave_nothing_behind() {
-    if !is_root("a_thousand_cycles_from_eight_clients_leave_nothing_behind") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let d = CniDir::new("soak");
     d.write(
         "tmsoak",

@@ -19,7 +19,7 @@
 use std::time::Duration;
 use tapmanager_tests::cnidir::CniDir;
 use tapmanager_tests::guestvm::{host_check, GuestSpec, GuestVm};
-use tapmanager_tests::sandbox::{is_root, Sandbox};
+use tapmanager_tests::sandbox::Sandbox;
 use tapmanager_tests::vm::Image;
 
 use tapmanager_tests::ids::vm_guest::GROUP;
@@ -98,11 +98,7 @@ fn cni_list(d: &CniDir, name: &str) -> serde_json::Value {
 
 #[test]
 fn real_guest_bridge_three_dhcp_clients_lease_every_option_and_renew_across_a_restart() {
-    if !is_root(
-        "real_guest_bridge_three_dhcp_clients_lease_every_option_and_renew_across_a_restart",
-    ) {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let image = Image::ensure();
     let nets = [
         BridgeNet {
@@ -285,9 +281,7 @@ struct KindNic {
 
 #[test]
 fn real_guest_networkd_leases_and_pings_on_every_other_kind() {
-    if !is_root("real_guest_networkd_leases_and_pings_on_every_other_kind") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     use tapmanager_tests::sandbox::{Netns, UPLINK};
     let image = Image::ensure();
     let iso = |name: &str, binding: &str, range: &str| {
@@ -519,34 +513,26 @@ fn cloud_init_boot(version: u8, renderer: &str) {
 
 #[test]
 fn real_guest_cloud_init_v2_seed_with_the_networkd_renderer() {
-    if !is_root("real_guest_cloud_init_v2_seed_with_the_networkd_renderer") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     cloud_init_boot(2, "networkd");
 }
 
 #[test]
 fn real_guest_cloud_init_v1_seed_with_the_networkd_renderer() {
-    if !is_root("real_guest_cloud_init_v1_seed_with_the_networkd_renderer") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     cloud_init_boot(1, "networkd");
 }
 
 #[test]
 #[ignore = "issue 19: Debian's default ENI renderer puts routes in net-tools' `route` (absent), DNS in resolved's ifupdown hook (fails), and ifup refuses a second NIC's gateway; run with --ignored"]
 fn real_guest_cloud_init_v2_seed_with_debians_default_eni_renderer() {
-    if !is_root("real_guest_cloud_init_v2_seed_with_debians_default_eni_renderer") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     cloud_init_boot(2, "eni");
 }
 
 #[test]
 #[ignore = "issue 19: Debian's default ENI renderer puts routes in net-tools' `route` (absent), DNS in resolved's ifupdown hook (fails), and ifup refuses a second NIC's gateway; run with --ignored"]
 fn real_guest_cloud_init_v1_seed_with_debians_default_eni_renderer() {
-    if !is_root("real_guest_cloud_init_v1_seed_with_debians_default_eni_renderer") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     cloud_init_boot(1, "eni");
 }

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tapmanager_tests::sandbox::{is_root, TestDir};
+use tapmanager_tests::sandbox::TestDir;
 use tapmanager_tests::vm::{qemu_args, BootSpec, Image, TmioDisk, Vm};
 
 /// Every check the in-VM script must report as ok; one missing is a failure.
@@ -106,9 +106,7 @@ fn deb() -> PathBuf {
 
 #[test]
 fn the_package_under_systemd_in_a_debian_vm() {
-    if !is_root("the_package_under_systemd_in_a_debian_vm") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let tier = Instant::now();
     let image = Image::ensure();
 

