@@ -6,7 +6,7 @@
 use protocol::ErrorCode;
 use std::error::Error;
 
-type BoxError = Box<dyn Error + Send + Sync>;
+use crate::BoxError;
 
 /// A step that failed, named where the error that ended it (a bare `io::Error`) does not say.
 #[derive(Debug, thiserror::Error)]

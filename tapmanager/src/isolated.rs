@@ -46,7 +46,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 const NS_VETH: &str = "veth0";
 const NS_TAP: &str = "tap0";

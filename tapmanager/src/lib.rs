@@ -35,3 +35,7 @@ pub mod systemd;
 pub mod tap;
 
 pub use protocol::error_chain;
+
+/// An error of a step that may fail in several ways, until each layer has its own type
+/// (issue 13); [`hostfail::explain`] finds the errno in its chain.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;

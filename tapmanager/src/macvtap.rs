@@ -28,7 +28,7 @@ use std::path::Path;
 
 use crate::hostfail::Step;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 /// Builds one macvtap NIC; returns its queue fds.
 pub(crate) async fn build_port(

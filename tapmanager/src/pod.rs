@@ -29,7 +29,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 /// What a taken-over interface was, saved before the daemon touched it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

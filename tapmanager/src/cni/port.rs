@@ -31,7 +31,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 fn netns_path(d: &Daemon, ifname: &IfName) -> PathBuf {
     d.config.state_dir.join("netns").join(ifname.as_str())
