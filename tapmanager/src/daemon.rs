@@ -775,7 +775,13 @@ impl Daemon {
                     format!("VM {} is already attached for uid {}", req.vm, peer.uid),
                 ));
             }
-            let record = lifecycle::plan(self, &reg, peer, &req, pod_netns)?;
+            let cx = lifecycle::PlanContext {
+                config: &self.config,
+                bridge_macs: self.bridges.values().map(|b| b.mac).collect(),
+                link_exists: &|name| crate::link::index_of(name).is_some(),
+            };
+            let attached: Vec<&crate::state::Record> = reg.records().collect();
+            let record = lifecycle::plan(&cx, &attached, peer, &req, pod_netns)?;
             crate::failpoint::hit("attach:planned");
             reg.entries.insert(
                 key.clone(),

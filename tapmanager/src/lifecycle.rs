@@ -1,7 +1,7 @@
 //! What runs when a VM attaches, when it goes away, and when the daemon starts: one straight
 //! script each, one step a line, each saying why it happens there.
 //!
-//! - [`plan`]: pure bookkeeping under the registry lock (names, MACs, addresses); nothing in
+//! - [`plan()`]: pure bookkeeping under the registry lock (names, MACs, addresses); nothing in
 //!   the kernel yet, so a refusal leaves nothing behind.
 //! - [`build`]: the kernel work for each NIC. On any failure the caller runs [`teardown`] on the
 //!   same record: teardown is idempotent, so it undoes exactly the steps that had finished.
@@ -11,21 +11,23 @@
 //!   attachment restarts its DHCP servers with [`spawn_dhcp`] exactly as [`build`] does.
 
 use crate::config::{Config, NetworkKind};
-use crate::daemon::{Daemon, DaemonError, Registry};
+use crate::daemon::{Daemon, DaemonError};
 use crate::firewall::PortGuard;
-use crate::ipam::Pool;
 use crate::link::{self, Links};
 use crate::names;
-use crate::peer::{self, Peer};
+use crate::peer;
 use crate::state::Record;
 use crate::tap;
-use protocol::{AttachRequest, Error, ErrorCode, IfName, Interface, MacAddr, NetworkName};
+use protocol::{IfName, Interface, MacAddr, NetworkName};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::BoxError;
+
+mod plan;
+pub(crate) use plan::{plan, PlanContext};
 
 /// A bridge the daemon made sure of at start-up.
 #[derive(Debug, Clone)]
@@ -85,308 +87,6 @@ async fn bridges(
         out.insert(name.clone(), BridgeState { index, mac });
     }
     Ok(out)
-}
-
-fn invalid(msg: String) -> Error {
-    Error::new(ErrorCode::InvalidRequest, msg)
-}
-
-/// Chooses every NIC's TAP name, MAC and address. Pure bookkeeping: called under the registry
-/// lock with everything already attached, so concurrent attaches never pick the same values.
-/// `pod_netns` is the identity of the namespace a shim passed (its NICs with `take_over`).
-pub(crate) fn plan(
-    d: &Daemon,
-    reg: &Registry,
-    peer: &Peer,
-    req: &AttachRequest,
-    pod_netns: Option<(u64, u64)>,
-) -> Result<Record, Error> {
-    // The caller's quota (root is not counted): what it holds, being built or being released
-    // included, plus this request.
-    if !peer.is_root() {
-        let q = d.config.policy.quota_of(peer.uid, |g| peer.in_group(g));
-        let mine: Vec<&Record> = reg.records().filter(|r| r.uid == peer.uid).collect();
-        let queues: u32 = mine
-            .iter()
-            .flat_map(|r| r.interfaces.iter())
-            .map(|i| u32::from(i.queues))
-            .sum();
-        let asked: u32 = req.networks.iter().map(|n| u32::from(n.queues)).sum();
-        if mine.len() as u32 + 1 > q.max_attachments {
-            return Err(Error::new(
-                ErrorCode::QuotaExceeded,
-                format!(
-                    "uid {} holds {} attachments, its limit ([policy] max_attachments)",
-                    peer.uid,
-                    mine.len()
-                ),
-            ));
-        }
-        if queues + asked > q.max_queues {
-            return Err(Error::new(
-                ErrorCode::QuotaExceeded,
-                format!(
-                    "uid {} holds {queues} queues and asks for {asked}; its limit is {} \
-                     ([policy] max_queues)",
-                    peer.uid, q.max_queues
-                ),
-            ));
-        }
-    }
-    let taken: Vec<&Interface> = reg.records().flat_map(|r| r.interfaces.iter()).collect();
-    let mut planned: Vec<Interface> = Vec::new();
-    let mut transit: Vec<(IfName, std::net::Ipv4Addr)> = Vec::new();
-    let mut bindings: Vec<(IfName, Option<crate::config::VethBinding>)> = Vec::new();
-    let mut took: Vec<crate::state::Taken> = Vec::new();
-    for (i, n) in req.networks.iter().enumerate() {
-        let net = d
-            .config
-            .network(&n.network)
-            .expect("authorized networks exist");
-        match (&net.kind, &n.take_over) {
-            (NetworkKind::Pod(_), None) => {
-                return Err(invalid(format!(
-                    "network {} is a pod network: name the interface to take over",
-                    n.network
-                )))
-            }
-            (NetworkKind::Pod(_), Some(_)) | (_, None) => {}
-            (_, Some(_)) => {
-                return Err(invalid(format!(
-                    "network {} is not a pod network: nothing can be taken over on it",
-                    n.network
-                )))
-            }
-        }
-        if n.by_name {
-            if !matches!(net.kind, NetworkKind::Bridge(_)) {
-                return Err(invalid(format!(
-                    "network {} is not a bridge network: a TAP opened by name must live in \
-                     the daemon's network namespace, and only bridge networks' TAPs do",
-                    n.network
-                )));
-            }
-            if n.queues != 1 {
-                return Err(invalid(
-                    "a TAP opened by name has one queue (Firecracker opens one)".to_owned(),
-                ));
-            }
-        }
-        // Everything already on this network, attached or planned in this request.
-        let on_net: Vec<&Interface> = taken
-            .iter()
-            .copied()
-            .chain(planned.iter())
-            .filter(|x| x.network == n.network)
-            .collect();
-        let mac = n
-            .mac
-            .unwrap_or_else(|| names::guest_mac(peer.uid, &req.vm, i))
-            .validate_unicast()
-            .map_err(|e| invalid(e.to_string()))?;
-        // The daemon's own MACs derive from the guest's by the first byte (0xfe TAP host side,
-        // 0xfa/0xf6 veth sides): a guest MAC of that shape would collide with one of them.
-        if [0xfe, 0xfa, 0xf6].contains(&mac.0[0]) || d.bridges.values().any(|b| b.mac == mac) {
-            return Err(invalid(format!(
-                "MAC {mac} is reserved (first byte fe, fa or f6, or a bridge's own MAC)"
-            )));
-        }
-        if on_net.iter().any(|x| x.mac == mac) {
-            return Err(invalid(format!(
-                "MAC {mac} is already in use on network {}",
-                n.network
-            )));
-        }
-        // A macvtap guest's MAC is on the LAN itself: another host's would draw its traffic.
-        if let (Some(asked), Some(NetworkKind::Macvtap(mv))) =
-            (n.mac, d.config.network(&n.network).map(|x| &x.kind))
-        {
-            let derived = names::guest_mac(peer.uid, &req.vm, i);
-            if asked != derived && !mv.allowed_macs.allows(asked) {
-                return Err(Error::new(
-                    ErrorCode::PermissionDenied,
-                    format!(
-                        "network {} is a macvtap network, on the LAN itself: its guests use the \
-                         MAC derived for them ({derived}, leave the MAC out) unless the config \
-                         allows others (allowed_macs = [\"52:54:00\"] for a prefix, or \
-                         [\"any\"])",
-                        n.network
-                    ),
-                ));
-            }
-        }
-        let ifname = (0u32..)
-            .map(|salt| names::tap_name(&d.config.interface_prefix, peer.uid, &req.vm, i, salt))
-            .find(|name| {
-                !taken
-                    .iter()
-                    .copied()
-                    .chain(planned.iter())
-                    .any(|x| x.ifname == *name)
-                    && link::index_of(name).is_none()
-            })
-            .expect("an unused name exists");
-        let used: HashSet<_> = on_net
-            .iter()
-            .filter_map(|x| x.address.map(|(a, _)| a))
-            .collect();
-        let exhausted = || {
-            Error::new(
-                ErrorCode::AddressesExhausted,
-                format!("network {} has no free address", n.network),
-            )
-        };
-        if let NetworkKind::Isolated(iso) = &net.kind {
-            bindings.push((ifname.clone(), iso.binding));
-        }
-        let (address, gateway, mtu) = match &net.kind {
-            NetworkKind::Bridge(b) => {
-                let pool = match &b.addresses {
-                    Some(list) => Pool::List(list.clone()),
-                    None => Pool::Subnet(b.gateway),
-                };
-                let ip = pool.allocate(&used).ok_or_else(exhausted)?;
-                (
-                    Some((ip, b.gateway.prefix_len())),
-                    Some(b.gateway.addr()),
-                    b.mtu,
-                )
-            }
-            NetworkKind::Isolated(iso) => match &iso.masquerade {
-                None => {
-                    let block =
-                        crate::ipam::free_slash30(iso.range, &used).ok_or_else(exhausted)?;
-                    let [_, gw, guest, _] = crate::ipam::slash30_parts(block);
-                    (Some((guest, 30)), Some(gw), iso.mtu)
-                }
-                Some(m) => {
-                    // Host ports belong to one guest of the network at a time.
-                    if !m.ports.is_empty() {
-                        if let Some(holder) = reg
-                            .records()
-                            .find(|r| r.interfaces.iter().any(|x| x.network == n.network))
-                        {
-                            return Err(Error::new(
-                                ErrorCode::QuotaExceeded,
-                                format!(
-                                    "network {} forwards host ports, and VM {} (uid {}) holds them",
-                                    n.network, holder.vm, holder.uid
-                                ),
-                            ));
-                        }
-                    }
-                    // The guest's address is the same in every namespace; the transit /30
-                    // between host and namespace is what must be unique.
-                    let used_transit: HashSet<_> = reg
-                        .records()
-                        .flat_map(|r| r.transit.iter().map(|(_, a)| *a))
-                        .chain(transit.iter().map(|(_, a)| *a))
-                        .collect();
-                    let block = crate::ipam::free_slash30(iso.range, &used_transit)
-                        .ok_or_else(exhausted)?;
-                    transit.push((ifname.clone(), crate::ipam::slash30_parts(block)[2]));
-                    let net = u32::from(m.cidr.network());
-                    (
-                        Some((std::net::Ipv4Addr::from(net + 2), m.cidr.prefix_len())),
-                        Some(std::net::Ipv4Addr::from(net + 1)),
-                        iso.mtu,
-                    )
-                }
-            },
-            // The LAN's own DHCP addresses the guest.
-            NetworkKind::Macvtap(mv) => (None, None, mv.mtu),
-            // The pod's interface has the address, gateway, MTU and MAC: known at build.
-            NetworkKind::Pod(p) => {
-                let name = n.take_over.clone().expect("checked above");
-                let netns = pod_netns.ok_or_else(|| {
-                    invalid("a take-over needs the pod's namespace as the request's fd".into())
-                })?;
-                let masquerade = match &p.binding {
-                    crate::config::PodBinding::Masquerade(m) => Some(m.cidr),
-                    crate::config::PodBinding::Join(_) => None,
-                };
-                if n.mac.is_some() && masquerade.is_none() {
-                    return Err(invalid(format!(
-                        "the guest takes the MAC of {name}, so none may be asked for"
-                    )));
-                }
-                let holder = reg
-                    .records()
-                    .flat_map(|r| r.taken.iter().map(move |t| (r, t)))
-                    .find(|(_, t)| t.netns == netns && t.name == name);
-                if let Some((r, _)) = holder {
-                    return Err(Error::new(
-                        ErrorCode::AlreadyAttached,
-                        format!(
-                            "{name} of that namespace is already taken over by VM {}",
-                            r.vm
-                        ),
-                    ));
-                }
-                if took.iter().any(|t| t.netns == netns && t.name == name) {
-                    return Err(invalid(format!(
-                        "{name} is taken over twice in this request"
-                    )));
-                }
-                took.push(crate::state::Taken {
-                    ifname: ifname.clone(),
-                    netns,
-                    name,
-                });
-                match masquerade {
-                    // The guest's fixed address behind NAT (its MTU follows the pod's at build).
-                    Some(cidr) => {
-                        let net = u32::from(cidr.network());
-                        (
-                            Some((std::net::Ipv4Addr::from(net + 2), cidr.prefix_len())),
-                            Some(std::net::Ipv4Addr::from(net + 1)),
-                            1500,
-                        )
-                    }
-                    None => (None, None, 1500),
-                }
-            }
-            // The plugins decide address, gateway, MTU and MAC at build.
-            NetworkKind::Cni(_) => {
-                if n.mac.is_some() {
-                    return Err(invalid(format!(
-                        "network {} is a CNI network: the guest takes the MAC the plugins gave \
-                         its interface, so none may be asked for",
-                        n.network
-                    )));
-                }
-                (None, None, 1500)
-            }
-        };
-        planned.push(Interface {
-            network: n.network.clone(),
-            ifname,
-            mac,
-            address,
-            gateway,
-            mtu,
-            queues: n.queues,
-            vnet_hdr: !n.by_name,
-            by_name: n.by_name,
-            dns: Vec::new(),
-            search: Vec::new(),
-            routes: Vec::new(),
-        });
-    }
-    Ok(Record {
-        vm: req.vm.clone(),
-        uid: peer.uid,
-        pid: peer.pid,
-        pid_start: peer.start_time,
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        interfaces: planned,
-        transit,
-        taken: took,
-        bindings,
-    })
 }
 
 /// The fds of a built attachment, interface by interface, queue by queue.

@@ -1,0 +1,553 @@
+//! [`plan`]: an attach's names, MACs and addresses, chosen under the registry lock against
+//! what is attached and what the config says. Pure: no syscall (whether a link name is taken
+//! on the host is asked through [`PlanContext::link_exists`]), so it is tested without root.
+
+use crate::config::{Config, NetworkKind};
+use crate::ipam::Pool;
+use crate::names;
+use crate::peer::Peer;
+use crate::state::Record;
+use protocol::{AttachRequest, Error, ErrorCode, IfName, Interface, MacAddr};
+use std::collections::HashSet;
+
+/// What a plan is made against, besides what is attached.
+pub(crate) struct PlanContext<'a> {
+    pub config: &'a Config,
+    /// The bridges' own MACs, which no guest may take.
+    pub bridge_macs: Vec<MacAddr>,
+    /// Whether a link of that name exists on the host (a name the daemon must not pick).
+    pub link_exists: &'a dyn Fn(&IfName) -> bool,
+}
+
+fn invalid(msg: String) -> Error {
+    Error::new(ErrorCode::InvalidRequest, msg)
+}
+
+/// Chooses every NIC's TAP name, MAC and address. Pure bookkeeping: called under the registry
+/// lock with everything already attached, so concurrent attaches never pick the same values.
+/// `pod_netns` is the identity of the namespace a shim passed (its NICs with `take_over`).
+pub(crate) fn plan(
+    cx: &PlanContext<'_>,
+    attached: &[&Record],
+    peer: &Peer,
+    req: &AttachRequest,
+    pod_netns: Option<(u64, u64)>,
+) -> Result<Record, Error> {
+    // The caller's quota (root is not counted): what it holds, being built or being released
+    // included, plus this request.
+    if !peer.is_root() {
+        let q = cx.config.policy.quota_of(peer.uid, |g| peer.in_group(g));
+        let mine: Vec<&Record> = attached
+            .iter()
+            .copied()
+            .filter(|r| r.uid == peer.uid)
+            .collect();
+        let queues: u32 = mine
+            .iter()
+            .flat_map(|r| r.interfaces.iter())
+            .map(|i| u32::from(i.queues))
+            .sum();
+        let asked: u32 = req.networks.iter().map(|n| u32::from(n.queues)).sum();
+        if mine.len() as u32 + 1 > q.max_attachments {
+            return Err(Error::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "uid {} holds {} attachments, its limit ([policy] max_attachments)",
+                    peer.uid,
+                    mine.len()
+                ),
+            ));
+        }
+        if queues + asked > q.max_queues {
+            return Err(Error::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "uid {} holds {queues} queues and asks for {asked}; its limit is {} \
+                     ([policy] max_queues)",
+                    peer.uid, q.max_queues
+                ),
+            ));
+        }
+    }
+    let taken: Vec<&Interface> = attached
+        .iter()
+        .copied()
+        .flat_map(|r| r.interfaces.iter())
+        .collect();
+    let mut planned: Vec<Interface> = Vec::new();
+    let mut transit: Vec<(IfName, std::net::Ipv4Addr)> = Vec::new();
+    let mut bindings: Vec<(IfName, Option<crate::config::VethBinding>)> = Vec::new();
+    let mut took: Vec<crate::state::Taken> = Vec::new();
+    for (i, n) in req.networks.iter().enumerate() {
+        let net = cx
+            .config
+            .network(&n.network)
+            .expect("authorized networks exist");
+        match (&net.kind, &n.take_over) {
+            (NetworkKind::Pod(_), None) => {
+                return Err(invalid(format!(
+                    "network {} is a pod network: name the interface to take over",
+                    n.network
+                )))
+            }
+            (NetworkKind::Pod(_), Some(_)) | (_, None) => {}
+            (_, Some(_)) => {
+                return Err(invalid(format!(
+                    "network {} is not a pod network: nothing can be taken over on it",
+                    n.network
+                )))
+            }
+        }
+        if n.by_name {
+            if !matches!(net.kind, NetworkKind::Bridge(_)) {
+                return Err(invalid(format!(
+                    "network {} is not a bridge network: a TAP opened by name must live in \
+                     the daemon's network namespace, and only bridge networks' TAPs do",
+                    n.network
+                )));
+            }
+            if n.queues != 1 {
+                return Err(invalid(
+                    "a TAP opened by name has one queue (Firecracker opens one)".to_owned(),
+                ));
+            }
+        }
+        // Everything already on this network, attached or planned in this request.
+        let on_net: Vec<&Interface> = taken
+            .iter()
+            .copied()
+            .chain(planned.iter())
+            .filter(|x| x.network == n.network)
+            .collect();
+        let mac = n
+            .mac
+            .unwrap_or_else(|| names::guest_mac(peer.uid, &req.vm, i))
+            .validate_unicast()
+            .map_err(|e| invalid(e.to_string()))?;
+        // The daemon's own MACs derive from the guest's by the first byte (0xfe TAP host side,
+        // 0xfa/0xf6 veth sides): a guest MAC of that shape would collide with one of them.
+        if [0xfe, 0xfa, 0xf6].contains(&mac.0[0]) || cx.bridge_macs.contains(&mac) {
+            return Err(invalid(format!(
+                "MAC {mac} is reserved (first byte fe, fa or f6, or a bridge's own MAC)"
+            )));
+        }
+        if on_net.iter().any(|x| x.mac == mac) {
+            return Err(invalid(format!(
+                "MAC {mac} is already in use on network {}",
+                n.network
+            )));
+        }
+        // A macvtap guest's MAC is on the LAN itself: another host's would draw its traffic.
+        if let (Some(asked), Some(NetworkKind::Macvtap(mv))) =
+            (n.mac, cx.config.network(&n.network).map(|x| &x.kind))
+        {
+            let derived = names::guest_mac(peer.uid, &req.vm, i);
+            if asked != derived && !mv.allowed_macs.allows(asked) {
+                return Err(Error::new(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "network {} is a macvtap network, on the LAN itself: its guests use the \
+                         MAC derived for them ({derived}, leave the MAC out) unless the config \
+                         allows others (allowed_macs = [\"52:54:00\"] for a prefix, or \
+                         [\"any\"])",
+                        n.network
+                    ),
+                ));
+            }
+        }
+        let ifname = (0u32..)
+            .map(|salt| names::tap_name(&cx.config.interface_prefix, peer.uid, &req.vm, i, salt))
+            .find(|name| {
+                !taken
+                    .iter()
+                    .copied()
+                    .chain(planned.iter())
+                    .any(|x| x.ifname == *name)
+                    && !(cx.link_exists)(name)
+            })
+            .expect("an unused name exists");
+        let used: HashSet<_> = on_net
+            .iter()
+            .filter_map(|x| x.address.map(|(a, _)| a))
+            .collect();
+        let exhausted = || {
+            Error::new(
+                ErrorCode::AddressesExhausted,
+                format!("network {} has no free address", n.network),
+            )
+        };
+        if let NetworkKind::Isolated(iso) = &net.kind {
+            bindings.push((ifname.clone(), iso.binding));
+        }
+        let (address, gateway, mtu) = match &net.kind {
+            NetworkKind::Bridge(b) => {
+                let pool = match &b.addresses {
+                    Some(list) => Pool::List(list.clone()),
+                    None => Pool::Subnet(b.gateway),
+                };
+                let ip = pool.allocate(&used).ok_or_else(exhausted)?;
+                (
+                    Some((ip, b.gateway.prefix_len())),
+                    Some(b.gateway.addr()),
+                    b.mtu,
+                )
+            }
+            NetworkKind::Isolated(iso) => match &iso.masquerade {
+                None => {
+                    let block =
+                        crate::ipam::free_slash30(iso.range, &used).ok_or_else(exhausted)?;
+                    let [_, gw, guest, _] = crate::ipam::slash30_parts(block);
+                    (Some((guest, 30)), Some(gw), iso.mtu)
+                }
+                Some(m) => {
+                    // Host ports belong to one guest of the network at a time.
+                    if !m.ports.is_empty() {
+                        if let Some(holder) = attached
+                            .iter()
+                            .copied()
+                            .find(|r| r.interfaces.iter().any(|x| x.network == n.network))
+                        {
+                            return Err(Error::new(
+                                ErrorCode::QuotaExceeded,
+                                format!(
+                                    "network {} forwards host ports, and VM {} (uid {}) holds them",
+                                    n.network, holder.vm, holder.uid
+                                ),
+                            ));
+                        }
+                    }
+                    // The guest's address is the same in every namespace; the transit /30
+                    // between host and namespace is what must be unique.
+                    let used_transit: HashSet<_> = attached
+                        .iter()
+                        .copied()
+                        .flat_map(|r| r.transit.iter().map(|(_, a)| *a))
+                        .chain(transit.iter().map(|(_, a)| *a))
+                        .collect();
+                    let block = crate::ipam::free_slash30(iso.range, &used_transit)
+                        .ok_or_else(exhausted)?;
+                    transit.push((ifname.clone(), crate::ipam::slash30_parts(block)[2]));
+                    let net = u32::from(m.cidr.network());
+                    (
+                        Some((std::net::Ipv4Addr::from(net + 2), m.cidr.prefix_len())),
+                        Some(std::net::Ipv4Addr::from(net + 1)),
+                        iso.mtu,
+                    )
+                }
+            },
+            // The LAN's own DHCP addresses the guest.
+            NetworkKind::Macvtap(mv) => (None, None, mv.mtu),
+            // The pod's interface has the address, gateway, MTU and MAC: known at build.
+            NetworkKind::Pod(p) => {
+                let name = n.take_over.clone().expect("checked above");
+                let netns = pod_netns.ok_or_else(|| {
+                    invalid("a take-over needs the pod's namespace as the request's fd".into())
+                })?;
+                let masquerade = match &p.binding {
+                    crate::config::PodBinding::Masquerade(m) => Some(m.cidr),
+                    crate::config::PodBinding::Join(_) => None,
+                };
+                if n.mac.is_some() && masquerade.is_none() {
+                    return Err(invalid(format!(
+                        "the guest takes the MAC of {name}, so none may be asked for"
+                    )));
+                }
+                let holder = attached
+                    .iter()
+                    .copied()
+                    .flat_map(|r| r.taken.iter().map(move |t| (r, t)))
+                    .find(|(_, t)| t.netns == netns && t.name == name);
+                if let Some((r, _)) = holder {
+                    return Err(Error::new(
+                        ErrorCode::AlreadyAttached,
+                        format!(
+                            "{name} of that namespace is already taken over by VM {}",
+                            r.vm
+                        ),
+                    ));
+                }
+                if took.iter().any(|t| t.netns == netns && t.name == name) {
+                    return Err(invalid(format!(
+                        "{name} is taken over twice in this request"
+                    )));
+                }
+                took.push(crate::state::Taken {
+                    ifname: ifname.clone(),
+                    netns,
+                    name,
+                });
+                match masquerade {
+                    // The guest's fixed address behind NAT (its MTU follows the pod's at build).
+                    Some(cidr) => {
+                        let net = u32::from(cidr.network());
+                        (
+                            Some((std::net::Ipv4Addr::from(net + 2), cidr.prefix_len())),
+                            Some(std::net::Ipv4Addr::from(net + 1)),
+                            1500,
+                        )
+                    }
+                    None => (None, None, 1500),
+                }
+            }
+            // The plugins decide address, gateway, MTU and MAC at build.
+            NetworkKind::Cni(_) => {
+                if n.mac.is_some() {
+                    return Err(invalid(format!(
+                        "network {} is a CNI network: the guest takes the MAC the plugins gave \
+                         its interface, so none may be asked for",
+                        n.network
+                    )));
+                }
+                (None, None, 1500)
+            }
+        };
+        planned.push(Interface {
+            network: n.network.clone(),
+            ifname,
+            mac,
+            address,
+            gateway,
+            mtu,
+            queues: n.queues,
+            vnet_hdr: !n.by_name,
+            by_name: n.by_name,
+            dns: Vec::new(),
+            search: Vec::new(),
+            routes: Vec::new(),
+        });
+    }
+    Ok(Record {
+        vm: req.vm.clone(),
+        uid: peer.uid,
+        pid: peer.pid,
+        pid_start: peer.start_time,
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        interfaces: planned,
+        transit,
+        taken: took,
+        bindings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::NetworkRequest;
+
+    const CONFIG: &str = r#"
+group = "0"
+[networks.lan]
+kind = "bridge"
+bridge = "tmbr0"
+gateway = "10.88.0.1/24"
+
+[networks.two]
+kind = "bridge"
+bridge = "tmbr1"
+gateway = "10.89.0.1/24"
+addresses = ["10.89.0.10/24"]
+
+[networks.iso]
+kind = "isolated"
+range = "169.254.100.0/22"
+uplink = "eth0"
+
+[networks.nat]
+kind = "masquerade"
+uplink = "eth0"
+ports = ["tcp:8080:80"]
+
+[networks.mv]
+kind = "macvtap"
+lower = "eth0"
+allowed_macs = ["52:54:00"]
+
+[policy]
+max_attachments = 2
+max_queues = 3
+"#;
+
+    fn peer(uid: u32) -> Peer {
+        Peer {
+            uid,
+            gid: uid,
+            pid: 4242,
+            groups: Vec::new(),
+            pidfd: std::fs::File::open("/dev/null").unwrap().into(),
+            start_time: 1,
+        }
+    }
+
+    fn req(vm: &str, nets: &[&str]) -> AttachRequest {
+        AttachRequest {
+            vm: vm.parse().unwrap(),
+            networks: nets
+                .iter()
+                .map(|n| NetworkRequest::new(n.parse().unwrap()))
+                .collect(),
+        }
+    }
+
+    /// Plans `r` for `uid` against `attached`, with no link on the host but `taken_names`.
+    fn plan_with(
+        attached: &[&Record],
+        uid: u32,
+        r: &AttachRequest,
+        taken_names: &[IfName],
+    ) -> Result<Record, Error> {
+        let config = Config::parse(CONFIG).unwrap();
+        let exists = |n: &IfName| taken_names.contains(n);
+        let cx = PlanContext {
+            config: &config,
+            bridge_macs: vec![names::bridge_mac("tmbr0")],
+            link_exists: &exists,
+        };
+        plan(&cx, attached, &peer(uid), r, None)
+    }
+
+    fn code(r: Result<Record, Error>) -> ErrorCode {
+        r.expect_err("planned").code
+    }
+
+    #[test]
+    fn bridge_guests_get_the_next_free_address_and_the_gateway() {
+        let a = plan_with(&[], 1000, &req("a", &["lan"]), &[]).unwrap();
+        assert_eq!(
+            a.interfaces[0].address,
+            Some(("10.88.0.2".parse().unwrap(), 24))
+        );
+        assert_eq!(a.interfaces[0].gateway, Some("10.88.0.1".parse().unwrap()));
+        assert_eq!(a.interfaces[0].mac, names::guest_mac(1000, &a.vm, 0));
+        let b = plan_with(&[&a], 1001, &req("b", &["lan"]), &[]).unwrap();
+        assert_eq!(
+            b.interfaces[0].address,
+            Some(("10.88.0.3".parse().unwrap(), 24))
+        );
+        // A network with a one-address list is then exhausted.
+        let c = plan_with(&[], 1000, &req("c", &["two"]), &[]).unwrap();
+        let d = plan_with(&[&c], 1001, &req("d", &["two"]), &[]);
+        assert_eq!(code(d), ErrorCode::AddressesExhausted);
+    }
+
+    #[test]
+    fn a_name_taken_on_the_host_is_skipped() {
+        let vm: protocol::VmId = "a".parse().unwrap();
+        let first = names::tap_name("tm", 1000, &vm, 0, 0);
+        let a = plan_with(&[], 1000, &req("a", &["lan"]), std::slice::from_ref(&first)).unwrap();
+        assert_ne!(a.interfaces[0].ifname, first);
+        assert_eq!(
+            a.interfaces[0].ifname,
+            names::tap_name("tm", 1000, &vm, 0, 1)
+        );
+    }
+
+    #[test]
+    fn quotas_count_attachments_and_queues_but_not_roots() {
+        let a = plan_with(&[], 1000, &req("a", &["lan"]), &[]).unwrap();
+        let b = plan_with(&[&a], 1000, &req("b", &["lan"]), &[]).unwrap();
+        let third = plan_with(&[&a, &b], 1000, &req("c", &["lan"]), &[]);
+        assert_eq!(code(third), ErrorCode::QuotaExceeded);
+        assert!(plan_with(&[&a, &b], 0, &req("c", &["lan"]), &[]).is_ok());
+        let mut wide = req("w", &["lan"]);
+        wide.networks[0].queues = 3;
+        assert_eq!(
+            code(plan_with(&[&a], 1000, &wide, &[])),
+            ErrorCode::QuotaExceeded
+        );
+    }
+
+    #[test]
+    fn reserved_and_duplicate_macs_are_refused() {
+        for mac in [
+            "fe:00:00:00:00:01",
+            "fa:00:00:00:00:01",
+            "f6:00:00:00:00:01",
+        ] {
+            let mut r = req("a", &["lan"]);
+            r.networks[0].mac = Some(mac.parse().unwrap());
+            assert_eq!(
+                code(plan_with(&[], 1000, &r, &[])),
+                ErrorCode::InvalidRequest
+            );
+        }
+        let mut r = req("a", &["lan"]);
+        r.networks[0].mac = Some(names::bridge_mac("tmbr0"));
+        assert_eq!(
+            code(plan_with(&[], 1000, &r, &[])),
+            ErrorCode::InvalidRequest
+        );
+        let a = plan_with(&[], 1000, &req("a", &["lan"]), &[]).unwrap();
+        let mut r = req("b", &["lan"]);
+        r.networks[0].mac = Some(a.interfaces[0].mac);
+        assert_eq!(
+            code(plan_with(&[&a], 1001, &r, &[])),
+            ErrorCode::InvalidRequest
+        );
+    }
+
+    #[test]
+    fn a_tap_by_name_is_for_bridge_networks_and_one_queue() {
+        let mut r = req("a", &["iso"]);
+        r.networks[0].by_name = true;
+        assert_eq!(
+            code(plan_with(&[], 1000, &r, &[])),
+            ErrorCode::InvalidRequest
+        );
+        let mut r = req("a", &["lan"]);
+        r.networks[0].by_name = true;
+        r.networks[0].queues = 2;
+        assert_eq!(
+            code(plan_with(&[], 1000, &r, &[])),
+            ErrorCode::InvalidRequest
+        );
+        r.networks[0].queues = 1;
+        let a = plan_with(&[], 1000, &r, &[]).unwrap();
+        assert!(a.interfaces[0].by_name && !a.interfaces[0].vnet_hdr);
+    }
+
+    #[test]
+    fn isolated_guests_get_slash30s_and_masquerade_guests_one_address_and_their_own_transit() {
+        let a = plan_with(&[], 1000, &req("a", &["iso"]), &[]).unwrap();
+        assert_eq!(
+            a.interfaces[0].address,
+            Some(("169.254.100.2".parse().unwrap(), 30))
+        );
+        assert_eq!(a.bindings.len(), 1);
+        let b = plan_with(&[&a], 1000, &req("b", &["iso"]), &[]).unwrap();
+        assert_eq!(
+            b.interfaces[0].address,
+            Some(("169.254.100.6".parse().unwrap(), 30))
+        );
+        let m = plan_with(&[], 1000, &req("m", &["nat"]), &[]).unwrap();
+        assert_eq!(m.transit.len(), 1);
+        // Its host ports belong to one guest at a time.
+        let n = plan_with(&[&m], 1001, &req("n", &["nat"]), &[]);
+        assert_eq!(code(n), ErrorCode::QuotaExceeded);
+    }
+
+    #[test]
+    fn a_macvtap_guest_keeps_its_derived_mac_unless_the_config_allows_another() {
+        let mut r = req("a", &["mv"]);
+        r.networks[0].mac = Some("02:11:22:33:44:55".parse().unwrap());
+        assert_eq!(
+            code(plan_with(&[], 1000, &r, &[])),
+            ErrorCode::PermissionDenied
+        );
+        r.networks[0].mac = Some("52:54:00:12:34:56".parse().unwrap());
+        let a = plan_with(&[], 1000, &r, &[]).unwrap();
+        assert_eq!(a.interfaces[0].address, None, "the LAN addresses it");
+    }
+
+    #[test]
+    fn take_over_only_on_pod_networks() {
+        let mut r = req("a", &["lan"]);
+        r.networks[0].take_over = Some("eth0".parse().unwrap());
+        assert_eq!(
+            code(plan_with(&[], 1000, &r, &[])),
+            ErrorCode::InvalidRequest
+        );
+    }
+}
