@@ -16,9 +16,9 @@
 //! live callers' attachments are adopted again, dead ones torn down, unknown links removed.
 
 use crate::config::Config;
-use crate::firewall::Firewall;
 use crate::lifecycle::{self, Bridges, Built};
-use crate::link::Links;
+use crate::net::firewall::Firewall;
+use crate::net::link::Links;
 use crate::peer::{self, Peer};
 use crate::state::{Journal, Record};
 use protocol::fdpass::{read_frame_async, write_frame_async};
@@ -94,14 +94,14 @@ pub struct Daemon {
     pub(crate) config: Config,
     pub(crate) journal: Journal,
     /// Held for the daemon's life: one daemon per network namespace.
-    _netns_lock: crate::netns::NetnsLock,
+    _netns_lock: crate::net::netns::NetnsLock,
     /// The host's network namespace, learned before capabilities were dropped: a caller's
     /// namespace that is the host's is never taken over.
-    host_netns: crate::netns::HostNetns,
+    host_netns: crate::net::netns::HostNetns,
     pub(crate) links: Links,
     /// Deletes links for teardown in batches, through a netlink connection on a thread of its
     /// own (see [`Links::connect_on_own_thread`]).
-    pub(crate) reaper: crate::reaper::Reaper,
+    pub(crate) reaper: crate::net::reaper::Reaper,
     pub(crate) firewall: Firewall,
     pub(crate) bridges: Bridges,
     pub(crate) registry: Mutex<Registry>,
@@ -116,13 +116,13 @@ pub enum DaemonError {
     #[error("state directory")]
     State(#[from] crate::state::StateError),
     #[error("netlink")]
-    Link(#[from] crate::link::LinkError),
+    Link(#[from] crate::net::link::LinkError),
     #[error("firewall")]
-    Firewall(#[from] crate::firewall::FirewallError),
+    Firewall(#[from] crate::net::firewall::FirewallError),
     #[error("cannot enable IPv4 forwarding for routed networks")]
     Host(#[source] std::io::Error),
     #[error(transparent)]
-    NetnsLock(#[from] crate::netns::LockError),
+    NetnsLock(#[from] crate::net::netns::LockError),
     #[error("the daemon ran in another network namespace ({0}; this is {1}): its guests, bridges and tables are there; run this there (ip netns exec NAME ...)")]
     OtherNetns(String, String),
     #[error("DNS forwarder")]
@@ -146,7 +146,7 @@ pub enum DownError {
     #[error("these attachments could not be torn down (see the log): {0}")]
     NotReleased(String),
     #[error("cannot delete a bridge")]
-    Link(#[from] crate::link::LinkError),
+    Link(#[from] crate::net::link::LinkError),
     #[error("cannot remove {}", .0.display())]
     Remove(std::path::PathBuf, #[source] std::io::Error),
     #[error("cannot delete the daemon's nftables tables")]
@@ -169,10 +169,10 @@ fn for_version(mut e: Error, version: u32) -> Error {
 impl Daemon {
     /// Opens the journal, prepares the kernel side and reconciles it with the journal.
     /// Must run inside the tokio runtime, on a thread in the daemon's network namespace.
-    /// `host_netns` is [`crate::netns::HostNetns::learn`], called before capabilities dropped.
+    /// `host_netns` is [`crate::net::netns::HostNetns::learn`], called before capabilities dropped.
     pub async fn start(
         config: Config,
-        host_netns: crate::netns::HostNetns,
+        host_netns: crate::net::netns::HostNetns,
     ) -> Result<Arc<Daemon>, DaemonError> {
         Daemon::start_as(config, host_netns, Purpose::Serve).await
     }
@@ -183,21 +183,21 @@ impl Daemon {
     /// the daemon last ran in: its guests and tables are there, not here.
     pub async fn start_for_down(
         config: Config,
-        host_netns: crate::netns::HostNetns,
+        host_netns: crate::net::netns::HostNetns,
     ) -> Result<Arc<Daemon>, DaemonError> {
         Daemon::start_as(config, host_netns, Purpose::Down).await
     }
 
     async fn start_as(
         config: Config,
-        host_netns: crate::netns::HostNetns,
+        host_netns: crate::net::netns::HostNetns,
         purpose: Purpose,
     ) -> Result<Arc<Daemon>, DaemonError> {
         let journal = Journal::open(&config.state_dir)?;
         let netns_lock =
-            crate::netns::NetnsLock::take(std::path::Path::new(crate::netns::LOCK_DIR))?;
+            crate::net::netns::NetnsLock::take(std::path::Path::new(crate::net::netns::LOCK_DIR))?;
         let ran_in = config.state_dir.join("netns-id");
-        let here = crate::netns::own_identity().map_err(DaemonError::Host)?;
+        let here = crate::net::netns::own_identity().map_err(DaemonError::Host)?;
         if purpose == Purpose::Down {
             match std::fs::read_to_string(&ran_in) {
                 Ok(id) if id.trim() != here => {
@@ -221,7 +221,7 @@ impl Daemon {
                 _ => None,
             })
             .enumerate()
-            .map(|(index, i)| crate::firewall::RoutedNet {
+            .map(|(index, i)| crate::net::firewall::RoutedNet {
                 index,
                 range: i.range,
                 uplink: i.uplink.clone(),
@@ -235,11 +235,13 @@ impl Daemon {
             .values()
             .filter_map(|n| match &n.kind {
                 crate::config::NetworkKind::Bridge(b) => {
-                    b.nat.as_ref().map(|uplink| crate::firewall::NatBridge {
-                        bridge: b.bridge.clone(),
-                        subnet: b.gateway.trunc(),
-                        uplink: uplink.clone(),
-                    })
+                    b.nat
+                        .as_ref()
+                        .map(|uplink| crate::net::firewall::NatBridge {
+                            bridge: b.bridge.clone(),
+                            subnet: b.gateway.trunc(),
+                            uplink: uplink.clone(),
+                        })
                 }
                 _ => None,
             })
@@ -273,7 +275,7 @@ impl Daemon {
             _netns_lock: netns_lock,
             host_netns,
             links,
-            reaper: crate::reaper::Reaper::start(teardown_links),
+            reaper: crate::net::reaper::Reaper::start(teardown_links),
             firewall,
             bridges,
             registry: Mutex::new(Registry::default()),
@@ -332,7 +334,7 @@ impl Daemon {
             }
             std::fs::remove_file(&mark).map_err(|e| DownError::Remove(mark, e))?;
         }
-        crate::firewall::remove_all_tables().map_err(DownError::Tables)?;
+        crate::net::firewall::remove_all_tables().map_err(DownError::Tables)?;
         let _ = std::fs::remove_file(self.config.state_dir.join("netns-id")); // absent is fine
         Ok(())
     }
@@ -641,11 +643,11 @@ impl Daemon {
         fd: std::os::fd::BorrowedFd<'_>,
     ) -> Result<(u64, u64), Error> {
         let bad = |m: String| err(ErrorCode::InvalidRequest, m);
-        let owner = crate::netns::owner_of_netns(fd)
+        let owner = crate::net::netns::owner_of_netns(fd)
             .map_err(|e| bad(format!("the fd passed with the take-over: {e}")))?;
-        let id = crate::netns::identity(fd).map_err(|e| bad(e.to_string()))?;
+        let id = crate::net::netns::identity(fd).map_err(|e| bad(e.to_string()))?;
         let own = std::fs::File::open("/proc/self/ns/net")
-            .and_then(|f| crate::netns::identity(std::os::fd::AsFd::as_fd(&f)));
+            .and_then(|f| crate::net::netns::identity(std::os::fd::AsFd::as_fd(&f)));
         let what = match (own.is_ok_and(|o| o == id), self.host_netns.is_host(id)) {
             (true, _) => Some(
                 "that is the daemon's own network namespace: its interfaces are never taken over",
@@ -778,7 +780,7 @@ impl Daemon {
             let cx = lifecycle::PlanContext {
                 config: &self.config,
                 bridge_macs: self.bridges.values().map(|b| b.mac).collect(),
-                link_exists: &|name| crate::link::index_of(name).is_some(),
+                link_exists: &|name| crate::net::link::index_of(name).is_some(),
             };
             let attached: Vec<&crate::state::Record> = reg.records().collect();
             let record = lifecycle::plan(&cx, &attached, peer, &req, pod_netns)?;

@@ -13,7 +13,7 @@
 //! next hop with a permanent neighbour entry (169.254.0.1 is the host side, 169.254.0.2 the
 //! namespace side), so no ARP runs on it.
 //!
-//! `bridge` or `tc-redirect`: the TAP is joined to the veth at layer 2 ([`crate::join`]), and
+//! `bridge` or `tc-redirect`: the TAP is joined to the veth at layer 2 ([`crate::net::join`]), and
 //! the host side of the veth holds the gateway; the guest's frames reach the host as they
 //! left it, one routing step fewer.
 //!
@@ -21,7 +21,7 @@
 //!  guest ── tap0 ─ br0 or mirred ─ veth0 [guest netns] ══ vethH (tm…, gw N+1/30) [host] ── uplink
 //! ```
 //!
-//! Either way the host filters and NATs the guest's traffic ([`crate::firewall::RoutedNet`]):
+//! Either way the host filters and NATs the guest's traffic ([`crate::net::firewall::RoutedNet`]):
 //! source checked, no guest-to-guest, nothing to the host's own addresses (the gateways
 //! included), the network's drop/allow lists, masquerade out of the uplink.
 //!
@@ -31,13 +31,13 @@
 
 use crate::config::{IsolatedNet, Masquerade, NetworkKind, VethBinding};
 use crate::daemon::Daemon;
-use crate::firewall::RoutedPort;
 use crate::hostfail::Step;
-use crate::link::{self, Links};
 use crate::names;
-use crate::netns::NetNs;
+use crate::net::firewall::RoutedPort;
+use crate::net::link::{self, Links};
+use crate::net::netns::NetNs;
+use crate::net::tap;
 use crate::state::Record;
-use crate::tap;
 use ipnet::Ipv4Net;
 use protocol::{IfName, Interface, MacAddr};
 use std::collections::HashSet;
@@ -199,7 +199,7 @@ pub(crate) async fn build_port(
         let veth_index = nix::net::if_::if_nametoindex(NS_VETH)?;
         let server = dhcp::Server::bind(tap_index, b).map_err(std::io::Error::other)?;
         if let Some(script) = nat {
-            crate::firewall::run_nft_once(&script, "the guest namespace's NAT")?;
+            crate::net::firewall::run_nft_once(&script, "the guest namespace's NAT")?;
         }
         let _entered = rt.enter();
         let inner = Links::connect().map_err(std::io::Error::other)?;
@@ -224,15 +224,15 @@ pub(crate) async fn build_port(
     // its MAC (no ARP needed on the way back).
     inner.up(tap_index, NS_TAP, mtu, None).await?;
     inner.up(veth_index, NS_VETH, mtu, None).await?;
-    let end = |index, name| crate::join::End { index, name };
-    crate::join::join(
+    let end = |index, name| crate::net::join::End { index, name };
+    crate::net::join::join(
         &inner,
         how,
         end(tap_index, NS_TAP),
         end(veth_index, NS_VETH),
         mtu,
         (iface.mac, ip),
-        crate::join::NS_BRIDGE,
+        crate::net::join::NS_BRIDGE,
     )
     .await?;
     d.links

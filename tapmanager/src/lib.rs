@@ -2,10 +2,14 @@
 //! file descriptors to unprivileged callers. The binary (`main.rs`) only wires this library.
 //!
 //! Where things are: [`config`] (the TOML file), [`daemon`] (accept, authorize, dispatch),
-//! [`lifecycle`] (what runs on attach, on exit, on start-up), [`tap`] (the only ioctl code),
-//! [`link`] (rtnetlink), [`firewall`] (per-port guards), [`ipam`], [`names`], [`netns`],
-//! [`isolated`] (the isolated kind), [`state`] (the
-//! journal), [`peer`] (who is calling), [`privileges`] (capabilities), [`cli`] (list output).
+//! [`lifecycle`] (what runs on attach, on exit, on start-up; [`lifecycle::plan()`] chooses
+//! names and addresses), the kinds ([`isolated`], [`macvtap`], [`pod`], [`cni`]; bridge and
+//! masquerade still in [`lifecycle`] and [`isolated`]), and below them [`net`]: [`net::tap`]
+//! (where a TAP is opened), [`net::link`] (rtnetlink), [`net::firewall`] and
+//! [`net::nfnetlink`] (per-port guards), [`net::netns`], [`net::join`] (veth to TAP),
+//! [`net::reaper`]. Also [`ipam`], [`names`], [`state`] (the journal), [`peer`] (who is
+//! calling), [`privileges`] (capabilities), [`hostfail`] (what a caller is told when the
+//! kernel refuses a step), [`cli`] (list output).
 
 pub mod cli;
 pub mod cni;
@@ -14,25 +18,19 @@ pub mod daemon;
 pub mod dns;
 pub mod doctor;
 pub mod failpoint;
-pub mod firewall;
 pub mod hostfail;
 pub mod init;
 pub mod ipam;
 pub mod isolated;
-pub mod join;
 pub mod lifecycle;
-pub mod link;
 pub mod macvtap;
 pub mod names;
-pub mod netns;
-pub mod nfnetlink;
+pub mod net;
 pub mod peer;
 pub mod pod;
 pub mod privileges;
-pub mod reaper;
 pub mod state;
 pub mod systemd;
-pub mod tap;
 
 pub use protocol::error_chain;
 

@@ -12,12 +12,12 @@
 
 use crate::config::{Config, NetworkKind};
 use crate::daemon::{Daemon, DaemonError};
-use crate::firewall::PortGuard;
-use crate::link::{self, Links};
 use crate::names;
+use crate::net::firewall::PortGuard;
+use crate::net::link::{self, Links};
+use crate::net::tap;
 use crate::peer;
 use crate::state::Record;
-use crate::tap;
 use protocol::{IfName, Interface, MacAddr, NetworkName};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
@@ -323,7 +323,7 @@ pub(crate) fn spawn_dhcp(server: dhcp::Server, iface: &Interface, cancel: &Cance
 /// Binds a DHCP server on `tap` inside `ns`, from a thread that entered it (the socket keeps
 /// the namespace; the server then runs on the runtime like any other).
 pub(crate) fn bind_dhcp_in(
-    ns: &crate::netns::NetNs,
+    ns: &crate::net::netns::NetNs,
     tap: &str,
     b: dhcp::Binding,
 ) -> Result<dhcp::Server, BoxError> {

@@ -14,8 +14,8 @@
 
 use crate::config::{MacvtapMode, MacvtapNet};
 use crate::daemon::Daemon;
-use crate::link;
-use crate::tap;
+use crate::net::link;
+use crate::net::tap;
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};

@@ -514,11 +514,16 @@ fn bind_socket(path: &Path, group: u32) -> Result<std::os::unix::net::UnixListen
 /// What must be learned while every capability is still there: pid 1's network namespace
 /// (it does not open without them) and where namespace pins outlive the daemon (it may enter
 /// pid 1's mount namespace); and the capabilities to keep.
-fn learn_host(config: &Config) -> (tapmanager::netns::HostNetns, tapmanager::privileges::Needs) {
-    let host_netns = tapmanager::netns::HostNetns::learn();
+fn learn_host(
+    config: &Config,
+) -> (
+    tapmanager::net::netns::HostNetns,
+    tapmanager::privileges::Needs,
+) {
+    let host_netns = tapmanager::net::netns::HostNetns::learn();
     let mut needs = tapmanager::privileges::Needs::of(config);
     if needs.namespaces {
-        let place = tapmanager::netns::PinPlace::learn(existing_ancestor(&config.state_dir));
+        let place = tapmanager::net::netns::PinPlace::learn(existing_ancestor(&config.state_dir));
         needs.foreign_pins = place.needs_chroot();
         place.install();
     }
@@ -547,7 +552,7 @@ fn down(config_path: &Path, force: bool) -> Result<(), MainError> {
     runtime()?.block_on(async move {
         let daemon = match Daemon::start_for_down(config, host_netns).await {
             Err(tapmanager::daemon::DaemonError::NetnsLock(
-                tapmanager::netns::LockError::Taken,
+                tapmanager::net::netns::LockError::Taken,
             ))
             | Err(tapmanager::daemon::DaemonError::State(
                 tapmanager::state::StateError::Locked(_),

@@ -12,14 +12,14 @@
 //!    MTU, addresses and routes restored, the pin removed. The pod is as it was.
 //!
 //! Whether the caller may pass that namespace at all is decided before (daemon.rs):
-//! [`crate::netns::owner_of_netns`] against the caller's uid and the network's policy.
+//! [`crate::net::netns::owner_of_netns`] against the caller's uid and the network's policy.
 
 use crate::config::{Masquerade, PodBinding, PodNet, VethBinding};
 use crate::daemon::Daemon;
-use crate::link::{Links, SavedAddress, SavedRoute};
-use crate::netns::NetNs;
+use crate::net::link::{Links, SavedAddress, SavedRoute};
+use crate::net::netns::NetNs;
+use crate::net::tap;
 use crate::state::Record;
-use crate::tap;
 use ipnet::Ipv4Net;
 use protocol::{IfName, Interface, MacAddr};
 use serde::{Deserialize, Serialize};
@@ -158,7 +158,7 @@ pub(crate) async fn build_port(
                     std::io::Error::other(format!("cannot create the TAP in the pod: {e}"))
                 })?;
                 let index = nix::net::if_::if_nametoindex(tap_name.as_str())?;
-                crate::firewall::run_nft_once(&script, "the masquerade NAT in the pod")?;
+                crate::net::firewall::run_nft_once(&script, "the masquerade NAT in the pod")?;
                 let old = std::fs::read_to_string(IP_FORWARD)?;
                 Ok((tap, index, old))
             })?;
@@ -199,7 +199,7 @@ pub(crate) async fn build_port(
     crate::failpoint::hit("attach:pod:saved");
 
     let bridge_guard = (join == VethBinding::Bridge).then(|| {
-        crate::join::bridge_guard_script(
+        crate::net::join::bridge_guard_script(
             &guard_table(&iface.ifname),
             iface.ifname.as_str(),
             mac,
@@ -211,7 +211,7 @@ pub(crate) async fn build_port(
             .map_err(|e| std::io::Error::other(format!("cannot create the TAP in the pod: {e}")))?;
         let index = nix::net::if_::if_nametoindex(tap_name.as_str())?;
         if let Some(script) = bridge_guard {
-            crate::firewall::run_nft_once(&script, "the bridge binding's guard")?;
+            crate::net::firewall::run_nft_once(&script, "the bridge binding's guard")?;
         }
         Ok((tap, index))
     })?;
@@ -222,8 +222,8 @@ pub(crate) async fn build_port(
     inner
         .up(tap_index, iface.ifname.as_str(), mtu, None)
         .await?;
-    let end = |index, name| crate::join::End { index, name };
-    crate::join::join(
+    let end = |index, name| crate::net::join::End { index, name };
+    crate::net::join::join(
         &inner,
         join,
         end(tap_index, iface.ifname.as_str()),
@@ -301,7 +301,7 @@ async fn restore(d: &Daemon, s: &Saved) -> Result<(), BoxError> {
         let handle = tokio::runtime::Handle::current();
         let table = guard_table(&s.ifname);
         let removal = match s.binding.as_str() {
-            "bridge" => Some(crate::join::bridge_guard_removal(&table)),
+            "bridge" => Some(crate::net::join::bridge_guard_removal(&table)),
             "masquerade" => Some(format!("add table ip {table}\ndelete table ip {table}\n")),
             _ => None,
         };
@@ -309,7 +309,7 @@ async fn restore(d: &Daemon, s: &Saved) -> Result<(), BoxError> {
         let inner = ns.run_in(move || {
             if let Some(script) = removal {
                 // Converges: the table may never have been made.
-                crate::firewall::run_nft_once(&script, "removing the binding's table")?;
+                crate::net::firewall::run_nft_once(&script, "removing the binding's table")?;
             }
             if let Some(v) = ip_forward {
                 std::fs::write(IP_FORWARD, v)?;

@@ -88,7 +88,7 @@ pub struct Needs {
     pub device_nodes: bool,
     /// Binds a port below 1024 (a bridge network's DNS forwarder).
     pub low_ports: bool,
-    /// Mounts namespace pins in another mount namespace ([`crate::netns::PinPlace`]): entering
+    /// Mounts namespace pins in another mount namespace ([`crate::net::netns::PinPlace`]): entering
     /// it takes CAP_SYS_CHROOT.
     pub foreign_pins: bool,
 }

@@ -180,7 +180,7 @@ fn queues_give_one_fd_per_queue_of_one_multiqueue_tap() {
     assert_eq!(fds.len(), 2);
     assert_eq!(a.interfaces[0].queues, 2);
     for fd in &fds {
-        let (name, flags) = tapmanager::tap::flags(fd).unwrap();
+        let (name, flags) = tapmanager::net::tap::flags(fd).unwrap();
         assert_eq!(name, a.interfaces[0].ifname.as_str());
         assert_ne!(flags & libc::IFF_MULTI_QUEUE, 0);
         assert_ne!(flags & libc::IFF_VNET_HDR, 0);

@@ -33,7 +33,7 @@ fn a_macvtap_guest_sits_on_the_lan_with_its_own_mac_only() {
     );
     assert_eq!(fds.len(), 2);
     for fd in &fds {
-        let (_, flags) = tapmanager::tap::flags(fd).unwrap();
+        let (_, flags) = tapmanager::net::tap::flags(fd).unwrap();
         assert_ne!(flags & libc::IFF_VNET_HDR, 0);
     }
     let show = sb

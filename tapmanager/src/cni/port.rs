@@ -19,10 +19,10 @@ use super::exec::{self, Runtime};
 use super::result::CniResult;
 use crate::config::{CniNet, NetworkKind, VethBinding};
 use crate::daemon::Daemon;
-use crate::link::Links;
-use crate::netns::NetNs;
+use crate::net::link::Links;
+use crate::net::netns::NetNs;
+use crate::net::tap;
 use crate::state::Record;
-use crate::tap;
 use ipnet::Ipv4Net;
 use protocol::{IfName, Interface, MacAddr};
 use std::collections::HashSet;
@@ -206,21 +206,23 @@ pub(crate) async fn build_port(
     let guest_mac = eth.mac.ok_or("the plugin's interface has no MAC")?;
     let mtu = eth.mtu.unwrap_or(1500);
     if binding == VethBinding::Bridge {
-        let script = crate::join::bridge_guard_script(
+        let script = crate::net::join::bridge_guard_script(
             &format!("tapmanager_{tap_name}"),
             tap_name,
             guest_mac,
             guard_ip,
         );
-        ns.run_in(move || crate::firewall::run_nft_once(&script, "the bridge binding's guard"))?;
+        ns.run_in(move || {
+            crate::net::firewall::run_nft_once(&script, "the bridge binding's guard")
+        })?;
     }
     inner
         .strip(eth.index, eth_name, veth_mac(&iface.ifname))
         .await?;
     inner.up(eth.index, eth_name, mtu, None).await?;
     inner.up(tap_index, tap_name, mtu, None).await?;
-    let end = |index, name| crate::join::End { index, name };
-    crate::join::join(
+    let end = |index, name| crate::net::join::End { index, name };
+    crate::net::join::join(
         &inner,
         binding,
         end(tap_index, tap_name),

@@ -1013,7 +1013,7 @@ fn iso_wait_all_gone(sb: &Sandbox) -> Result<Duration, String> {
 }
 
 /// The routed network as the daemon sees it, read from its config by the daemon's own parser.
-fn routed_net_of(config: &Path) -> tapmanager::firewall::RoutedNet {
+fn routed_net_of(config: &Path) -> tapmanager::net::firewall::RoutedNet {
     let c = tapmanager::config::Config::load(config).expect("sandbox config");
     let net = c
         .network(&ISO_NET.parse().expect("network name"))
@@ -1021,7 +1021,7 @@ fn routed_net_of(config: &Path) -> tapmanager::firewall::RoutedNet {
     let tapmanager::config::NetworkKind::Isolated(i) = &net.kind else {
         panic!("network {ISO_NET} is not isolated");
     };
-    tapmanager::firewall::RoutedNet {
+    tapmanager::net::firewall::RoutedNet {
         index: 0,
         range: i.range,
         uplink: i.uplink.clone(),
@@ -1058,7 +1058,7 @@ impl UsualGuest {
 
     /// tapmanager's host rules for this guest: `firewall::routed_port_script`'s elements.
     fn rules(&self) -> Vec<String> {
-        let port = tapmanager::firewall::RoutedPort {
+        let port = tapmanager::net::firewall::RoutedPort {
             ifname: self.veth.clone().try_into().expect("interface name"),
             net: 0,
             mac: protocol::MacAddr([0xf6, 0, 0, 0, 0, 1]),
@@ -1066,7 +1066,7 @@ impl UsualGuest {
             gateway: None,
             forwards: Vec::new(),
         };
-        tapmanager::firewall::routed_port_script(&port)
+        tapmanager::net::firewall::routed_port_script(&port)
             .split("; ")
             .map(str::to_owned)
             .collect()
@@ -1170,7 +1170,7 @@ fn shell_form(c: &Command) -> String {
 /// tables: (samples, the first sample's commands).
 fn bench_usual_isolated(
     args: &Args,
-    routed: tapmanager::firewall::RoutedNet,
+    routed: tapmanager::net::firewall::RoutedNet,
 ) -> (Samples, Vec<String>) {
     let host = Netns::new("bench-usual-iso");
     let uid = nix::unistd::getuid().as_raw();
@@ -1181,7 +1181,7 @@ fn bench_usual_isolated(
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("IPv4 forwarding");
         feed(
             Command::new("nft").args(["-f", "-"]),
-            &tapmanager::firewall::rebuild_script(&[], &[routed], &[], &[]),
+            &tapmanager::net::firewall::rebuild_script(&[], &[routed], &[], &[]),
         );
         let mut samples = Samples::new("");
         let mut shown = Vec::new();

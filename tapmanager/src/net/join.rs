@@ -11,7 +11,7 @@
 //! checks (CNI), and the host side's rules where they do (isolated.rs).
 
 use crate::config::VethBinding;
-use crate::link::{u32_keys, LinkError, Links};
+use crate::net::link::{u32_keys, LinkError, Links};
 use protocol::MacAddr;
 use std::net::Ipv4Addr;
 

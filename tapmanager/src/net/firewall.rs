@@ -520,7 +520,7 @@ pub struct Firewall {
     /// A second `nft -i` for teardown's deletes, so an attach never queues behind them.
     teardown: Mutex<Option<Session>>,
     /// Ports' guards, over netlink (nfnetlink.rs): constant cost per port.
-    ports: crate::nfnetlink::GuardPorts,
+    ports: crate::net::nfnetlink::GuardPorts,
     routed: Vec<RoutedNet>,
 }
 
@@ -535,7 +535,7 @@ impl Firewall {
         let fw = Firewall {
             session: Mutex::new(Some(Session::spawn().await?)),
             teardown: Mutex::new(None),
-            ports: crate::nfnetlink::GuardPorts::open().map_err(FirewallError::Netlink)?,
+            ports: crate::net::nfnetlink::GuardPorts::open().map_err(FirewallError::Netlink)?,
             routed,
         };
         fw.run(&base_script()).await?;

@@ -107,7 +107,7 @@ fn open_queue(name: &IfName, flags: libc::c_int) -> Result<OwnedFd, TapError> {
 /// Creates TAP `name` with `queues` queues, owned by `uid`/`gid`, and returns one fd per queue.
 ///
 /// The fds are non-blocking, as hypervisors expect. The device is down and has no master yet:
-/// [`crate::link`] finishes it. See the module docs for why it is born under another name.
+/// [`crate::net::link`] finishes it. See the module docs for why it is born under another name.
 pub fn create(name: &IfName, queues: u16, uid: u32, gid: u32) -> Result<Tap, TapError> {
     let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
     if queues > 1 {
@@ -301,7 +301,7 @@ fn open_owned(
     set_owner(&first, name, uid, gid)?;
     // Owned first (the ioctls above come straight after the one that made it); then, before
     // it is up and before any fd leaves: no IPv6, strict rp_filter (link.rs).
-    crate::link::harden_guest_link(name.as_str())
+    crate::net::link::harden_guest_link(name.as_str())
         .map_err(|e| TapError::Harden(name.to_string(), e))?;
     let mut fds = vec![first];
     for _ in 1..queues {

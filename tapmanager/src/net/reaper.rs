@@ -5,7 +5,7 @@
 //! teardowns costs about one grace period, not one each. A failed batch falls back to
 //! deleting its links one by one, so one bad link does not fail the others.
 
-use crate::link::Links;
+use crate::net::link::Links;
 use tokio::sync::{mpsc, oneshot};
 
 /// The link group batches use; nothing else in the daemon's namespace may use it.

@@ -22,7 +22,7 @@
 //!
 //! Needs CAP_NET_ADMIN in the namespace the socket was opened in.
 
-use crate::firewall::PortGuard;
+use crate::net::firewall::PortGuard;
 use std::io;
 use std::sync::Mutex;
 use std::time::Duration;
