@@ -105,6 +105,9 @@ pub struct Daemon {
     pub(crate) firewall: Firewall,
     pub(crate) bridges: Bridges,
     pub(crate) registry: Mutex<Registry>,
+    /// Woken whenever an entry leaves `Building` or `Releasing` (ready, failed or gone), for
+    /// an attach of the same id waiting for it to settle.
+    settled: tokio::sync::Notify,
     /// Which uid attached each guest address, per network with a DNS forwarder (the
     /// forwarder caps a uid's TCP connections): filled in once an attachment is ready or
     /// adopted, emptied once it is gone.
@@ -279,6 +282,7 @@ impl Daemon {
             firewall,
             bridges,
             registry: Mutex::new(Registry::default()),
+            settled: tokio::sync::Notify::new(),
             dns_owners,
         });
         lifecycle::reconcile(&daemon).await?;
@@ -753,6 +757,10 @@ impl Daemon {
         // attach of it is being built) waits for the outcome rather than failing at once.
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
         loop {
+            // Registered before the look, so a change right after it still wakes us.
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
             let busy = self
                 .registry
                 .lock()
@@ -760,13 +768,11 @@ impl Daemon {
                 .entries
                 .get(&key)
                 .map(|e| e.state);
-            match busy {
-                Some(State::Building | State::Releasing)
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(2)).await
-                }
-                _ => break,
+            if !matches!(busy, Some(State::Building | State::Releasing)) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                break;
             }
         }
         let mut record = {
@@ -800,6 +806,7 @@ impl Daemon {
             Ok(fd) => fd,
             Err(e) => {
                 self.registry.lock().unwrap().entries.remove(&key);
+                self.settled.notify_waiters();
                 return Err(err(
                     ErrorCode::Internal,
                     format!("cannot duplicate pidfd: {e}"),
@@ -821,6 +828,7 @@ impl Daemon {
                 cancel.cancel();
                 lifecycle::teardown(self, &record).await;
                 self.registry.lock().unwrap().entries.remove(&key);
+                self.settled.notify_waiters();
                 tracing::warn!(vm = %req.vm, uid = peer.uid, error = %crate::error_chain(&*e), "attach failed");
                 // A plugin's own error code reaches the caller as a code, not only as text; a
                 // step the kernel refused, as that step, its reason and the fix.
@@ -840,6 +848,7 @@ impl Daemon {
             cancel.cancel();
             lifecycle::teardown(self, &record).await;
             self.registry.lock().unwrap().entries.remove(&key);
+            self.settled.notify_waiters();
             let (code, message) = crate::hostfail::explain(&e);
             return Err(err(code, message));
         }
@@ -848,6 +857,7 @@ impl Daemon {
             e.state = State::Ready;
             e.record = record.clone();
         }
+        self.settled.notify_waiters();
         // Before the fds go out: the guest cannot reach the forwarder any earlier.
         self.tell_dns_owners(&record, true);
         self.watch(key, pidfd, cancel);
@@ -940,6 +950,8 @@ impl Daemon {
             e.state = State::Failed;
             tracing::warn!(vm = %key.1, uid = key.0, "teardown incomplete; release it again to retry");
         }
+        drop(reg);
+        self.settled.notify_waiters();
     }
 
     pub(crate) fn adopt(
