@@ -60,9 +60,14 @@ pub mod pod {
     pub const USER: u32 = 47_062;
 }
 
-pub mod policy {
+pub mod admin {
+    pub const GROUP: u32 = 47_154;
+    pub const USER: u32 = 47_155;
     /// A user in no group of the daemon's.
     pub const OUTSIDER: u32 = 47_153;
+}
+
+pub mod policy {
     pub const GROUP: u32 = 47_151;
     pub const USER: u32 = 47_152;
 }
@@ -126,7 +131,9 @@ mod tests {
             ("pod::GROUP", super::pod::GROUP),
             ("pod::USER", super::pod::USER),
             ("policy::GROUP", super::policy::GROUP),
-            ("policy::OUTSIDER", super::policy::OUTSIDER),
+            ("admin::GROUP", super::admin::GROUP),
+            ("admin::USER", super::admin::USER),
+            ("admin::OUTSIDER", super::admin::OUTSIDER),
             (
                 "vmwrapper::ADAPTERS_GROUP",
                 super::vmwrapper::ADAPTERS_GROUP,
