@@ -2,7 +2,8 @@
 //! request at all, a closed connection), changes nothing, and while it runs an honest client
 //! keeps attaching and releasing on its own connection: its latency during each attack is
 //! printed (`hostile: ...` lines, at least 50 attaches each; figures, not assertions: timing
-//! is noisy here), and it must never fail.
+//! is noisy here), and it must never fail. One test per attack, each on a sandbox of its own
+//! ([`under_attack`]), so one failure does not hide the rest; after each, nothing is left.
 
 use protocol::fdpass::{read_frame, write_frame};
 use protocol::frame::{encode, HEADER_LEN, MAX_FRAME};
@@ -216,145 +217,198 @@ fn daemon_fds_on(sb: &Sandbox, path: &std::path::Path) -> usize {
         .count()
 }
 
-#[test]
-fn hostile_callers_get_typed_errors_and_change_nothing() {
-    tapmanager_tests::require_root!();
+/// The sandbox every attack runs against: the default network, a pod network, a quota of 3.
+fn hostile_sandbox(tag: &str) -> Sandbox {
     let config = format!(
         "{}\n[networks.pods]\nkind = \"pod\"\n[policy]\nmax_attachments = 3\n",
         tapmanager_tests::sandbox::default_networks()
     );
-    let sb = Sandbox::new("hostile", GROUP, &config);
+    Sandbox::new(tag, GROUP, &config)
+}
 
-    let h = Honest::start(&sb, "garbage");
-    // Garbage that is a whole frame: a typed error, then the connection closes.
-    let s = connected(&sb);
-    let mut frame = (64u32).to_le_bytes().to_vec();
-    frame.extend([0xab; 64]);
-    (&s).write_all(&frame).unwrap();
-    let (r, closed) = answer_then_closed(&s);
-    assert_invalid(r, "garbage");
-    assert!(closed, "garbage: connection left open");
-    h.report("garbage frame");
-
-    let h = Honest::start(&sb, "truncated");
-    // A frame cut short: nothing to answer; the daemon gives up on it when it closes.
-    let s = connected(&sb);
-    let mut frame = (1000u32).to_le_bytes().to_vec();
-    frame.extend([0u8; 10]);
-    (&s).write_all(&frame).unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    let (r, closed) = answer_then_closed(&s);
-    assert!(r.is_none() && closed, "truncated: {r:?}");
-    h.report("truncated frame");
-
-    let h = Honest::start(&sb, "oversized");
-    // A header announcing more than a frame may hold: refused before the body is read.
-    let s = connected(&sb);
-    (&s).write_all(&((MAX_FRAME as u32) + 1).to_le_bytes())
-        .unwrap();
-    let (r, closed) = answer_then_closed(&s);
-    assert_invalid(r, "oversized");
-    assert!(closed);
-    h.report("oversized frame");
-
-    let h = Honest::start(&sb, "fds");
-    // fds nobody asked for, with a List: answered, and the fds closed at once.
-    let marker = std::env::temp_dir().join(format!("tmt-unasked-{}", std::process::id()));
-    let f = std::fs::File::create(&marker).unwrap();
-    let s = connected(&sb);
-    let fds = [f.as_fd(), f.as_fd(), f.as_fd()];
-    write_frame(
-        &s,
-        &Request {
-            id: 9,
-            body: RequestBody::List,
-        },
-        &fds,
-    )
-    .unwrap();
-    let (resp, _): (Response, _) = read_frame(&s).unwrap();
-    assert!(matches!(resp.body, Ok(ResponseBody::List(_))), "{resp:?}");
-    assert_eq!(
-        daemon_fds_on(&sb, &marker),
-        0,
-        "the daemon kept fds it never asked for"
+/// Runs one attack on a sandbox of its own while an honest client keeps attaching (its
+/// figures printed for `case`); then nothing of either may be left.
+fn under_attack(tag: &str, case: &str, attack: impl FnOnce(&Sandbox)) {
+    let sb = hostile_sandbox(&format!("hostile{tag}"));
+    let h = Honest::start(&sb, tag);
+    attack(&sb);
+    h.report(case);
+    assert!(
+        sb.all_gone(10),
+        "{:?} {:?}",
+        sb.taps(),
+        sb.journal_entries()
     );
-    drop(f);
-    std::fs::remove_file(&marker).unwrap();
-    h.report("unasked fds");
+}
 
-    let h = Honest::start(&sb, "names");
-    // Names the types refuse: too long, empty, odd bytes, a path.
-    for (vm, net) in [
-        ("x".repeat(300).as_str(), "default"),
-        ("", "default"),
-        ("a\u{0}b", "default"),
-        ("vm", "../default"),
-        ("vm", "a network with spaces"),
-    ] {
-        let s = connected(&sb);
-        (&s).write_all(&raw_attach(vm, net)).unwrap();
+#[test]
+fn a_whole_frame_of_garbage_gets_a_typed_error_and_a_closed_connection() {
+    tapmanager_tests::require_root!();
+    under_attack("garbage", "garbage frame", |sb| {
+        // Garbage that is a whole frame: a typed error, then the connection closes.
+        let s = connected(sb);
+        let mut frame = (64u32).to_le_bytes().to_vec();
+        frame.extend([0xab; 64]);
+        (&s).write_all(&frame).unwrap();
         let (r, closed) = answer_then_closed(&s);
-        assert_invalid(r, &format!("name {vm:?}/{net:?}"));
+        assert_invalid(r, "garbage");
+        assert!(closed, "garbage: connection left open");
+    });
+}
+
+#[test]
+fn a_frame_cut_short_is_dropped_when_its_connection_closes() {
+    tapmanager_tests::require_root!();
+    under_attack("truncated", "truncated frame", |sb| {
+        // A frame cut short: nothing to answer; the daemon gives up on it when it closes.
+        let s = connected(sb);
+        let mut frame = (1000u32).to_le_bytes().to_vec();
+        frame.extend([0u8; 10]);
+        (&s).write_all(&frame).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let (r, closed) = answer_then_closed(&s);
+        assert!(r.is_none() && closed, "truncated: {r:?}");
+    });
+}
+
+#[test]
+fn a_header_announcing_too_much_is_refused_before_its_body() {
+    tapmanager_tests::require_root!();
+    under_attack("oversized", "oversized frame", |sb| {
+        // A header announcing more than a frame may hold: refused before the body is read.
+        let s = connected(sb);
+        (&s).write_all(&((MAX_FRAME as u32) + 1).to_le_bytes())
+            .unwrap();
+        let (r, closed) = answer_then_closed(&s);
+        assert_invalid(r, "oversized");
         assert!(closed);
-    }
-    h.report("bad names");
+    });
+}
 
-    let h = Honest::start(&sb, "limits");
-    // Queues out of range, MACs that are not one host's.
-    for q in [0u16, 10_000] {
-        let e = attach_with(&sb, "q", |n| n.queues = q);
-        assert_eq!(e.code(), Some(ErrorCode::InvalidRequest), "queues {q}: {e}");
-    }
-    for mac in [[0x01, 0, 0x5e, 0, 0, 1], [0xff; 6], [0; 6]] {
-        let e = attach_with(&sb, "m", |n| n.mac = Some(MacAddr(mac)));
+#[test]
+fn fds_nobody_asked_for_are_closed_at_once() {
+    tapmanager_tests::require_root!();
+    under_attack("fds", "unasked fds", |sb| {
+        // fds nobody asked for, with a List: answered, and the fds closed at once.
+        let marker = std::env::temp_dir().join(format!("tmt-unasked-{}", std::process::id()));
+        let f = std::fs::File::create(&marker).unwrap();
+        let s = connected(sb);
+        let fds = [f.as_fd(), f.as_fd(), f.as_fd()];
+        write_frame(
+            &s,
+            &Request {
+                id: 9,
+                body: RequestBody::List,
+            },
+            &fds,
+        )
+        .unwrap();
+        let (resp, _): (Response, _) = read_frame(&s).unwrap();
+        assert!(matches!(resp.body, Ok(ResponseBody::List(_))), "{resp:?}");
         assert_eq!(
-            e.code(),
-            Some(ErrorCode::InvalidRequest),
-            "mac {mac:02x?}: {e}"
+            daemon_fds_on(sb, &marker),
+            0,
+            "the daemon kept fds it never asked for"
         );
-    }
-    // Both spellings of a good MAC are the same MAC.
-    let dash: MacAddr = "AA-BB-CC-DD-EE-02".parse().unwrap();
-    let colon: MacAddr = "aa:bb:cc:dd:ee:02".parse().unwrap();
-    assert_eq!(dash, colon);
-    h.report("bad queues and MACs");
+        drop(f);
+        std::fs::remove_file(&marker).unwrap();
+    });
+}
 
-    let h = Honest::start(&sb, "slow");
-    // One byte a second: cut off when the hello's time is up, never holding anyone up.
-    let s = UnixStream::connect(&sb.socket).unwrap();
-    let hello = encode(
-        &Hello {
-            version: PROTOCOL_VERSION,
-        },
-        0,
-    )
-    .unwrap();
-    let t = Instant::now();
-    let mut cut = false;
-    for b in hello.iter().chain([0u8; 64].iter()) {
-        if (&s).write_all(&[*b]).is_err() {
-            cut = true;
-            break;
+#[test]
+fn names_the_types_refuse_get_typed_errors() {
+    tapmanager_tests::require_root!();
+    under_attack("names", "bad names", |sb| {
+        // Names the types refuse: too long, empty, odd bytes, a path.
+        for (vm, net) in [
+            ("x".repeat(300).as_str(), "default"),
+            ("", "default"),
+            ("a\u{0}b", "default"),
+            ("vm", "../default"),
+            ("vm", "a network with spaces"),
+        ] {
+            let s = connected(sb);
+            (&s).write_all(&raw_attach(vm, net)).unwrap();
+            let (r, closed) = answer_then_closed(&s);
+            assert_invalid(r, &format!("name {vm:?}/{net:?}"));
+            assert!(closed);
         }
-        std::thread::sleep(Duration::from_secs(1));
-        if t.elapsed() > Duration::from_secs(15) {
-            break;
-        }
-    }
-    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    let mut buf = [0u8; 8];
-    cut |= matches!((&s).read(&mut buf), Ok(0) | Err(_));
-    assert!(cut, "a client sending a byte a second was not cut off");
-    eprintln!("hostile: slow client cut off after {:?}", t.elapsed());
-    h.report("slow client");
-    assert!(t.elapsed() <= Duration::from_secs(16));
+    });
+}
 
-    let h = Honest::start(&sb, "idle");
-    // Thousands of idle connections from one member: at most 64 are let in.
-    let hello_hex: String = hello.iter().map(|b| format!("{b:02x}")).collect();
-    let script = format!(
-        r#"
+#[test]
+fn queues_out_of_range_and_macs_not_of_one_host_are_refused() {
+    tapmanager_tests::require_root!();
+    under_attack("limits", "bad queues and MACs", |sb| {
+        // Queues out of range, MACs that are not one host's.
+        for q in [0u16, 10_000] {
+            let e = attach_with(sb, "q", |n| n.queues = q);
+            assert_eq!(e.code(), Some(ErrorCode::InvalidRequest), "queues {q}: {e}");
+        }
+        for mac in [[0x01, 0, 0x5e, 0, 0, 1], [0xff; 6], [0; 6]] {
+            let e = attach_with(sb, "m", |n| n.mac = Some(MacAddr(mac)));
+            assert_eq!(
+                e.code(),
+                Some(ErrorCode::InvalidRequest),
+                "mac {mac:02x?}: {e}"
+            );
+        }
+        // Both spellings of a good MAC are the same MAC.
+        let dash: MacAddr = "AA-BB-CC-DD-EE-02".parse().unwrap();
+        let colon: MacAddr = "aa:bb:cc:dd:ee:02".parse().unwrap();
+        assert_eq!(dash, colon);
+    });
+}
+
+#[test]
+fn a_client_sending_a_byte_a_second_is_cut_off() {
+    tapmanager_tests::require_root!();
+    under_attack("slow", "slow client", |sb| {
+        // One byte a second: cut off when the hello's time is up, never holding anyone up.
+        let s = UnixStream::connect(&sb.socket).unwrap();
+        let hello = encode(
+            &Hello {
+                version: PROTOCOL_VERSION,
+            },
+            0,
+        )
+        .unwrap();
+        let t = Instant::now();
+        let mut cut = false;
+        for b in hello.iter().chain([0u8; 64].iter()) {
+            if (&s).write_all(&[*b]).is_err() {
+                cut = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            if t.elapsed() > Duration::from_secs(15) {
+                break;
+            }
+        }
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut buf = [0u8; 8];
+        cut |= matches!((&s).read(&mut buf), Ok(0) | Err(_));
+        assert!(cut, "a client sending a byte a second was not cut off");
+        eprintln!("hostile: slow client cut off after {:?}", t.elapsed());
+        assert!(t.elapsed() <= Duration::from_secs(16));
+    });
+}
+
+#[test]
+fn a_uid_holds_at_most_64_idle_connections_and_others_still_get_in() {
+    tapmanager_tests::require_root!();
+    under_attack("idle", "2000 idle connections from one uid", |sb| {
+        // Thousands of idle connections from one member: at most 64 are let in.
+        let hello = encode(
+            &Hello {
+                version: PROTOCOL_VERSION,
+            },
+            0,
+        )
+        .unwrap();
+        let hello_hex: String = hello.iter().map(|b| format!("{b:02x}")).collect();
+        let script = format!(
+            r#"
 import resource, socket, sys
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -372,199 +426,215 @@ for i in range(2000):
 print("held", flush=True)
 sys.stdin.read()
 "#,
-        socket = sb.socket.display()
-    );
-    let mut py = tapmanager_tests::sandbox::as_user(
-        USER,
-        &GROUP.to_string(),
-        std::path::Path::new("/usr/bin/python3"),
-    )
-    .args(["-c", &script])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut out = String::new();
-    let mut reader = std::io::BufReader::new(py.stdout.take().unwrap());
-    let (mut accepted, mut refused) = (0, 0);
-    loop {
-        out.clear();
-        if std::io::BufRead::read_line(&mut reader, &mut out).unwrap() == 0 || out.trim() == "held"
-        {
-            break;
-        }
-        let bytes: Vec<u8> = (0..out.trim().len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&out.trim()[i..i + 2], 16).unwrap())
-            .collect();
-        match protocol::frame::decode::<HelloReply>(&bytes[HEADER_LEN..])
-            .unwrap()
-            .0
-        {
-            HelloReply::Accepted(_) => accepted += 1,
-            HelloReply::Rejected(e) => {
-                assert_eq!(e.code, ErrorCode::QuotaExceeded, "{e:?}");
-                refused += 1
+            socket = sb.socket.display()
+        );
+        let mut py = tapmanager_tests::sandbox::as_user(
+            USER,
+            &GROUP.to_string(),
+            std::path::Path::new("/usr/bin/python3"),
+        )
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let mut out = String::new();
+        let mut reader = std::io::BufReader::new(py.stdout.take().unwrap());
+        let (mut accepted, mut refused) = (0, 0);
+        loop {
+            out.clear();
+            if std::io::BufRead::read_line(&mut reader, &mut out).unwrap() == 0
+                || out.trim() == "held"
+            {
+                break;
+            }
+            let bytes: Vec<u8> = (0..out.trim().len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&out.trim()[i..i + 2], 16).unwrap())
+                .collect();
+            match protocol::frame::decode::<HelloReply>(&bytes[HEADER_LEN..])
+                .unwrap()
+                .0
+            {
+                HelloReply::Accepted(_) => accepted += 1,
+                HelloReply::Rejected(e) => {
+                    assert_eq!(e.code, ErrorCode::QuotaExceeded, "{e:?}");
+                    refused += 1
+                }
             }
         }
-    }
-    assert_eq!((accepted, refused), (64, 1936));
-    // While they are held, another member still gets in (the limit is per uid).
-    let other = Command::new("setpriv")
-        .args([
-            &format!("--reuid={OTHER}"),
-            &format!("--regid={OTHER}"),
-            &format!("--groups={GROUP}"),
-        ])
-        .arg(tapmanager_tests::sandbox::bin("tapmanager"))
-        .args(["list", "--socket"])
-        .arg(&sb.socket)
-        .output()
-        .unwrap();
-    assert!(
-        other.status.success(),
-        "{}",
-        String::from_utf8_lossy(&other.stderr)
-    );
-    h.report("2000 idle connections from one uid");
-    drop(py.stdin.take());
-    py.wait().unwrap();
+        assert_eq!((accepted, refused), (64, 1936));
+        // While they are held, another member still gets in (the limit is per uid).
+        let other = Command::new("setpriv")
+            .args([
+                &format!("--reuid={OTHER}"),
+                &format!("--regid={OTHER}"),
+                &format!("--groups={GROUP}"),
+            ])
+            .arg(tapmanager_tests::sandbox::bin("tapmanager"))
+            .args(["list", "--socket"])
+            .arg(&sb.socket)
+            .output()
+            .unwrap();
+        assert!(
+            other.status.success(),
+            "{}",
+            String::from_utf8_lossy(&other.stderr)
+        );
+        drop(py.stdin.take());
+        py.wait().unwrap();
+    });
+}
 
-    let h = Honest::start(&sb, "stranger");
-    // A uid outside the group.
-    let out = sb
-        .vmwrapper_as(STRANGER, "")
-        .args([
-            "--id",
-            "s",
-            "--net",
-            "default",
-            "--hypervisor",
-            "qemu",
-            "--",
-            "true",
-        ])
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&out.stderr);
-    // The socket (0660 root:group) is the first gate; the daemon's check the second.
-    assert!(
-        !out.status.success()
-            && (e.contains("Permission denied") || e.contains("PermissionDenied")),
-        "{e}"
-    );
-    h.report("a stranger outside the group");
+#[test]
+fn a_uid_outside_the_group_is_refused() {
+    tapmanager_tests::require_root!();
+    under_attack("stranger", "a stranger outside the group", |sb| {
+        // A uid outside the group.
+        let out = sb
+            .vmwrapper_as(STRANGER, "")
+            .args([
+                "--id",
+                "s",
+                "--net",
+                "default",
+                "--hypervisor",
+                "qemu",
+                "--",
+                "true",
+            ])
+            .output()
+            .unwrap();
+        let e = String::from_utf8_lossy(&out.stderr);
+        // The socket (0660 root:group) is the first gate; the daemon's check the second.
+        assert!(
+            !out.status.success()
+                && (e.contains("Permission denied") || e.contains("PermissionDenied")),
+            "{e}"
+        );
+    });
+}
 
-    let h = Honest::start(&sb, "others");
-    // A member acting on another member's attachment: it does not exist for them.
-    let mut held = member_holding(&sb, USER, "theirs");
-    for args in [&["show", "theirs"][..], &["release", "theirs"][..]] {
-        let out = tapmanager_as(&sb, OTHER, args);
+#[test]
+fn a_member_cannot_see_or_release_anothers_attachment() {
+    tapmanager_tests::require_root!();
+    under_attack(
+        "others",
+        "a member showing, releasing, listing another's attachment",
+        |sb| {
+            // A member acting on another member's attachment: it does not exist for them.
+            let mut held = member_holding(sb, USER, "theirs");
+            for args in [&["show", "theirs"][..], &["release", "theirs"][..]] {
+                let out = tapmanager_as(sb, OTHER, args);
+                let e = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    !out.status.success() && e.contains("NotFound"),
+                    "{args:?}: {e}"
+                );
+            }
+            let out = tapmanager_as(sb, OTHER, &["list", "--json"]);
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+            assert_eq!(held_by(sb, USER), 1, "another uid changed it");
+            drop(held.stdin.take());
+            held.wait().unwrap();
+        },
+    );
+}
+
+#[test]
+fn a_namespace_the_caller_does_not_own_is_refused() {
+    tapmanager_tests::require_root!();
+    under_attack("netns", "a namespace the caller does not own", |sb| {
+        // A namespace the member does not own, opened from /run/netns (world-readable).
+        let pod = tapmanager_tests::sandbox::Netns::new("hostilepod");
+        pod.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "gw0"]);
+        let out = sb
+            .vmwrapper_as(USER, &GROUP.to_string())
+            .arg("--netns")
+            .arg(format!("/run/netns/{}", pod.name))
+            .args([
+                "--id",
+                "adopt",
+                "--net",
+                "pods,take=eth0",
+                "--hypervisor",
+                "qemu",
+                "--",
+                "true",
+            ])
+            .output()
+            .unwrap();
         let e = String::from_utf8_lossy(&out.stderr);
         assert!(
-            !out.status.success() && e.contains("NotFound"),
-            "{args:?}: {e}"
+            !out.status.success() && e.contains("PermissionDenied"),
+            "{e}"
         );
-    }
-    let out = tapmanager_as(&sb, OTHER, &["list", "--json"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
-    assert_eq!(held_by(&sb, USER), 1, "another uid changed it");
-    h.report("a member showing, releasing, listing another's attachment");
+        assert!(pod
+            .ip(&["-o", "link", "show", "dev", "eth0"])
+            .contains("eth0"));
+    });
+}
 
-    let h = Honest::start(&sb, "netns");
-    // A namespace the member does not own, opened from /run/netns (world-readable).
-    let pod = tapmanager_tests::sandbox::Netns::new("hostilepod");
-    pod.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "gw0"]);
-    let out = sb
-        .vmwrapper_as(USER, &GROUP.to_string())
-        .arg("--netns")
-        .arg(format!("/run/netns/{}", pod.name))
-        .args([
-            "--id",
-            "adopt",
-            "--net",
-            "pods,take=eth0",
-            "--hypervisor",
-            "qemu",
-            "--",
-            "true",
-        ])
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && e.contains("PermissionDenied"),
-        "{e}"
-    );
-    assert!(pod
-        .ip(&["-o", "link", "show", "dev", "eth0"])
-        .contains("eth0"));
-    h.report("a namespace the caller does not own");
-
-    let h = Honest::start(&sb, "flood");
-    // An attach flood past the quota (3 a uid; one is held already).
-    let (mut ok, mut refused) = (vec![], 0);
-    for i in 0..20 {
-        let mut c = sb.vmwrapper_as(USER, &GROUP.to_string());
-        c.args([
-            "--id",
-            &format!("flood-{i}"),
-            "--net",
-            "default",
-            "--hypervisor",
-            "qemu",
-            "--",
-        ])
-        .args(["sh", "-c", "read x || true"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        let name = format!("flood-{i}");
-        // Either it is refused (it exits) or it holds an attachment (the journal grows).
-        let t = Instant::now();
-        let exited = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
+#[test]
+fn an_attach_flood_stops_at_the_quota() {
+    tapmanager_tests::require_root!();
+    under_attack("flood", "an attach flood past the quota", |sb| {
+        let mut held = member_holding(sb, USER, "theirs");
+        // An attach flood past the quota (3 a uid; one is held already).
+        let (mut ok, mut refused) = (vec![], 0);
+        for i in 0..20 {
+            let mut c = sb.vmwrapper_as(USER, &GROUP.to_string());
+            c.args([
+                "--id",
+                &format!("flood-{i}"),
+                "--net",
+                "default",
+                "--hypervisor",
+                "qemu",
+                "--",
+            ])
+            .args(["sh", "-c", "read x || true"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            let name = format!("flood-{i}");
+            // Either it is refused (it exits) or it holds an attachment (the journal grows).
+            let t = Instant::now();
+            let exited = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break Some(status);
+                }
+                let listed = sb.client().list().unwrap();
+                if listed.iter().any(|a| a.vm.as_str() == name) {
+                    break None;
+                }
+                assert!(t.elapsed() < Duration::from_secs(10), "flood {i}: neither");
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            match exited {
+                Some(status) => {
+                    assert!(!status.success());
+                    let mut e = String::new();
+                    child.stderr.take().unwrap().read_to_string(&mut e).unwrap();
+                    assert!(e.contains("QuotaExceeded"), "{e}");
+                    refused += 1;
+                }
+                None => ok.push(child),
             }
-            let listed = sb.client().list().unwrap();
-            if listed.iter().any(|a| a.vm.as_str() == name) {
-                break None;
-            }
-            assert!(t.elapsed() < Duration::from_secs(10), "flood {i}: neither");
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        match exited {
-            Some(status) => {
-                assert!(!status.success());
-                let mut e = String::new();
-                child.stderr.take().unwrap().read_to_string(&mut e).unwrap();
-                assert!(e.contains("QuotaExceeded"), "{e}");
-                refused += 1;
-            }
-            None => ok.push(child),
         }
-    }
-    assert_eq!(
-        (ok.len(), refused),
-        (2, 18),
-        "the quota let in {} of 20",
-        ok.len()
-    );
-    assert_eq!(held_by(&sb, USER), 3);
-    for mut c in ok {
-        drop(c.stdin.take());
-        c.wait().unwrap();
-    }
-    h.report("an attach flood past the quota");
-    drop(held.stdin.take());
-    held.wait().unwrap();
-
-    // Nothing of any of it is left.
-    assert!(
-        sb.all_gone(10),
-        "{:?} {:?}",
-        sb.taps(),
-        sb.journal_entries()
-    );
+        assert_eq!(
+            (ok.len(), refused),
+            (2, 18),
+            "the quota let in {} of 20",
+            ok.len()
+        );
+        assert_eq!(held_by(sb, USER), 3);
+        for mut c in ok {
+            drop(c.stdin.take());
+            c.wait().unwrap();
+        }
+        drop(held.stdin.take());
+        held.wait().unwrap();
+    });
 }
