@@ -110,22 +110,22 @@ fn isolated_net<'a>(d: &'a Daemon, iface: &Interface) -> Option<&'a IsolatedNet>
 }
 
 /// The masquerade NAT inside a guest's namespace: its traffic leaves as the transit address,
-/// and the network's forwards arrive at the guest's fixed address. One `nft -f` run, from the
-/// namespace's thread (a persistent `nft -i` per guest would be a process per VM).
+/// and the network's forwards arrive at the guest's fixed address (the host already turned
+/// each host port into the guest's). Run from the namespace's thread (a persistent `nft -i`
+/// per guest would be a process per VM).
 fn masquerade_script(m: &Masquerade, guest: Ipv4Addr) -> String {
-    let mut s = format!(
-        "table ip tapmanager_guest {{\n  chain postrouting {{ type nat hook postrouting priority 100; policy accept;\n    oifname \"{NS_VETH}\" masquerade\n  }}\n  chain prerouting {{ type nat hook prerouting priority -100; policy accept;\n"
-    );
-    for f in &m.ports {
-        s.push_str(&format!(
-            "    iifname \"{NS_VETH}\" {} dport {} dnat to {guest}:{}\n",
-            f.proto.as_str(),
-            f.guest,
-            f.guest
-        ));
-    }
-    s.push_str("  }\n}\n");
-    s
+    crate::net::firewall::guest_nat_script(&crate::net::firewall::GuestNat {
+        table: "tapmanager_guest",
+        out: NS_VETH,
+        guest,
+        source_only: false,
+        forwards: m
+            .ports
+            .iter()
+            .map(|f| (f.proto.as_str(), f.guest, f.guest))
+            .collect(),
+        confine: None,
+    })
 }
 
 /// The veth MACs: fixed per NIC so both sides' static neighbour entries are known up front.

@@ -249,29 +249,18 @@ const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 /// The masquerade binding's table in the pod: the guest's traffic leaves NATed to the pod's
 /// interface, only by it, only from the guest's address; inbound only through `ports`.
 fn masquerade_script(m: &Masquerade, tap: &IfName, taken: &IfName) -> String {
-    let guest = Ipv4Addr::from(u32::from(m.cidr.network()) + 2);
-    let t = guard_table(tap);
-    let mut s = format!(
-        "table ip {t} {{\n  chain postrouting {{ type nat hook postrouting priority 100; policy accept;\n    \
-         ip saddr {guest} oifname \"{taken}\" masquerade\n  }}\n  \
-         chain prerouting {{ type nat hook prerouting priority -100; policy accept;\n"
-    );
-    for f in &m.ports {
-        s.push_str(&format!(
-            "    iifname \"{taken}\" {} dport {} dnat to {guest}:{}\n",
-            f.proto.as_str(),
-            f.host,
-            f.guest
-        ));
-    }
-    s.push_str(&format!(
-        "  }}\n  chain forward {{ type filter hook forward priority 0; policy accept;\n    \
-         iifname \"{tap}\" ip saddr != {guest} counter drop\n    \
-         iifname \"{tap}\" oifname != \"{taken}\" counter drop\n    \
-         oifname \"{tap}\" ct status dnat counter accept\n    \
-         oifname \"{tap}\" ct state != {{ established, related }} counter drop\n  }}\n}}\n"
-    ));
-    s
+    crate::net::firewall::guest_nat_script(&crate::net::firewall::GuestNat {
+        table: &guard_table(tap),
+        out: taken.as_str(),
+        guest: Ipv4Addr::from(u32::from(m.cidr.network()) + 2),
+        source_only: true,
+        forwards: m
+            .ports
+            .iter()
+            .map(|f| (f.proto.as_str(), f.host, f.guest))
+            .collect(),
+        confine: Some(tap.as_str()),
+    })
 }
 
 /// Binds the DHCP server of an adopted pod NIC again.

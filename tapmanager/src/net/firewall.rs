@@ -646,6 +646,53 @@ impl Firewall {
     }
 }
 
+/// The NAT of one guest behind a namespace of its own (the masquerade kind's, or a pod's
+/// masquerade binding): the guest's traffic leaves by `out` masqueraded (only from `guest` when
+/// `source_only`), and each forward `(proto, port on out, port of the guest)` arrives at the
+/// guest. With `confine` (the guest's TAP), a forward chain also lets the guest send only
+/// from its address and only out by `out`, and lets in only forwarded or answering traffic.
+/// One `nft -f` script, run in that namespace.
+#[derive(Debug)]
+pub struct GuestNat<'a> {
+    pub table: &'a str,
+    pub out: &'a str,
+    pub guest: std::net::Ipv4Addr,
+    pub source_only: bool,
+    pub forwards: Vec<(&'static str, u16, u16)>,
+    pub confine: Option<&'a str>,
+}
+
+pub fn guest_nat_script(n: &GuestNat<'_>) -> String {
+    let (t, out, guest) = (n.table, n.out, n.guest);
+    let from = if n.source_only {
+        format!("ip saddr {guest} ")
+    } else {
+        String::new()
+    };
+    let mut s = format!(
+        "table ip {t} {{\n  chain postrouting {{ type nat hook postrouting priority 100; policy accept;\n    \
+         {from}oifname \"{out}\" masquerade\n  }}\n  \
+         chain prerouting {{ type nat hook prerouting priority -100; policy accept;\n"
+    );
+    for (proto, outside, inside) in &n.forwards {
+        s.push_str(&format!(
+            "    iifname \"{out}\" {proto} dport {outside} dnat to {guest}:{inside}\n"
+        ));
+    }
+    s.push_str("  }\n");
+    if let Some(tap) = n.confine {
+        s.push_str(&format!(
+            "  chain forward {{ type filter hook forward priority 0; policy accept;\n    \
+             iifname \"{tap}\" ip saddr != {guest} counter drop\n    \
+             iifname \"{tap}\" oifname != \"{out}\" counter drop\n    \
+             oifname \"{tap}\" ct status dnat counter accept\n    \
+             oifname \"{tap}\" ct state != {{ established, related }} counter drop\n  }}\n"
+        ));
+    }
+    s.push_str("}\n");
+    s
+}
+
 /// Deletes every table of the daemon's (`tapmanager down`; the daemon's `nft -i` must be done
 /// with them). One transaction: `add` then `delete` removes a table whether or not it was
 /// there (nft 1.0.6 has no `destroy`).
@@ -694,6 +741,38 @@ pub fn run_nft_once(script: &str, what: &str) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    /// The two NATs that were two scripts (the masquerade kind's, a pod's masquerade
+    /// binding): the same text as each wrote before they became one builder.
+    #[test]
+    fn guest_nat_for_a_masquerade_namespace_and_for_a_pod() {
+        let guest: std::net::Ipv4Addr = "10.0.2.2".parse().unwrap();
+        let kind = guest_nat_script(&GuestNat {
+            table: "tapmanager_guest",
+            out: "veth0",
+            guest,
+            source_only: false,
+            forwards: vec![("tcp", 80, 80)],
+            confine: None,
+        });
+        assert_eq!(
+            kind,
+            "table ip tapmanager_guest {\n  chain postrouting { type nat hook postrouting priority 100; policy accept;\n    oifname \"veth0\" masquerade\n  }\n  chain prerouting { type nat hook prerouting priority -100; policy accept;\n    iifname \"veth0\" tcp dport 80 dnat to 10.0.2.2:80\n  }\n}\n"
+        );
+        let pod = guest_nat_script(&GuestNat {
+            table: "tapmanager_tm0",
+            out: "eth0",
+            guest,
+            source_only: true,
+            forwards: vec![("udp", 5353, 53)],
+            confine: Some("tm0"),
+        });
+        assert_eq!(
+            pod,
+            "table ip tapmanager_tm0 {\n  chain postrouting { type nat hook postrouting priority 100; policy accept;\n    ip saddr 10.0.2.2 oifname \"eth0\" masquerade\n  }\n  chain prerouting { type nat hook prerouting priority -100; policy accept;\n    iifname \"eth0\" udp dport 5353 dnat to 10.0.2.2:53\n  }\n  chain forward { type filter hook forward priority 0; policy accept;\n    iifname \"tm0\" ip saddr != 10.0.2.2 counter drop\n    iifname \"tm0\" oifname != \"eth0\" counter drop\n    oifname \"tm0\" ct status dnat counter accept\n    oifname \"tm0\" ct state != { established, related } counter drop\n  }\n}\n"
+        );
+    }
+
     use super::*;
 
     fn guard() -> PortGuard {
