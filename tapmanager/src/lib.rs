@@ -9,17 +9,15 @@
 //! [`net::nfnetlink`] (per-port guards), [`net::netns`], [`net::join`] (veth to TAP),
 //! [`net::reaper`]. Also [`ipam`], [`names`], [`state`] (the journal), [`peer`] (who is
 //! calling), [`privileges`] (capabilities), [`hostfail`] (what a caller is told when the
-//! kernel refuses a step), [`cli`] (list output).
+//! kernel refuses a step), [`admin`] (`doctor`, `init`, list output).
 
-pub mod cli;
+pub mod admin;
 pub mod cni;
 pub mod config;
 pub mod daemon;
 pub mod dns;
-pub mod doctor;
 pub mod failpoint;
 pub mod hostfail;
-pub mod init;
 pub mod ipam;
 pub mod isolated;
 pub mod lifecycle;

@@ -250,7 +250,7 @@ fn run(cli: Cli) -> Result<(), MainError> {
             output,
             force,
         } => {
-            let o = tapmanager::init::InitOptions {
+            let o = tapmanager::admin::init::InitOptions {
                 kind,
                 name,
                 group,
@@ -260,7 +260,7 @@ fn run(cli: Cli) -> Result<(), MainError> {
                 cni_network,
                 dns,
             };
-            let text = tapmanager::init::render(&o).map_err(MainError::Invalid)?;
+            let text = tapmanager::admin::init::render(&o).map_err(MainError::Invalid)?;
             if nix::unistd::Group::from_name(&o.group)
                 .ok()
                 .flatten()
@@ -295,18 +295,21 @@ fn run(cli: Cli) -> Result<(), MainError> {
         Cmd::List { socket, json } => {
             let list = Client::connect(&socket)?.list()?;
             if json {
-                println!("{}", tapmanager::cli::json(&list));
+                println!("{}", tapmanager::admin::cli::json(&list));
             } else {
-                print!("{}", tapmanager::cli::table(&list));
+                print!("{}", tapmanager::admin::cli::table(&list));
             }
             Ok(())
         }
         Cmd::Show { vm, socket, json } => {
             let a = Client::connect(&socket)?.info(&vm)?;
             if json {
-                println!("{}", tapmanager::cli::json(std::slice::from_ref(&a)));
+                println!("{}", tapmanager::admin::cli::json(std::slice::from_ref(&a)));
             } else {
-                print!("{}", tapmanager::cli::table(std::slice::from_ref(&a)));
+                print!(
+                    "{}",
+                    tapmanager::admin::cli::table(std::slice::from_ref(&a))
+                );
             }
             Ok(())
         }
@@ -319,9 +322,9 @@ fn run(cli: Cli) -> Result<(), MainError> {
         Cmd::Status { socket, json } => {
             let list = Client::connect(&socket)?.status()?;
             if json {
-                println!("{}", tapmanager::cli::status_json(&list));
+                println!("{}", tapmanager::admin::cli::status_json(&list));
             } else {
-                print!("{}", tapmanager::cli::status_table(&list));
+                print!("{}", tapmanager::admin::cli::status_table(&list));
             }
             match list.iter().find(|n| !n.ready) {
                 Some(n) => Err(MainError::NotReady(n.network.to_string())),
@@ -332,123 +335,8 @@ fn run(cli: Cli) -> Result<(), MainError> {
 }
 
 fn doctor(config: &Path, socket: &Path) -> Result<(), MainError> {
-    use tapmanager::doctor::{self, Finding, Level};
-    let mut found: Vec<Finding> = Vec::new();
-    let loaded = Config::load(config);
-    let (group, prefix, routed) = match &loaded {
-        Ok(c) => (
-            c.group,
-            c.interface_prefix.clone(),
-            c.networks.values().any(|n| match &n.kind {
-                tapmanager::config::NetworkKind::Bridge(b) => b.nat.is_some(),
-                tapmanager::config::NetworkKind::Macvtap(_) => false,
-                _ => true,
-            }),
-        ),
-        Err(_) => (0, "tm".to_owned(), false),
-    };
-    found.push(match &loaded {
-        Ok(c) => Finding {
-            level: Level::Ok,
-            what: format!(
-                "{} is valid: {} network(s)",
-                config.display(),
-                c.networks.len()
-            ),
-            fix: String::new(),
-        },
-        Err(e) => Finding {
-            level: Level::Fail,
-            what: format!("config: {}", tapmanager::error_chain(e)),
-            fix: format!(
-                "`tapmanager check-config {}` names the line",
-                config.display()
-            ),
-        },
-    });
-    found.push(doctor::tun());
-    found.push(doctor::forwarding(routed));
-    found.push(doctor::bridge_netfilter());
-    if let Ok(out) = std::process::Command::new("nft")
-        .args(["list", "ruleset"])
-        .output()
-    {
-        if out.status.success() {
-            found.push(doctor::forward_policy(
-                &String::from_utf8_lossy(&out.stdout),
-                routed,
-            ));
-        }
-    }
-    if let Ok(c) = &loaded {
-        let gateways: Vec<std::net::Ipv4Addr> = c
-            .networks
-            .values()
-            .filter_map(|n| match &n.kind {
-                tapmanager::config::NetworkKind::Bridge(b) if b.dns_forward.is_some() => {
-                    Some(b.gateway.addr())
-                }
-                _ => None,
-            })
-            .collect();
-        let udp = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
-        let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-        let running = Client::connect(socket).is_ok();
-        found.extend(doctor::dns_port(&[&udp, &tcp], &gateways, running));
-    }
-    if loaded.is_ok() {
-        let uid = nix::unistd::getuid().as_raw();
-        let mut groups: Vec<u32> = nix::unistd::getgroups()
-            .unwrap_or_default()
-            .iter()
-            .map(|g| g.as_raw())
-            .collect();
-        groups.push(nix::unistd::getgid().as_raw());
-        let name = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(group))
-            .ok()
-            .flatten()
-            .map_or(group.to_string(), |g| g.name);
-        found.push(doctor::membership(uid, &groups, group, &name));
-    }
-    found.extend(doctor::managers(Path::new("/"), &prefix));
-    found.extend(doctor::tools());
-    found.push(match Client::connect(socket).and_then(|mut c| c.status()) {
-        Ok(nets) => {
-            let down: Vec<String> = nets
-                .iter()
-                .filter(|n| !n.ready)
-                .map(|n| format!("{} ({})", n.network, n.message))
-                .collect();
-            if down.is_empty() {
-                Finding {
-                    level: Level::Ok,
-                    what: format!(
-                        "the daemon answers at {}; {} network(s) ready",
-                        socket.display(),
-                        nets.len()
-                    ),
-                    fix: String::new(),
-                }
-            } else {
-                Finding {
-                    level: Level::Warn,
-                    what: format!("networks not ready: {}", down.join("; ")),
-                    fix: "`tapmanager status` says why for each".into(),
-                }
-            }
-        }
-        Err(e) => Finding {
-            level: Level::Fail,
-            what: format!(
-                "the daemon does not answer: {}",
-                tapmanager::error_chain(&e)
-            ),
-            fix: e
-                .hint()
-                .map(|h| h.to_string())
-                .unwrap_or_else(|| "start it: `systemctl start tapmanager`".into()),
-        },
-    });
+    use tapmanager::admin::doctor::{self, Level};
+    let found = doctor::check_host(config, socket);
     print!("{}", doctor::render(&found));
     match found.iter().filter(|f| f.level == Level::Fail).count() {
         0 => Ok(()),

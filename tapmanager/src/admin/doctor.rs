@@ -281,6 +281,128 @@ pub fn render(findings: &[Finding]) -> String {
     s
 }
 
+/// Every check of `tapmanager doctor`, in the order it prints them: the config, the TUN
+/// device, forwarding, bridge netfilter, another table's forward policy, port 53 of a DNS
+/// forwarder's gateway, the caller's group, other network managers, the tools, the daemon.
+pub fn check_host(config: &Path, socket: &Path) -> Vec<Finding> {
+    let mut found: Vec<Finding> = Vec::new();
+    let loaded = crate::config::Config::load(config);
+    let (group, prefix, routed) = match &loaded {
+        Ok(c) => (
+            c.group,
+            c.interface_prefix.clone(),
+            c.networks.values().any(|n| match &n.kind {
+                crate::config::NetworkKind::Bridge(b) => b.nat.is_some(),
+                crate::config::NetworkKind::Macvtap(_) => false,
+                _ => true,
+            }),
+        ),
+        Err(_) => (0, "tm".to_owned(), false),
+    };
+    found.push(match &loaded {
+        Ok(c) => Finding {
+            level: Level::Ok,
+            what: format!(
+                "{} is valid: {} network(s)",
+                config.display(),
+                c.networks.len()
+            ),
+            fix: String::new(),
+        },
+        Err(e) => Finding {
+            level: Level::Fail,
+            what: format!("config: {}", crate::error_chain(e)),
+            fix: format!(
+                "`tapmanager check-config {}` names the line",
+                config.display()
+            ),
+        },
+    });
+    found.push(tun());
+    found.push(forwarding(routed));
+    found.push(bridge_netfilter());
+    if let Ok(out) = std::process::Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+    {
+        if out.status.success() {
+            found.push(forward_policy(
+                &String::from_utf8_lossy(&out.stdout),
+                routed,
+            ));
+        }
+    }
+    if let Ok(c) = &loaded {
+        let gateways: Vec<std::net::Ipv4Addr> = c
+            .networks
+            .values()
+            .filter_map(|n| match &n.kind {
+                crate::config::NetworkKind::Bridge(b) if b.dns_forward.is_some() => {
+                    Some(b.gateway.addr())
+                }
+                _ => None,
+            })
+            .collect();
+        let udp = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+        let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let running = protocol::Client::connect(socket).is_ok();
+        found.extend(dns_port(&[&udp, &tcp], &gateways, running));
+    }
+    if loaded.is_ok() {
+        let uid = nix::unistd::getuid().as_raw();
+        let mut groups: Vec<u32> = nix::unistd::getgroups()
+            .unwrap_or_default()
+            .iter()
+            .map(|g| g.as_raw())
+            .collect();
+        groups.push(nix::unistd::getgid().as_raw());
+        let name = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(group))
+            .ok()
+            .flatten()
+            .map_or(group.to_string(), |g| g.name);
+        found.push(membership(uid, &groups, group, &name));
+    }
+    found.extend(managers(Path::new("/"), &prefix));
+    found.extend(tools());
+    found.push(
+        match protocol::Client::connect(socket).and_then(|mut c| c.status()) {
+            Ok(nets) => {
+                let down: Vec<String> = nets
+                    .iter()
+                    .filter(|n| !n.ready)
+                    .map(|n| format!("{} ({})", n.network, n.message))
+                    .collect();
+                if down.is_empty() {
+                    Finding {
+                        level: Level::Ok,
+                        what: format!(
+                            "the daemon answers at {}; {} network(s) ready",
+                            socket.display(),
+                            nets.len()
+                        ),
+                        fix: String::new(),
+                    }
+                } else {
+                    Finding {
+                        level: Level::Warn,
+                        what: format!("networks not ready: {}", down.join("; ")),
+                        fix: "`tapmanager status` says why for each".into(),
+                    }
+                }
+            }
+            Err(e) => Finding {
+                level: Level::Fail,
+                what: format!("the daemon does not answer: {}", crate::error_chain(&e)),
+                fix: e
+                    .hint()
+                    .map(|h| h.to_string())
+                    .unwrap_or_else(|| "start it: `systemctl start tapmanager`".into()),
+            },
+        },
+    );
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,13 +462,13 @@ mod tests {
         std::fs::create_dir_all(root.join("etc/NetworkManager/conf.d")).unwrap();
         std::fs::write(
             root.join("etc/NetworkManager/conf.d/tapmanager.conf"),
-            include_str!("../../packaging/NetworkManager/tapmanager.conf"),
+            include_str!("../../../packaging/NetworkManager/tapmanager.conf"),
         )
         .unwrap();
         std::fs::create_dir_all(root.join("etc/systemd/network")).unwrap();
         std::fs::write(
             root.join("etc/systemd/network/10-tapmanager.network"),
-            include_str!("../../packaging/networkd/10-tapmanager.network"),
+            include_str!("../../../packaging/networkd/10-tapmanager.network"),
         )
         .unwrap();
         let found = managers(&root, "tm");
