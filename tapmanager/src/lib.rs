@@ -1,5 +1,6 @@
 //! tapmanager: the root daemon that wires virtual machines into networks and hands their TAP
 //! file descriptors to unprivileged callers. The binary (`main.rs`) only wires this library.
+//! `docs/architecture.md` in the repository is the one-page map.
 //!
 //! Where things are: [`config`] (the TOML file), [`daemon`] (accept, authorize, dispatch),
 //! [`lifecycle`] (what runs on attach, on exit, on start-up; [`lifecycle::plan()`] chooses
