@@ -257,10 +257,8 @@ impl Daemon {
         // The forwarders listen on the bridges' gateway addresses, there from here on.
         let mut forwarders = Vec::new();
         let mut dns_owners = HashMap::new();
-        for (name, n) in &config.networks {
-            if purpose == Purpose::Down {
-                break;
-            }
+        let serving = config.networks.iter().filter(|_| purpose == Purpose::Serve);
+        for (name, n) in serving {
             if let crate::config::NetworkKind::Bridge(b) = &n.kind {
                 if let Some(f) = &b.dns_forward {
                     let owners = crate::dns::GuestOwners::default();

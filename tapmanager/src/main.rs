@@ -401,13 +401,9 @@ fn bind_socket(path: &Path, group: u32) -> Result<std::os::unix::net::UnixListen
 
 /// What must be learned while every capability is still there: pid 1's network namespace
 /// (it does not open without them) and where namespace pins outlive the daemon (it may enter
-/// pid 1's mount namespace); and the capabilities to keep.
-fn learn_host(
-    config: &Config,
-) -> (
-    tapmanager::net::netns::HostNetns,
-    tapmanager::privileges::Needs,
-) {
+/// pid 1's mount namespace). Then the capabilities the config needs are all that is kept;
+/// before any thread exists, since capabilities are per thread.
+fn learn_host(config: &Config) -> Result<tapmanager::net::netns::HostNetns, MainError> {
     let host_netns = tapmanager::net::netns::HostNetns::learn();
     let mut needs = tapmanager::privileges::Needs::of(config);
     if needs.namespaces {
@@ -415,7 +411,12 @@ fn learn_host(
         needs.foreign_pins = place.needs_chroot();
         place.install();
     }
-    (host_netns, needs)
+    if nix::unistd::geteuid().is_root() {
+        tapmanager::privileges::reduce(needs)?;
+    } else {
+        tracing::warn!("not running as root: capabilities left as they are");
+    }
+    Ok(host_netns)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, MainError> {
@@ -432,11 +433,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, MainError> {
 fn down(config_path: &Path, force: bool) -> Result<(), MainError> {
     let config = Config::load(config_path)?;
     let state_dir = config.state_dir.clone();
-    let (host_netns, needs) = learn_host(&config);
     // As the daemon runs: its children (nft, CNI plugins) get their capabilities that way.
-    if nix::unistd::geteuid().is_root() {
-        tapmanager::privileges::reduce(needs)?;
-    }
+    let host_netns = learn_host(&config)?;
     runtime()?.block_on(async move {
         let daemon = match Daemon::start_for_down(config, host_netns).await {
             Err(tapmanager::daemon::DaemonError::NetnsLock(
@@ -510,13 +508,7 @@ fn serve(config_path: &Path) -> Result<(), MainError> {
             }
         }
     }
-    let (host_netns, needs) = learn_host(&config);
-    // Before any thread exists: capabilities are per thread.
-    if nix::unistd::geteuid().is_root() {
-        tapmanager::privileges::reduce(needs)?;
-    } else {
-        tracing::warn!("not running as root: capabilities left as they are");
-    }
+    let host_netns = learn_host(&config)?;
     runtime()?.block_on(async move {
         let daemon = Daemon::start(config, host_netns).await?;
         let listener = tokio::net::UnixListener::from_std(listener)

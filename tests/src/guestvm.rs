@@ -15,7 +15,7 @@ use crate::vm::{qemu_args, BootSpec, Image, TmioDisk, Vm};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What to boot: the caller's vmwrapper options, QEMU extras and guest script with inputs.
 #[derive(Debug, Clone, Default)]
@@ -253,18 +253,6 @@ pub fn host_check(name: &str, ok: bool, detail: impl Into<String>) -> Check {
         ok,
         detail: detail.into(),
     }
-}
-
-/// Waits until `cond` holds or `secs` pass.
-pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    cond()
 }
 
 /// Runs `cmd`, returning whether it succeeded and its output.

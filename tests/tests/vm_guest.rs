@@ -76,6 +76,17 @@ impl BridgeNet {
     }
 }
 
+/// A NIC on the `cni` network, and what the script must find on it: the address the
+/// plugins give, their gateway, and the extra route that comes as option 121.
+fn cni_nic(spec: &mut GuestSpec) {
+    spec.nets.push("cni".into());
+    spec.env("CNI_IP", "10.91.0.2")
+        .env("CNI_PREFIX", 24)
+        .env("CNI_GW", "10.91.0.1")
+        .env("CNI_ROUTE_DST", "192.168.90.0/24")
+        .env("CNI_ROUTE_VIA", "10.91.0.254");
+}
+
 /// A CNI list of Debian's bridge + host-local on 10.91.0.0/24 whose result has a route
 /// besides the default one (192.168.90.0/24 via 10.91.0.254): the lease's option 121.
 fn cni_list(d: &CniDir, name: &str) -> serde_json::Value {
@@ -137,12 +148,7 @@ fn real_guest_bridge_three_dhcp_clients_lease_every_option_and_renew_across_a_re
     nets[2].nic(&mut spec, "DP", "52:54:00:63:00:10");
     // The CNI NIC takes the MAC the plugins gave its interface: the script finds it as the
     // fourth NIC.
-    spec.nets.push("cni".into());
-    spec.env("CNI_IP", "10.91.0.2")
-        .env("CNI_PREFIX", 24)
-        .env("CNI_GW", "10.91.0.1")
-        .env("CNI_ROUTE_DST", "192.168.90.0/24")
-        .env("CNI_ROUTE_VIA", "10.91.0.254");
+    cni_nic(&mut spec);
 
     let mut guest = GuestVm::boot(&sb, &image, USER, GROUP, &spec);
     let mut host = Vec::new();
@@ -471,12 +477,7 @@ fn cloud_init_boot(version: u8, renderer: &str) {
     };
     spec.env("VM", &vm).env("RENDERER", renderer);
     bridge.nic(&mut spec, "BR", "52:54:00:64:00:10");
-    spec.nets.push("cni".into());
-    spec.env("CNI_IP", "10.91.0.2")
-        .env("CNI_PREFIX", 24)
-        .env("CNI_GW", "10.91.0.1")
-        .env("CNI_ROUTE_DST", "192.168.90.0/24")
-        .env("CNI_ROUTE_VIA", "10.91.0.254");
+    cni_nic(&mut spec);
     let mut guest = GuestVm::boot(&sb, &image, USER, GROUP, &spec);
     let out = guest.finish(Duration::from_secs(300));
     println!(

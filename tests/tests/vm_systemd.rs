@@ -116,8 +116,9 @@ fn the_package_under_systemd_in_a_debian_vm() {
     let deb = deb();
     std::fs::copy(&deb, io.join(deb.file_name().unwrap())).unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_fake-qemu"), io.join("fake-qemu")).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm/systemd-tier.sh");
-    std::fs::copy(script, io.join("run.sh")).unwrap();
+    let vm_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm");
+    std::fs::copy(vm_dir.join("systemd-tier.sh"), io.join("run.sh")).unwrap();
+    std::fs::copy(vm_dir.join("guest/lib.sh"), io.join("lib.sh")).unwrap();
     let disk = TmioDisk::build(&io, &dir.join("tmio.img"), 512);
 
     let console = dir.join("console.log");

@@ -7,29 +7,18 @@
 #
 #   TM-CHECK <name> ok [detail]  |  TM-CHECK <name> FAIL <detail>
 #
-# Inputs in /tm: tapmanager_*.deb, fake-qemu (installed as /usr/local/bin/qemu-system-x86_64).
+# Inputs in /tm: lib.sh (tests/vm/guest/lib.sh), tapmanager_*.deb, fake-qemu (installed as /usr/local/bin/qemu-system-x86_64).
 # No network leaves this VM: it has no NIC; uplinks here are dummy links.
 set -u
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# pass, fail, wait_until, PATH and T0: the helpers both VM tiers share.
+. /tm/lib.sh
 export DEBIAN_FRONTEND=noninteractive
-T0=$SECONDS
 
-pass() { echo "TM-CHECK $1 ok${2:+ $2}"; }
-fail() { echo "TM-CHECK $1 FAIL ${*:2}"; }
 # check NAME CMD...: ok if CMD succeeds, else FAIL with the end of its output on one line.
 check() {
     local name=$1 out
     shift
     if out=$("$@" 2>&1); then pass "$name"; else fail "$name" "$(tail -n 6 <<<"$out" | tr '\n' '|')"; fi
-}
-# wait_until SECS CMD...: polls CMD until it succeeds.
-wait_until() {
-    local end=$((SECONDS + $1))
-    shift
-    until "$@" >/dev/null 2>&1; do
-        [ "$SECONDS" -ge "$end" ] && return 1
-        sleep 0.3
-    done
 }
 section() { echo "TM-STEP $* (at $((SECONDS - T0)) s)"; }
 

@@ -52,13 +52,8 @@ impl NetNs {
         let made = on_thread(|| {
             unshare(CloneFlags::CLONE_NEWNET)?;
             File::open("/proc/thread-self/ns/net")
-        })
-        .and_then(|ns| pin_file(&ns, path));
-        if let Err(e) = made {
-            let _ = std::fs::remove_file(path); // the empty placeholder; nothing else exists
-            return Err(e);
-        }
-        NetNs::open(path)
+        });
+        pinned_or_undone(path, made.and_then(|ns| pin_file(&ns, path)))
     }
 
     /// Pins a namespace someone else made (a caller's, passed as an fd) at `path`, so the
@@ -66,11 +61,7 @@ impl NetNs {
     /// it while its own processes hold it.
     pub fn pin(fd: std::os::fd::BorrowedFd<'_>, path: &Path) -> io::Result<NetNs> {
         placeholder(path)?;
-        if let Err(e) = pin_fd(fd, path) {
-            let _ = std::fs::remove_file(path); // the empty placeholder; nothing else exists
-            return Err(e);
-        }
-        NetNs::open(path)
+        pinned_or_undone(path, pin_fd(fd, path))
     }
 
     /// Opens a namespace pinned earlier. A pin made by an earlier daemon in the keeping mount
@@ -131,6 +122,18 @@ impl NetNs {
         match std::fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
+        }
+    }
+}
+
+/// The pin at `path` once `pinned` succeeded; otherwise (or if it does not open) every
+/// mount of it, in either mount namespace, and its placeholder are removed.
+fn pinned_or_undone(path: &Path, pinned: io::Result<()>) -> io::Result<NetNs> {
+    match pinned.and_then(|()| NetNs::open(path)) {
+        Ok(ns) => Ok(ns),
+        Err(e) => {
+            let _ = NetNs::delete(path); // best effort: the error to report is `e`
+            Err(e)
         }
     }
 }

@@ -1,6 +1,7 @@
-# Shared helpers of the real-guest tier's scripts (tests/tests/vm_guest.rs), sourced by the
-# run.sh the test writes onto the tmio disk after /tm/env (the test's inputs: MACs, what the
-# daemon hands out). Runs as root under systemd in the Debian image (tests/vm/build-image.sh).
+# Shared helpers of both VM tiers' scripts: the real-guest tier's (tests/tests/vm_guest.rs),
+# sourced by the run.sh the test writes onto the tmio disk after /tm/env (the test's inputs:
+# MACs, what the daemon hands out), and the systemd tier's (tests/vm/systemd-tier.sh). Runs as
+# root under systemd in the Debian image (tests/vm/build-image.sh).
 #
 # Console protocol: one line per check, which the test requires by name (a missing one
 # fails it), and facts for the test's log:
