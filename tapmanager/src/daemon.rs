@@ -16,7 +16,8 @@
 //! live callers' attachments are adopted again, dead ones torn down, unknown links removed.
 
 use crate::config::Config;
-use crate::lifecycle::{self, Bridges, Built};
+use crate::kinds::Bridges;
+use crate::lifecycle::{self, Built};
 use crate::net::firewall::Firewall;
 use crate::net::link::Links;
 use crate::peer::{self, Peer};
@@ -128,6 +129,8 @@ pub enum DaemonError {
     NetnsLock(#[from] crate::net::netns::LockError),
     #[error("the daemon ran in another network namespace ({0}; this is {1}): its guests, bridges and tables are there; run this there (ip netns exec NAME ...)")]
     OtherNetns(String, String),
+    #[error("bridge")]
+    Bridge(#[source] Box<crate::kinds::bridge::BridgeError>),
     #[error("DNS forwarder")]
     Dns(#[from] crate::dns::BindError),
     #[error("accepting a connection failed")]
@@ -214,7 +217,7 @@ impl Daemon {
         let links = Links::connect()?;
         let teardown_links = Links::connect_on_own_thread("tm-teardown")?;
         if purpose == Purpose::Serve {
-            crate::isolated::prepare_host(&config).map_err(DaemonError::Host)?;
+            crate::kinds::isolated::prepare_host(&config).map_err(DaemonError::Host)?;
         }
         let routed = config
             .networks
@@ -251,8 +254,12 @@ impl Daemon {
             .collect();
         let firewall = Firewall::start(routed, &nat_bridges).await?;
         let bridges = match purpose {
-            Purpose::Serve => lifecycle::ensure_bridges(&config, &links).await?,
-            Purpose::Down => lifecycle::existing_bridges(&config, &links).await?,
+            Purpose::Serve => crate::kinds::bridge::ensure_bridges(&config, &links)
+                .await
+                .map_err(|e| DaemonError::Bridge(Box::new(e)))?,
+            Purpose::Down => crate::kinds::bridge::existing_bridges(&config, &links)
+                .await
+                .map_err(|e| DaemonError::Bridge(Box::new(e)))?,
         };
         // The forwarders listen on the bridges' gateway addresses, there from here on.
         let mut forwarders = Vec::new();
@@ -569,21 +576,22 @@ impl Daemon {
                         .record
                         .clone()
                 };
-                for iface in &record.interfaces {
-                    if let Some(crate::config::NetworkKind::Cni(_)) =
-                        self.config.network(&iface.network).map(|n| &n.kind)
-                    {
-                        crate::cni::port::check(self, iface).await.map_err(|e| {
-                            err(
-                                ErrorCode::Internal,
-                                format!(
-                                    "{} ({}): {}",
-                                    iface.ifname,
-                                    iface.network,
-                                    crate::error_chain(&*e)
-                                ),
-                            )
-                        })?;
+                for nic in &record.nics {
+                    let iface = &nic.iface;
+                    if let crate::state::NicState::Cni { .. } = nic.built {
+                        crate::kinds::cni::port::check(&self.kit(), iface)
+                            .await
+                            .map_err(|e| {
+                                err(
+                                    ErrorCode::Internal,
+                                    format!(
+                                        "{} ({}): {}",
+                                        iface.ifname,
+                                        iface.network,
+                                        crate::error_chain(&*e)
+                                    ),
+                                )
+                            })?;
                     }
                 }
                 Ok((ResponseBody::Checked, Vec::new()))
@@ -599,7 +607,7 @@ impl Daemon {
         let mut out = Vec::new();
         for (name, net) in &self.config.networks {
             let (ready, message) = match &net.kind {
-                NetworkKind::Cni(c) => crate::cni::port::status(c).await,
+                NetworkKind::Cni(c) => crate::kinds::cni::port::status(c).await,
                 // The daemon's own kinds are ready while it serves.
                 _ => (true, String::new()),
             };
@@ -831,8 +839,8 @@ impl Daemon {
                 // A plugin's own error code reaches the caller as a code, not only as text; a
                 // step the kernel refused, as that step, its reason and the fix.
                 if let Some(code) = e
-                    .downcast_ref::<crate::cni::CniError>()
-                    .and_then(crate::cni::CniError::code)
+                    .downcast_ref::<crate::kinds::cni::CniError>()
+                    .and_then(crate::kinds::cni::CniError::code)
                 {
                     return Err(err(ErrorCode::CniPlugin(code), crate::error_chain(&*e)));
                 }
@@ -859,7 +867,7 @@ impl Daemon {
         // Before the fds go out: the guest cannot reach the forwarder any earlier.
         self.tell_dns_owners(&record, true);
         self.watch(key, pidfd, cancel);
-        tracing::info!(vm = %req.vm, uid = peer.uid, pid = peer.pid, nics = record.interfaces.len(),
+        tracing::info!(vm = %req.vm, uid = peer.uid, pid = peer.pid, nics = record.nics.len(),
             micros = started.elapsed().as_micros() as u64, "attached");
         Ok((record.attachment(), fds))
     }
@@ -867,7 +875,7 @@ impl Daemon {
     /// Tells the DNS forwarders that `record`'s guest addresses are now attached by its uid,
     /// or no longer.
     fn tell_dns_owners(&self, record: &Record, attached: bool) {
-        for iface in &record.interfaces {
+        for iface in record.interfaces() {
             let (Some(owners), Some((ip, _))) =
                 (self.dns_owners.get(&iface.network), iface.address)
             else {
@@ -987,6 +995,16 @@ fn group_name(gid: u32) -> String {
 }
 
 impl Daemon {
+    /// What the kinds work with.
+    pub(crate) fn kit(&self) -> crate::kinds::Kit<'_> {
+        crate::kinds::Kit {
+            config: &self.config,
+            links: &self.links,
+            firewall: &self.firewall,
+            bridges: &self.bridges,
+        }
+    }
+
     /// The socket path from the config.
     pub fn config_socket(&self) -> std::path::PathBuf {
         self.config.socket.clone()

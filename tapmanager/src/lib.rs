@@ -4,8 +4,8 @@
 //!
 //! Where things are: [`config`] (the TOML file), [`daemon`] (accept, authorize, dispatch),
 //! [`lifecycle`] (what runs on attach, on exit, on start-up; [`lifecycle::plan()`] chooses
-//! names and addresses), the kinds ([`isolated`], [`macvtap`], [`pod`], [`cni`]; bridge and
-//! masquerade still in [`lifecycle`] and [`isolated`]), and below them [`net`]: [`net::tap`]
+//! names and addresses), [`kinds`] (one module per network kind, and the contract the
+//! lifecycle drives them by), and below them [`net`]: [`net::tap`]
 //! (where a TAP is opened), [`net::link`] (rtnetlink), [`net::firewall`] and
 //! [`net::nfnetlink`] (per-port guards), [`net::netns`], [`net::join`] (veth to TAP),
 //! [`net::reaper`]. Also [`ipam`], [`names`], [`state`] (the journal), [`peer`] (who is
@@ -13,20 +13,17 @@
 //! kernel refuses a step), [`admin`] (`doctor`, `init`, list output).
 
 pub mod admin;
-pub mod cni;
 pub mod config;
 pub mod daemon;
 pub mod dns;
 pub mod failpoint;
 pub mod hostfail;
 pub mod ipam;
-pub mod isolated;
+pub mod kinds;
 pub mod lifecycle;
-pub mod macvtap;
 pub mod names;
 pub mod net;
 pub mod peer;
-pub mod pod;
 pub mod privileges;
 pub mod state;
 pub mod systemd;

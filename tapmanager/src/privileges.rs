@@ -95,18 +95,7 @@ pub struct Needs {
 
 impl Needs {
     pub fn of(config: &crate::config::Config) -> Needs {
-        use crate::config::NetworkKind;
-        let mut needs = Needs::default();
-        for n in config.networks.values() {
-            match &n.kind {
-                NetworkKind::Isolated(_) | NetworkKind::Cni(_) | NetworkKind::Pod(_) => {
-                    needs.namespaces = true
-                }
-                NetworkKind::Macvtap(_) => needs.device_nodes = true,
-                NetworkKind::Bridge(b) => needs.low_ports |= b.dns_forward.is_some(),
-            }
-        }
-        needs
+        crate::kinds::needs(config)
     }
 }
 

@@ -6,10 +6,12 @@
 //! Writes are atomic: write a temporary file, fsync it, rename it over the old one, fsync the
 //! directory. The state directory is locked (`flock`) by the one daemon that uses it.
 
+use crate::config::VethBinding;
 use protocol::{Attachment, IfName, Interface, VmId};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::net::Ipv4Addr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -93,57 +95,58 @@ pub struct Record {
     /// for the caller after a restart.
     pub pid_start: u64,
     pub created: u64,
-    pub interfaces: Vec<Interface>,
-    /// Masquerade NICs: the namespace side of the host-to-namespace /30, by host link name.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub transit: Vec<(protocol::IfName, std::net::Ipv4Addr)>,
-    /// Pod NICs: the interface of the caller's namespace each took over.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub taken: Vec<Taken>,
-    /// Isolated and masquerade NICs: the binding each was built with (`None`: routed), so a
-    /// guest adopted after the network's `binding` changed keeps the rules it was built for.
-    /// Absent in journals written before it was kept: the config's binding then.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub bindings: Vec<(protocol::IfName, Option<crate::config::VethBinding>)>,
+    /// Each NIC, in the caller's order, with what was built for it.
+    pub nics: Vec<Nic>,
 }
 
-/// One interface of a caller's namespace that a NIC took over.
+/// One NIC of an attachment: what the caller is told, and what the daemon built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Taken {
-    /// The NIC.
-    pub ifname: protocol::IfName,
-    /// The namespace: (device, inode) of its nsfs file.
-    pub netns: (u64, u64),
-    /// The pod's interface.
-    pub name: protocol::IfName,
+pub struct Nic {
+    pub iface: Interface,
+    pub built: NicState,
+}
+
+/// What was built for one NIC, by kind. Teardown and adoption go by this, never by today's
+/// config: a guest keeps what it was built with after its network's settings change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum NicState {
+    /// A TAP on the network's bridge, guarded on its ingress hook.
+    Bridge,
+    /// A namespace of its own (pinned by the NIC's name), a veth out of it; `binding` is how
+    /// the TAP meets the veth (`None`: routed).
+    Isolated { binding: Option<VethBinding> },
+    /// As isolated, the guest behind NAT in its namespace; `transit` is the namespace's side
+    /// of the host-to-namespace /30.
+    Masquerade {
+        binding: Option<VethBinding>,
+        transit: Ipv4Addr,
+    },
+    /// A macvtap on the network's lower device, its source MAC guarded.
+    Macvtap,
+    /// An interface of the caller's namespace taken over (saved under `pods/`, namespace
+    /// pinned by the NIC's name); `masquerade`: the guest sits behind NAT in the pod, the
+    /// interface untouched.
+    Pod {
+        netns: (u64, u64),
+        taken: IfName,
+        masquerade: bool,
+    },
+    /// The CNI plugins' interface rewired to a TAP (their cache entry under `cni/`, by the
+    /// NIC's name); `domain` is the DNS domain their result named.
+    Cni {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        domain: Option<String>,
+    },
+    /// Migrated from a journal that did not say, for a network gone from the config:
+    /// teardown undoes what any kind builds, and it is never adopted.
+    Unknown,
 }
 
 impl Record {
-    /// The binding an isolated NIC was built with, if the journal says.
-    pub fn binding_of(
-        &self,
-        ifname: &protocol::IfName,
-    ) -> Option<Option<crate::config::VethBinding>> {
-        self.bindings
-            .iter()
-            .find(|(n, _)| n == ifname)
-            .map(|(_, b)| *b)
-    }
-
-    /// The transit address of a masquerade NIC.
-    pub fn transit_of(&self, ifname: &protocol::IfName) -> Option<std::net::Ipv4Addr> {
-        self.transit
-            .iter()
-            .find(|(n, _)| n == ifname)
-            .map(|(_, a)| *a)
-    }
-
-    /// The pod interface a NIC took over.
-    pub fn taken_of(&self, ifname: &protocol::IfName) -> Option<&protocol::IfName> {
-        self.taken
-            .iter()
-            .find(|t| t.ifname == *ifname)
-            .map(|t| &t.name)
+    /// The NICs as the caller sees them.
+    pub fn interfaces(&self) -> impl Iterator<Item = &Interface> {
+        self.nics.iter().map(|n| &n.iface)
     }
 
     pub fn attachment(&self) -> Attachment {
@@ -152,8 +155,91 @@ impl Record {
             uid: self.uid,
             pid: self.pid,
             created: self.created,
-            interfaces: self.interfaces.clone(),
+            interfaces: self.interfaces().cloned().collect(),
         }
+    }
+}
+
+/// A journal entry as read: in the current form, or in the form of releases before the NICs
+/// said what was built for them (side tables per kind), which start-up migrates
+/// (`kinds::migrate`) and writes back in the current form.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Stored {
+    Current(Record),
+    V1(RecordV1),
+}
+
+/// The journal entry of releases before 0.2: interfaces, and beside them what some kinds
+/// built, by interface name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordV1 {
+    pub vm: VmId,
+    pub uid: u32,
+    pub pid: i32,
+    pub pid_start: u64,
+    pub created: u64,
+    pub interfaces: Vec<Interface>,
+    /// Masquerade NICs: the namespace side of the host-to-namespace /30.
+    #[serde(default)]
+    pub transit: Vec<(IfName, Ipv4Addr)>,
+    /// Pod NICs: the interface of the caller's namespace each took over.
+    #[serde(default)]
+    pub taken: Vec<TakenV1>,
+    /// Isolated and masquerade NICs: the binding each was built with (absent in the oldest
+    /// journals: the config's then).
+    #[serde(default)]
+    pub bindings: Vec<(IfName, Option<VethBinding>)>,
+}
+
+/// A pod NIC's taken interface in a [`RecordV1`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TakenV1 {
+    pub ifname: IfName,
+    pub netns: (u64, u64),
+    pub name: IfName,
+}
+
+impl RecordV1 {
+    /// The current form, each NIC's state told by `state_of` (which knows the config).
+    pub fn migrate(self, state_of: impl Fn(&RecordV1, &Interface) -> NicState) -> Record {
+        let nics = self
+            .interfaces
+            .iter()
+            .map(|i| Nic {
+                iface: i.clone(),
+                built: state_of(&self, i),
+            })
+            .collect();
+        Record {
+            vm: self.vm,
+            uid: self.uid,
+            pid: self.pid,
+            pid_start: self.pid_start,
+            created: self.created,
+            nics,
+        }
+    }
+
+    /// The binding an isolated NIC was built with, if the journal says.
+    pub fn binding_of(&self, ifname: &IfName) -> Option<Option<VethBinding>> {
+        self.bindings
+            .iter()
+            .find(|(n, _)| n == ifname)
+            .map(|(_, b)| *b)
+    }
+
+    /// The transit address of a masquerade NIC.
+    pub fn transit_of(&self, ifname: &IfName) -> Option<Ipv4Addr> {
+        self.transit
+            .iter()
+            .find(|(n, _)| n == ifname)
+            .map(|(_, a)| *a)
+    }
+
+    /// The pod interface a NIC took over.
+    pub fn taken_of(&self, ifname: &IfName) -> Option<&TakenV1> {
+        self.taken.iter().find(|t| t.ifname == *ifname)
     }
 }
 
@@ -262,7 +348,7 @@ impl Journal {
 
     /// Every record. Unreadable or corrupt entries (a torn temp file cannot be one: temp files
     /// are skipped) are reported and skipped, so one bad file does not stop the daemon.
-    pub fn load(&self) -> Result<Vec<Record>, StateError> {
+    pub fn load(&self) -> Result<Vec<Stored>, StateError> {
         let mut out = Vec::new();
         let entries = fs::read_dir(&self.dir).map_err(|e| StateError::Read(self.dir.clone(), e))?;
         for entry in entries {
@@ -275,7 +361,7 @@ impl Journal {
                 let _ = fs::remove_file(&path); // best effort: a leftover temp file is harmless
                 continue;
             }
-            match fs::read(&path).map(|d| serde_json::from_slice::<Record>(&d)) {
+            match fs::read(&path).map(|d| serde_json::from_slice::<Stored>(&d)) {
                 Ok(Ok(r)) => out.push(r),
                 Ok(Err(e)) => {
                     tracing::error!(path = %path.display(), error = %e, "corrupt journal entry skipped")
@@ -300,24 +386,33 @@ mod tests {
             pid: 42,
             pid_start: 7,
             created: 1,
-            interfaces: vec![Interface {
-                network: "default".parse().unwrap(),
-                ifname: "tm0123456789".parse().unwrap(),
-                mac: "02:00:00:00:00:01".parse().unwrap(),
-                address: Some(("10.0.0.2".parse().unwrap(), 24)),
-                gateway: Some("10.0.0.1".parse().unwrap()),
-                mtu: 1500,
-                queues: 1,
-                vnet_hdr: true,
-                by_name: false,
-                dns: Vec::new(),
-                search: Vec::new(),
-                routes: Vec::new(),
+            nics: vec![Nic {
+                built: NicState::Bridge,
+                iface: Interface {
+                    network: "default".parse().unwrap(),
+                    ifname: "tm0123456789".parse().unwrap(),
+                    mac: "02:00:00:00:00:01".parse().unwrap(),
+                    address: Some(("10.0.0.2".parse().unwrap(), 24)),
+                    gateway: Some("10.0.0.1".parse().unwrap()),
+                    mtu: 1500,
+                    queues: 1,
+                    vnet_hdr: true,
+                    by_name: false,
+                    dns: Vec::new(),
+                    search: Vec::new(),
+                    routes: Vec::new(),
+                },
             }],
-            transit: Vec::new(),
-            taken: Vec::new(),
-            bindings: Vec::new(),
         }
+    }
+
+    fn current(s: Vec<Stored>) -> Vec<Record> {
+        s.into_iter()
+            .map(|s| match s {
+                Stored::Current(r) => r,
+                Stored::V1(r) => panic!("read back as the old form: {r:?}"),
+            })
+            .collect()
     }
 
     fn tempdir() -> PathBuf {
@@ -336,12 +431,12 @@ mod tests {
         let j = Journal::open(&dir).unwrap();
         j.write(&record("a")).unwrap();
         j.write(&record("b")).unwrap();
-        let mut got = j.load().unwrap();
+        let mut got = current(j.load().unwrap());
         got.sort_by(|x, y| x.vm.cmp(&y.vm));
         assert_eq!(got, vec![record("a"), record("b")]);
         j.remove(1000, &"a".parse().unwrap()).unwrap();
         j.remove(1000, &"a".parse().unwrap()).unwrap();
-        assert_eq!(j.load().unwrap(), vec![record("b")]);
+        assert_eq!(current(j.load().unwrap()), vec![record("b")]);
         drop(j);
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -354,9 +449,81 @@ mod tests {
         fs::write(dir.join("attachments/0-x.json"), b"{not json").unwrap();
         fs::write(dir.join("attachments/.0-y.tmp"), b"partial").unwrap();
         j.write(&record("ok")).unwrap();
-        assert_eq!(j.load().unwrap(), vec![record("ok")]);
+        assert_eq!(current(j.load().unwrap()), vec![record("ok")]);
         assert!(!dir.join("attachments/.0-y.tmp").exists());
         drop(j);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An entry as the previous release wrote it (captured from its daemon: a bridge, an
+    /// isolated tc-redirect and a masquerade NIC of one guest), read as the old form and
+    /// migrated with what each side table said; a pod NIC's side table in the form that
+    /// release wrote it (`Taken`: ifname, netns, name).
+    #[test]
+    fn a_journal_entry_of_the_previous_release_is_read_and_migrated() {
+        let mut old: serde_json::Value =
+            serde_json::from_str(include_str!("testdata/journal-v1.json")).unwrap();
+        let mut pod = old["interfaces"][0].clone();
+        pod["network"] = "pods".into();
+        pod["ifname"] = "tm00000000bb".into();
+        pod["routes"] = serde_json::json!([["10.96.0.0", 12, "10.244.0.1"]]);
+        old["interfaces"].as_array_mut().unwrap().push(pod);
+        old["taken"] = serde_json::json!([
+            {"ifname": "tm00000000bb", "netns": [4, 4026532999u64], "name": "eth0"}
+        ]);
+        let Stored::V1(v1) = serde_json::from_value::<Stored>(old).unwrap() else {
+            panic!("an old entry read as the current form");
+        };
+        let migrated = v1.migrate(|r, i| match i.network.as_str() {
+            "iso" => NicState::Isolated {
+                binding: r.binding_of(&i.ifname).unwrap(),
+            },
+            "nat" => NicState::Masquerade {
+                binding: r.binding_of(&i.ifname).unwrap(),
+                transit: r.transit_of(&i.ifname).unwrap(),
+            },
+            "pods" => {
+                let t = r.taken_of(&i.ifname).unwrap();
+                NicState::Pod {
+                    netns: t.netns,
+                    taken: t.name.clone(),
+                    masquerade: false,
+                }
+            }
+            _ => NicState::Bridge,
+        });
+        assert_eq!(migrated.vm.as_str(), "vm-2679ccaab955");
+        assert_eq!((migrated.pid, migrated.pid_start), (17397, 3325402));
+        let states: Vec<_> = migrated.nics.iter().map(|n| n.built.clone()).collect();
+        assert_eq!(
+            states,
+            vec![
+                NicState::Bridge,
+                NicState::Isolated {
+                    binding: Some(VethBinding::TcRedirect),
+                },
+                NicState::Masquerade {
+                    binding: None,
+                    transit: "169.254.128.2".parse().unwrap(),
+                },
+                NicState::Pod {
+                    netns: (4, 4026532999),
+                    taken: "eth0".parse().unwrap(),
+                    masquerade: false,
+                },
+            ]
+        );
+        assert_eq!(migrated.nics[0].iface.ifname.as_str(), "tme55a64e9e6");
+        assert_eq!(
+            migrated.nics[2].iface.address,
+            Some(("10.0.2.2".parse().unwrap(), 30))
+        );
+        assert_eq!(migrated.nics[3].iface.routes.len(), 1);
+        // Written back, it reads as the current form, the same.
+        let text = serde_json::to_string(&migrated).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Stored>(&text).unwrap(),
+            Stored::Current(migrated)
+        );
     }
 }

@@ -95,6 +95,9 @@ ids! {
     bench_attach {
         GROUP = 47_181,
     }
+    journal {
+        GROUP = 47_191,
+    }
 }
 
 #[cfg(test)]

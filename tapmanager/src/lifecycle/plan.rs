@@ -6,7 +6,7 @@ use crate::config::{Config, NetworkKind};
 use crate::ipam::Pool;
 use crate::names;
 use crate::peer::Peer;
-use crate::state::Record;
+use crate::state::{Nic, NicState, Record};
 use protocol::{AttachRequest, Error, ErrorCode, IfName, Interface, MacAddr};
 use std::collections::HashSet;
 
@@ -44,7 +44,7 @@ pub(crate) fn plan(
             .collect();
         let queues: u32 = mine
             .iter()
-            .flat_map(|r| r.interfaces.iter())
+            .flat_map(|r| r.interfaces())
             .map(|i| u32::from(i.queues))
             .sum();
         let asked: u32 = req.networks.iter().map(|n| u32::from(n.queues)).sum();
@@ -72,12 +72,9 @@ pub(crate) fn plan(
     let taken: Vec<&Interface> = attached
         .iter()
         .copied()
-        .flat_map(|r| r.interfaces.iter())
+        .flat_map(|r| r.interfaces())
         .collect();
-    let mut planned: Vec<Interface> = Vec::new();
-    let mut transit: Vec<(IfName, std::net::Ipv4Addr)> = Vec::new();
-    let mut bindings: Vec<(IfName, Option<crate::config::VethBinding>)> = Vec::new();
-    let mut took: Vec<crate::state::Taken> = Vec::new();
+    let mut planned: Vec<Nic> = Vec::new();
     for (i, n) in req.networks.iter().enumerate() {
         let net = cx
             .config
@@ -116,7 +113,7 @@ pub(crate) fn plan(
         let on_net: Vec<&Interface> = taken
             .iter()
             .copied()
-            .chain(planned.iter())
+            .chain(planned.iter().map(|p| &p.iface))
             .filter(|x| x.network == n.network)
             .collect();
         let mac = n
@@ -161,7 +158,7 @@ pub(crate) fn plan(
                 !taken
                     .iter()
                     .copied()
-                    .chain(planned.iter())
+                    .chain(planned.iter().map(|p| &p.iface))
                     .any(|x| x.ifname == *name)
                     && !(cx.link_exists)(name)
             })
@@ -176,10 +173,7 @@ pub(crate) fn plan(
                 format!("network {} has no free address", n.network),
             )
         };
-        if let NetworkKind::Isolated(iso) = &net.kind {
-            bindings.push((ifname.clone(), iso.binding));
-        }
-        let (address, gateway, mtu) = match &net.kind {
+        let (address, gateway, mtu, built) = match &net.kind {
             NetworkKind::Bridge(b) => {
                 let pool = match &b.addresses {
                     Some(list) => Pool::List(list.clone()),
@@ -190,6 +184,7 @@ pub(crate) fn plan(
                     Some((ip, b.gateway.prefix_len())),
                     Some(b.gateway.addr()),
                     b.mtu,
+                    NicState::Bridge,
                 )
             }
             NetworkKind::Isolated(iso) => match &iso.masquerade {
@@ -197,7 +192,10 @@ pub(crate) fn plan(
                     let block =
                         crate::ipam::free_slash30(iso.range, &used).ok_or_else(exhausted)?;
                     let [_, gw, guest, _] = crate::ipam::slash30_parts(block);
-                    (Some((guest, 30)), Some(gw), iso.mtu)
+                    let built = NicState::Isolated {
+                        binding: iso.binding,
+                    };
+                    (Some((guest, 30)), Some(gw), iso.mtu, built)
                 }
                 Some(m) => {
                     // Host ports belong to one guest of the network at a time.
@@ -205,7 +203,7 @@ pub(crate) fn plan(
                         if let Some(holder) = attached
                             .iter()
                             .copied()
-                            .find(|r| r.interfaces.iter().any(|x| x.network == n.network))
+                            .find(|r| r.interfaces().any(|x| x.network == n.network))
                         {
                             return Err(Error::new(
                                 ErrorCode::QuotaExceeded,
@@ -220,23 +218,25 @@ pub(crate) fn plan(
                     // between host and namespace is what must be unique.
                     let used_transit: HashSet<_> = attached
                         .iter()
-                        .copied()
-                        .flat_map(|r| r.transit.iter().map(|(_, a)| *a))
-                        .chain(transit.iter().map(|(_, a)| *a))
+                        .flat_map(|r| r.nics.iter())
+                        .chain(planned.iter())
+                        .filter_map(|nic| match nic.built {
+                            NicState::Masquerade { transit, .. } => Some(transit),
+                            _ => None,
+                        })
                         .collect();
                     let block = crate::ipam::free_slash30(iso.range, &used_transit)
                         .ok_or_else(exhausted)?;
-                    transit.push((ifname.clone(), crate::ipam::slash30_parts(block)[2]));
-                    let net = u32::from(m.cidr.network());
-                    (
-                        Some((std::net::Ipv4Addr::from(net + 2), m.cidr.prefix_len())),
-                        Some(std::net::Ipv4Addr::from(net + 1)),
-                        iso.mtu,
-                    )
+                    let built = NicState::Masquerade {
+                        binding: iso.binding,
+                        transit: crate::ipam::slash30_parts(block)[2],
+                    };
+                    let (guest, gw) = crate::kinds::masquerade::guest_and_gateway(m.cidr);
+                    (Some((guest, m.cidr.prefix_len())), Some(gw), iso.mtu, built)
                 }
             },
             // The LAN's own DHCP addresses the guest.
-            NetworkKind::Macvtap(mv) => (None, None, mv.mtu),
+            NetworkKind::Macvtap(mv) => (None, None, mv.mtu, NicState::Macvtap),
             // The pod's interface has the address, gateway, MTU and MAC: known at build.
             NetworkKind::Pod(p) => {
                 let name = n.take_over.clone().expect("checked above");
@@ -252,12 +252,14 @@ pub(crate) fn plan(
                         "the guest takes the MAC of {name}, so none may be asked for"
                     )));
                 }
-                let holder = attached
-                    .iter()
-                    .copied()
-                    .flat_map(|r| r.taken.iter().map(move |t| (r, t)))
-                    .find(|(_, t)| t.netns == netns && t.name == name);
-                if let Some((r, _)) = holder {
+                let took = |nic: &Nic| match &nic.built {
+                    NicState::Pod {
+                        netns: ns, taken, ..
+                    } => *ns == netns && *taken == name,
+                    _ => false,
+                };
+                let holder = attached.iter().copied().find(|r| r.nics.iter().any(took));
+                if let Some(r) = holder {
                     return Err(Error::new(
                         ErrorCode::AlreadyAttached,
                         format!(
@@ -266,27 +268,23 @@ pub(crate) fn plan(
                         ),
                     ));
                 }
-                if took.iter().any(|t| t.netns == netns && t.name == name) {
+                if planned.iter().any(took) {
                     return Err(invalid(format!(
                         "{name} is taken over twice in this request"
                     )));
                 }
-                took.push(crate::state::Taken {
-                    ifname: ifname.clone(),
+                let built = NicState::Pod {
                     netns,
-                    name,
-                });
+                    taken: name,
+                    masquerade: masquerade.is_some(),
+                };
                 match masquerade {
                     // The guest's fixed address behind NAT (its MTU follows the pod's at build).
                     Some(cidr) => {
-                        let net = u32::from(cidr.network());
-                        (
-                            Some((std::net::Ipv4Addr::from(net + 2), cidr.prefix_len())),
-                            Some(std::net::Ipv4Addr::from(net + 1)),
-                            1500,
-                        )
+                        let (guest, gw) = crate::kinds::masquerade::guest_and_gateway(cidr);
+                        (Some((guest, cidr.prefix_len())), Some(gw), 1500, built)
                     }
-                    None => (None, None, 1500),
+                    None => (None, None, 1500, built),
                 }
             }
             // The plugins decide address, gateway, MTU and MAC at build.
@@ -298,10 +296,10 @@ pub(crate) fn plan(
                         n.network
                     )));
                 }
-                (None, None, 1500)
+                (None, None, 1500, NicState::Cni { domain: None })
             }
         };
-        planned.push(Interface {
+        let iface = Interface {
             network: n.network.clone(),
             ifname,
             mac,
@@ -314,7 +312,8 @@ pub(crate) fn plan(
             dns: Vec::new(),
             search: Vec::new(),
             routes: Vec::new(),
-        });
+        };
+        planned.push(Nic { iface, built });
     }
     Ok(Record {
         vm: req.vm.clone(),
@@ -325,10 +324,7 @@ pub(crate) fn plan(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
-        interfaces: planned,
-        transit,
-        taken: took,
-        bindings,
+        nics: planned,
     })
 }
 
@@ -416,14 +412,14 @@ max_queues = 3
     fn bridge_guests_get_the_next_free_address_and_the_gateway() {
         let a = plan_with(&[], 1000, &req("a", &["lan"]), &[]).unwrap();
         assert_eq!(
-            a.interfaces[0].address,
+            a.nics[0].iface.address,
             Some(("10.88.0.2".parse().unwrap(), 24))
         );
-        assert_eq!(a.interfaces[0].gateway, Some("10.88.0.1".parse().unwrap()));
-        assert_eq!(a.interfaces[0].mac, names::guest_mac(1000, &a.vm, 0));
+        assert_eq!(a.nics[0].iface.gateway, Some("10.88.0.1".parse().unwrap()));
+        assert_eq!(a.nics[0].iface.mac, names::guest_mac(1000, &a.vm, 0));
         let b = plan_with(&[&a], 1001, &req("b", &["lan"]), &[]).unwrap();
         assert_eq!(
-            b.interfaces[0].address,
+            b.nics[0].iface.address,
             Some(("10.88.0.3".parse().unwrap(), 24))
         );
         // A network with a one-address list is then exhausted.
@@ -437,9 +433,9 @@ max_queues = 3
         let vm: protocol::VmId = "a".parse().unwrap();
         let first = names::tap_name("tm", 1000, &vm, 0, 0);
         let a = plan_with(&[], 1000, &req("a", &["lan"]), std::slice::from_ref(&first)).unwrap();
-        assert_ne!(a.interfaces[0].ifname, first);
+        assert_ne!(a.nics[0].iface.ifname, first);
         assert_eq!(
-            a.interfaces[0].ifname,
+            a.nics[0].iface.ifname,
             names::tap_name("tm", 1000, &vm, 0, 1)
         );
     }
@@ -481,7 +477,7 @@ max_queues = 3
         );
         let a = plan_with(&[], 1000, &req("a", &["lan"]), &[]).unwrap();
         let mut r = req("b", &["lan"]);
-        r.networks[0].mac = Some(a.interfaces[0].mac);
+        r.networks[0].mac = Some(a.nics[0].iface.mac);
         assert_eq!(
             code(plan_with(&[&a], 1001, &r, &[])),
             ErrorCode::InvalidRequest
@@ -505,24 +501,31 @@ max_queues = 3
         );
         r.networks[0].queues = 1;
         let a = plan_with(&[], 1000, &r, &[]).unwrap();
-        assert!(a.interfaces[0].by_name && !a.interfaces[0].vnet_hdr);
+        assert!(a.nics[0].iface.by_name && !a.nics[0].iface.vnet_hdr);
     }
 
     #[test]
     fn isolated_guests_get_slash30s_and_masquerade_guests_one_address_and_their_own_transit() {
         let a = plan_with(&[], 1000, &req("a", &["iso"]), &[]).unwrap();
         assert_eq!(
-            a.interfaces[0].address,
+            a.nics[0].iface.address,
             Some(("169.254.100.2".parse().unwrap(), 30))
         );
-        assert_eq!(a.bindings.len(), 1);
+        assert_eq!(a.nics[0].built, NicState::Isolated { binding: None });
         let b = plan_with(&[&a], 1000, &req("b", &["iso"]), &[]).unwrap();
         assert_eq!(
-            b.interfaces[0].address,
+            b.nics[0].iface.address,
             Some(("169.254.100.6".parse().unwrap(), 30))
         );
         let m = plan_with(&[], 1000, &req("m", &["nat"]), &[]).unwrap();
-        assert_eq!(m.transit.len(), 1);
+        // The guest's address is the fixed one; its transit /30 is its own.
+        assert_eq!(
+            m.nics[0].built,
+            NicState::Masquerade {
+                binding: None,
+                transit: "169.254.128.2".parse().unwrap()
+            }
+        );
         // Its host ports belong to one guest at a time.
         let n = plan_with(&[&m], 1001, &req("n", &["nat"]), &[]);
         assert_eq!(code(n), ErrorCode::QuotaExceeded);
@@ -538,7 +541,7 @@ max_queues = 3
         );
         r.networks[0].mac = Some("52:54:00:12:34:56".parse().unwrap());
         let a = plan_with(&[], 1000, &r, &[]).unwrap();
-        assert_eq!(a.interfaces[0].address, None, "the LAN addresses it");
+        assert_eq!(a.nics[0].iface.address, None, "the LAN addresses it");
     }
 
     #[test]

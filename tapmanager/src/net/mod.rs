@@ -23,10 +23,7 @@ mod tests {
                 "crate::daemon",
                 "crate::lifecycle",
                 "Daemon",
-                "crate::isolated",
-                "crate::pod",
-                "crate::cni",
-                "crate::macvtap",
+                "crate::kinds",
             ] {
                 if path.ends_with("mod.rs") {
                     continue;

@@ -3,7 +3,7 @@
 //! panic (plugins are programs of someone else's).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tapmanager::cni::{conf, port, result::CniResult};
+use tapmanager::kinds::cni::{conf, port, result::CniResult};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {

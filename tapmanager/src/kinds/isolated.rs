@@ -29,102 +29,82 @@
 //! namespace the links are always `veth0`, `tap0` (and `br0`); the namespace is pinned at
 //! `<state_dir>/netns/<host veth name>`. Needs CAP_SYS_ADMIN and CAP_NET_ADMIN.
 
-use crate::config::{IsolatedNet, Masquerade, NetworkKind, VethBinding};
-use crate::daemon::Daemon;
+use super::{Kit, Lease};
+use crate::config::{IsolatedNet, NetworkKind};
 use crate::hostfail::Step;
 use crate::names;
 use crate::net::firewall::RoutedPort;
 use crate::net::link::{self, Links};
 use crate::net::netns::NetNs;
 use crate::net::tap;
-use crate::state::Record;
+use crate::state::{Nic, NicState, Record};
 use ipnet::Ipv4Net;
 use protocol::{IfName, Interface, MacAddr};
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
 use crate::BoxError;
 
-const NS_VETH: &str = "veth0";
-const NS_TAP: &str = "tap0";
+/// The veth's side inside the guest's namespace.
+pub(crate) const NS_VETH: &str = "veth0";
+/// The guest's TAP inside its namespace.
+pub(crate) const NS_TAP: &str = "tap0";
 /// The host side's next hop as the namespace sees it, and the namespace's as the host sees it.
 const HOST_HOP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
 const NS_HOP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 2);
 
-/// Where the guest's namespace is pinned.
-pub fn netns_path(d: &Daemon, iface: &Interface) -> PathBuf {
-    d.config.state_dir.join("netns").join(iface.ifname.as_str())
-}
-
 /// The index of a routed network among the config's isolated networks.
-pub fn routed_index(d: &Daemon, iface: &Interface) -> Option<usize> {
-    d.config
+fn routed_index(kit: &Kit<'_>, iface: &Interface) -> Option<usize> {
+    kit.config
         .networks
         .iter()
         .filter(|(_, n)| matches!(n.kind, NetworkKind::Isolated(_)))
         .position(|(name, _)| *name == iface.network)
 }
 
-/// The host-side rules' view of a routed NIC: the source the host sees from it (the guest's
-/// address, or for masquerade its namespace's transit address) and its port forwards.
-pub fn routed_port(d: &Daemon, record: &Record, iface: &Interface) -> Option<RoutedPort> {
-    let iso = isolated_net(d, iface)?;
-    let (ip, forwards) = match &iso.masquerade {
-        None => (iface.address?.0, Vec::new()),
-        Some(m) => (
-            record.transit_of(&iface.ifname)?,
-            m.ports
-                .iter()
-                .map(|f| (f.proto.as_str(), f.host, f.guest))
-                .collect(),
-        ),
-    };
-    // What the host sees arrive on the veth: the guest itself, or the namespace routing it.
-    let (mac, gateway) = match built_binding(iso, record, iface) {
-        Some(_) => (iface.mac, iface.gateway),
-        None => (veth_macs(iface).1, None),
-    };
-    Some(RoutedPort {
-        ifname: iface.ifname.clone(),
-        net: routed_index(d, iface)?,
-        mac,
-        ip,
-        gateway,
-        forwards,
-    })
-}
-
-/// The binding `iface` was built with: as journaled, else (an older journal) the config's.
-fn built_binding(iso: &IsolatedNet, record: &Record, iface: &Interface) -> Option<VethBinding> {
-    record.binding_of(&iface.ifname).unwrap_or(iso.binding)
-}
-
-fn isolated_net<'a>(d: &'a Daemon, iface: &Interface) -> Option<&'a IsolatedNet> {
-    match &d.config.network(&iface.network)?.kind {
+/// The isolated or masquerade network of a NIC, if the config still has it.
+pub(crate) fn net_of<'a>(kit: &Kit<'a>, iface: &Interface) -> Option<&'a IsolatedNet> {
+    match &kit.config.network(&iface.network)?.kind {
         NetworkKind::Isolated(i) => Some(i),
         _ => None,
     }
 }
 
-/// The masquerade NAT inside a guest's namespace: its traffic leaves as the transit address,
-/// and the network's forwards arrive at the guest's fixed address (the host already turned
-/// each host port into the guest's). Run from the namespace's thread (a persistent `nft -i`
-/// per guest would be a process per VM).
-fn masquerade_script(m: &Masquerade, guest: Ipv4Addr) -> String {
-    crate::net::firewall::guest_nat_script(&crate::net::firewall::GuestNat {
-        table: "tapmanager_guest",
-        out: NS_VETH,
-        guest,
-        source_only: false,
-        forwards: m
-            .ports
-            .iter()
-            .map(|f| (f.proto.as_str(), f.guest, f.guest))
-            .collect(),
-        confine: None,
+/// What an isolated or masquerade NIC was built with: its binding (`None`: routed) and, for
+/// masquerade, the namespace side of its transit /30. `None` for a NIC of another kind.
+fn built(nic: &Nic) -> Option<(Option<crate::config::VethBinding>, Option<Ipv4Addr>)> {
+    match nic.built {
+        NicState::Isolated { binding } => Some((binding, None)),
+        NicState::Masquerade { binding, transit } => Some((binding, Some(transit))),
+        _ => None,
+    }
+}
+
+/// The host-side rules' view of a routed NIC: the source the host sees from it (the guest's
+/// address, or for masquerade its namespace's transit address) and its port forwards.
+pub(crate) fn routed_port(kit: &Kit<'_>, nic: &Nic) -> Option<RoutedPort> {
+    let iface = &nic.iface;
+    let iso = net_of(kit, iface)?;
+    let (binding, transit) = built(nic)?;
+    let (ip, forwards) = match (transit, &iso.masquerade) {
+        (Some(t), Some(m)) => (t, super::masquerade::host_forwards(m)),
+        (Some(t), None) => (t, Vec::new()),
+        (None, _) => (iface.address?.0, Vec::new()),
+    };
+    // What the host sees arrive on the veth: the guest itself, or the namespace routing it.
+    let (mac, gateway) = match binding {
+        Some(_) => (iface.mac, iface.gateway),
+        None => (veth_macs(iface).1, None),
+    };
+    Some(RoutedPort {
+        ifname: iface.ifname.clone(),
+        net: routed_index(kit, iface)?,
+        mac,
+        ip,
+        gateway,
+        forwards,
     })
 }
 
@@ -137,88 +117,141 @@ fn veth_macs(iface: &Interface) -> (MacAddr, MacAddr) {
     (MacAddr(host), MacAddr(ns))
 }
 
-/// Builds one isolated NIC; returns its TAP fds. Every step converges, and
-/// [`teardown_port`] undoes any prefix of them.
+/// Builds one isolated or masquerade NIC; returns its TAP fds. [`teardown_port`] undoes any
+/// prefix of it.
 pub(crate) async fn build_port(
-    d: &Daemon,
+    kit: &Kit<'_>,
     iso: &IsolatedNet,
     record: &Record,
-    iface: &Interface,
+    nic: &Nic,
     gid: u32,
     cancel: &CancellationToken,
 ) -> Result<Vec<OwnedFd>, BoxError> {
-    let (ip, prefix) = iface.address.ok_or("no address planned")?;
-    let gateway = iface.gateway.ok_or("no gateway planned")?;
-    // What the host routes to the namespace: the guest's /30, or for masquerade the transit
-    // /30 whose namespace side the guest is NATed to.
-    let transit = record.transit_of(&iface.ifname);
-    let block = Ipv4Net::new(transit.unwrap_or(ip), 30)?.trunc();
-    let nat = iso.masquerade.clone().map(|m| masquerade_script(&m, ip));
+    let iface = &nic.iface;
     let (host_mac, ns_mac) = veth_macs(iface);
     let mtu = iso.mtu;
     // The guest's own namespace, pinned under the state dir.
-    let path = netns_path(d, iface);
+    let path = kit.pin(&iface.ifname);
     crate::state::private_dir(path.parent().ok_or("state dir")?)?;
     let ns = NetNs::create(&path)?;
     crate::failpoint::hit("attach:isolated:netns");
     // Host rules before any link exists: they match by name, so they hold from the first packet.
-    let port = routed_port(d, record, iface).ok_or("not a routed network")?;
-    d.firewall.add_routed_port(&port).await?;
+    let port = routed_port(kit, nic).ok_or("not a routed network")?;
+    kit.firewall.add_routed_port(&port).await?;
     crate::failpoint::hit("attach:isolated:rules");
     // The veth, its peer created directly inside the namespace (never moved).
-    d.links
+    kit.links
         .add_veth_into(&iface.ifname, host_mac, mtu, NS_VETH, ns_mac, ns.fd())
         .await?;
-    // The guest's frames reach the host here: no IPv6 on it, strict rp_filter (link.rs).
+    harden(iface)?;
+    crate::failpoint::hit("attach:isolated:veth");
+    // Inside, on one thread that entered the namespace: the TAP with its final flags, owned by
+    // the caller; the DHCP server's socket (it listens before any fd leaves the daemon); what
+    // the namespace itself needs.
+    let (uid, queues) = (record.uid, iface.queues);
+    let b = super::binding(kit, record, nic).ok_or("no binding")?;
+    let setup = Setup::of(iso, nic, false)?;
+    let rt = tokio::runtime::Handle::current();
+    let (tap, server, inside) = ns.run_in(move || {
+        // Nothing in here may take a guest's IPv6 (the veth already, the bridge to come).
+        link::disable_ipv6_in_namespace()
+            .io_step(|| "turn IPv6 off in the guest's namespace".into())?;
+        let name = IfName::try_from(NS_TAP.to_owned()).map_err(std::io::Error::other)?;
+        let tap = tap::create(&name, queues, uid, gid).map_err(std::io::Error::other)?;
+        let server = dhcp::Server::bind(nix::net::if_::if_nametoindex(NS_TAP)?, b)
+            .map_err(std::io::Error::other)?;
+        Ok((tap, server, setup.run(&rt)?))
+    })?;
+    crate::failpoint::hit("attach:isolated:inside");
+    wire(kit, iso, nic, inside).await?;
+    super::spawn_dhcp(server, iface, cancel);
+    Ok(tap.fds)
+}
+
+/// The host side of the veth kept out of the host's IP configuration: no IPv6, strict
+/// rp_filter (link.rs); the guest's frames reach the host there.
+fn harden(iface: &Interface) -> Result<(), BoxError> {
     link::harden_guest_link(iface.ifname.as_str()).step(|| {
         format!(
             "keep veth {} out of the host's IP configuration",
             iface.ifname
         )
     })?;
-    crate::failpoint::hit("attach:isolated:veth");
-    // Inside, on one thread that entered the namespace: the TAP with its final flags, owned by
-    // the caller; forwarding on; a netlink connection; the DHCP server's socket (it listens
-    // before any fd leaves the daemon).
-    let (uid, queues) = (record.uid, iface.queues);
-    let b = crate::lifecycle::binding(d, record, iface).ok_or("no binding")?;
-    let binding = built_binding(iso, record, iface);
-    let routed = binding.is_none();
-    let rt = tokio::runtime::Handle::current();
-    let (tap, inner, tap_index, veth_index, server) = ns.run_in(move || {
-        // Nothing in here may take a guest's IPv6 (the veth already, the bridge to come).
-        link::disable_ipv6_in_namespace()
-            .io_step(|| "turn IPv6 off in the guest's namespace".into())?;
-        let name = IfName::try_from(NS_TAP.to_owned()).map_err(std::io::Error::other)?;
-        let tap = tap::create(&name, queues, uid, gid).map_err(std::io::Error::other)?;
-        if routed {
+    Ok(())
+}
+
+/// What the namespace itself needs, done from a thread inside it: forwarding (routed), the
+/// masquerade NAT, and a netlink connection there for [`wire`].
+struct Setup {
+    routed: bool,
+    nat: Option<String>,
+}
+
+/// The namespace's links as [`Setup`] left them.
+struct Inside {
+    links: Links,
+    tap: u32,
+    veth: u32,
+}
+
+impl Setup {
+    fn of(iso: &IsolatedNet, nic: &Nic, again: bool) -> Result<Setup, BoxError> {
+        let (binding, transit) = built(nic).ok_or("not an isolated NIC")?;
+        let (ip, _) = nic.iface.address.ok_or("no address planned")?;
+        Ok(Setup {
+            routed: binding.is_none(),
+            nat: match (&iso.masquerade, transit) {
+                (Some(m), Some(_)) => Some(super::masquerade::namespace_nat(m, ip, again)),
+                _ => None,
+            },
+        })
+    }
+
+    /// Runs on the thread that entered the namespace.
+    fn run(self, rt: &tokio::runtime::Handle) -> std::io::Result<Inside> {
+        if self.routed {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
                 .io_step(|| "turn forwarding on in the guest's namespace".into())?;
         }
-        let tap_index = nix::net::if_::if_nametoindex(NS_TAP)?;
-        let veth_index = nix::net::if_::if_nametoindex(NS_VETH)?;
-        let server = dhcp::Server::bind(tap_index, b).map_err(std::io::Error::other)?;
-        if let Some(script) = nat {
+        if let Some(script) = self.nat {
             crate::net::firewall::run_nft_once(&script, "the guest namespace's NAT")?;
         }
+        let tap = nix::net::if_::if_nametoindex(NS_TAP)?;
+        let veth = nix::net::if_::if_nametoindex(NS_VETH)?;
         let _entered = rt.enter();
-        let inner = Links::connect().map_err(std::io::Error::other)?;
-        Ok((tap, inner, tap_index, veth_index, server))
-    })?;
-    crate::failpoint::hit("attach:isolated:inside");
+        let links = Links::connect().map_err(std::io::Error::other)?;
+        Ok(Inside { links, tap, veth })
+    }
+}
+
+/// The links' side of a NIC: addresses, the binding's join, routes and neighbours each way.
+/// Every step replaces what is there, so the build runs it once and adoption ([`converge`])
+/// again, putting back what was removed by hand.
+async fn wire(kit: &Kit<'_>, iso: &IsolatedNet, nic: &Nic, inside: Inside) -> Result<(), BoxError> {
+    let iface = &nic.iface;
+    let (binding, transit) = built(nic).ok_or("not an isolated NIC")?;
+    let (ip, prefix) = iface.address.ok_or("no address planned")?;
+    let gateway = iface.gateway.ok_or("no gateway planned")?;
+    let Inside {
+        links: inner,
+        tap: tap_index,
+        veth: veth_index,
+    } = inside;
     let host_index = link::index_of(&iface.ifname).ok_or("veth vanished")?;
+    let mtu = iso.mtu;
     let Some(how) = binding else {
-        route_port(
-            d,
+        // What the host routes to the namespace: the guest's /30, or for masquerade the
+        // transit /30 whose namespace side the guest is NATed to.
+        let block = Ipv4Net::new(transit.unwrap_or(ip), 30)?.trunc();
+        return route_port(
+            kit,
             &inner,
             iface,
             (tap_index, veth_index, host_index),
             transit,
             block,
         )
-        .await?;
-        crate::lifecycle::spawn_dhcp(server, iface, cancel);
-        return Ok(tap.fds);
+        .await;
     };
     // Joined: the guest's frames go through to the host side, which is its gateway and knows
     // its MAC (no ARP needed on the way back).
@@ -235,22 +268,21 @@ pub(crate) async fn build_port(
         crate::net::join::NS_BRIDGE,
     )
     .await?;
-    d.links
+    kit.links
         .add_address(
             host_index,
             iface.ifname.as_str(),
             Ipv4Net::new(gateway, prefix)?,
         )
         .await?;
-    d.links.add_neighbour(host_index, ip, iface.mac).await?;
-    crate::lifecycle::spawn_dhcp(server, iface, cancel);
-    Ok(tap.fds)
+    kit.links.add_neighbour(host_index, ip, iface.mac).await?;
+    Ok(())
 }
 
 /// The routed binding's addresses and routes: the TAP holds the gateway, each side of the
 /// veth reaches the other through a fixed next hop with a permanent neighbour entry.
 async fn route_port(
-    d: &Daemon,
+    kit: &Kit<'_>,
     inner: &Links,
     iface: &Interface,
     (tap_index, veth_index, host_index): (u32, u32, u32),
@@ -290,31 +322,50 @@ async fn route_port(
         )
         .await?;
     // Back in: the host routes the guest's /30 to the namespace side.
-    d.links.add_neighbour(host_index, NS_HOP, ns_mac).await?;
-    d.links.add_onlink_route(block, NS_HOP, host_index).await?;
+    kit.links.add_neighbour(host_index, NS_HOP, ns_mac).await?;
+    kit.links
+        .add_onlink_route(block, NS_HOP, host_index)
+        .await?;
     Ok(())
 }
 
-/// Binds the DHCP server of an existing isolated NIC again (start-up adoption).
-pub(crate) fn bind_dhcp(
-    d: &Daemon,
-    iface: &Interface,
-    b: dhcp::Binding,
-) -> Result<dhcp::Server, BoxError> {
-    crate::lifecycle::bind_dhcp_in(&NetNs::open(&netns_path(d, iface))?, NS_TAP, b)
+/// Adoption: the build's steps after the TAP again (the host rules are rebuilt with every
+/// other at start).
+pub(crate) async fn converge(kit: &Kit<'_>, nic: &Nic) -> Result<(), BoxError> {
+    let iso = net_of(kit, &nic.iface).ok_or("the network is gone from the config")?;
+    let ns = NetNs::open(&kit.pin(&nic.iface.ifname))?;
+    harden(&nic.iface)?;
+    let setup = Setup::of(iso, nic, true)?;
+    let rt = tokio::runtime::Handle::current();
+    let inside = ns.run_in(move || setup.run(&rt))?;
+    wire(kit, iso, nic, inside).await
+}
+
+/// The isolated kind's part of the lease: the gateway answers from the TAP's side.
+pub(crate) fn lease(iface: &Interface, i: &IsolatedNet) -> Lease {
+    Lease {
+        // The gateway is the TAP's own address inside the guest's namespace.
+        server_mac: names::host_side_mac(iface.mac),
+        dns: i.dns.clone(),
+        search: Vec::new(),
+        domain: None,
+        mtu: i.mtu,
+        lease_secs: i.lease_secs,
+    }
 }
 
 /// Undoes an isolated NIC: its host rules and its namespace (which takes the TAP and the
 /// veth's peer with it; the host side is deleted by the caller). Idempotent.
-pub(crate) async fn teardown_port(d: &Daemon, record: &Record, iface: &Interface) -> bool {
+pub(crate) async fn teardown_port(kit: &Kit<'_>, nic: &Nic) -> bool {
+    let iface = &nic.iface;
     let mut complete = true;
-    if let Some(port) = routed_port(d, record, iface) {
-        if let Err(e) = d.firewall.remove_routed_port(&port).await {
+    if let Some(port) = routed_port(kit, nic) {
+        if let Err(e) = kit.firewall.remove_routed_port(&port).await {
             tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot remove routed rules");
             complete = false;
         }
     }
-    if let Err(e) = NetNs::delete(&netns_path(d, iface)) {
+    if let Err(e) = NetNs::delete(&kit.pin(&iface.ifname)) {
         tracing::error!(ifname = %iface.ifname, error = %e, "cannot delete the guest's namespace");
         complete = false;
     }
@@ -322,8 +373,8 @@ pub(crate) async fn teardown_port(d: &Daemon, record: &Record, iface: &Interface
 }
 
 /// Start-up: namespaces under the state dir that no adopted attachment owns are removed.
-pub(crate) fn remove_orphan_namespaces(d: &Daemon, known: &HashSet<IfName>) {
-    let Ok(entries) = std::fs::read_dir(d.config.state_dir.join("netns")) else {
+pub(crate) fn sweep(kit: &Kit<'_>, known: &HashSet<IfName>) {
+    let Ok(entries) = std::fs::read_dir(kit.state_dir().join("netns")) else {
         return;
     };
     for e in entries.flatten() {

@@ -12,8 +12,8 @@
 //! tests/tests/vm_systemd.rs, found it). Needs CAP_NET_ADMIN, CAP_SYS_ADMIN (mount namespace,
 //! sysfs, tmpfs) and CAP_MKNOD.
 
+use super::Kit;
 use crate::config::{MacvtapMode, MacvtapNet};
-use crate::daemon::Daemon;
 use crate::net::link;
 use crate::net::tap;
 use nix::mount::{mount, MsFlags};
@@ -32,7 +32,7 @@ use crate::BoxError;
 
 /// Builds one macvtap NIC; returns its queue fds.
 pub(crate) async fn build_port(
-    d: &Daemon,
+    kit: &Kit<'_>,
     mv: &MacvtapNet,
     iface: &Interface,
 ) -> Result<Vec<OwnedFd>, BoxError> {
@@ -40,7 +40,7 @@ pub(crate) async fn build_port(
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))
         .step(|| format!("find the macvtap network's lower device {}", mv.lower))?;
     // The macvtap, down, carrying the guest's MAC (a macvtap's MAC is its guest's).
-    d.links
+    kit.links
         .add_macvtap(&iface.ifname, lower, mode(mv.mode), iface.mac, mv.mtu)
         .await?;
     crate::failpoint::hit("attach:macvtap:link");
@@ -52,7 +52,7 @@ pub(crate) async fn build_port(
         )
     })?;
     // Its MAC guard before it can carry a frame (the hook needs the device to exist).
-    d.firewall
+    kit.firewall
         .add_macvtap_guard(&iface.ifname, iface.mac)
         .await?;
     crate::failpoint::hit("attach:macvtap:guard");
@@ -62,10 +62,30 @@ pub(crate) async fn build_port(
         .await?
         .step(|| format!("open macvtap {}'s character device", iface.ifname))?;
     crate::failpoint::hit("attach:macvtap:opened");
-    d.links
+    kit.links
         .up(index, iface.ifname.as_str(), mv.mtu, None)
         .await?;
     Ok(fds)
+}
+
+/// Adoption: the macvtap up with its MTU (its guard is rebuilt with every other at start).
+pub(crate) async fn converge(kit: &Kit<'_>, iface: &Interface) -> Result<(), BoxError> {
+    let index = link::index_of(&iface.ifname).ok_or("the macvtap is gone")?;
+    kit.links
+        .up(index, iface.ifname.as_str(), iface.mtu, None)
+        .await?;
+    Ok(())
+}
+
+/// Undoes a macvtap NIC whose link is gone: its guard.
+pub(crate) async fn teardown_port(kit: &Kit<'_>, iface: &Interface) -> bool {
+    match kit.firewall.remove_macvtap_guard(&iface.ifname).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot remove macvtap guard");
+            false
+        }
+    }
 }
 
 fn mode(m: MacvtapMode) -> netlink_packet_route::link::MacVtapMode {
@@ -168,7 +188,7 @@ fn open_queues(name: &IfName, index: u32, queues: u16) -> io::Result<Vec<OwnedFd
 
 /// Start-up: device nodes that daemons before this one, which made them under the state dir,
 /// left there by crashing between `mknod` and their removal.
-pub(crate) fn remove_stale_nodes(state_dir: &Path) {
+pub(crate) fn sweep(state_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(state_dir) else {
         return;
     };

@@ -14,12 +14,12 @@
 //! Whether the caller may pass that namespace at all is decided before (daemon.rs):
 //! [`crate::net::netns::owner_of_netns`] against the caller's uid and the network's policy.
 
+use super::{Kit, Lease};
 use crate::config::{Masquerade, PodBinding, PodNet, VethBinding};
-use crate::daemon::Daemon;
 use crate::net::link::{Links, SavedAddress, SavedRoute};
 use crate::net::netns::NetNs;
 use crate::net::tap;
-use crate::state::Record;
+use crate::state::{Nic, NicState, Record};
 use ipnet::Ipv4Net;
 use protocol::{IfName, Interface, MacAddr};
 use serde::{Deserialize, Serialize};
@@ -42,10 +42,29 @@ pub struct Saved {
     pub mtu: u32,
     pub addresses: Vec<SavedAddress>,
     pub routes: Vec<SavedRoute>,
-    pub binding: String,
+    pub binding: Binding,
     /// Masquerade: the pod's `net.ipv4.ip_forward` before the daemon set it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_forward: Option<String>,
+}
+
+/// The binding a pod NIC was built with, as saved (the config's may change meanwhile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Binding {
+    Bridge,
+    TcRedirect,
+    Masquerade,
+}
+
+impl Binding {
+    fn of(b: &PodBinding) -> Binding {
+        match b {
+            PodBinding::Join(VethBinding::Bridge) => Binding::Bridge,
+            PodBinding::Join(VethBinding::TcRedirect) => Binding::TcRedirect,
+            PodBinding::Masquerade(_) => Binding::Masquerade,
+        }
+    }
 }
 
 fn dir(state_dir: &Path) -> PathBuf {
@@ -64,10 +83,6 @@ fn read_saved(state_dir: &Path, ifname: &str) -> std::io::Result<Option<Saved>> 
     crate::state::read_json(&cache_path(state_dir, ifname))
 }
 
-fn pin_path(d: &Daemon, ifname: &IfName) -> PathBuf {
-    d.config.state_dir.join("netns").join(ifname.as_str())
-}
-
 /// The bridge binding's bridge inside the pod: named after the NIC, so two NICs in one pod
 /// never share one, and never a name the pod uses.
 fn bridge_name(ifname: &IfName) -> String {
@@ -83,7 +98,7 @@ type Routes = Vec<(Ipv4Net, Ipv4Addr)>;
 
 /// The guest's lease, from what was saved: the first address, the default route's gateway,
 /// the other routes (option 121).
-pub(crate) fn lease(s: &Saved) -> Option<(Ipv4Net, Ipv4Addr, Routes)> {
+pub(crate) fn saved_lease(s: &Saved) -> Option<(Ipv4Net, Ipv4Addr, Routes)> {
     let address = s.addresses.first()?.net;
     let gateway = s.routes.iter().find(|r| r.dst.prefix_len() == 0)?.gw?;
     let routes = s
@@ -95,24 +110,45 @@ pub(crate) fn lease(s: &Saved) -> Option<(Ipv4Net, Ipv4Addr, Routes)> {
     Some((address, gateway, routes))
 }
 
-pub(crate) fn saved(d: &Daemon, iface: &Interface) -> Option<Saved> {
-    read_saved(&d.config.state_dir, iface.ifname.as_str()).ok()?
+pub(crate) fn saved(kit: &Kit<'_>, iface: &Interface) -> Option<Saved> {
+    read_saved(kit.state_dir(), iface.ifname.as_str()).ok()?
+}
+
+/// The pod kind's part of the lease: what the pod's interface had (the NIC carries its
+/// address, gateway and routes), answered by the TAP (masquerade) or by our MAC on the pod's
+/// interface.
+pub(crate) fn lease(iface: &Interface, p: &PodNet, masquerade: bool) -> Lease {
+    Lease {
+        server_mac: if masquerade {
+            // The gateway is the TAP in the pod.
+            crate::names::host_side_mac(iface.mac)
+        } else {
+            super::cni::port::veth_mac(&iface.ifname)
+        },
+        dns: p.dns.clone(),
+        search: p.search.clone(),
+        domain: None,
+        mtu: iface.mtu,
+        lease_secs: p.lease_secs,
+    }
 }
 
 /// Takes over `taken` in the caller's namespace `netns` for one NIC; fills in the interface's
 /// MAC, address, gateway and MTU and returns the TAP fds. [`teardown_port`] undoes any prefix.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn build_port(
-    d: &Daemon,
+    kit: &Kit<'_>,
     net: &PodNet,
     record: &Record,
-    iface: &mut Interface,
-    taken: &IfName,
+    nic: &mut Nic,
     netns: BorrowedFd<'_>,
     gid: u32,
     cancel: &CancellationToken,
 ) -> Result<Vec<OwnedFd>, BoxError> {
-    let pin = pin_path(d, &iface.ifname);
+    let NicState::Pod { taken, .. } = &nic.built else {
+        return Err("not a pod NIC".into());
+    };
+    let taken = &taken.clone();
+    let pin = kit.pin(&nic.iface.ifname);
     crate::state::private_dir(pin.parent().ok_or("state dir")?)?;
     let ns = NetNs::pin(netns, &pin)
         .map_err(|e| format!("cannot pin the pod's namespace at {}: {e}", pin.display()))?;
@@ -129,6 +165,7 @@ pub(crate) async fn build_port(
     let mac = eth.mac.ok_or("the interface has no MAC")?;
     let mtu = eth.mtu.unwrap_or(1500);
     let (addresses, routes) = inner.ipv4_state(eth.index, taken.as_str()).await?;
+    let iface = &mut nic.iface;
     let mut saved = Saved {
         ifname: iface.ifname.clone(),
         taken: taken.clone(),
@@ -136,11 +173,7 @@ pub(crate) async fn build_port(
         mtu,
         addresses,
         routes,
-        binding: match &net.binding {
-            PodBinding::Join(VethBinding::Bridge) => "bridge".into(),
-            PodBinding::Join(VethBinding::TcRedirect) => "tc-redirect".into(),
-            PodBinding::Masquerade(_) => "masquerade".into(),
-        },
+        binding: Binding::of(&net.binding),
         ip_forward: None,
     };
     let (uid, queues, tap_name) = (record.uid, iface.queues, iface.ifname.clone());
@@ -151,7 +184,7 @@ pub(crate) async fn build_port(
                 return Err(format!("{taken} has no IPv4 address to masquerade behind").into());
             }
             // Saved before any change: from here on, teardown can give it all back.
-            write_saved(&d.config.state_dir, &saved)?;
+            write_saved(kit.state_dir(), &saved)?;
             let script = masquerade_script(m, &iface.ifname, taken);
             let (tap, tap_index, old) = ns.run_in(move || {
                 let tap = tap::create(&tap_name, queues, uid, gid).map_err(|e| {
@@ -163,10 +196,9 @@ pub(crate) async fn build_port(
                 Ok((tap, index, old))
             })?;
             saved.ip_forward = Some(old.trim().to_owned());
-            write_saved(&d.config.state_dir, &saved)?;
+            write_saved(kit.state_dir(), &saved)?;
             ns.run_in(|| std::fs::write(IP_FORWARD, "1"))?;
-            let net_addr = u32::from(m.cidr.network());
-            let (gw, guest) = (Ipv4Addr::from(net_addr + 1), Ipv4Addr::from(net_addr + 2));
+            let (guest, gw) = super::masquerade::guest_and_gateway(m.cidr);
             inner
                 .up(
                     tap_index,
@@ -185,17 +217,17 @@ pub(crate) async fn build_port(
             iface.address = Some((guest, m.cidr.prefix_len()));
             iface.gateway = Some(gw);
             iface.mtu = mtu;
-            let b = crate::lifecycle::binding(d, record, iface).ok_or("no DHCP binding")?;
-            let server = crate::lifecycle::bind_dhcp_in(&ns, iface.ifname.as_str(), b)?;
-            crate::lifecycle::spawn_dhcp(server, iface, cancel);
+            let b = super::binding(kit, record, nic).ok_or("no DHCP binding")?;
+            let server = super::bind_dhcp_in(&ns, nic.iface.ifname.as_str(), b)?;
+            super::spawn_dhcp(server, &nic.iface, cancel);
             return Ok(tap.fds);
         }
     };
-    let (address, gateway, _) = lease(&saved).ok_or_else(|| {
+    let (address, gateway, routes) = saved_lease(&saved).ok_or_else(|| {
         format!("{taken} has no IPv4 address and default route to hand to the guest")
     })?;
     // Saved before any change: from here on, teardown can give it all back.
-    write_saved(&d.config.state_dir, &saved)?;
+    write_saved(kit.state_dir(), &saved)?;
     crate::failpoint::hit("attach:pod:saved");
 
     let bridge_guard = (join == VethBinding::Bridge).then(|| {
@@ -215,7 +247,7 @@ pub(crate) async fn build_port(
         }
         Ok((tap, index))
     })?;
-    let ours = crate::cni::port::veth_mac(&iface.ifname);
+    let ours = super::cni::port::veth_mac(&iface.ifname);
     inner.strip(eth.index, taken.as_str(), ours).await?;
     crate::failpoint::hit("attach:pod:stripped");
     inner.up(eth.index, taken.as_str(), mtu, None).await?;
@@ -238,9 +270,13 @@ pub(crate) async fn build_port(
     iface.address = Some((address.addr(), address.prefix_len()));
     iface.gateway = Some(gateway);
     iface.mtu = mtu;
-    let b = crate::lifecycle::binding(d, record, iface).ok_or("no DHCP binding")?;
-    let server = crate::lifecycle::bind_dhcp_in(&ns, iface.ifname.as_str(), b)?;
-    crate::lifecycle::spawn_dhcp(server, iface, cancel);
+    iface.routes = routes
+        .iter()
+        .map(|(dst, via)| (dst.addr(), dst.prefix_len(), *via))
+        .collect();
+    let b = super::binding(kit, record, nic).ok_or("no DHCP binding")?;
+    let server = super::bind_dhcp_in(&ns, nic.iface.ifname.as_str(), b)?;
+    super::spawn_dhcp(server, &nic.iface, cancel);
     Ok(tap.fds)
 }
 
@@ -263,36 +299,23 @@ fn masquerade_script(m: &Masquerade, tap: &IfName, taken: &IfName) -> String {
     })
 }
 
-/// Binds the DHCP server of an adopted pod NIC again.
-pub(crate) fn bind_dhcp(
-    d: &Daemon,
-    iface: &Interface,
-    b: dhcp::Binding,
-) -> Result<dhcp::Server, BoxError> {
-    crate::lifecycle::bind_dhcp_in(
-        &NetNs::open(&pin_path(d, &iface.ifname))?,
-        iface.ifname.as_str(),
-        b,
-    )
-}
-
 /// Whether an adopted pod NIC's pin and saved state are still there.
-pub(crate) fn intact(d: &Daemon, iface: &Interface) -> bool {
-    pin_path(d, &iface.ifname).exists() && saved(d, iface).is_some()
+pub(crate) fn intact(kit: &Kit<'_>, iface: &Interface) -> bool {
+    kit.pin(&iface.ifname).exists() && saved(kit, iface).is_some()
 }
 
 /// Gives a pod back what was taken: our links, guard and filters gone, the interface's MAC,
 /// MTU, addresses and routes restored; then the saved state and the pin go.
-async fn restore(d: &Daemon, s: &Saved) -> Result<(), BoxError> {
-    let pin = pin_path(d, &s.ifname);
+async fn restore(kit: &Kit<'_>, s: &Saved) -> Result<(), BoxError> {
+    let pin = kit.pin(&s.ifname);
     if pin.exists() {
         let ns = NetNs::open(&pin)?;
         let handle = tokio::runtime::Handle::current();
         let table = guard_table(&s.ifname);
-        let removal = match s.binding.as_str() {
-            "bridge" => Some(crate::net::join::bridge_guard_removal(&table)),
-            "masquerade" => Some(format!("add table ip {table}\ndelete table ip {table}\n")),
-            _ => None,
+        let removal = match s.binding {
+            Binding::Bridge => Some(crate::net::join::bridge_guard_removal(&table)),
+            Binding::Masquerade => Some(format!("add table ip {table}\ndelete table ip {table}\n")),
+            Binding::TcRedirect => None,
         };
         let ip_forward = s.ip_forward.clone();
         let inner = ns.run_in(move || {
@@ -308,7 +331,7 @@ async fn restore(d: &Daemon, s: &Saved) -> Result<(), BoxError> {
         })?;
         inner.delete_if_exists(s.ifname.as_str()).await?;
         inner.delete_if_exists(&bridge_name(&s.ifname)).await?;
-        if s.binding == "masquerade" {
+        if s.binding == Binding::Masquerade {
             // The pod's interface was never touched.
         } else if let Some(eth) = inner.get(s.taken.as_str()).await? {
             inner.del_ingress_qdisc(eth.index).await?;
@@ -323,17 +346,17 @@ async fn restore(d: &Daemon, s: &Saved) -> Result<(), BoxError> {
             tracing::warn!(ifname = %s.ifname, taken = %s.taken, "the pod's interface is gone; nothing to give back");
         }
     }
-    crate::state::remove_file(&cache_path(&d.config.state_dir, s.ifname.as_str()))?;
+    crate::state::remove_file(&cache_path(kit.state_dir(), s.ifname.as_str()))?;
     NetNs::delete(&pin)?;
     Ok(())
 }
 
 /// Undoes a pod NIC. Idempotent; a failure keeps the saved state for the next start.
-pub(crate) async fn teardown_port(d: &Daemon, iface: &Interface) -> bool {
-    let outcome = match read_saved(&d.config.state_dir, iface.ifname.as_str()) {
-        Ok(Some(s)) => restore(d, &s).await,
+pub(crate) async fn teardown_port(kit: &Kit<'_>, iface: &Interface) -> bool {
+    let outcome = match read_saved(kit.state_dir(), iface.ifname.as_str()) {
+        Ok(Some(s)) => restore(kit, &s).await,
         // Nothing was changed yet: only the pin may exist.
-        Ok(None) => NetNs::delete(&pin_path(d, &iface.ifname)).map_err(Into::into),
+        Ok(None) => NetNs::delete(&kit.pin(&iface.ifname)).map_err(Into::into),
         Err(e) => Err(e.into()),
     };
     match outcome {
@@ -347,8 +370,8 @@ pub(crate) async fn teardown_port(d: &Daemon, iface: &Interface) -> bool {
 
 /// Start-up: pods whose NIC nobody holds (a crash before the journal) get their interfaces
 /// back. Runs before the orphan-pin sweep.
-pub(crate) async fn reconcile(d: &Daemon, known: &HashSet<IfName>) {
-    let Ok(rd) = std::fs::read_dir(dir(&d.config.state_dir)) else {
+pub(crate) async fn sweep(kit: &Kit<'_>, known: &HashSet<IfName>) {
+    let Ok(rd) = std::fs::read_dir(dir(kit.state_dir())) else {
         return;
     };
     for f in rd.flatten() {
@@ -366,7 +389,7 @@ pub(crate) async fn reconcile(d: &Daemon, known: &HashSet<IfName>) {
         if known.contains(&s.ifname) {
             continue;
         }
-        match restore(d, &s).await {
+        match restore(kit, &s).await {
             Ok(()) => {
                 tracing::info!(ifname = %s.ifname, taken = %s.taken, "gave a pod its interface back")
             }

@@ -17,12 +17,12 @@ use super::cache::{self, Entry};
 use super::conf::{self, ConfList};
 use super::exec::{self, Runtime};
 use super::result::CniResult;
-use crate::config::{CniNet, NetworkKind, VethBinding};
-use crate::daemon::Daemon;
+use crate::config::{CniNet, VethBinding};
+use crate::kinds::Kit;
 use crate::net::link::Links;
 use crate::net::netns::NetNs;
 use crate::net::tap;
-use crate::state::Record;
+use crate::state::{Nic, NicState, Record};
 use ipnet::Ipv4Net;
 use protocol::{IfName, Interface, MacAddr};
 use std::collections::HashSet;
@@ -32,10 +32,6 @@ use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
 use crate::BoxError;
-
-fn netns_path(d: &Daemon, ifname: &IfName) -> PathBuf {
-    d.config.state_dir.join("netns").join(ifname.as_str())
-}
 
 /// The MAC `eth<k>` takes once the guest has the plugin's: derived from the NIC's name, first
 /// byte 0xf2 (locally administered, unicast, and never a guest MAC the daemon derives).
@@ -54,16 +50,12 @@ struct Place {
 }
 
 impl Place {
-    fn of(d: &Daemon, record: &Record, iface: &Interface) -> Place {
+    fn of(kit: &Kit<'_>, record: &Record, iface: &Interface) -> Place {
         let cni: Vec<&Interface> = record
-            .interfaces
+            .nics
             .iter()
-            .filter(|i| {
-                matches!(
-                    d.config.network(&i.network).map(|n| &n.kind),
-                    Some(NetworkKind::Cni(_))
-                )
-            })
+            .filter(|n| matches!(n.built, NicState::Cni { .. }))
+            .map(|n| &n.iface)
             .collect();
         let k = cni
             .iter()
@@ -73,7 +65,7 @@ impl Place {
             .first()
             .map_or(iface.ifname.clone(), |i| i.ifname.clone());
         Place {
-            netns: netns_path(d, &owner),
+            netns: kit.pin(&owner),
             owner,
             eth: format!("eth{k}"),
             tap: format!("tap{k}"),
@@ -146,15 +138,16 @@ pub fn lease(r: &CniResult, eth: &str) -> Result<Lease, String> {
 /// Builds one CNI NIC; fills in the interface's MAC, address, gateway and MTU from the plugin,
 /// and returns the TAP fds. [`teardown_port`] undoes any prefix of it.
 pub(crate) async fn build_port(
-    d: &Daemon,
+    kit: &Kit<'_>,
     net: &CniNet,
     record: &Record,
-    iface: &mut Interface,
+    nic: &mut Nic,
     gid: u32,
     cancel: &CancellationToken,
 ) -> Result<Vec<OwnedFd>, BoxError> {
     let list = conf::load(&net.conf_dir, &net.cni_network)?;
-    let place = Place::of(d, record, iface);
+    let iface = &mut nic.iface;
+    let place = Place::of(kit, record, iface);
     // The first CNI NIC makes the namespace; the others join it.
     let ns = if place.owner == iface.ifname {
         crate::state::private_dir(place.netns.parent().ok_or("state dir")?)?;
@@ -174,7 +167,7 @@ pub(crate) async fn build_port(
         result: None,
     };
     let rt = runtime(&entry);
-    cache::write(&d.config.state_dir, &entry)?;
+    cache::write(kit.state_dir(), &entry)?;
     crate::failpoint::hit("attach:cni:cached");
     let started = std::time::Instant::now();
     let result = exec::add(&list, &net.bin_dirs, &rt).await?;
@@ -183,7 +176,7 @@ pub(crate) async fn build_port(
         plugins_micros = started.elapsed().as_micros() as u64, "CNI ADD done");
     crate::failpoint::hit("attach:cni:added");
     entry.result = Some(result.raw.clone());
-    cache::write(&d.config.state_dir, &entry)?;
+    cache::write(kit.state_dir(), &entry)?;
     let lease = lease(&result, &place.eth)?;
 
     // Inside: the TAP for the caller, a netlink connection.
@@ -237,36 +230,62 @@ pub(crate) async fn build_port(
     iface.address = Some((lease.address.addr(), lease.address.prefix_len()));
     iface.gateway = Some(lease.gateway);
     iface.mtu = mtu;
+    iface.routes = lease
+        .routes
+        .iter()
+        .map(|(dst, via)| (dst.addr(), dst.prefix_len(), *via))
+        .collect();
+    iface.dns = lease.dns;
+    iface.search = lease.search;
+    nic.built = NicState::Cni {
+        domain: lease.domain,
+    };
     // The DHCP server listens before any fd leaves the daemon.
-    let b = crate::lifecycle::binding(d, record, iface).ok_or("no DHCP binding")?;
-    let server = crate::lifecycle::bind_dhcp_in(&ns, &place.tap, b)?;
-    crate::lifecycle::spawn_dhcp(server, iface, cancel);
+    let b = crate::kinds::binding(kit, record, nic).ok_or("no DHCP binding")?;
+    let server = crate::kinds::bind_dhcp_in(&ns, &place.tap, b)?;
+    crate::kinds::spawn_dhcp(server, &nic.iface, cancel);
     Ok(tap.fds)
 }
 
 /// Binds the DHCP server of an existing CNI NIC again (start-up adoption).
 pub(crate) fn bind_dhcp(
-    d: &Daemon,
+    kit: &Kit<'_>,
     iface: &Interface,
     b: dhcp::Binding,
 ) -> Result<dhcp::Server, BoxError> {
-    let e = cache::read(&d.config.state_dir, iface.ifname.as_str())?
+    let e = cache::read(kit.state_dir(), iface.ifname.as_str())?
         .ok_or("no CNI cache entry for this NIC")?;
-    crate::lifecycle::bind_dhcp_in(&NetNs::open(&e.netns)?, &e.tap, b)
+    crate::kinds::bind_dhcp_in(&NetNs::open(&e.netns)?, &e.tap, b)
 }
 
-/// The cached result of a NIC, parsed: the source of its DHCP binding at attach and after a
-/// restart alike.
-pub(crate) fn cached_lease(d: &Daemon, iface: &Interface) -> Option<Lease> {
-    let e = cache::read(&d.config.state_dir, iface.ifname.as_str()).ok()??;
+/// The CNI kind's part of the lease: what the plugins said (the NIC carries their address,
+/// gateway, routes and DNS servers), answered by our MAC on the plugin's interface.
+pub(crate) fn lease_of(
+    iface: &Interface,
+    c: &CniNet,
+    domain: &Option<String>,
+) -> super::super::Lease {
+    super::super::Lease {
+        server_mac: veth_mac(&iface.ifname),
+        dns: iface.dns.clone(),
+        search: iface.search.clone(),
+        domain: domain.clone(),
+        mtu: iface.mtu,
+        lease_secs: c.lease_secs,
+    }
+}
+
+/// The DNS domain of a NIC's cached result (migrating a journal that did not keep it).
+pub(crate) fn cached_domain(kit: &Kit<'_>, iface: &Interface) -> Option<String> {
+    let e = cache::read(kit.state_dir(), iface.ifname.as_str()).ok()??;
     let r = CniResult::parse(e.result?).ok()?;
-    lease(&r, &e.ifname).ok()
+    lease(&r, &e.ifname).ok()?.domain
 }
 
 /// Whether the NIC's namespace and cache entry are still there (start-up adoption).
-pub(crate) fn intact(d: &Daemon, iface: &Interface) -> bool {
+pub(crate) fn intact(kit: &Kit<'_>, iface: &Interface) -> bool {
     matches!(
-        cache::read(&d.config.state_dir, iface.ifname.as_str()),
+        cache::read(kit.state_dir(), iface.ifname.as_str()),
         Ok(Some(e)) if e.netns.exists()
     )
 }
@@ -274,7 +293,7 @@ pub(crate) fn intact(d: &Daemon, iface: &Interface) -> bool {
 /// DEL from a cache entry, then the entry goes, and the namespace with the attachment's first
 /// CNI NIC (the others are torn down before it). A failed DEL keeps both, so the next
 /// start-up runs it again.
-async fn del_entry(d: &Daemon, e: &Entry) -> bool {
+async fn del_entry(kit: &Kit<'_>, e: &Entry) -> bool {
     let rt = runtime(e);
     let outcome = match cached_list(e) {
         Ok(list) => exec::del(&list, &e.bin_dirs, &rt, e.result.as_ref())
@@ -287,7 +306,7 @@ async fn del_entry(d: &Daemon, e: &Entry) -> bool {
         return false;
     }
     let mut complete = true;
-    if let Err(err) = cache::remove(&d.config.state_dir, &e.nic) {
+    if let Err(err) = cache::remove(kit.state_dir(), &e.nic) {
         tracing::error!(container = %e.container_id, error = %err, "cannot remove CNI cache entry");
         complete = false;
     }
@@ -302,11 +321,11 @@ async fn del_entry(d: &Daemon, e: &Entry) -> bool {
 }
 
 /// Undoes a CNI NIC: DEL with the cached result, then its namespace. Idempotent.
-pub(crate) async fn teardown_port(d: &Daemon, iface: &Interface) -> bool {
-    match cache::read(&d.config.state_dir, iface.ifname.as_str()) {
-        Ok(Some(e)) => del_entry(d, &e).await,
+pub(crate) async fn teardown_port(kit: &Kit<'_>, iface: &Interface) -> bool {
+    match cache::read(kit.state_dir(), iface.ifname.as_str()) {
+        Ok(Some(e)) => del_entry(kit, &e).await,
         // ADD never began: only the namespace may be there, if this NIC made it.
-        Ok(None) => match NetNs::delete(&netns_path(d, &iface.ifname)) {
+        Ok(None) => match NetNs::delete(&kit.pin(&iface.ifname)) {
             Ok(()) => true,
             Err(err) => {
                 tracing::error!(ifname = %iface.ifname, error = %err, "cannot delete the NIC's namespace");
@@ -325,19 +344,19 @@ pub(crate) async fn teardown_port(d: &Daemon, iface: &Interface) -> bool {
 /// true`, with the NICs that are still valid. GC is opt-in: the valid list names only this
 /// daemon's attachments, so on a network others also ADD into (a cluster's pod network) it
 /// would let plugins free what is theirs.
-pub(crate) async fn reconcile(d: &Daemon, known: &HashSet<IfName>) {
-    let mut orphans: Vec<Entry> = cache::all(&d.config.state_dir)
+pub(crate) async fn sweep(kit: &Kit<'_>, known: &HashSet<IfName>) {
+    let mut orphans: Vec<Entry> = cache::all(kit.state_dir())
         .into_iter()
         .filter(|e| !known.iter().any(|k| k.as_str() == e.nic))
         .collect();
     // The NICs that share a namespace first, its owner last: DEL runs inside it.
     orphans.sort_by_key(|e| e.nic == e.container_id);
     for e in orphans {
-        let done = del_entry(d, &e).await;
+        let done = del_entry(kit, &e).await;
         tracing::info!(container = %e.container_id, network = %e.network, complete = done, "ran CNI DEL for an attachment nobody holds");
     }
-    for (name, n) in &d.config.networks {
-        let NetworkKind::Cni(c) = &n.kind else {
+    for (name, n) in &kit.config.networks {
+        let crate::config::NetworkKind::Cni(c) = &n.kind else {
             continue;
         };
         if !c.gc {
@@ -348,7 +367,7 @@ pub(crate) async fn reconcile(d: &Daemon, known: &HashSet<IfName>) {
         };
         let valid: Vec<(String, String)> = known
             .iter()
-            .filter_map(|k| cache::read(&d.config.state_dir, k.as_str()).ok().flatten())
+            .filter_map(|k| cache::read(kit.state_dir(), k.as_str()).ok().flatten())
             .filter(|e| e.network == name.as_str())
             .map(|e| (e.container_id, e.ifname))
             .collect();
@@ -381,8 +400,8 @@ fn as_rewired(result: &serde_json::Value, eth: &str, mac: MacAddr) -> serde_json
 
 /// `tapmanager check`: the NIC's own side (namespace, `eth0`, the TAP), then CHECK with the
 /// cached result as rewired.
-pub(crate) async fn check(d: &Daemon, iface: &Interface) -> Result<(), BoxError> {
-    let e = cache::read(&d.config.state_dir, iface.ifname.as_str())?
+pub(crate) async fn check(kit: &Kit<'_>, iface: &Interface) -> Result<(), BoxError> {
+    let e = cache::read(kit.state_dir(), iface.ifname.as_str())?
         .ok_or("no CNI cache entry for this NIC")?;
     let list = cached_list(&e)?;
     let result = e.result.as_ref().ok_or("ADD never finished for this NIC")?;

@@ -1,0 +1,176 @@
+//! The bridge kind (libvirt's default network, Slicer's bridge mode): one bridge per network,
+//! made (or adopted) at start with a fixed MAC and the gateway address; per guest a TAP
+//! enslaved to it, guarded on its own ingress hook, and a DHCP server on it. NAT out of the
+//! uplink and the DNS forwarder on the gateway address are the network's, set up at start
+//! ([`crate::net::firewall`], [`crate::dns`]).
+//!
+//! ```text
+//!  guest ── tm… (TAP, guards on ingress) ── bridge (gateway) ── NAT ── uplink
+//! ```
+
+use super::{Kit, Lease};
+use crate::config::{BridgeNet, Config, NetworkKind};
+use crate::names;
+use crate::net::firewall::PortGuard;
+use crate::net::link::{self, Links};
+use crate::net::tap;
+use crate::state::{Nic, Record};
+use crate::BoxError;
+use protocol::{Interface, MacAddr, NetworkName};
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use tokio_util::sync::CancellationToken;
+
+/// A bridge the daemon made sure of at start-up.
+#[derive(Debug, Clone)]
+pub struct BridgeState {
+    pub index: u32,
+    pub mac: MacAddr,
+}
+
+pub type Bridges = HashMap<NetworkName, BridgeState>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error(transparent)]
+    Link(#[from] crate::net::link::LinkError),
+    #[error("cannot mark bridge {} as the daemon's", .0.display())]
+    Mark(std::path::PathBuf, #[source] std::io::Error),
+}
+
+/// Creates (or adopts) every configured bridge, with its fixed MAC and the gateway address.
+/// One it creates is marked in the state dir's `bridges/`, so that `tapmanager down` removes
+/// it and leaves an admin's own bridge alone.
+pub async fn ensure_bridges(config: &Config, links: &Links) -> Result<Bridges, BridgeError> {
+    bridges(config, links, true).await
+}
+
+/// The configured bridges that exist, as they are (for `tapmanager down`, which makes none).
+pub async fn existing_bridges(config: &Config, links: &Links) -> Result<Bridges, BridgeError> {
+    bridges(config, links, false).await
+}
+
+async fn bridges(config: &Config, links: &Links, make: bool) -> Result<Bridges, BridgeError> {
+    let mut out = HashMap::new();
+    for (name, net) in &config.networks {
+        let NetworkKind::Bridge(b) = &net.kind else {
+            continue;
+        };
+        let mac = names::bridge_mac(b.bridge.as_str());
+        let index = if make {
+            let (info, created) = links
+                .ensure_bridge(&b.bridge, mac, b.mtu, b.gateway)
+                .await?;
+            if created {
+                // Its index: `down` deletes the bridge only if it is still this one.
+                let mark = crate::state::made_bridge(&config.state_dir, &b.bridge);
+                std::fs::write(&mark, info.index.to_string())
+                    .map_err(|e| BridgeError::Mark(mark.clone(), e))?;
+            }
+            info.index
+        } else {
+            match links.get(b.bridge.as_str()).await? {
+                Some(info) => info.index,
+                None => continue,
+            }
+        };
+        out.insert(name.clone(), BridgeState { index, mac });
+    }
+    Ok(out)
+}
+
+/// The guards of a bridge NIC: only its MAC, and only its address once it has one.
+pub(crate) fn guard(iface: &Interface) -> Option<PortGuard> {
+    iface.address.map(|(ip, _)| PortGuard {
+        ifname: iface.ifname.clone(),
+        mac: iface.mac,
+        ip,
+    })
+}
+
+/// One NIC on a bridge: guards, TAP, enslaved and up, DHCP.
+pub(crate) async fn build_port(
+    kit: &Kit<'_>,
+    record: &Record,
+    nic: &Nic,
+    gid: u32,
+    cancel: &CancellationToken,
+) -> Result<Vec<OwnedFd>, BoxError> {
+    let iface = &nic.iface;
+    // The TAP with its final flags (vnet_hdr, multi-queue), owned by the caller, down, with
+    // no IPv6 and strict rp_filter (tap.rs). No frame can pass it yet: it is down, and no fd
+    // of it has left the daemon.
+    let tap = tap::create(&iface.ifname, iface.queues, record.uid, gid)?;
+    if iface.by_name {
+        // It outlives our fd, for the caller to open by name; teardown deletes it.
+        tap::persist(&tap.fds[0])?;
+    }
+    crate::failpoint::hit("attach:bridge:tap");
+    // Guards on its ingress hook before it is up: they hold from its very first frame.
+    if let Some(g) = guard(iface) {
+        kit.firewall.add_port(&g)?;
+    }
+    crate::failpoint::hit("attach:bridge:guards");
+    let index = enslave(kit, iface).await?;
+    crate::failpoint::hit("attach:bridge:enslaved");
+    // DHCP listens before any fd leaves the daemon, so the guest's first DISCOVER is answered.
+    let server = dhcp::Server::bind(index, super::binding(kit, record, nic).ok_or("no binding")?)?;
+    super::spawn_dhcp(server, iface, cancel);
+    if iface.by_name {
+        // Ours closes here: a TAP without IFF_MULTI_QUEUE takes one attached fd at a time.
+        return Ok(Vec::new());
+    }
+    Ok(tap.fds)
+}
+
+/// MTU, host-side MAC, master and up, in one netlink message; returns the TAP's index.
+/// Convergent: at start it puts an adopted TAP back on a bridge recreated meanwhile.
+async fn enslave(kit: &Kit<'_>, iface: &Interface) -> Result<u32, BoxError> {
+    let bridge = kit
+        .bridges
+        .get(&iface.network)
+        .ok_or("the network's bridge is not there")?;
+    let index = link::index_of(&iface.ifname).ok_or("the TAP is gone")?;
+    kit.links
+        .finish_tap(
+            index,
+            &iface.ifname,
+            iface.mtu,
+            names::host_side_mac(iface.mac),
+            bridge.index,
+        )
+        .await?;
+    Ok(index)
+}
+
+/// Adoption: the TAP back on its bridge, up, with its MTU and MAC (its guards are rebuilt
+/// with every other at start).
+pub(crate) async fn converge(kit: &Kit<'_>, iface: &Interface) -> Result<(), BoxError> {
+    enslave(kit, iface).await.map(drop)
+}
+
+/// The bridge's part of the lease: the bridge answers, with the network's DNS and MTU.
+pub(crate) fn lease(bridges: &super::Bridges, iface: &Interface, b: &BridgeNet) -> Option<Lease> {
+    Some(Lease {
+        server_mac: bridges.get(&iface.network)?.mac,
+        dns: b.dns_servers(),
+        search: b.search.clone(),
+        domain: b.domain.clone(),
+        mtu: b.mtu,
+        lease_secs: b.lease_secs,
+    })
+}
+
+/// Undoes a bridge NIC whose TAP is gone: its guards.
+pub(crate) fn teardown_port(kit: &Kit<'_>, iface: &Interface) -> bool {
+    let Some(g) = guard(iface) else {
+        return true;
+    };
+    match kit.firewall.remove_port(&g) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot remove guards");
+            false
+        }
+    }
+}
