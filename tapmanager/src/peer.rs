@@ -148,10 +148,25 @@ pub fn identify(sock: BorrowedFd<'_>) -> io::Result<Peer> {
     })
 }
 
-/// Waits until the process behind `pidfd` exits.
-pub async fn exited(pidfd: &tokio::io::unix::AsyncFd<OwnedFd>) -> io::Result<()> {
-    let _ready = pidfd.readable().await?;
-    Ok(())
+/// A caller's pidfd registered with the runtime, to wait for its exit.
+#[derive(Debug)]
+pub struct ExitWatch(tokio::io::unix::AsyncFd<OwnedFd>);
+
+impl ExitWatch {
+    /// Registers `pidfd` (which it keeps open). Must run inside the tokio runtime.
+    pub fn new(pidfd: OwnedFd) -> io::Result<ExitWatch> {
+        // SAFETY: the OwnedFd moved into the AsyncFd keeps the pidfd open, and refers to the
+        // same description, for the AsyncFd's whole lifetime.
+        Ok(ExitWatch(unsafe {
+            tokio::io::unix::AsyncFd::register(pidfd)
+        }?))
+    }
+
+    /// Waits until the process behind the pidfd exits (a pidfd becomes readable then).
+    pub async fn exited(&self) -> io::Result<()> {
+        let _ready = self.0.readable().await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

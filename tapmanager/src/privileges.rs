@@ -32,6 +32,16 @@ pub enum PrivilegeError {
     SecureBits(#[source] std::io::Error),
 }
 
+/// Makes `cmd`'s program get only `caps` (through [`only_in_child`] between fork and exec):
+/// how `nft` and the CNI plugins are started.
+pub fn confine(cmd: &mut std::process::Command, caps: &'static [Capability]) {
+    // SAFETY: the hook runs between fork and exec and makes only raw prctl calls
+    // (async-signal-safe), touching no memory of the parent.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, || only_in_child(caps));
+    }
+}
+
 /// For a child's pre-exec hook: leaves `caps` as the only capabilities the program about to
 /// be exec'd gets (its ambient set; see the module docs). Only raw `prctl` calls, so it is
 /// safe between fork and exec. A daemon not run as root has no ambient set to narrow; the

@@ -7,6 +7,7 @@
 //! directory. The state directory is locked (`flock`) by the one daemon that uses it.
 
 use crate::config::VethBinding;
+pub use crate::kinds::NicState;
 use protocol::{Attachment, IfName, Interface, VmId};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
@@ -85,8 +86,10 @@ fn check_owner_and_mode(state_dir: &Path) -> Result<(), StateError> {
     }
 }
 
-/// One attachment as journaled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One attachment as journaled. Written with the previous release's view beside it (see
+/// [`Record`]'s `Serialize`), so a daemon downgraded to that release still reads the entry and
+/// keeps its guest.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Record {
     pub vm: VmId,
     pub uid: u32,
@@ -106,43 +109,6 @@ pub struct Nic {
     pub built: NicState,
 }
 
-/// What was built for one NIC, by kind. Teardown and adoption go by this, never by today's
-/// config: a guest keeps what it was built with after its network's settings change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum NicState {
-    /// A TAP on the network's bridge, guarded on its ingress hook.
-    Bridge,
-    /// A namespace of its own (pinned by the NIC's name), a veth out of it; `binding` is how
-    /// the TAP meets the veth (`None`: routed).
-    Isolated { binding: Option<VethBinding> },
-    /// As isolated, the guest behind NAT in its namespace; `transit` is the namespace's side
-    /// of the host-to-namespace /30.
-    Masquerade {
-        binding: Option<VethBinding>,
-        transit: Ipv4Addr,
-    },
-    /// A macvtap on the network's lower device, its source MAC guarded.
-    Macvtap,
-    /// An interface of the caller's namespace taken over (saved under `pods/`, namespace
-    /// pinned by the NIC's name); `masquerade`: the guest sits behind NAT in the pod, the
-    /// interface untouched.
-    Pod {
-        netns: (u64, u64),
-        taken: IfName,
-        masquerade: bool,
-    },
-    /// The CNI plugins' interface rewired to a TAP (their cache entry under `cni/`, by the
-    /// NIC's name); `domain` is the DNS domain their result named.
-    Cni {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        domain: Option<String>,
-    },
-    /// Migrated from a journal that did not say, for a network gone from the config:
-    /// teardown undoes what any kind builds, and it is never adopted.
-    Unknown,
-}
-
 impl Record {
     /// The NICs as the caller sees them.
     pub fn interfaces(&self) -> impl Iterator<Item = &Interface> {
@@ -160,18 +126,89 @@ impl Record {
     }
 }
 
-/// A journal entry as read: in the current form, or in the form of releases before the NICs
-/// said what was built for them (side tables per kind), which start-up migrates
+impl Serialize for Record {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        /// The entry on disk: the current form, and the previous release's side tables (which
+        /// it reads, ignoring `nics`; this release reads `nics` and ignores them).
+        #[derive(Serialize)]
+        struct OnDisk<'a> {
+            vm: &'a VmId,
+            uid: u32,
+            pid: i32,
+            pid_start: u64,
+            created: u64,
+            nics: &'a [Nic],
+            interfaces: Vec<&'a Interface>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            transit: Vec<(&'a IfName, Ipv4Addr)>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            taken: Vec<TakenV1>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            bindings: Vec<(&'a IfName, Option<VethBinding>)>,
+        }
+        let (mut transit, mut taken, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
+        for nic in &self.nics {
+            let name = &nic.iface.ifname;
+            match &nic.built {
+                NicState::Isolated { binding } => bindings.push((name, *binding)),
+                NicState::Masquerade {
+                    binding,
+                    transit: t,
+                } => {
+                    bindings.push((name, *binding));
+                    transit.push((name, *t));
+                }
+                NicState::Pod {
+                    netns,
+                    taken: interface,
+                    ..
+                } => taken.push(TakenV1 {
+                    ifname: name.clone(),
+                    netns: *netns,
+                    name: interface.clone(),
+                }),
+                _ => {}
+            }
+        }
+        OnDisk {
+            vm: &self.vm,
+            uid: self.uid,
+            pid: self.pid,
+            pid_start: self.pid_start,
+            created: self.created,
+            nics: &self.nics,
+            interfaces: self.interfaces().collect(),
+            transit,
+            taken,
+            bindings,
+        }
+        .serialize(s)
+    }
+}
+
+/// A journal entry as read: in the current form, or in the form of the release before the
+/// NICs said what was built for them (side tables per kind), which start-up migrates
 /// (`kinds::migrate`) and writes back in the current form.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stored {
     Current(Record),
     V1(RecordV1),
 }
 
-/// The journal entry of releases before 0.2: interfaces, and beside them what some kinds
-/// built, by interface name.
+impl Stored {
+    /// An entry's JSON: the current form if it has `nics`, else the previous release's.
+    pub fn parse(data: &[u8]) -> serde_json::Result<Stored> {
+        let value: serde_json::Value = serde_json::from_slice(data)?;
+        if value.get("nics").is_some() {
+            serde_json::from_value(value).map(Stored::Current)
+        } else {
+            serde_json::from_value(value).map(Stored::V1)
+        }
+    }
+}
+
+/// The journal entry of the release before this form (0.1.0 up to commit c9ff4ac):
+/// interfaces, and beside them what some kinds built, by interface name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordV1 {
     pub vm: VmId,
@@ -361,7 +398,7 @@ impl Journal {
                 let _ = fs::remove_file(&path); // best effort: a leftover temp file is harmless
                 continue;
             }
-            match fs::read(&path).map(|d| serde_json::from_slice::<Stored>(&d)) {
+            match fs::read(&path).map(|d| Stored::parse(&d)) {
                 Ok(Ok(r)) => out.push(r),
                 Ok(Err(e)) => {
                     tracing::error!(path = %path.display(), error = %e, "corrupt journal entry skipped")
@@ -471,9 +508,10 @@ mod tests {
         old["taken"] = serde_json::json!([
             {"ifname": "tm00000000bb", "netns": [4, 4026532999u64], "name": "eth0"}
         ]);
-        let Stored::V1(v1) = serde_json::from_value::<Stored>(old).unwrap() else {
+        let Stored::V1(v1) = Stored::parse(&serde_json::to_vec(&old).unwrap()).unwrap() else {
             panic!("an old entry read as the current form");
         };
+        let v1_again = v1.clone();
         let migrated = v1.migrate(|r, i| match i.network.as_str() {
             "iso" => NicState::Isolated {
                 binding: r.binding_of(&i.ifname).unwrap(),
@@ -519,11 +557,18 @@ mod tests {
             Some(("10.0.2.2".parse().unwrap(), 30))
         );
         assert_eq!(migrated.nics[3].iface.routes.len(), 1);
-        // Written back, it reads as the current form, the same.
-        let text = serde_json::to_string(&migrated).unwrap();
+        // Written back, it reads as the current form, the same; and as the previous release
+        // reads it (its own fields), the same as it was.
+        let text = serde_json::to_vec(&migrated).unwrap();
         assert_eq!(
-            serde_json::from_str::<Stored>(&text).unwrap(),
-            Stored::Current(migrated)
+            Stored::parse(&text).unwrap(),
+            Stored::Current(migrated.clone())
         );
+        let mut back: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        back.as_object_mut().unwrap().remove("nics");
+        let Stored::V1(as_old) = Stored::parse(&serde_json::to_vec(&back).unwrap()).unwrap() else {
+            panic!("without nics it is the old form");
+        };
+        assert_eq!(as_old, v1_again);
     }
 }

@@ -79,6 +79,26 @@ async fn bridges(config: &Config, links: &Links, make: bool) -> Result<Bridges, 
     Ok(out)
 }
 
+/// A bridge NIC's address: the next free one of the network's list or subnet.
+pub(crate) fn plan(
+    b: &BridgeNet,
+    p: &super::PlanNic<'_>,
+) -> Result<super::Addressing, protocol::Error> {
+    let pool = match &b.addresses {
+        Some(list) => crate::ipam::Pool::List(list.clone()),
+        None => crate::ipam::Pool::Subnet(b.gateway),
+    };
+    let ip = pool
+        .allocate(p.used)
+        .ok_or_else(|| super::exhausted(p.network))?;
+    Ok(super::Addressing {
+        address: Some((ip, b.gateway.prefix_len())),
+        gateway: Some(b.gateway.addr()),
+        mtu: b.mtu,
+        built: crate::state::NicState::Bridge,
+    })
+}
+
 /// The guards of a bridge NIC: only its MAC, and only its address once it has one.
 pub(crate) fn guard(iface: &Interface) -> Option<PortGuard> {
     iface.address.map(|(ip, _)| PortGuard {
@@ -114,7 +134,10 @@ pub(crate) async fn build_port(
     let index = enslave(kit, iface).await?;
     crate::failpoint::hit("attach:bridge:enslaved");
     // DHCP listens before any fd leaves the daemon, so the guest's first DISCOVER is answered.
-    let server = dhcp::Server::bind(index, super::binding(kit, record, nic).ok_or("no binding")?)?;
+    let server = dhcp::Server::bind(
+        index,
+        super::binding(kit.config, kit.bridges, record, nic).ok_or("no binding")?,
+    )?;
     super::spawn_dhcp(server, iface, cancel);
     if iface.by_name {
         // Ours closes here: a TAP without IFF_MULTI_QUEUE takes one attached fd at a time.

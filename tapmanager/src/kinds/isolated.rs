@@ -108,6 +108,25 @@ pub(crate) fn routed_port(kit: &Kit<'_>, nic: &Nic) -> Option<RoutedPort> {
     })
 }
 
+/// An isolated NIC's /30: the next free one of the network's range; the guest has its third
+/// address, the gateway its second.
+pub(crate) fn plan(
+    iso: &IsolatedNet,
+    p: &super::PlanNic<'_>,
+) -> Result<super::Addressing, protocol::Error> {
+    let block =
+        crate::ipam::free_slash30(iso.range, p.used).ok_or_else(|| super::exhausted(p.network))?;
+    let [_, gw, guest, _] = crate::ipam::slash30_parts(block);
+    Ok(super::Addressing {
+        address: Some((guest, 30)),
+        gateway: Some(gw),
+        mtu: iso.mtu,
+        built: NicState::Isolated {
+            binding: iso.binding,
+        },
+    })
+}
+
 /// The veth MACs: fixed per NIC so both sides' static neighbour entries are known up front.
 fn veth_macs(iface: &Interface) -> (MacAddr, MacAddr) {
     let mut host = iface.mac.0;
@@ -149,7 +168,7 @@ pub(crate) async fn build_port(
     // the caller; the DHCP server's socket (it listens before any fd leaves the daemon); what
     // the namespace itself needs.
     let (uid, queues) = (record.uid, iface.queues);
-    let b = super::binding(kit, record, nic).ok_or("no binding")?;
+    let b = super::binding(kit.config, kit.bridges, record, nic).ok_or("no binding")?;
     let setup = Setup::of(iso, nic, false)?;
     let rt = tokio::runtime::Handle::current();
     let (tap, server, inside) = ns.run_in(move || {
@@ -163,7 +182,7 @@ pub(crate) async fn build_port(
         Ok((tap, server, setup.run(&rt)?))
     })?;
     crate::failpoint::hit("attach:isolated:inside");
-    wire(kit, iso, nic, inside).await?;
+    wire(kit, nic, inside, false).await?;
     super::spawn_dhcp(server, iface, cancel);
     Ok(tap.fds)
 }
@@ -225,9 +244,10 @@ impl Setup {
 }
 
 /// The links' side of a NIC: addresses, the binding's join, routes and neighbours each way.
-/// Every step replaces what is there, so the build runs it once and adoption ([`converge`])
-/// again, putting back what was removed by hand.
-async fn wire(kit: &Kit<'_>, iso: &IsolatedNet, nic: &Nic, inside: Inside) -> Result<(), BoxError> {
+/// Each step replaces what is there, so the build runs it once and adoption ([`converge`])
+/// again (`again`), putting back what was removed by hand. The one step that would add
+/// rather than replace, tc-redirect's u32 filters, starts again from no filter on adoption.
+async fn wire(kit: &Kit<'_>, nic: &Nic, inside: Inside, again: bool) -> Result<(), BoxError> {
     let iface = &nic.iface;
     let (binding, transit) = built(nic).ok_or("not an isolated NIC")?;
     let (ip, prefix) = iface.address.ok_or("no address planned")?;
@@ -238,7 +258,8 @@ async fn wire(kit: &Kit<'_>, iso: &IsolatedNet, nic: &Nic, inside: Inside) -> Re
         veth: veth_index,
     } = inside;
     let host_index = link::index_of(&iface.ifname).ok_or("veth vanished")?;
-    let mtu = iso.mtu;
+    // What it was built with (the config's may have changed since).
+    let mtu = iface.mtu;
     let Some(how) = binding else {
         // What the host routes to the namespace: the guest's /30, or for masquerade the
         // transit /30 whose namespace side the guest is NATed to.
@@ -257,6 +278,13 @@ async fn wire(kit: &Kit<'_>, iso: &IsolatedNet, nic: &Nic, inside: Inside) -> Re
     // its MAC (no ARP needed on the way back).
     inner.up(tap_index, NS_TAP, mtu, None).await?;
     inner.up(veth_index, NS_VETH, mtu, None).await?;
+    if again && how == crate::config::VethBinding::TcRedirect {
+        // Until the join below, the guest's frames end in the TAP's own stack (no address,
+        // no forwarding in the namespace): dropped, never passed unchecked.
+        for index in [tap_index, veth_index] {
+            inner.del_ingress_qdisc(index).await?;
+        }
+    }
     let end = |index, name| crate::net::join::End { index, name };
     crate::net::join::join(
         &inner,
@@ -338,7 +366,7 @@ pub(crate) async fn converge(kit: &Kit<'_>, nic: &Nic) -> Result<(), BoxError> {
     let setup = Setup::of(iso, nic, true)?;
     let rt = tokio::runtime::Handle::current();
     let inside = ns.run_in(move || setup.run(&rt))?;
-    wire(kit, iso, nic, inside).await
+    wire(kit, nic, inside, true).await
 }
 
 /// The isolated kind's part of the lease: the gateway answers from the TAP's side.

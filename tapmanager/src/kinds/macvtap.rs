@@ -88,6 +88,35 @@ pub(crate) async fn teardown_port(kit: &Kit<'_>, iface: &Interface) -> bool {
     }
 }
 
+/// A macvtap NIC: no address (the LAN's own DHCP gives one), and the MAC derived for the guest
+/// unless the config allows the one asked for: a macvtap guest's MAC is on the LAN itself,
+/// where another host's would draw its traffic.
+pub(crate) fn plan(
+    mv: &MacvtapNet,
+    p: &super::PlanNic<'_>,
+) -> Result<super::Addressing, protocol::Error> {
+    if let Some(asked) = p.request.mac {
+        let derived = p.derived_mac;
+        if asked != derived && !mv.allowed_macs.allows(asked) {
+            return Err(protocol::Error::new(
+                protocol::ErrorCode::PermissionDenied,
+                format!(
+                    "network {} is a macvtap network, on the LAN itself: its guests use the MAC \
+                     derived for them ({derived}, leave the MAC out) unless the config allows \
+                     others (allowed_macs = [\"52:54:00\"] for a prefix, or [\"any\"])",
+                    p.network
+                ),
+            ));
+        }
+    }
+    Ok(super::Addressing {
+        address: None,
+        gateway: None,
+        mtu: mv.mtu,
+        built: crate::state::NicState::Macvtap,
+    })
+}
+
 fn mode(m: MacvtapMode) -> netlink_packet_route::link::MacVtapMode {
     use netlink_packet_route::link::MacVtapMode as M;
     match m {

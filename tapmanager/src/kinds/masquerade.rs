@@ -8,8 +8,60 @@
 //!  guest (fixed 10.0.2.2) ── tap0 [guest netns: NAT to transit] veth0 ══ vethH [host] ── NAT ── uplink
 //! ```
 
-use crate::config::Masquerade;
+use super::{Addressing, PlanNic};
+use crate::config::{IsolatedNet, Masquerade};
+use crate::state::NicState;
+use protocol::{Error, ErrorCode};
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
+
+/// A masquerade NIC: the fixed address in every guest, and a transit /30 of the network's
+/// range no other masquerade NIC has. A network that forwards host ports takes one guest.
+pub(crate) fn plan(
+    iso: &IsolatedNet,
+    m: &Masquerade,
+    p: &PlanNic<'_>,
+) -> Result<Addressing, Error> {
+    if !m.ports.is_empty() {
+        if let Some(holder) = p
+            .attached
+            .iter()
+            .find(|r| r.interfaces().any(|x| x.network == *p.network))
+        {
+            return Err(Error::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "network {} forwards host ports, and VM {} (uid {}) holds them",
+                    p.network, holder.vm, holder.uid
+                ),
+            ));
+        }
+    }
+    // The guest's address is the same in every namespace; the transit /30 between host and
+    // namespace is what must be unique.
+    let used: HashSet<Ipv4Addr> = p
+        .attached
+        .iter()
+        .flat_map(|r| r.nics.iter())
+        .chain(p.planned)
+        .filter_map(|nic| match nic.built {
+            NicState::Masquerade { transit, .. } => Some(transit),
+            _ => None,
+        })
+        .collect();
+    let block =
+        crate::ipam::free_slash30(iso.range, &used).ok_or_else(|| super::exhausted(p.network))?;
+    let (guest, gw) = guest_and_gateway(m.cidr);
+    Ok(Addressing {
+        address: Some((guest, m.cidr.prefix_len())),
+        gateway: Some(gw),
+        mtu: iso.mtu,
+        built: NicState::Masquerade {
+            binding: iso.binding,
+            transit: crate::ipam::slash30_parts(block)[2],
+        },
+    })
+}
 
 /// The namespace's NAT: the guest's traffic leaves as the transit address, and the
 /// network's forwards arrive at the guest's fixed address (the host already turned each host

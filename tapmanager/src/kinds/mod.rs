@@ -31,19 +31,62 @@ pub mod macvtap;
 pub mod masquerade;
 pub mod pod;
 
+use crate::config::VethBinding;
 use crate::config::{Config, NetworkKind};
 use crate::net::firewall::Firewall;
 use crate::net::link::{self, Links};
 use crate::net::netns::NetNs;
-use crate::state::{Nic, NicState, Record, RecordV1};
+use crate::state::{Nic, Record, RecordV1};
 use crate::BoxError;
 use protocol::{IfName, Interface};
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
+use std::net::Ipv4Addr;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 use tokio_util::sync::CancellationToken;
 
 pub use bridge::{BridgeState, Bridges};
+
+/// What was built for one NIC, by kind. Teardown, adoption and the DHCP lease dispatch on
+/// this, not on the config's kind, and take from it what the NIC was built with (binding,
+/// transit, taken interface); the config supplies only its network's current settings (DNS,
+/// lease time, the place of its rules). A NIC whose network is gone or changed kind is not
+/// adopted, and is torn down by what was built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum NicState {
+    /// A TAP on the network's bridge, guarded on its ingress hook.
+    Bridge,
+    /// A namespace of its own (pinned by the NIC's name), a veth out of it; `binding` is how
+    /// the TAP meets the veth (`None`: routed).
+    Isolated { binding: Option<VethBinding> },
+    /// As isolated, the guest behind NAT in its namespace; `transit` is the namespace's side
+    /// of the host-to-namespace /30.
+    Masquerade {
+        binding: Option<VethBinding>,
+        transit: Ipv4Addr,
+    },
+    /// A macvtap on the network's lower device, its source MAC guarded.
+    Macvtap,
+    /// An interface of the caller's namespace taken over (saved under `pods/`, namespace
+    /// pinned by the NIC's name); `masquerade`: the guest sits behind NAT in the pod, the
+    /// interface untouched.
+    Pod {
+        netns: (u64, u64),
+        taken: IfName,
+        masquerade: bool,
+    },
+    /// The CNI plugins' interface rewired to a TAP (their cache entry under `cni/`, by the
+    /// NIC's name); `domain` is the DNS domain their result named.
+    Cni {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        domain: Option<String>,
+    },
+    /// Migrated from a journal that did not say, for a network gone from the config:
+    /// teardown undoes what any kind builds, and it is never adopted.
+    Unknown,
+}
 
 /// What a kind works with: the daemon's parts below the lifecycle.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +106,84 @@ impl Kit<'_> {
     pub fn pin(&self, ifname: &IfName) -> std::path::PathBuf {
         self.state_dir().join("netns").join(ifname.as_str())
     }
+}
+
+/// The request's shape for one NIC on a kind, before anything is chosen: a take-over only on
+/// pod networks (and always there), a TAP opened by name only on bridge networks (the only
+/// TAPs in the daemon's own namespace, where Firecracker opens them).
+pub(crate) fn admit(
+    kind: &NetworkKind,
+    network: &protocol::NetworkName,
+    n: &protocol::NetworkRequest,
+) -> Result<(), protocol::Error> {
+    let invalid = |m: String| protocol::Error::new(protocol::ErrorCode::InvalidRequest, m);
+    match (kind, &n.take_over) {
+        (NetworkKind::Pod(_), None) => {
+            return Err(invalid(format!(
+                "network {network} is a pod network: name the interface to take over"
+            )))
+        }
+        (NetworkKind::Pod(_), Some(_)) | (_, None) => {}
+        (_, Some(_)) => {
+            return Err(invalid(format!(
+                "network {network} is not a pod network: nothing can be taken over on it"
+            )))
+        }
+    }
+    if n.by_name && !matches!(kind, NetworkKind::Bridge(_)) {
+        return Err(invalid(format!(
+            "network {network} is not a bridge network: a TAP opened by name must live in the \
+             daemon's network namespace, and only bridge networks' TAPs do"
+        )));
+    }
+    Ok(())
+}
+
+/// What plan() tells a kind about one NIC it is choosing for.
+pub(crate) struct PlanNic<'a> {
+    pub network: &'a protocol::NetworkName,
+    pub request: &'a protocol::NetworkRequest,
+    /// The MAC the daemon derives for this NIC (the guest's unless the request asks another).
+    pub derived_mac: protocol::MacAddr,
+    /// The addresses in use on this NIC's network, attached or planned.
+    pub used: &'a HashSet<Ipv4Addr>,
+    /// Every attachment, and the NICs of this request planned before this one.
+    pub attached: &'a [&'a Record],
+    pub planned: &'a [Nic],
+    /// The identity of the namespace a shim passed, for its take-overs.
+    pub pod_netns: Option<(u64, u64)>,
+}
+
+/// What a kind chose for one NIC: what the guest is told (pod and CNI NICs learn theirs at
+/// build) and the state journaled with it.
+#[derive(Debug)]
+pub(crate) struct Addressing {
+    pub address: Option<(Ipv4Addr, u8)>,
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: u32,
+    pub built: NicState,
+}
+
+/// Chooses one NIC's addressing on its kind (pure: called under the registry lock).
+pub(crate) fn plan(kind: &NetworkKind, p: &PlanNic<'_>) -> Result<Addressing, protocol::Error> {
+    match kind {
+        NetworkKind::Bridge(b) => bridge::plan(b, p),
+        NetworkKind::Isolated(iso) => match &iso.masquerade {
+            None => isolated::plan(iso, p),
+            Some(m) => masquerade::plan(iso, m, p),
+        },
+        NetworkKind::Macvtap(mv) => macvtap::plan(mv, p),
+        NetworkKind::Pod(pod) => pod::plan(pod, p),
+        NetworkKind::Cni(_) => cni::port::plan(p),
+    }
+}
+
+/// The refusal of a network with no address left.
+fn exhausted(network: &protocol::NetworkName) -> protocol::Error {
+    protocol::Error::new(
+        protocol::ErrorCode::AddressesExhausted,
+        format!("network {network} has no free address"),
+    )
 }
 
 /// Builds NIC `i` of a planned record; returns its fds. Pod and CNI NICs learn their MAC,
@@ -105,11 +226,16 @@ pub(crate) async fn build(
 /// What the DHCP server of one NIC hands out; `None` for a NIC that has none (macvtap: the
 /// LAN's own serves it). Pure: from the journaled NIC and the config, the same at attach and
 /// after a restart.
-pub(crate) fn binding(kit: &Kit<'_>, record: &Record, nic: &Nic) -> Option<dhcp::Binding> {
+pub(crate) fn binding(
+    config: &Config,
+    bridges: &Bridges,
+    record: &Record,
+    nic: &Nic,
+) -> Option<dhcp::Binding> {
     let iface = &nic.iface;
-    let net = kit.config.network(&iface.network)?;
+    let net = config.network(&iface.network)?;
     let lease = match (&nic.built, &net.kind) {
-        (NicState::Bridge, NetworkKind::Bridge(b)) => bridge::lease(kit.bridges, iface, b)?,
+        (NicState::Bridge, NetworkKind::Bridge(b)) => bridge::lease(bridges, iface, b)?,
         (NicState::Isolated { .. } | NicState::Masquerade { .. }, NetworkKind::Isolated(i)) => {
             isolated::lease(iface, i)
         }
@@ -162,14 +288,37 @@ fn hostname(vm: &protocol::VmId) -> Option<String> {
     ok.then(|| s.to_owned())
 }
 
-/// Whether what was built for a NIC is all still there, so its guest can be adopted.
+/// Whether the network a NIC was built on is still one of the kind it was built as: only then
+/// can the daemon serve it (its DHCP settings, its rules' place are the network's).
+fn fits(built: &NicState, kind: &NetworkKind) -> bool {
+    matches!(
+        (built, kind),
+        (NicState::Bridge, NetworkKind::Bridge(_))
+            | (
+                NicState::Isolated { .. } | NicState::Masquerade { .. },
+                NetworkKind::Isolated(_)
+            )
+            | (NicState::Macvtap, NetworkKind::Macvtap(_))
+            | (NicState::Pod { .. }, NetworkKind::Pod(_))
+            | (NicState::Cni { .. }, NetworkKind::Cni(_))
+    )
+}
+
+/// Whether a NIC's network is still there as the kind it was built as, and what was built
+/// for it is all still there, so its guest can be adopted.
 pub(crate) fn intact(kit: &Kit<'_>, nic: &Nic) -> bool {
     let iface = &nic.iface;
+    let Some(net) = kit.config.network(&iface.network) else {
+        return false;
+    };
+    if !fits(&nic.built, &net.kind) {
+        return false;
+    }
     let link = || link::index_of(&iface.ifname).is_some();
     match &nic.built {
         NicState::Bridge => link() && kit.bridges.contains_key(&iface.network),
         NicState::Isolated { .. } | NicState::Masquerade { .. } => {
-            link() && kit.pin(&iface.ifname).exists() && isolated::net_of(kit, iface).is_some()
+            link() && kit.pin(&iface.ifname).exists()
         }
         NicState::Macvtap => link(),
         // No host link of that name: the plugins' host side is theirs.
@@ -180,8 +329,10 @@ pub(crate) fn intact(kit: &Kit<'_>, nic: &Nic) -> bool {
 }
 
 /// Adoption at start: the steps [`build`] took that leave no fd behind are taken again, so
-/// what was removed by hand while the daemon was down comes back; then the DHCP server is
-/// bound again where it was. Errors are logged: the guest is adopted with what there is.
+/// what was removed by hand while the daemon was down comes back (bridge, isolated,
+/// masquerade and macvtap NICs; a pod's or the plugins' side of a pod or CNI NIC is not
+/// redone); then the DHCP server is bound again where it was. Errors are logged: the guest is
+/// adopted with what there is.
 pub(crate) async fn converge(
     kit: &Kit<'_>,
     record: &Record,
@@ -204,7 +355,7 @@ pub(crate) async fn converge(
     if let Err(e) = outcome {
         tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&*e), "cannot put an adopted NIC back as it was built");
     }
-    let Some(b) = binding(kit, record, nic) else {
+    let Some(b) = binding(kit.config, kit.bridges, record, nic) else {
         return; // no DHCP server for this kind (macvtap: the LAN's own)
     };
     let server = match &nic.built {
@@ -269,37 +420,69 @@ pub(crate) async fn sweep(kit: &Kit<'_>, known: &HashSet<IfName>) {
 }
 
 /// The current form of a journal entry of the previous release: each NIC's state from the
-/// side tables it kept, the config, and (for pod and CNI NICs) what they saved on disk.
-pub(crate) fn migrate(kit: &Kit<'_>, old: RecordV1) -> Record {
-    old.migrate(|r, iface| {
-        let kind = kit.config.network(&iface.network).map(|n| &n.kind);
-        match kind {
+/// side tables it kept and the config's kind; a pod or CNI NIC's lease details (CNI domain,
+/// and the routes and DNS servers journals before `fill_leases` lacked) from what they saved
+/// under the state dir.
+pub(crate) fn migrate(config: &Config, old: RecordV1) -> Record {
+    let mut record = old.migrate(|r, iface| {
+        match config.network(&iface.network).map(|n| &n.kind) {
             Some(NetworkKind::Bridge(_)) => NicState::Bridge,
             Some(NetworkKind::Macvtap(_)) => NicState::Macvtap,
+            // A transit address is what made a NIC masquerade, whatever the config says now.
             Some(NetworkKind::Isolated(i)) => {
                 let binding = r.binding_of(&iface.ifname).unwrap_or(i.binding);
-                match (&i.masquerade, r.transit_of(&iface.ifname)) {
-                    (None, _) => NicState::Isolated { binding },
-                    (Some(_), Some(transit)) => NicState::Masquerade { binding, transit },
-                    (Some(_), None) => NicState::Unknown,
+                match r.transit_of(&iface.ifname) {
+                    Some(transit) => NicState::Masquerade { binding, transit },
+                    None => NicState::Isolated { binding },
                 }
             }
-            Some(NetworkKind::Pod(_)) => {
-                match (r.taken_of(&iface.ifname), pod::saved(kit, iface)) {
-                    (Some(t), saved) => NicState::Pod {
-                        netns: t.netns,
-                        taken: t.name.clone(),
-                        masquerade: saved.is_some_and(|s| s.binding == pod::Binding::Masquerade),
-                    },
-                    (None, _) => NicState::Unknown,
-                }
-            }
-            Some(NetworkKind::Cni(_)) => NicState::Cni {
-                domain: cni::port::cached_domain(kit, iface),
+            Some(NetworkKind::Pod(_)) => match r.taken_of(&iface.ifname) {
+                Some(t) => NicState::Pod {
+                    netns: t.netns,
+                    taken: t.name.clone(),
+                    masquerade: pod::saved(&config.state_dir, iface)
+                        .is_some_and(|s| s.binding == pod::Binding::Masquerade),
+                },
+                None => NicState::Unknown,
             },
+            Some(NetworkKind::Cni(_)) => NicState::Cni { domain: None },
             None => NicState::Unknown,
         }
-    })
+    });
+    for nic in &mut record.nics {
+        let iface = &mut nic.iface;
+        let bare = iface.routes.is_empty() && iface.dns.is_empty();
+        match &mut nic.built {
+            NicState::Cni { domain } => {
+                if let Some(lease) = cni::port::cached_lease(&config.state_dir, iface) {
+                    *domain = lease.domain;
+                    if bare {
+                        iface.routes = routes(&lease.routes);
+                        iface.dns = lease.dns;
+                        iface.search = lease.search;
+                    }
+                }
+            }
+            NicState::Pod {
+                masquerade: false, ..
+            } if bare => {
+                if let Some((_, _, r)) =
+                    pod::saved(&config.state_dir, iface).and_then(|s| pod::saved_lease(&s))
+                {
+                    iface.routes = routes(&r);
+                }
+            }
+            _ => {}
+        }
+    }
+    record
+}
+
+/// Option 121 routes as a NIC carries them.
+pub(crate) fn routes(r: &[(ipnet::Ipv4Net, Ipv4Addr)]) -> Vec<(Ipv4Addr, u8, Ipv4Addr)> {
+    r.iter()
+        .map(|(dst, via)| (dst.addr(), dst.prefix_len(), *via))
+        .collect()
 }
 
 /// The capabilities the configured kinds need kept.
@@ -345,36 +528,530 @@ pub(crate) fn bind_dhcp_in(
 }
 
 #[cfg(test)]
-mod tests {
-    /// The layering rule of this directory: a kind never names the daemon or the lifecycle.
-    #[test]
-    fn no_kind_names_the_daemon_or_the_lifecycle() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kinds");
-        let mut files = 0;
-        let mut dirs = vec![root];
-        while let Some(dir) = dirs.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    dirs.push(path);
-                    continue;
-                }
-                let text = std::fs::read_to_string(&path).unwrap();
-                // This test names them.
-                let text = match text.find("#[cfg(test)]\nmod tests {\n    /// The layering rule") {
-                    Some(at) => &text[..at],
-                    None => &text[..],
-                };
-                for above in ["crate::daemon", "crate::lifecycle", "Daemon"] {
-                    assert!(
-                        !text.contains(above),
-                        "{} names {above}: kinds/ sits below it",
-                        path.display()
-                    );
-                }
-                files += 1;
-            }
+mod contract {
+    //! The pure parts of the contract, per kind, without root: [`admit`], [`plan`] and
+    //! [`binding`].
+    use super::*;
+    use protocol::{ErrorCode, MacAddr, NetworkName, NetworkRequest};
+
+    const CONFIG: &str = r#"
+group = "0"
+[networks.lan]
+kind = "bridge"
+bridge = "tmbr0"
+gateway = "10.88.0.1/24"
+dns = ["10.88.0.53"]
+search = ["example.test"]
+domain = "example.test"
+mtu = 1400
+lease_secs = 600
+
+[networks.iso]
+kind = "isolated"
+range = "169.254.100.0/22"
+uplink = "eth0"
+dns = ["192.168.77.2"]
+mtu = 1450
+
+[networks.nat]
+kind = "masquerade"
+uplink = "eth0"
+
+[networks.mv]
+kind = "macvtap"
+lower = "eth0"
+
+[networks.pods]
+kind = "pod"
+dns = ["10.96.0.10"]
+search = ["svc.cluster.local"]
+
+[networks.podnat]
+kind = "pod"
+binding = "masquerade"
+
+[networks.plugins]
+kind = "cni"
+cni_network = "mynet"
+lease_secs = 120
+"#;
+
+    fn config() -> Config {
+        Config::parse(CONFIG).unwrap()
+    }
+
+    fn name(s: &str) -> NetworkName {
+        s.parse().unwrap()
+    }
+
+    fn bridges() -> Bridges {
+        let mut b = Bridges::new();
+        b.insert(
+            name("lan"),
+            BridgeState {
+                index: 7,
+                mac: MacAddr([0x02, 0xbb, 0, 0, 0, 1]),
+            },
+        );
+        b
+    }
+
+    fn nic(network: &str, built: NicState, address: Option<(&str, u8)>, gw: Option<&str>) -> Nic {
+        Nic {
+            iface: Interface {
+                network: name(network),
+                ifname: "tm0123456789".parse().unwrap(),
+                mac: MacAddr([0x02, 0, 0, 0, 0, 9]),
+                address: address.map(|(a, l)| (a.parse().unwrap(), l)),
+                gateway: gw.map(|g| g.parse().unwrap()),
+                mtu: 1500,
+                queues: 1,
+                vnet_hdr: true,
+                by_name: false,
+                dns: Vec::new(),
+                search: Vec::new(),
+                routes: Vec::new(),
+            },
+            built,
         }
-        assert!(files >= 11, "found only {files} files under kinds/");
+    }
+
+    fn record(nics: Vec<Nic>) -> Record {
+        Record {
+            vm: "web-1".parse().unwrap(),
+            uid: 1000,
+            pid: 1,
+            pid_start: 1,
+            created: 0,
+            nics,
+        }
+    }
+
+    fn lease_of(n: Nic) -> Option<dhcp::Binding> {
+        let r = record(vec![n]);
+        binding(&config(), &bridges(), &r, &r.nics[0])
+    }
+
+    #[test]
+    fn a_bridge_guest_is_answered_by_the_bridge_with_the_networks_settings() {
+        let b = lease_of(nic(
+            "lan",
+            NicState::Bridge,
+            Some(("10.88.0.2", 24)),
+            Some("10.88.0.1"),
+        ))
+        .unwrap();
+        assert_eq!(b.server_mac, [0x02, 0xbb, 0, 0, 0, 1]);
+        assert_eq!((b.ip, b.prefix_len), ("10.88.0.2".parse().unwrap(), 24));
+        assert_eq!(b.server_id, "10.88.0.1".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(b.dns, vec!["10.88.0.53".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(b.search, vec!["example.test".to_owned()]);
+        assert_eq!(b.domain.as_deref(), Some("example.test"));
+        assert_eq!((b.mtu, b.lease_secs), (Some(1400), 600));
+        assert_eq!(b.hostname.as_deref(), Some("web-1"));
+        assert!(b.routes.is_empty());
+    }
+
+    #[test]
+    fn isolated_and_masquerade_guests_are_answered_from_the_taps_side() {
+        let iso = nic(
+            "iso",
+            NicState::Isolated { binding: None },
+            Some(("169.254.100.2", 30)),
+            Some("169.254.100.1"),
+        );
+        let b = lease_of(iso).unwrap();
+        assert_eq!(b.server_mac, [0xfe, 0, 0, 0, 0, 9]);
+        assert_eq!(b.dns, vec!["192.168.77.2".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(b.mtu, Some(1450));
+        let nat = nic(
+            "nat",
+            NicState::Masquerade {
+                binding: None,
+                transit: "169.254.128.2".parse().unwrap(),
+            },
+            Some(("10.0.2.2", 30)),
+            Some("10.0.2.1"),
+        );
+        let b = lease_of(nat).unwrap();
+        assert_eq!(
+            (b.ip, b.server_id),
+            ("10.0.2.2".parse().unwrap(), "10.0.2.1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn pod_and_cni_guests_get_the_routes_their_nic_carries() {
+        let mut pod = nic(
+            "pods",
+            NicState::Pod {
+                netns: (4, 5),
+                taken: "eth0".parse().unwrap(),
+                masquerade: false,
+            },
+            Some(("10.244.0.5", 24)),
+            Some("10.244.0.1"),
+        );
+        pod.iface.mtu = 1450;
+        pod.iface.routes = vec![(
+            "10.96.0.0".parse().unwrap(),
+            12,
+            "10.244.0.1".parse().unwrap(),
+        )];
+        let b = lease_of(pod).unwrap();
+        // Our MAC on the pod's interface answers (the guest has the interface's own).
+        let ours = super::cni::port::veth_mac(&"tm0123456789".parse().unwrap());
+        assert_eq!((b.server_mac, b.server_mac[0]), (ours.0, 0xf2));
+        assert_eq!(
+            b.routes,
+            vec![(
+                "10.96.0.0/12".parse().unwrap(),
+                "10.244.0.1".parse().unwrap()
+            )]
+        );
+        assert_eq!(b.dns, vec!["10.96.0.10".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(b.search, vec!["svc.cluster.local".to_owned()]);
+        assert_eq!(b.mtu, Some(1450));
+
+        let podnat = nic(
+            "podnat",
+            NicState::Pod {
+                netns: (4, 5),
+                taken: "eth0".parse().unwrap(),
+                masquerade: true,
+            },
+            Some(("10.0.2.2", 30)),
+            Some("10.0.2.1"),
+        );
+        // Behind NAT the TAP in the pod is the gateway.
+        assert_eq!(lease_of(podnat).unwrap().server_mac, [0xfe, 0, 0, 0, 0, 9]);
+
+        let mut cni = nic(
+            "plugins",
+            NicState::Cni {
+                domain: Some("cluster.test".into()),
+            },
+            Some(("10.22.0.7", 16)),
+            Some("10.22.0.1"),
+        );
+        cni.iface.dns = vec!["10.22.0.53".parse().unwrap()];
+        cni.iface.search = vec!["cluster.test".into()];
+        cni.iface.routes = vec![(
+            "10.23.0.0".parse().unwrap(),
+            16,
+            "10.22.0.254".parse().unwrap(),
+        )];
+        let b = lease_of(cni).unwrap();
+        assert_eq!(b.domain.as_deref(), Some("cluster.test"));
+        assert_eq!(b.dns, vec!["10.22.0.53".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            b.routes,
+            vec![(
+                "10.23.0.0/16".parse().unwrap(),
+                "10.22.0.254".parse().unwrap()
+            )]
+        );
+        assert_eq!(b.lease_secs, 120);
+    }
+
+    #[test]
+    fn no_binding_for_macvtap_for_a_nic_without_address_or_for_a_kind_the_config_no_longer_has() {
+        assert!(lease_of(nic("mv", NicState::Macvtap, None, None)).is_none());
+        // A bridge NIC whose network is now an isolated one: built for a bridge, so no guess.
+        assert!(lease_of(nic(
+            "iso",
+            NicState::Bridge,
+            Some(("10.88.0.2", 24)),
+            Some("10.88.0.1")
+        ))
+        .is_none());
+        assert!(lease_of(nic("lan", NicState::Bridge, None, None)).is_none());
+    }
+
+    fn request(network: &str) -> NetworkRequest {
+        NetworkRequest::new(name(network))
+    }
+
+    fn kind_of(c: &Config, network: &str) -> NetworkKind {
+        c.network(&name(network)).unwrap().kind.clone()
+    }
+
+    #[test]
+    fn admit_keeps_take_overs_to_pod_networks_and_names_to_bridge_ones() {
+        let c = config();
+        let code = |network: &str, r: NetworkRequest| {
+            admit(&kind_of(&c, network), &name(network), &r).map_err(|e| e.code)
+        };
+        assert_eq!(
+            code("pods", request("pods")),
+            Err(ErrorCode::InvalidRequest)
+        );
+        let mut take = request("pods");
+        take.take_over = Some("eth0".parse().unwrap());
+        assert_eq!(code("pods", take.clone()), Ok(()));
+        assert_eq!(code("lan", take), Err(ErrorCode::InvalidRequest));
+        let mut by_name = request("iso");
+        by_name.by_name = true;
+        assert_eq!(code("iso", by_name.clone()), Err(ErrorCode::InvalidRequest));
+        assert_eq!(code("lan", by_name), Ok(()));
+    }
+
+    fn plan_one(
+        network: &str,
+        r: &NetworkRequest,
+        attached: &[&Record],
+        planned: &[Nic],
+        pod_netns: Option<(u64, u64)>,
+    ) -> Result<Addressing, protocol::Error> {
+        let c = config();
+        plan(
+            &kind_of(&c, network),
+            &PlanNic {
+                network: &name(network),
+                request: r,
+                derived_mac: MacAddr([0x02, 0, 0, 0, 0, 1]),
+                used: &HashSet::new(),
+                attached,
+                planned,
+                pod_netns,
+            },
+        )
+    }
+
+    #[test]
+    fn a_pod_interface_is_taken_over_once_and_keeps_its_mac() {
+        let mut r = request("pods");
+        r.take_over = Some("eth0".parse().unwrap());
+        let a = plan_one("pods", &r, &[], &[], Some((4, 5))).unwrap();
+        assert_eq!(
+            a.built,
+            NicState::Pod {
+                netns: (4, 5),
+                taken: "eth0".parse().unwrap(),
+                masquerade: false
+            }
+        );
+        assert_eq!(a.address, None, "the pod's own address, learnt at build");
+        let held = record(vec![nic("pods", a.built.clone(), None, None)]);
+        let code = |res: Result<Addressing, protocol::Error>| res.map(drop).map_err(|e| e.code);
+        assert_eq!(
+            code(plan_one("pods", &r, &[&held], &[], Some((4, 5)))),
+            Err(ErrorCode::AlreadyAttached)
+        );
+        assert_eq!(
+            code(plan_one("pods", &r, &[], &held.nics, Some((4, 5)))),
+            Err(ErrorCode::InvalidRequest)
+        );
+        // Another namespace's eth0 is another interface.
+        assert_eq!(
+            code(plan_one("pods", &r, &[&held], &[], Some((4, 6)))),
+            Ok(())
+        );
+        assert_eq!(
+            code(plan_one("pods", &r, &[], &[], None)),
+            Err(ErrorCode::InvalidRequest)
+        );
+        let mut with_mac = r.clone();
+        with_mac.mac = Some(MacAddr([0x02, 0, 0, 0, 0, 3]));
+        assert_eq!(
+            code(plan_one("pods", &with_mac, &[], &[], Some((4, 5)))),
+            Err(ErrorCode::InvalidRequest)
+        );
+        // Behind NAT the guest has the fixed address, and may have a MAC of its own.
+        with_mac.network = name("podnat");
+        let m = plan_one("podnat", &with_mac, &[], &[], Some((4, 5))).unwrap();
+        assert_eq!(m.address, Some(("10.0.2.2".parse().unwrap(), 30)));
+        assert_eq!(m.gateway, Some("10.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_cni_guest_takes_the_plugins_mac_and_addresses() {
+        let a = plan_one("plugins", &request("plugins"), &[], &[], None).unwrap();
+        assert_eq!((a.address, a.gateway), (None, None));
+        assert_eq!(a.built, NicState::Cni { domain: None });
+        let mut r = request("plugins");
+        r.mac = Some(MacAddr([0x02, 0, 0, 0, 0, 3]));
+        assert_eq!(
+            plan_one("plugins", &r, &[], &[], None).unwrap_err().code,
+            ErrorCode::InvalidRequest
+        );
+    }
+
+    /// The previous release's entry, each NIC as `(network, ifname)` with no lease details.
+    fn old_entry(nics: &[(&str, &str)]) -> crate::state::RecordV1 {
+        crate::state::RecordV1 {
+            vm: "old".parse().unwrap(),
+            uid: 1000,
+            pid: 1,
+            pid_start: 1,
+            created: 0,
+            interfaces: nics
+                .iter()
+                .map(|(network, ifname)| {
+                    let mut n = nic(
+                        network,
+                        NicState::Unknown,
+                        Some(("10.9.0.2", 24)),
+                        Some("10.9.0.1"),
+                    );
+                    n.iface.ifname = ifname.parse().unwrap();
+                    n.iface
+                })
+                .collect(),
+            transit: Vec::new(),
+            taken: Vec::new(),
+            bindings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn migration_classifies_by_the_side_tables_and_refills_leases_from_the_state_dir() {
+        let dir = std::env::temp_dir().join(format!("tm-migrate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir); // an earlier run's
+        let mut config = config();
+        config.state_dir = dir.clone();
+        let mut old = old_entry(&[
+            ("iso", "tm00000000a1"),
+            ("nat", "tm00000000a2"),
+            ("pods", "tm00000000a3"),
+            ("podnat", "tm00000000a4"),
+            ("plugins", "tm00000000a5"),
+            ("gone", "tm00000000a6"),
+            ("pods", "tm00000000a7"),
+        ]);
+        let n = |s: &str| -> IfName { s.parse().unwrap() };
+        // Built as masquerade while "iso" was one: its transit says so.
+        old.transit
+            .push((n("tm00000000a1"), "169.254.128.6".parse().unwrap()));
+        old.bindings
+            .push((n("tm00000000a1"), Some(VethBinding::Bridge)));
+        let taken = |ifname: &str| crate::state::TakenV1 {
+            ifname: n(ifname),
+            netns: (4, 5),
+            name: n("eth0"),
+        };
+        old.taken.push(taken("tm00000000a3"));
+        old.taken.push(taken("tm00000000a4"));
+        // What the pod NIC saved: a route the journal before fill_leases did not carry.
+        let saved = |ifname: &str, binding: pod::Binding| pod::Saved {
+            ifname: n(ifname),
+            taken: n("eth0"),
+            mac: MacAddr([2, 0, 0, 0, 0, 7]),
+            mtu: 1450,
+            addresses: vec![crate::net::link::SavedAddress {
+                net: "10.244.0.5/24".parse().unwrap(),
+                broadcast: None,
+            }],
+            routes: vec![
+                crate::net::link::SavedRoute {
+                    dst: "0.0.0.0/0".parse().unwrap(),
+                    gw: Some("10.244.0.1".parse().unwrap()),
+                    onlink: false,
+                    protocol: 4,
+                },
+                crate::net::link::SavedRoute {
+                    dst: "10.96.0.0/12".parse().unwrap(),
+                    gw: Some("10.244.0.254".parse().unwrap()),
+                    onlink: false,
+                    protocol: 4,
+                },
+            ],
+            binding,
+            ip_forward: None,
+        };
+        pod::write_saved(&dir, &saved("tm00000000a3", pod::Binding::TcRedirect)).unwrap();
+        pod::write_saved(&dir, &saved("tm00000000a4", pod::Binding::Masquerade)).unwrap();
+        cni::cache::write(
+            &dir,
+            &cni::cache::Entry {
+                nic: "tm00000000a5".into(),
+                network: "plugins".into(),
+                container_id: "tm00000000a5".into(),
+                netns: dir.join("netns/tm00000000a5"),
+                ifname: "eth0".into(),
+                tap: "tap0".into(),
+                conflist: serde_json::json!({}),
+                bin_dirs: Vec::new(),
+                result: Some(serde_json::json!({
+                    "cniVersion": "1.0.0",
+                    "interfaces": [{"name": "eth0", "mac": "0a:58:0a:16:00:05", "sandbox": "/x"}],
+                    "ips": [{"address": "10.22.0.5/16", "gateway": "10.22.0.1", "interface": 0}],
+                    "routes": [{"dst": "10.23.0.0/16"}],
+                    "dns": {"nameservers": ["10.22.0.53"], "domain": "cluster.test"}
+                })),
+            },
+        )
+        .unwrap();
+
+        let r = migrate(&config, old);
+        let states: Vec<&NicState> = r.nics.iter().map(|n| &n.built).collect();
+        assert_eq!(
+            states,
+            vec![
+                &NicState::Masquerade {
+                    binding: Some(VethBinding::Bridge),
+                    transit: "169.254.128.6".parse().unwrap()
+                },
+                // A masquerade network's NIC without a transit was built as plain isolated.
+                &NicState::Isolated { binding: None },
+                &NicState::Pod {
+                    netns: (4, 5),
+                    taken: n("eth0"),
+                    masquerade: false
+                },
+                &NicState::Pod {
+                    netns: (4, 5),
+                    taken: n("eth0"),
+                    masquerade: true
+                },
+                &NicState::Cni {
+                    domain: Some("cluster.test".into())
+                },
+                &NicState::Unknown,
+                // A pod NIC the journal has no taken interface for.
+                &NicState::Unknown,
+            ]
+        );
+        assert_eq!(
+            r.nics[2].iface.routes,
+            vec![(
+                "10.96.0.0".parse().unwrap(),
+                12,
+                "10.244.0.254".parse().unwrap()
+            )]
+        );
+        assert!(
+            r.nics[3].iface.routes.is_empty(),
+            "behind NAT the pod's routes are not the guest's"
+        );
+        assert_eq!(
+            r.nics[4].iface.dns,
+            vec!["10.22.0.53".parse::<Ipv4Addr>().unwrap()]
+        );
+        assert_eq!(
+            r.nics[4].iface.routes,
+            vec![(
+                "10.23.0.0".parse().unwrap(),
+                16,
+                "10.22.0.1".parse().unwrap()
+            )]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn masquerade_transits_are_unique_across_attached_and_planned_nics() {
+        let first = plan_one("nat", &request("nat"), &[], &[], None).unwrap();
+        let held = record(vec![nic("nat", first.built.clone(), None, None)]);
+        let second = plan_one("nat", &request("nat"), &[&held], &[], None).unwrap();
+        let third = plan_one("nat", &request("nat"), &[], &held.nics, None).unwrap();
+        let transit = |a: &Addressing| match a.built {
+            NicState::Masquerade { transit, .. } => transit,
+            _ => panic!("not masquerade"),
+        };
+        assert_ne!(transit(&first), transit(&second));
+        assert_eq!(transit(&second), transit(&third));
+        // Every guest has the same address.
+        assert_eq!(first.address, second.address);
     }
 }

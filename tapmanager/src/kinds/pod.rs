@@ -75,7 +75,7 @@ fn cache_path(state_dir: &Path, ifname: &str) -> PathBuf {
     dir(state_dir).join(format!("{ifname}.json"))
 }
 
-fn write_saved(state_dir: &Path, s: &Saved) -> std::io::Result<()> {
+pub(super) fn write_saved(state_dir: &Path, s: &Saved) -> std::io::Result<()> {
     crate::state::write_json(&cache_path(state_dir, s.ifname.as_str()), s)
 }
 
@@ -110,8 +110,8 @@ pub(crate) fn saved_lease(s: &Saved) -> Option<(Ipv4Net, Ipv4Addr, Routes)> {
     Some((address, gateway, routes))
 }
 
-pub(crate) fn saved(kit: &Kit<'_>, iface: &Interface) -> Option<Saved> {
-    read_saved(kit.state_dir(), iface.ifname.as_str()).ok()?
+pub(crate) fn saved(state_dir: &Path, iface: &Interface) -> Option<Saved> {
+    read_saved(state_dir, iface.ifname.as_str()).ok()?
 }
 
 /// The pod kind's part of the lease: what the pod's interface had (the NIC carries its
@@ -131,6 +131,72 @@ pub(crate) fn lease(iface: &Interface, p: &PodNet, masquerade: bool) -> Lease {
         mtu: iface.mtu,
         lease_secs: p.lease_secs,
     }
+}
+
+/// A pod NIC: the interface to take over, unique across every attachment; its address,
+/// gateway, MTU and MAC are the pod's, known at build, except behind the masquerade binding,
+/// where the guest has the fixed address.
+pub(crate) fn plan(
+    net: &PodNet,
+    p: &super::PlanNic<'_>,
+) -> Result<super::Addressing, protocol::Error> {
+    let invalid = |m: String| protocol::Error::new(protocol::ErrorCode::InvalidRequest, m);
+    let name = p
+        .request
+        .take_over
+        .clone()
+        .ok_or_else(|| invalid("a pod network needs the interface to take over".into()))?;
+    let netns = p.pod_netns.ok_or_else(|| {
+        invalid("a take-over needs the pod's namespace as the request's fd".into())
+    })?;
+    let masquerade = match &net.binding {
+        PodBinding::Masquerade(m) => Some(m.cidr),
+        PodBinding::Join(_) => None,
+    };
+    if p.request.mac.is_some() && masquerade.is_none() {
+        return Err(invalid(format!(
+            "the guest takes the MAC of {name}, so none may be asked for"
+        )));
+    }
+    let took = |nic: &Nic| match &nic.built {
+        NicState::Pod {
+            netns: ns, taken, ..
+        } => *ns == netns && *taken == name,
+        _ => false,
+    };
+    if let Some(r) = p.attached.iter().find(|r| r.nics.iter().any(took)) {
+        return Err(protocol::Error::new(
+            protocol::ErrorCode::AlreadyAttached,
+            format!(
+                "{name} of that namespace is already taken over by VM {}",
+                r.vm
+            ),
+        ));
+    }
+    if p.planned.iter().any(took) {
+        return Err(invalid(format!(
+            "{name} is taken over twice in this request"
+        )));
+    }
+    let built = NicState::Pod {
+        netns,
+        taken: name,
+        masquerade: masquerade.is_some(),
+    };
+    // The guest's fixed address behind NAT (its MTU follows the pod's at build).
+    let (address, gateway) = match masquerade {
+        Some(cidr) => {
+            let (guest, gw) = super::masquerade::guest_and_gateway(cidr);
+            (Some((guest, cidr.prefix_len())), Some(gw))
+        }
+        None => (None, None),
+    };
+    Ok(super::Addressing {
+        address,
+        gateway,
+        mtu: 1500,
+        built,
+    })
 }
 
 /// Takes over `taken` in the caller's namespace `netns` for one NIC; fills in the interface's
@@ -217,7 +283,8 @@ pub(crate) async fn build_port(
             iface.address = Some((guest, m.cidr.prefix_len()));
             iface.gateway = Some(gw);
             iface.mtu = mtu;
-            let b = super::binding(kit, record, nic).ok_or("no DHCP binding")?;
+            let b =
+                super::binding(kit.config, kit.bridges, record, nic).ok_or("no DHCP binding")?;
             let server = super::bind_dhcp_in(&ns, nic.iface.ifname.as_str(), b)?;
             super::spawn_dhcp(server, &nic.iface, cancel);
             return Ok(tap.fds);
@@ -270,11 +337,8 @@ pub(crate) async fn build_port(
     iface.address = Some((address.addr(), address.prefix_len()));
     iface.gateway = Some(gateway);
     iface.mtu = mtu;
-    iface.routes = routes
-        .iter()
-        .map(|(dst, via)| (dst.addr(), dst.prefix_len(), *via))
-        .collect();
-    let b = super::binding(kit, record, nic).ok_or("no DHCP binding")?;
+    iface.routes = super::routes(&routes);
+    let b = super::binding(kit.config, kit.bridges, record, nic).ok_or("no DHCP binding")?;
     let server = super::bind_dhcp_in(&ns, nic.iface.ifname.as_str(), b)?;
     super::spawn_dhcp(server, &nic.iface, cancel);
     Ok(tap.fds)
@@ -301,7 +365,7 @@ fn masquerade_script(m: &Masquerade, tap: &IfName, taken: &IfName) -> String {
 
 /// Whether an adopted pod NIC's pin and saved state are still there.
 pub(crate) fn intact(kit: &Kit<'_>, iface: &Interface) -> bool {
-    kit.pin(&iface.ifname).exists() && saved(kit, iface).is_some()
+    kit.pin(&iface.ifname).exists() && saved(kit.state_dir(), iface).is_some()
 }
 
 /// Gives a pod back what was taken: our links, guard and filters gone, the interface's MAC,

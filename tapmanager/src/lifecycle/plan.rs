@@ -2,11 +2,10 @@
 //! what is attached and what the config says. Pure: no syscall (whether a link name is taken
 //! on the host is asked through [`PlanContext::link_exists`]), so it is tested without root.
 
-use crate::config::{Config, NetworkKind};
-use crate::ipam::Pool;
+use crate::config::Config;
 use crate::names;
 use crate::peer::Peer;
-use crate::state::{Nic, NicState, Record};
+use crate::state::{Nic, Record};
 use protocol::{AttachRequest, Error, ErrorCode, IfName, Interface, MacAddr};
 use std::collections::HashSet;
 
@@ -80,34 +79,11 @@ pub(crate) fn plan(
             .config
             .network(&n.network)
             .expect("authorized networks exist");
-        match (&net.kind, &n.take_over) {
-            (NetworkKind::Pod(_), None) => {
-                return Err(invalid(format!(
-                    "network {} is a pod network: name the interface to take over",
-                    n.network
-                )))
-            }
-            (NetworkKind::Pod(_), Some(_)) | (_, None) => {}
-            (_, Some(_)) => {
-                return Err(invalid(format!(
-                    "network {} is not a pod network: nothing can be taken over on it",
-                    n.network
-                )))
-            }
-        }
-        if n.by_name {
-            if !matches!(net.kind, NetworkKind::Bridge(_)) {
-                return Err(invalid(format!(
-                    "network {} is not a bridge network: a TAP opened by name must live in \
-                     the daemon's network namespace, and only bridge networks' TAPs do",
-                    n.network
-                )));
-            }
-            if n.queues != 1 {
-                return Err(invalid(
-                    "a TAP opened by name has one queue (Firecracker opens one)".to_owned(),
-                ));
-            }
+        crate::kinds::admit(&net.kind, &n.network, n)?;
+        if n.by_name && n.queues != 1 {
+            return Err(invalid(
+                "a TAP opened by name has one queue (Firecracker opens one)".to_owned(),
+            ));
         }
         // Everything already on this network, attached or planned in this request.
         let on_net: Vec<&Interface> = taken
@@ -134,24 +110,6 @@ pub(crate) fn plan(
                 n.network
             )));
         }
-        // A macvtap guest's MAC is on the LAN itself: another host's would draw its traffic.
-        if let (Some(asked), Some(NetworkKind::Macvtap(mv))) =
-            (n.mac, cx.config.network(&n.network).map(|x| &x.kind))
-        {
-            let derived = names::guest_mac(peer.uid, &req.vm, i);
-            if asked != derived && !mv.allowed_macs.allows(asked) {
-                return Err(Error::new(
-                    ErrorCode::PermissionDenied,
-                    format!(
-                        "network {} is a macvtap network, on the LAN itself: its guests use the \
-                         MAC derived for them ({derived}, leave the MAC out) unless the config \
-                         allows others (allowed_macs = [\"52:54:00\"] for a prefix, or \
-                         [\"any\"])",
-                        n.network
-                    ),
-                ));
-            }
-        }
         let ifname = (0u32..)
             .map(|salt| names::tap_name(&cx.config.interface_prefix, peer.uid, &req.vm, i, salt))
             .find(|name| {
@@ -167,145 +125,25 @@ pub(crate) fn plan(
             .iter()
             .filter_map(|x| x.address.map(|(a, _)| a))
             .collect();
-        let exhausted = || {
-            Error::new(
-                ErrorCode::AddressesExhausted,
-                format!("network {} has no free address", n.network),
-            )
-        };
-        let (address, gateway, mtu, built) = match &net.kind {
-            NetworkKind::Bridge(b) => {
-                let pool = match &b.addresses {
-                    Some(list) => Pool::List(list.clone()),
-                    None => Pool::Subnet(b.gateway),
-                };
-                let ip = pool.allocate(&used).ok_or_else(exhausted)?;
-                (
-                    Some((ip, b.gateway.prefix_len())),
-                    Some(b.gateway.addr()),
-                    b.mtu,
-                    NicState::Bridge,
-                )
-            }
-            NetworkKind::Isolated(iso) => match &iso.masquerade {
-                None => {
-                    let block =
-                        crate::ipam::free_slash30(iso.range, &used).ok_or_else(exhausted)?;
-                    let [_, gw, guest, _] = crate::ipam::slash30_parts(block);
-                    let built = NicState::Isolated {
-                        binding: iso.binding,
-                    };
-                    (Some((guest, 30)), Some(gw), iso.mtu, built)
-                }
-                Some(m) => {
-                    // Host ports belong to one guest of the network at a time.
-                    if !m.ports.is_empty() {
-                        if let Some(holder) = attached
-                            .iter()
-                            .copied()
-                            .find(|r| r.interfaces().any(|x| x.network == n.network))
-                        {
-                            return Err(Error::new(
-                                ErrorCode::QuotaExceeded,
-                                format!(
-                                    "network {} forwards host ports, and VM {} (uid {}) holds them",
-                                    n.network, holder.vm, holder.uid
-                                ),
-                            ));
-                        }
-                    }
-                    // The guest's address is the same in every namespace; the transit /30
-                    // between host and namespace is what must be unique.
-                    let used_transit: HashSet<_> = attached
-                        .iter()
-                        .flat_map(|r| r.nics.iter())
-                        .chain(planned.iter())
-                        .filter_map(|nic| match nic.built {
-                            NicState::Masquerade { transit, .. } => Some(transit),
-                            _ => None,
-                        })
-                        .collect();
-                    let block = crate::ipam::free_slash30(iso.range, &used_transit)
-                        .ok_or_else(exhausted)?;
-                    let built = NicState::Masquerade {
-                        binding: iso.binding,
-                        transit: crate::ipam::slash30_parts(block)[2],
-                    };
-                    let (guest, gw) = crate::kinds::masquerade::guest_and_gateway(m.cidr);
-                    (Some((guest, m.cidr.prefix_len())), Some(gw), iso.mtu, built)
-                }
+        let kind = crate::kinds::plan(
+            &net.kind,
+            &crate::kinds::PlanNic {
+                network: &n.network,
+                request: n,
+                derived_mac: names::guest_mac(peer.uid, &req.vm, i),
+                used: &used,
+                attached,
+                planned: &planned,
+                pod_netns,
             },
-            // The LAN's own DHCP addresses the guest.
-            NetworkKind::Macvtap(mv) => (None, None, mv.mtu, NicState::Macvtap),
-            // The pod's interface has the address, gateway, MTU and MAC: known at build.
-            NetworkKind::Pod(p) => {
-                let name = n.take_over.clone().expect("checked above");
-                let netns = pod_netns.ok_or_else(|| {
-                    invalid("a take-over needs the pod's namespace as the request's fd".into())
-                })?;
-                let masquerade = match &p.binding {
-                    crate::config::PodBinding::Masquerade(m) => Some(m.cidr),
-                    crate::config::PodBinding::Join(_) => None,
-                };
-                if n.mac.is_some() && masquerade.is_none() {
-                    return Err(invalid(format!(
-                        "the guest takes the MAC of {name}, so none may be asked for"
-                    )));
-                }
-                let took = |nic: &Nic| match &nic.built {
-                    NicState::Pod {
-                        netns: ns, taken, ..
-                    } => *ns == netns && *taken == name,
-                    _ => false,
-                };
-                let holder = attached.iter().copied().find(|r| r.nics.iter().any(took));
-                if let Some(r) = holder {
-                    return Err(Error::new(
-                        ErrorCode::AlreadyAttached,
-                        format!(
-                            "{name} of that namespace is already taken over by VM {}",
-                            r.vm
-                        ),
-                    ));
-                }
-                if planned.iter().any(took) {
-                    return Err(invalid(format!(
-                        "{name} is taken over twice in this request"
-                    )));
-                }
-                let built = NicState::Pod {
-                    netns,
-                    taken: name,
-                    masquerade: masquerade.is_some(),
-                };
-                match masquerade {
-                    // The guest's fixed address behind NAT (its MTU follows the pod's at build).
-                    Some(cidr) => {
-                        let (guest, gw) = crate::kinds::masquerade::guest_and_gateway(cidr);
-                        (Some((guest, cidr.prefix_len())), Some(gw), 1500, built)
-                    }
-                    None => (None, None, 1500, built),
-                }
-            }
-            // The plugins decide address, gateway, MTU and MAC at build.
-            NetworkKind::Cni(_) => {
-                if n.mac.is_some() {
-                    return Err(invalid(format!(
-                        "network {} is a CNI network: the guest takes the MAC the plugins gave \
-                         its interface, so none may be asked for",
-                        n.network
-                    )));
-                }
-                (None, None, 1500, NicState::Cni { domain: None })
-            }
-        };
+        )?;
         let iface = Interface {
             network: n.network.clone(),
             ifname,
             mac,
-            address,
-            gateway,
-            mtu,
+            address: kind.address,
+            gateway: kind.gateway,
+            mtu: kind.mtu,
             queues: n.queues,
             vnet_hdr: !n.by_name,
             by_name: n.by_name,
@@ -313,7 +151,10 @@ pub(crate) fn plan(
             search: Vec::new(),
             routes: Vec::new(),
         };
-        planned.push(Nic { iface, built });
+        planned.push(Nic {
+            iface,
+            built: kind.built,
+        });
     }
     Ok(Record {
         vm: req.vm.clone(),
@@ -331,6 +172,7 @@ pub(crate) fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::NicState;
     use protocol::NetworkRequest;
 
     const CONFIG: &str = r#"

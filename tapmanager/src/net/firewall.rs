@@ -428,13 +428,7 @@ fn nft_command() -> std::io::Result<std::process::Command> {
         })?;
     let mut cmd = std::process::Command::new(path);
     cmd.env_clear();
-    // SAFETY: the hook runs between fork and exec and makes only raw prctl calls
-    // (async-signal-safe), touching no memory of the parent.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            crate::privileges::only_in_child(&[caps::Capability::CAP_NET_ADMIN])
-        });
-    }
+    crate::privileges::confine(&mut cmd, &[caps::Capability::CAP_NET_ADMIN]);
     Ok(cmd)
 }
 

@@ -125,7 +125,9 @@ pub async fn invoke(
     let plugin = conf["type"].as_str().unwrap_or_default().to_owned();
     let path = find(bin_dirs, &plugin)?;
     let cni_path = std::env::join_paths(bin_dirs).unwrap_or_default();
-    let mut cmd = tokio::process::Command::new(&path);
+    let mut plain = std::process::Command::new(&path);
+    crate::privileges::confine(&mut plain, &crate::privileges::CNI_PLUGIN_CAPS);
+    let mut cmd = tokio::process::Command::from(plain);
     cmd.env_clear()
         .env("CNI_COMMAND", op.as_str())
         .env("CNI_PATH", cni_path)
@@ -138,11 +140,6 @@ pub async fn invoke(
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    // SAFETY: the hook runs between fork and exec and makes only raw prctl calls
-    // (async-signal-safe), touching no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| crate::privileges::only_in_child(&crate::privileges::CNI_PLUGIN_CAPS));
-    }
     if let Some(rt) = rt {
         cmd.env("CNI_CONTAINERID", &rt.container_id)
             .env("CNI_NETNS", &rt.netns)

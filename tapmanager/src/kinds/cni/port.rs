@@ -57,6 +57,18 @@ impl Place {
             .filter(|n| matches!(n.built, NicState::Cni { .. }))
             .map(|n| &n.iface)
             .collect();
+        let (k, owner) = Place::index(&cni, iface);
+        Place {
+            netns: kit.pin(&owner),
+            owner,
+            eth: format!("eth{k}"),
+            tap: format!("tap{k}"),
+        }
+    }
+
+    /// Among a guest's CNI NICs, `iface`'s position and the first one's name (which names
+    /// the namespace they share).
+    fn index(cni: &[&Interface], iface: &Interface) -> (usize, IfName) {
         let k = cni
             .iter()
             .position(|i| i.ifname == iface.ifname)
@@ -64,12 +76,7 @@ impl Place {
         let owner = cni
             .first()
             .map_or(iface.ifname.clone(), |i| i.ifname.clone());
-        Place {
-            netns: kit.pin(&owner),
-            owner,
-            eth: format!("eth{k}"),
-            tap: format!("tap{k}"),
-        }
+        (k, owner)
     }
 }
 
@@ -132,6 +139,29 @@ pub fn lease(r: &CniResult, eth: &str) -> Result<Lease, String> {
         dns: r.ipv4_nameservers(),
         search: r.dns.search.clone(),
         domain: r.dns.domain.clone(),
+    })
+}
+
+/// A CNI NIC: the plugins decide its address, gateway, MTU and MAC at build, so none may be
+/// asked for.
+pub(crate) fn plan(
+    p: &crate::kinds::PlanNic<'_>,
+) -> Result<crate::kinds::Addressing, protocol::Error> {
+    if p.request.mac.is_some() {
+        return Err(protocol::Error::new(
+            protocol::ErrorCode::InvalidRequest,
+            format!(
+                "network {} is a CNI network: the guest takes the MAC the plugins gave its \
+                 interface, so none may be asked for",
+                p.network
+            ),
+        ));
+    }
+    Ok(crate::kinds::Addressing {
+        address: None,
+        gateway: None,
+        mtu: 1500,
+        built: NicState::Cni { domain: None },
     })
 }
 
@@ -230,18 +260,14 @@ pub(crate) async fn build_port(
     iface.address = Some((lease.address.addr(), lease.address.prefix_len()));
     iface.gateway = Some(lease.gateway);
     iface.mtu = mtu;
-    iface.routes = lease
-        .routes
-        .iter()
-        .map(|(dst, via)| (dst.addr(), dst.prefix_len(), *via))
-        .collect();
+    iface.routes = crate::kinds::routes(&lease.routes);
     iface.dns = lease.dns;
     iface.search = lease.search;
     nic.built = NicState::Cni {
         domain: lease.domain,
     };
     // The DHCP server listens before any fd leaves the daemon.
-    let b = crate::kinds::binding(kit, record, nic).ok_or("no DHCP binding")?;
+    let b = crate::kinds::binding(kit.config, kit.bridges, record, nic).ok_or("no DHCP binding")?;
     let server = crate::kinds::bind_dhcp_in(&ns, &place.tap, b)?;
     crate::kinds::spawn_dhcp(server, &nic.iface, cancel);
     Ok(tap.fds)
@@ -275,11 +301,11 @@ pub(crate) fn lease_of(
     }
 }
 
-/// The DNS domain of a NIC's cached result (migrating a journal that did not keep it).
-pub(crate) fn cached_domain(kit: &Kit<'_>, iface: &Interface) -> Option<String> {
-    let e = cache::read(kit.state_dir(), iface.ifname.as_str()).ok()??;
+/// The lease of a NIC's cached result (migrating a journal that did not keep all of it).
+pub(crate) fn cached_lease(state_dir: &std::path::Path, iface: &Interface) -> Option<Lease> {
+    let e = cache::read(state_dir, iface.ifname.as_str()).ok()??;
     let r = CniResult::parse(e.result?).ok()?;
-    lease(&r, &e.ifname).ok()?.domain
+    lease(&r, &e.ifname).ok()
 }
 
 /// Whether the NIC's namespace and cache entry are still there (start-up adoption).
@@ -437,5 +463,112 @@ pub(crate) async fn status(net: &CniNet) -> (bool, String) {
             ),
         ),
         Err(e) => (false, crate::error_chain(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What bridge + host-local return for `eth1` of a guest's second CNI NIC.
+    fn result() -> serde_json::Value {
+        serde_json::json!({
+            "cniVersion": "1.0.0",
+            "interfaces": [
+                {"name": "cni0", "mac": "aa:bb:cc:00:00:01"},
+                {"name": "eth1", "mac": "0a:58:0a:16:00:05", "sandbox": "/run/netns/x"}
+            ],
+            "ips": [{"address": "10.22.0.5/16", "interface": 1}],
+            "routes": [{"dst": "0.0.0.0/0", "gw": "10.22.0.1"}, {"dst": "10.96.0.0/12"}],
+            "dns": {"nameservers": ["10.96.0.10", "fd00::a"], "search": ["svc.cluster.local"],
+                    "domain": "cluster.local"}
+        })
+    }
+
+    #[test]
+    fn the_guest_leases_the_plugins_address_with_the_default_routes_gateway() {
+        let r = CniResult::parse(result()).unwrap();
+        let l = lease(&r, "eth1").unwrap();
+        assert_eq!(l.address, "10.22.0.5/16".parse::<Ipv4Net>().unwrap());
+        // No gateway on the address: the default route's.
+        assert_eq!(l.gateway, "10.22.0.1".parse::<Ipv4Addr>().unwrap());
+        // A route without a gateway goes by the guest's.
+        assert_eq!(
+            l.routes,
+            vec![(
+                "10.96.0.0/12".parse().unwrap(),
+                "10.22.0.1".parse().unwrap()
+            )]
+        );
+        assert_eq!(l.dns, vec!["10.96.0.10".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(l.search, vec!["svc.cluster.local".to_owned()]);
+        assert_eq!(l.domain.as_deref(), Some("cluster.local"));
+        // Another interface of the namespace has no address of the result.
+        assert!(lease(&r, "eth0").is_err());
+    }
+
+    #[test]
+    fn a_result_without_any_gateway_is_refused_with_the_reason() {
+        let mut raw = result();
+        raw["routes"] = serde_json::json!([{"dst": "10.96.0.0/12"}]);
+        let e = lease(&CniResult::parse(raw).unwrap(), "eth1").unwrap_err();
+        assert!(e.contains("names no IPv4 gateway"), "{e}");
+    }
+
+    #[test]
+    fn check_sees_the_sandbox_side_as_rewired() {
+        let mac = MacAddr([0xf2, 1, 2, 3, 4, 5]);
+        let r = as_rewired(&result(), "eth1", mac);
+        // Our MAC on the sandbox interface, the host side's untouched, no addresses or routes.
+        assert_eq!(r["interfaces"][1]["mac"], mac.to_string());
+        assert_eq!(r["interfaces"][0]["mac"], "aa:bb:cc:00:00:01");
+        assert_eq!(r["ips"], serde_json::json!([]));
+        assert_eq!(r["routes"], serde_json::json!([]));
+        assert_eq!(r["dns"], result()["dns"]);
+    }
+
+    #[test]
+    fn a_guests_cni_nics_share_the_first_ones_namespace() {
+        let place = |record: &Record, i: usize| {
+            let cni: Vec<&Interface> = record
+                .nics
+                .iter()
+                .filter(|n| matches!(n.built, NicState::Cni { .. }))
+                .map(|n| &n.iface)
+                .collect();
+            Place::index(&cni, &record.nics[i].iface)
+        };
+        let nic = |name: &str, built: NicState| Nic {
+            iface: Interface {
+                network: "n".parse().unwrap(),
+                ifname: name.parse().unwrap(),
+                mac: MacAddr([2, 0, 0, 0, 0, 1]),
+                address: None,
+                gateway: None,
+                mtu: 1500,
+                queues: 1,
+                vnet_hdr: true,
+                by_name: false,
+                dns: Vec::new(),
+                search: Vec::new(),
+                routes: Vec::new(),
+            },
+            built,
+        };
+        let cni = || NicState::Cni { domain: None };
+        let record = Record {
+            vm: "v".parse().unwrap(),
+            uid: 1,
+            pid: 1,
+            pid_start: 1,
+            created: 0,
+            nics: vec![
+                nic("tm000000000a", NicState::Bridge),
+                nic("tm000000000b", cni()),
+                nic("tm000000000c", cni()),
+            ],
+        };
+        assert_eq!(place(&record, 1), (0, "tm000000000b".parse().unwrap()));
+        assert_eq!(place(&record, 2), (1, "tm000000000b".parse().unwrap()));
     }
 }
