@@ -6,7 +6,9 @@
 use protocol::ErrorCode;
 use std::error::Error;
 
-use crate::BoxError;
+/// What a named step's source may be: an io, nix, netlink or tap error, kept as it came so
+/// [`errno`] finds the kernel's reason in it.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A step that failed, named where the error that ended it (a bare `io::Error`) does not say.
 #[derive(Debug, thiserror::Error)]

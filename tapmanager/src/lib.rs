@@ -31,10 +31,6 @@ pub mod systemd;
 
 pub use protocol::error_chain;
 
-/// An error of a step that may fail in several ways, until each layer has its own type
-/// (issue 13); [`hostfail::explain`] finds the errno in its chain.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 #[cfg(test)]
 mod layering {
     //! The layers import only those below them (`daemon → lifecycle → kinds → net`), and

@@ -1,12 +1,13 @@
 //! `vmwrapper`: wires the library's steps together and execs the hypervisor.
 
-use protocol::{AttachRequest, Client};
+use protocol::{AttachRequest, Client, ClientError};
 use std::ffi::CString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use vmwrapper::args::{self, USAGE};
 use vmwrapper::fds;
 use vmwrapper::hypervisor::Kind;
-use vmwrapper::seed::SeedDir;
+use vmwrapper::seed::{SeedDir, SeedError};
 
 fn fresh_id() -> protocol::VmId {
     let mut b = [0u8; 6];
@@ -26,9 +27,45 @@ fn fresh_id() -> protocol::VmId {
     format!("vm-{hex}").parse().expect("valid id")
 }
 
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("vmwrapper: {msg}");
-    ExitCode::from(2)
+/// Why vmwrapper stopped before the hypervisor ran: each says what to do about it.
+#[derive(Debug, thiserror::Error)]
+enum Fail {
+    #[error("{0}\n{USAGE}")]
+    Usage(#[from] args::ArgsError),
+    #[error("cannot tell which hypervisor {0:?} is; pass --hypervisor ({names})", names = vmwrapper::hypervisor::NAMES)]
+    UnknownHypervisor(String),
+    #[error("{0}")]
+    Queues(String),
+    #[error(
+        "Firecracker opens its TAPs by name from its config: pass --config-file FILE \
+         (vmwrapper fills in its network-interfaces)"
+    )]
+    NoFirecrackerConfig,
+    #[error("cannot read Firecracker's --config-file {0}: {1}")]
+    FirecrackerRead(String, std::io::Error),
+    #[error("Firecracker's --config-file {0}: {1}")]
+    FirecrackerConfig(String, String),
+    #[error("--cloud-init {}: {}", .0.display(), protocol::error_chain(.1))]
+    Seed(PathBuf, SeedError),
+    #[error("{}{}", protocol::error_chain(.0), .0.hint().map(|h| format!("\nhint: {h}")).unwrap_or_default())]
+    Connect(ClientError),
+    #[error("cannot open --netns {}: {}", .0.display(), .1)]
+    Netns(PathBuf, std::io::Error),
+    #[error("{}", protocol::error_chain(.0))]
+    Attach(ClientError),
+    #[error("cannot place TAP fds: {0}")]
+    Place(std::io::Error),
+    #[error(
+        "TAP {0} is not in this network namespace: Firecracker opens TAPs by name, so run \
+         vmwrapper in the daemon's network namespace"
+    )]
+    NotHere(protocol::IfName),
+    #[error("cannot hold Firecracker's config: {0}")]
+    Memfd(std::io::Error),
+    #[error("an argument contains a NUL byte")]
+    Nul,
+    #[error("cannot run {0}: {1}")]
+    Exec(String, nix::Error),
 }
 
 fn main() -> ExitCode {
@@ -37,43 +74,29 @@ fn main() -> ExitCode {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
     }
-    let a = match args::parse(&argv) {
-        Ok(a) => a,
-        Err(e) => return fail(format!("{e}\n{USAGE}")),
-    };
-    let kind = match a.hypervisor.or_else(|| Kind::detect(&a.command[0])) {
-        Some(k) => k,
-        None => {
-            return fail(format!(
-                "cannot tell which hypervisor {:?} is; pass --hypervisor ({})",
-                a.command[0],
-                vmwrapper::hypervisor::NAMES
-            ))
-        }
-    };
+    // run() returns only when something failed: on success the hypervisor replaced us.
+    let Err(e) = run(&argv);
+    eprintln!("vmwrapper: {e}");
+    ExitCode::from(2)
+}
+
+/// Attaches, places the fds, and execs the hypervisor; returns only the failure.
+fn run(argv: &[String]) -> Result<std::convert::Infallible, Fail> {
+    let a = args::parse(argv)?;
+    let kind = a
+        .hypervisor
+        .or_else(|| Kind::detect(&a.command[0]))
+        .ok_or_else(|| Fail::UnknownHypervisor(a.command[0].clone()))?;
     let queues: Vec<u16> = a.nets.iter().map(|n| n.queues).collect();
-    if let Err(e) = kind.check(&queues) {
-        return fail(e);
-    }
+    kind.check(&queues).map_err(Fail::Queues)?;
     // Firecracker's config is read (and checked) before anything is attached.
     let firecracker = if kind.by_name() {
-        let Some((at, inline, path)) = vmwrapper::firecracker::config_file(&a.command) else {
-            return fail(
-                "Firecracker opens its TAPs by name from its config: pass --config-file FILE \
-                 (vmwrapper fills in its network-interfaces)",
-            );
-        };
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                return fail(format!(
-                    "cannot read Firecracker's --config-file {path}: {e}"
-                ))
-            }
-        };
-        if let Err(e) = vmwrapper::firecracker::fill(&text, &[]) {
-            return fail(format!("Firecracker's --config-file {path}: {e}"));
-        }
+        let (at, inline, path) =
+            vmwrapper::firecracker::config_file(&a.command).ok_or(Fail::NoFirecrackerConfig)?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| Fail::FirecrackerRead(path.clone(), e))?;
+        vmwrapper::firecracker::fill(&text, &[])
+            .map_err(|e| Fail::FirecrackerConfig(path.clone(), e))?;
         Some((at, inline, path, text))
     } else {
         None
@@ -86,62 +109,37 @@ fn main() -> ExitCode {
     // The seed directory is made or checked before anything is attached: a refused one costs
     // no network. Checked against the real uid: the user who ran us.
     let seed = match &a.cloud_init {
-        Some((dir, version)) => match SeedDir::open(dir, nix::unistd::getuid()) {
-            Ok(s) => Some((s, dir, *version)),
-            Err(e) => {
-                return fail(format!(
-                    "--cloud-init {}: {}",
-                    dir.display(),
-                    protocol::error_chain(&e)
-                ))
-            }
-        },
+        Some((dir, version)) => Some((
+            SeedDir::open(dir, nix::unistd::getuid()).map_err(|e| Fail::Seed(dir.clone(), e))?,
+            dir,
+            *version,
+        )),
         None => None,
     };
-    let mut client = match Client::connect(&a.socket) {
-        Ok(c) => c,
-        Err(e) => {
-            let mut msg = protocol::error_chain(&e);
-            if let Some(h) = e.hint() {
-                msg.push_str(&format!("\nhint: {h}"));
-            }
-            return fail(msg);
-        }
-    };
+    let mut client = Client::connect(&a.socket).map_err(Fail::Connect)?;
     let req = AttachRequest {
         vm: vm.clone(),
         networks: nets,
     };
-    let attached = match &a.netns {
+    let (attachment, received) = match &a.netns {
         // Opened as the caller: the kernel's permission check is the first gate, the
         // daemon's ownership check the second.
-        Some(path) => match std::fs::File::open(path) {
-            Ok(f) => client.attach_pod(req, std::os::fd::AsFd::as_fd(&f)),
-            Err(e) => return fail(format!("cannot open --netns {}: {e}", path.display())),
-        },
+        Some(path) => {
+            let f = std::fs::File::open(path).map_err(|e| Fail::Netns(path.clone(), e))?;
+            client.attach_pod(req, std::os::fd::AsFd::as_fd(&f))
+        }
         None => client.attach(req),
-    };
-    let (attachment, received) = match attached {
-        Ok(x) => x,
-        Err(e) => return fail(protocol::error_chain(&e)),
-    };
+    }
+    .map_err(Fail::Attach)?;
     // The connection is not needed any more; the daemon watches our pid, not the socket.
     drop(client);
     // Written before the fds are placed: placing closes every other fd, the seed's among them.
     if let Some((seed, dir, version)) = seed {
-        if let Err(e) = seed.write(&vm, &attachment.interfaces, version) {
-            return fail(format!(
-                "--cloud-init {}: {}",
-                dir.display(),
-                protocol::error_chain(&e)
-            ));
-        }
+        seed.write(&vm, &attachment.interfaces, version)
+            .map_err(|e| Fail::Seed(dir.clone(), e))?;
     }
     // Interface i owns `queues` consecutive fds.
-    let placed = match fds::place(received) {
-        Ok(p) => p,
-        Err(e) => return fail(format!("cannot place TAP fds: {e}")),
-    };
+    let placed = fds::place(received).map_err(Fail::Place)?;
     let mut per_iface = Vec::new();
     let mut rest = placed.as_slice();
     for iface in &attachment.interfaces {
@@ -154,23 +152,16 @@ fn main() -> ExitCode {
     full.extend(kind.net_args(&attachment.interfaces, &per_iface));
     if let Some((at, inline, path, text)) = firecracker {
         // Opened by name in our namespace: it must be there (the daemon's namespace).
-        for i in &attachment.interfaces {
-            if nix::net::if_::if_nametoindex(i.ifname.as_str()).is_err() {
-                return fail(format!(
-                    "TAP {} is not in this network namespace: Firecracker opens TAPs by name, \
-                     so run vmwrapper in the daemon's network namespace",
-                    i.ifname
-                ));
-            }
+        if let Some(i) = attachment
+            .interfaces
+            .iter()
+            .find(|i| nix::net::if_::if_nametoindex(i.ifname.as_str()).is_err())
+        {
+            return Err(Fail::NotHere(i.ifname.clone()));
         }
-        let filled = match vmwrapper::firecracker::fill(&text, &attachment.interfaces) {
-            Ok(t) => t,
-            Err(e) => return fail(format!("Firecracker's --config-file {path}: {e}")),
-        };
-        let memfd = match vmwrapper::firecracker::memfd_path(&filled) {
-            Ok(p) => p,
-            Err(e) => return fail(format!("cannot hold Firecracker's config: {e}")),
-        };
+        let filled = vmwrapper::firecracker::fill(&text, &attachment.interfaces)
+            .map_err(|e| Fail::FirecrackerConfig(path.clone(), e))?;
+        let memfd = vmwrapper::firecracker::memfd_path(&filled).map_err(Fail::Memfd)?;
         full[at] = if inline {
             format!("--config-file={memfd}")
         } else {
@@ -191,16 +182,17 @@ fn main() -> ExitCode {
 }
 
 /// Replaces this process with the hypervisor (same pid, so the daemon's watch follows it).
-fn exec(argv: &[String]) -> ExitCode {
-    let c: Result<Vec<CString>, _> = argv.iter().map(|s| CString::new(s.as_bytes())).collect();
-    let Ok(c) = c else {
-        return fail("an argument contains a NUL byte");
-    };
+fn exec(argv: &[String]) -> Result<std::convert::Infallible, Fail> {
+    let c: Vec<CString> = argv
+        .iter()
+        .map(|s| CString::new(s.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| Fail::Nul)?;
     // Rust ignores SIGPIPE; the hypervisor should get the default disposition back.
     // SAFETY: resetting a signal disposition to SIG_DFL has no memory effects.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let err = nix::unistd::execvp(&c[0], &c).unwrap_err();
-    fail(format!("cannot run {}: {err}", argv[0]))
+    Err(Fail::Exec(argv[0].clone(), err))
 }

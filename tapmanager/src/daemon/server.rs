@@ -235,7 +235,7 @@ impl Daemon {
                                         "{} ({}): {}",
                                         iface.ifname,
                                         iface.network,
-                                        crate::error_chain(&*e)
+                                        crate::error_chain(&e)
                                     ),
                                 )
                             })?;

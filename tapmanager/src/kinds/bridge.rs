@@ -8,14 +8,14 @@
 //!  guest ── tm… (TAP, guards on ingress) ── bridge (gateway) ── NAT ── uplink
 //! ```
 
-use super::{Kit, Lease};
+use super::{KindError, Kit, Lease};
 use crate::config::{BridgeNet, Config, NetworkKind};
+use crate::hostfail::Step;
 use crate::names;
 use crate::net::firewall::PortGuard;
 use crate::net::link::{self, Links};
 use crate::net::tap;
 use crate::state::{Nic, Record};
-use crate::BoxError;
 use protocol::{Interface, MacAddr, NetworkName};
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -115,7 +115,7 @@ pub(crate) async fn build_port(
     nic: &Nic,
     gid: u32,
     cancel: &CancellationToken,
-) -> Result<Vec<OwnedFd>, BoxError> {
+) -> Result<Vec<OwnedFd>, KindError> {
     let iface = &nic.iface;
     // The TAP with its final flags (vnet_hdr, multi-queue), owned by the caller, down, with
     // no IPv6 and strict rp_filter (tap.rs). No frame can pass it yet: it is down, and no fd
@@ -123,7 +123,7 @@ pub(crate) async fn build_port(
     let tap = tap::create(&iface.ifname, iface.queues, record.uid, gid)?;
     if iface.by_name {
         // It outlives our fd, for the caller to open by name; teardown deletes it.
-        tap::persist(&tap.fds[0])?;
+        tap::persist(&tap.fds[0]).step(|| format!("make TAP {} persistent", iface.ifname))?;
     }
     crate::failpoint::hit("attach:bridge:tap");
     // Guards on its ingress hook before it is up: they hold from its very first frame.
@@ -134,10 +134,10 @@ pub(crate) async fn build_port(
     let index = enslave(kit, iface).await?;
     crate::failpoint::hit("attach:bridge:enslaved");
     // DHCP listens before any fd leaves the daemon, so the guest's first DISCOVER is answered.
-    let server = dhcp::Server::bind(
-        index,
-        super::binding(kit.config, kit.bridges, record, nic).ok_or("no binding")?,
-    )?;
+    let b = super::binding(kit.config, kit.bridges, record, nic)
+        .ok_or(KindError::Bug("a bridge NIC without a DHCP binding"))?;
+    let server =
+        dhcp::Server::bind(index, b).map_err(|e| KindError::Dhcp(iface.ifname.to_string(), e))?;
     super::spawn_dhcp(server, iface, cancel);
     if iface.by_name {
         // Ours closes here: a TAP without IFF_MULTI_QUEUE takes one attached fd at a time.
@@ -148,12 +148,13 @@ pub(crate) async fn build_port(
 
 /// MTU, host-side MAC, master and up, in one netlink message; returns the TAP's index.
 /// Convergent: at start it puts an adopted TAP back on a bridge recreated meanwhile.
-async fn enslave(kit: &Kit<'_>, iface: &Interface) -> Result<u32, BoxError> {
+async fn enslave(kit: &Kit<'_>, iface: &Interface) -> Result<u32, KindError> {
     let bridge = kit
         .bridges
         .get(&iface.network)
-        .ok_or("the network's bridge is not there")?;
-    let index = link::index_of(&iface.ifname).ok_or("the TAP is gone")?;
+        .ok_or_else(|| KindError::Gone(format!("the bridge of network {}", iface.network)))?;
+    let index = link::index_of(&iface.ifname)
+        .ok_or_else(|| KindError::Gone(format!("TAP {}", iface.ifname)))?;
     kit.links
         .finish_tap(
             index,
@@ -168,7 +169,7 @@ async fn enslave(kit: &Kit<'_>, iface: &Interface) -> Result<u32, BoxError> {
 
 /// Adoption: the TAP back on its bridge, up, with its MTU and MAC (its guards are rebuilt
 /// with every other at start).
-pub(crate) async fn converge(kit: &Kit<'_>, iface: &Interface) -> Result<(), BoxError> {
+pub(crate) async fn converge(kit: &Kit<'_>, iface: &Interface) -> Result<(), KindError> {
     enslave(kit, iface).await.map(drop)
 }
 

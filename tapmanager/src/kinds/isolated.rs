@@ -29,7 +29,7 @@
 //! namespace the links are always `veth0`, `tap0` (and `br0`); the namespace is pinned at
 //! `<state_dir>/netns/<host veth name>`. Needs CAP_SYS_ADMIN and CAP_NET_ADMIN.
 
-use super::{Kit, Lease};
+use super::{KindError, Kit, Lease};
 use crate::config::{IsolatedNet, NetworkKind};
 use crate::hostfail::Step;
 use crate::names;
@@ -44,8 +44,6 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use tokio_util::sync::CancellationToken;
-
-use crate::BoxError;
 
 /// The veth's side inside the guest's namespace.
 pub(crate) const NS_VETH: &str = "veth0";
@@ -145,17 +143,22 @@ pub(crate) async fn build_port(
     nic: &Nic,
     gid: u32,
     cancel: &CancellationToken,
-) -> Result<Vec<OwnedFd>, BoxError> {
+) -> Result<Vec<OwnedFd>, KindError> {
     let iface = &nic.iface;
     let (host_mac, ns_mac) = veth_macs(iface);
     let mtu = iso.mtu;
     // The guest's own namespace, pinned under the state dir.
     let path = kit.pin(&iface.ifname);
-    crate::state::private_dir(path.parent().ok_or("state dir")?)?;
-    let ns = NetNs::create(&path)?;
+    let pins = path
+        .parent()
+        .ok_or(KindError::Bug("a pin path with no directory"))?;
+    crate::state::private_dir(pins).step(|| format!("create {}", pins.display()))?;
+    let ns = NetNs::create(&path)
+        .step(|| format!("create the guest's namespace pinned at {}", path.display()))?;
     crate::failpoint::hit("attach:isolated:netns");
     // Host rules before any link exists: they match by name, so they hold from the first packet.
-    let port = routed_port(kit, nic).ok_or("not a routed network")?;
+    let port =
+        routed_port(kit, nic).ok_or(KindError::Bug("an isolated NIC off a routed network"))?;
     kit.firewall.add_routed_port(&port).await?;
     crate::failpoint::hit("attach:isolated:rules");
     // The veth, its peer created directly inside the namespace (never moved).
@@ -168,19 +171,27 @@ pub(crate) async fn build_port(
     // the caller; the DHCP server's socket (it listens before any fd leaves the daemon); what
     // the namespace itself needs.
     let (uid, queues) = (record.uid, iface.queues);
-    let b = super::binding(kit.config, kit.bridges, record, nic).ok_or("no binding")?;
+    let b = super::binding(kit.config, kit.bridges, record, nic)
+        .ok_or(KindError::Bug("an isolated NIC without a DHCP binding"))?;
     let setup = Setup::of(iso, nic, false)?;
     let rt = tokio::runtime::Handle::current();
-    let (tap, server, inside) = ns.run_in(move || {
-        // Nothing in here may take a guest's IPv6 (the veth already, the bridge to come).
-        link::disable_ipv6_in_namespace()
-            .io_step(|| "turn IPv6 off in the guest's namespace".into())?;
-        let name = IfName::try_from(NS_TAP.to_owned()).map_err(std::io::Error::other)?;
-        let tap = tap::create(&name, queues, uid, gid).map_err(std::io::Error::other)?;
-        let server = dhcp::Server::bind(nix::net::if_::if_nametoindex(NS_TAP)?, b)
-            .map_err(std::io::Error::other)?;
-        Ok((tap, server, setup.run(&rt)?))
-    })?;
+    let (tap, server, inside) = ns
+        .run_in(move || {
+            // Nothing in here may take a guest's IPv6 (the veth already, the bridge to come).
+            link::disable_ipv6_in_namespace()
+                .io_step(|| "turn IPv6 off in the guest's namespace".into())?;
+            let name = IfName::try_from(NS_TAP.to_owned()).map_err(std::io::Error::other)?;
+            let tap = tap::create(&name, queues, uid, gid).map_err(std::io::Error::other)?;
+            let server = dhcp::Server::bind(nix::net::if_::if_nametoindex(NS_TAP)?, b)
+                .map_err(std::io::Error::other)?;
+            Ok((tap, server, setup.run(&rt)?))
+        })
+        .step(|| {
+            format!(
+                "set up the TAP and DHCP in the namespace of {}",
+                iface.ifname
+            )
+        })?;
     crate::failpoint::hit("attach:isolated:inside");
     wire(kit, nic, inside, false).await?;
     super::spawn_dhcp(server, iface, cancel);
@@ -189,7 +200,7 @@ pub(crate) async fn build_port(
 
 /// The host side of the veth kept out of the host's IP configuration: no IPv6, strict
 /// rp_filter (link.rs); the guest's frames reach the host there.
-fn harden(iface: &Interface) -> Result<(), BoxError> {
+fn harden(iface: &Interface) -> Result<(), KindError> {
     link::harden_guest_link(iface.ifname.as_str()).step(|| {
         format!(
             "keep veth {} out of the host's IP configuration",
@@ -214,9 +225,12 @@ struct Inside {
 }
 
 impl Setup {
-    fn of(iso: &IsolatedNet, nic: &Nic, again: bool) -> Result<Setup, BoxError> {
-        let (binding, transit) = built(nic).ok_or("not an isolated NIC")?;
-        let (ip, _) = nic.iface.address.ok_or("no address planned")?;
+    fn of(iso: &IsolatedNet, nic: &Nic, again: bool) -> Result<Setup, KindError> {
+        let (binding, transit) = built(nic).ok_or(KindError::Bug("not an isolated NIC"))?;
+        let (ip, _) = nic
+            .iface
+            .address
+            .ok_or(KindError::Bug("no address planned"))?;
         Ok(Setup {
             routed: binding.is_none(),
             nat: match (&iso.masquerade, transit) {
@@ -247,17 +261,18 @@ impl Setup {
 /// Each step replaces what is there, so the build runs it once and adoption ([`converge`])
 /// again (`again`), putting back what was removed by hand. The one step that would add
 /// rather than replace, tc-redirect's u32 filters, starts again from no filter on adoption.
-async fn wire(kit: &Kit<'_>, nic: &Nic, inside: Inside, again: bool) -> Result<(), BoxError> {
+async fn wire(kit: &Kit<'_>, nic: &Nic, inside: Inside, again: bool) -> Result<(), KindError> {
     let iface = &nic.iface;
-    let (binding, transit) = built(nic).ok_or("not an isolated NIC")?;
-    let (ip, prefix) = iface.address.ok_or("no address planned")?;
-    let gateway = iface.gateway.ok_or("no gateway planned")?;
+    let (binding, transit) = built(nic).ok_or(KindError::Bug("not an isolated NIC"))?;
+    let (ip, prefix) = iface.address.ok_or(KindError::Bug("no address planned"))?;
+    let gateway = iface.gateway.ok_or(KindError::Bug("no gateway planned"))?;
     let Inside {
         links: inner,
         tap: tap_index,
         veth: veth_index,
     } = inside;
-    let host_index = link::index_of(&iface.ifname).ok_or("veth vanished")?;
+    let host_index = link::index_of(&iface.ifname)
+        .ok_or_else(|| KindError::Gone(format!("veth {}", iface.ifname)))?;
     // What it was built with (the config's may have changed since).
     let mtu = iface.mtu;
     let Some(how) = binding else {
@@ -316,9 +331,9 @@ async fn route_port(
     (tap_index, veth_index, host_index): (u32, u32, u32),
     transit: Option<Ipv4Addr>,
     block: Ipv4Net,
-) -> Result<(), BoxError> {
-    let (_, prefix) = iface.address.ok_or("no address planned")?;
-    let gateway = iface.gateway.ok_or("no gateway planned")?;
+) -> Result<(), KindError> {
+    let (_, prefix) = iface.address.ok_or(KindError::Bug("no address planned"))?;
+    let gateway = iface.gateway.ok_or(KindError::Bug("no gateway planned"))?;
     let (host_mac, ns_mac) = veth_macs(iface);
     let mtu = iface.mtu;
     // The TAP holds the /30's gateway address: the guest's first hop.
@@ -359,13 +374,17 @@ async fn route_port(
 
 /// Adoption: the build's steps after the TAP again (the host rules are rebuilt with every
 /// other at start).
-pub(crate) async fn converge(kit: &Kit<'_>, nic: &Nic) -> Result<(), BoxError> {
-    let iso = net_of(kit, &nic.iface).ok_or("the network is gone from the config")?;
-    let ns = NetNs::open(&kit.pin(&nic.iface.ifname))?;
+pub(crate) async fn converge(kit: &Kit<'_>, nic: &Nic) -> Result<(), KindError> {
+    let iface = &nic.iface;
+    let iso = net_of(kit, iface).ok_or(KindError::Bug("adopted off its network"))?;
+    let ns = NetNs::open(&kit.pin(&iface.ifname))
+        .step(|| format!("open the namespace pinned for {}", iface.ifname))?;
     harden(&nic.iface)?;
     let setup = Setup::of(iso, nic, true)?;
     let rt = tokio::runtime::Handle::current();
-    let inside = ns.run_in(move || setup.run(&rt))?;
+    let inside = ns
+        .run_in(move || setup.run(&rt))
+        .step(|| format!("set up the namespace of {} again", iface.ifname))?;
     wire(kit, nic, inside, true).await
 }
 

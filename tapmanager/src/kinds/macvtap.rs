@@ -12,7 +12,7 @@
 //! tests/tests/vm_systemd.rs, found it). Needs CAP_NET_ADMIN, CAP_SYS_ADMIN (mount namespace,
 //! sysfs, tmpfs) and CAP_MKNOD.
 
-use super::Kit;
+use super::{KindError, Kit};
 use crate::config::{MacvtapMode, MacvtapNet};
 use crate::net::link;
 use crate::net::tap;
@@ -28,14 +28,12 @@ use std::path::Path;
 
 use crate::hostfail::Step;
 
-use crate::BoxError;
-
 /// Builds one macvtap NIC; returns its queue fds.
 pub(crate) async fn build_port(
     kit: &Kit<'_>,
     mv: &MacvtapNet,
     iface: &Interface,
-) -> Result<Vec<OwnedFd>, BoxError> {
+) -> Result<Vec<OwnedFd>, KindError> {
     let lower = link::index_of(&mv.lower)
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))
         .step(|| format!("find the macvtap network's lower device {}", mv.lower))?;
@@ -56,7 +54,8 @@ pub(crate) async fn build_port(
         .add_macvtap_guard(&iface.ifname, iface.mac)
         .await?;
     crate::failpoint::hit("attach:macvtap:guard");
-    let index = link::index_of(&iface.ifname).ok_or("macvtap vanished right after creation")?;
+    let index = link::index_of(&iface.ifname)
+        .ok_or_else(|| KindError::Gone(format!("macvtap {}", iface.ifname)))?;
     let (name, queues) = (iface.ifname.clone(), iface.queues);
     let fds = tokio::task::spawn_blocking(move || open_queues(&name, index, queues))
         .await?
@@ -69,8 +68,9 @@ pub(crate) async fn build_port(
 }
 
 /// Adoption: the macvtap up with its MTU (its guard is rebuilt with every other at start).
-pub(crate) async fn converge(kit: &Kit<'_>, iface: &Interface) -> Result<(), BoxError> {
-    let index = link::index_of(&iface.ifname).ok_or("the macvtap is gone")?;
+pub(crate) async fn converge(kit: &Kit<'_>, iface: &Interface) -> Result<(), KindError> {
+    let index = link::index_of(&iface.ifname)
+        .ok_or_else(|| KindError::Gone(format!("macvtap {}", iface.ifname)))?;
     kit.links
         .up(index, iface.ifname.as_str(), iface.mtu, None)
         .await?;

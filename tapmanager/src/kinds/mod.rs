@@ -33,11 +33,11 @@ pub mod pod;
 
 use crate::config::VethBinding;
 use crate::config::{Config, NetworkKind};
+use crate::hostfail::{Step, StepError};
 use crate::net::firewall::Firewall;
 use crate::net::link::{self, Links};
 use crate::net::netns::NetNs;
 use crate::state::{Nic, Record, RecordV1};
-use crate::BoxError;
 use protocol::{IfName, Interface};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -86,6 +86,64 @@ pub enum NicState {
     /// Migrated from a journal that did not say, for a network gone from the config:
     /// teardown undoes what any kind builds, and it is never adopted.
     Unknown,
+}
+
+/// Why a kind's step failed. Each names its step; the lifecycle adds which NIC it was, and
+/// [`crate::hostfail`] the fix when the kernel refused it.
+#[derive(Debug, thiserror::Error)]
+pub enum KindError {
+    #[error(transparent)]
+    Step(#[from] StepError),
+    #[error(transparent)]
+    Link(#[from] crate::net::link::LinkError),
+    #[error(transparent)]
+    Firewall(#[from] crate::net::firewall::FirewallError),
+    #[error(transparent)]
+    Tap(#[from] crate::net::tap::TapError),
+    #[error("cannot start the DHCP server on {0}")]
+    Dhcp(String, #[source] dhcp::Error),
+    #[error(transparent)]
+    Cni(#[from] cni::CniError),
+    #[error(transparent)]
+    CniConf(#[from] cni::conf::ConfError),
+    #[error("the CNI plugins' result for {eth} {lack}")]
+    CniResult { eth: String, lack: Lack },
+    #[error("the CNI plugins' {eth} in the guest's namespace {lack}")]
+    CniInterface { eth: String, lack: Lack },
+    #[error("the pod's {taken} {lack}")]
+    Pod { taken: IfName, lack: Lack },
+    #[error("{0} is gone (deleted while it was being set up?)")]
+    Gone(String),
+    #[error("the cached CNI list")]
+    Json(#[from] serde_json::Error),
+    #[error("a blocking task of the daemon died")]
+    Join(#[from] tokio::task::JoinError),
+    /// What only a bug of the daemon explains.
+    #[error("the daemon's own bookkeeping: {0}")]
+    Bug(&'static str),
+}
+
+/// What an interface or result lacked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Lack {
+    #[error("is not there")]
+    Missing,
+    #[error("has no MAC")]
+    Mac,
+    #[error("has no IPv4 address")]
+    Address,
+    #[error("has no IPv4 address to masquerade behind")]
+    MasqueradeAddress,
+    #[error("names no IPv4 gateway (neither on the address nor on a default route)")]
+    Gateway,
+    #[error("has no IPv4 address and default route to hand to the guest")]
+    Lease,
+}
+
+impl From<ipnet::PrefixLenError> for KindError {
+    fn from(_: ipnet::PrefixLenError) -> KindError {
+        KindError::Bug("a prefix length over 32")
+    }
 }
 
 /// What a kind works with: the daemon's parts below the lifecycle.
@@ -196,9 +254,13 @@ pub(crate) async fn build(
     pod_netns: Option<BorrowedFd<'_>>,
     gid: u32,
     cancel: &CancellationToken,
-) -> Result<Vec<OwnedFd>, BoxError> {
+) -> Result<Vec<OwnedFd>, KindError> {
     let network = record.nics[i].iface.network.clone();
-    let kind = &kit.config.network(&network).ok_or("network vanished")?.kind;
+    let kind = &kit
+        .config
+        .network(&network)
+        .ok_or(KindError::Bug("a planned network is not in the config"))?
+        .kind;
     match kind {
         NetworkKind::Bridge(_) => {
             bridge::build_port(kit, record, &record.nics[i], gid, cancel).await
@@ -208,7 +270,8 @@ pub(crate) async fn build(
         }
         NetworkKind::Macvtap(mv) => macvtap::build_port(kit, mv, &record.nics[i].iface).await,
         NetworkKind::Pod(p) => {
-            let netns = pod_netns.ok_or("no pod namespace")?;
+            let netns =
+                pod_netns.ok_or(KindError::Bug("a pod NIC was planned without a namespace"))?;
             let mut nic = record.nics[i].clone();
             let fds = pod::build_port(kit, p, record, &mut nic, netns, gid, cancel).await;
             record.nics[i] = nic;
@@ -340,7 +403,7 @@ pub(crate) async fn converge(
     cancel: &CancellationToken,
 ) {
     let iface = &nic.iface;
-    let outcome: Result<(), BoxError> = async {
+    let outcome: Result<(), KindError> = async {
         match &nic.built {
             NicState::Bridge => bridge::converge(kit, iface).await?,
             NicState::Isolated { .. } | NicState::Masquerade { .. } => {
@@ -353,31 +416,34 @@ pub(crate) async fn converge(
     }
     .await;
     if let Err(e) = outcome {
-        tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&*e), "cannot put an adopted NIC back as it was built");
+        tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot put an adopted NIC back as it was built");
     }
     let Some(b) = binding(kit.config, kit.bridges, record, nic) else {
         return; // no DHCP server for this kind (macvtap: the LAN's own)
     };
+    let in_pin = |tap: &str| {
+        NetNs::open(&kit.pin(&iface.ifname))
+            .step(|| format!("open the namespace pinned for {}", iface.ifname))
+            .map_err(KindError::from)
+            .and_then(|ns| bind_dhcp_in(&ns, tap, b.clone()))
+    };
     let server = match &nic.built {
-        NicState::Isolated { .. } | NicState::Masquerade { .. } => {
-            NetNs::open(&kit.pin(&iface.ifname))
-                .map_err(BoxError::from)
-                .and_then(|ns| bind_dhcp_in(&ns, isolated::NS_TAP, b))
-        }
-        NicState::Cni { .. } => cni::port::bind_dhcp(kit, iface, b),
-        NicState::Pod { .. } => NetNs::open(&kit.pin(&iface.ifname))
-            .map_err(BoxError::from)
-            .and_then(|ns| bind_dhcp_in(&ns, iface.ifname.as_str(), b)),
+        NicState::Isolated { .. } | NicState::Masquerade { .. } => in_pin(isolated::NS_TAP),
+        NicState::Pod { .. } => in_pin(iface.ifname.as_str()),
+        NicState::Cni { .. } => cni::port::bind_dhcp(kit, iface, b.clone()),
         NicState::Bridge | NicState::Macvtap | NicState::Unknown => {
             match link::index_of(&iface.ifname) {
-                Some(index) => dhcp::Server::bind(index, b).map_err(BoxError::from),
-                None => Err("TAP vanished".into()),
+                Some(index) => dhcp::Server::bind(index, b.clone())
+                    .map_err(|e| KindError::Dhcp(iface.ifname.to_string(), e)),
+                None => Err(KindError::Gone(format!("TAP {}", iface.ifname))),
             }
         }
     };
     match server {
         Ok(server) => spawn_dhcp(server, iface, cancel),
-        Err(e) => tracing::error!(ifname = %iface.ifname, error = %e, "cannot restart DHCP server"),
+        Err(e) => {
+            tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot restart DHCP server")
+        }
     }
 }
 
@@ -519,12 +585,14 @@ pub(crate) fn bind_dhcp_in(
     ns: &NetNs,
     tap: &str,
     b: dhcp::Binding,
-) -> Result<dhcp::Server, BoxError> {
-    let tap = tap.to_owned();
-    Ok(ns.run_in(move || {
-        let index = nix::net::if_::if_nametoindex(tap.as_str())?;
-        dhcp::Server::bind(index, b).map_err(std::io::Error::other)
-    })?)
+) -> Result<dhcp::Server, KindError> {
+    let name = tap.to_owned();
+    ns.run_in(move || {
+        let index = nix::net::if_::if_nametoindex(name.as_str())?;
+        Ok(dhcp::Server::bind(index, b))
+    })
+    .step(|| format!("find {tap} in its namespace"))?
+    .map_err(|e| KindError::Dhcp(tap.to_owned(), e))
 }
 
 #[cfg(test)]

@@ -14,8 +14,9 @@
 //! Whether the caller may pass that namespace at all is decided before (daemon.rs):
 //! [`crate::net::netns::owner_of_netns`] against the caller's uid and the network's policy.
 
-use super::{Kit, Lease};
+use super::{KindError, Kit, Lack, Lease};
 use crate::config::{Masquerade, PodBinding, PodNet, VethBinding};
+use crate::hostfail::Step;
 use crate::net::link::{Links, SavedAddress, SavedRoute};
 use crate::net::netns::NetNs;
 use crate::net::tap;
@@ -28,8 +29,6 @@ use std::net::Ipv4Addr;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
-
-use crate::BoxError;
 
 /// What a taken-over interface was, saved before the daemon touched it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,26 +208,38 @@ pub(crate) async fn build_port(
     netns: BorrowedFd<'_>,
     gid: u32,
     cancel: &CancellationToken,
-) -> Result<Vec<OwnedFd>, BoxError> {
+) -> Result<Vec<OwnedFd>, KindError> {
     let NicState::Pod { taken, .. } = &nic.built else {
-        return Err("not a pod NIC".into());
+        return Err(KindError::Bug("not a pod NIC"));
     };
     let taken = &taken.clone();
+    let lacks = |lack| KindError::Pod {
+        taken: taken.clone(),
+        lack,
+    };
+    let save = |saved: &Saved| {
+        write_saved(kit.state_dir(), saved).step(|| format!("save what {taken} was"))
+    };
     let pin = kit.pin(&nic.iface.ifname);
-    crate::state::private_dir(pin.parent().ok_or("state dir")?)?;
-    let ns = NetNs::pin(netns, &pin)
-        .map_err(|e| format!("cannot pin the pod's namespace at {}: {e}", pin.display()))?;
+    let pins = pin
+        .parent()
+        .ok_or(KindError::Bug("a pin path with no directory"))?;
+    crate::state::private_dir(pins).step(|| format!("create {}", pins.display()))?;
+    let ns =
+        NetNs::pin(netns, &pin).step(|| format!("pin the pod's namespace at {}", pin.display()))?;
     crate::failpoint::hit("attach:pod:pinned");
     let handle = tokio::runtime::Handle::current();
-    let inner = ns.run_in(move || {
-        let _entered = handle.enter();
-        Links::connect().map_err(std::io::Error::other)
-    })?;
+    let inner = ns
+        .run_in(move || {
+            let _entered = handle.enter();
+            Links::connect().map_err(std::io::Error::other)
+        })
+        .step(|| "open a netlink connection in the pod's namespace".into())?;
     let eth = inner
         .get(taken.as_str())
         .await?
-        .ok_or_else(|| format!("the namespace has no interface {taken} to take over"))?;
-    let mac = eth.mac.ok_or("the interface has no MAC")?;
+        .ok_or_else(|| lacks(Lack::Missing))?;
+    let mac = eth.mac.ok_or_else(|| lacks(Lack::Mac))?;
     let mtu = eth.mtu.unwrap_or(1500);
     let (addresses, routes) = inner.ipv4_state(eth.index, taken.as_str()).await?;
     let iface = &mut nic.iface;
@@ -247,23 +258,26 @@ pub(crate) async fn build_port(
         PodBinding::Join(j) => *j,
         PodBinding::Masquerade(m) => {
             if saved.addresses.is_empty() {
-                return Err(format!("{taken} has no IPv4 address to masquerade behind").into());
+                return Err(lacks(Lack::MasqueradeAddress));
             }
             // Saved before any change: from here on, teardown can give it all back.
-            write_saved(kit.state_dir(), &saved)?;
+            save(&saved)?;
             let script = masquerade_script(m, &iface.ifname, taken);
-            let (tap, tap_index, old) = ns.run_in(move || {
-                let tap = tap::create(&tap_name, queues, uid, gid).map_err(|e| {
-                    std::io::Error::other(format!("cannot create the TAP in the pod: {e}"))
-                })?;
-                let index = nix::net::if_::if_nametoindex(tap_name.as_str())?;
-                crate::net::firewall::run_nft_once(&script, "the masquerade NAT in the pod")?;
-                let old = std::fs::read_to_string(IP_FORWARD)?;
-                Ok((tap, index, old))
-            })?;
+            let (tap, tap_index, old) = ns
+                .run_in(move || {
+                    let tap = tap::create(&tap_name, queues, uid, gid).map_err(|e| {
+                        std::io::Error::other(format!("cannot create the TAP in the pod: {e}"))
+                    })?;
+                    let index = nix::net::if_::if_nametoindex(tap_name.as_str())?;
+                    crate::net::firewall::run_nft_once(&script, "the masquerade NAT in the pod")?;
+                    let old = std::fs::read_to_string(IP_FORWARD)?;
+                    Ok((tap, index, old))
+                })
+                .step(|| "set up the TAP and NAT in the pod's namespace".into())?;
             saved.ip_forward = Some(old.trim().to_owned());
-            write_saved(kit.state_dir(), &saved)?;
-            ns.run_in(|| std::fs::write(IP_FORWARD, "1"))?;
+            save(&saved)?;
+            ns.run_in(|| std::fs::write(IP_FORWARD, "1"))
+                .step(|| "turn forwarding on in the pod's namespace".into())?;
             let (guest, gw) = super::masquerade::guest_and_gateway(m.cidr);
             inner
                 .up(
@@ -283,18 +297,16 @@ pub(crate) async fn build_port(
             iface.address = Some((guest, m.cidr.prefix_len()));
             iface.gateway = Some(gw);
             iface.mtu = mtu;
-            let b =
-                super::binding(kit.config, kit.bridges, record, nic).ok_or("no DHCP binding")?;
+            let b = super::binding(kit.config, kit.bridges, record, nic)
+                .ok_or(KindError::Bug("a pod NIC without a DHCP binding"))?;
             let server = super::bind_dhcp_in(&ns, nic.iface.ifname.as_str(), b)?;
             super::spawn_dhcp(server, &nic.iface, cancel);
             return Ok(tap.fds);
         }
     };
-    let (address, gateway, routes) = saved_lease(&saved).ok_or_else(|| {
-        format!("{taken} has no IPv4 address and default route to hand to the guest")
-    })?;
+    let (address, gateway, routes) = saved_lease(&saved).ok_or_else(|| lacks(Lack::Lease))?;
     // Saved before any change: from here on, teardown can give it all back.
-    write_saved(kit.state_dir(), &saved)?;
+    save(&saved)?;
     crate::failpoint::hit("attach:pod:saved");
 
     let bridge_guard = (join == VethBinding::Bridge).then(|| {
@@ -305,15 +317,18 @@ pub(crate) async fn build_port(
             address.addr(),
         )
     });
-    let (tap, tap_index) = ns.run_in(move || {
-        let tap = tap::create(&tap_name, queues, uid, gid)
-            .map_err(|e| std::io::Error::other(format!("cannot create the TAP in the pod: {e}")))?;
-        let index = nix::net::if_::if_nametoindex(tap_name.as_str())?;
-        if let Some(script) = bridge_guard {
-            crate::net::firewall::run_nft_once(&script, "the bridge binding's guard")?;
-        }
-        Ok((tap, index))
-    })?;
+    let (tap, tap_index) = ns
+        .run_in(move || {
+            let tap = tap::create(&tap_name, queues, uid, gid).map_err(|e| {
+                std::io::Error::other(format!("cannot create the TAP in the pod: {e}"))
+            })?;
+            let index = nix::net::if_::if_nametoindex(tap_name.as_str())?;
+            if let Some(script) = bridge_guard {
+                crate::net::firewall::run_nft_once(&script, "the bridge binding's guard")?;
+            }
+            Ok((tap, index))
+        })
+        .step(|| "set up the TAP in the pod's namespace".into())?;
     let ours = super::cni::port::veth_mac(&iface.ifname);
     inner.strip(eth.index, taken.as_str(), ours).await?;
     crate::failpoint::hit("attach:pod:stripped");
@@ -338,7 +353,8 @@ pub(crate) async fn build_port(
     iface.gateway = Some(gateway);
     iface.mtu = mtu;
     iface.routes = super::routes(&routes);
-    let b = super::binding(kit.config, kit.bridges, record, nic).ok_or("no DHCP binding")?;
+    let b = super::binding(kit.config, kit.bridges, record, nic)
+        .ok_or(KindError::Bug("a pod NIC without a DHCP binding"))?;
     let server = super::bind_dhcp_in(&ns, nic.iface.ifname.as_str(), b)?;
     super::spawn_dhcp(server, &nic.iface, cancel);
     Ok(tap.fds)
@@ -370,10 +386,11 @@ pub(crate) fn intact(kit: &Kit<'_>, iface: &Interface) -> bool {
 
 /// Gives a pod back what was taken: our links, guard and filters gone, the interface's MAC,
 /// MTU, addresses and routes restored; then the saved state and the pin go.
-async fn restore(kit: &Kit<'_>, s: &Saved) -> Result<(), BoxError> {
+async fn restore(kit: &Kit<'_>, s: &Saved) -> Result<(), KindError> {
     let pin = kit.pin(&s.ifname);
     if pin.exists() {
-        let ns = NetNs::open(&pin)?;
+        let ns =
+            NetNs::open(&pin).step(|| format!("open the pod's namespace at {}", pin.display()))?;
         let handle = tokio::runtime::Handle::current();
         let table = guard_table(&s.ifname);
         let removal = match s.binding {
@@ -382,17 +399,19 @@ async fn restore(kit: &Kit<'_>, s: &Saved) -> Result<(), BoxError> {
             Binding::TcRedirect => None,
         };
         let ip_forward = s.ip_forward.clone();
-        let inner = ns.run_in(move || {
-            if let Some(script) = removal {
-                // Converges: the table may never have been made.
-                crate::net::firewall::run_nft_once(&script, "removing the binding's table")?;
-            }
-            if let Some(v) = ip_forward {
-                std::fs::write(IP_FORWARD, v)?;
-            }
-            let _entered = handle.enter();
-            Links::connect().map_err(std::io::Error::other)
-        })?;
+        let inner = ns
+            .run_in(move || {
+                if let Some(script) = removal {
+                    // Converges: the table may never have been made.
+                    crate::net::firewall::run_nft_once(&script, "removing the binding's table")?;
+                }
+                if let Some(v) = ip_forward {
+                    std::fs::write(IP_FORWARD, v)?;
+                }
+                let _entered = handle.enter();
+                Links::connect().map_err(std::io::Error::other)
+            })
+            .step(|| "undo the binding in the pod's namespace".into())?;
         inner.delete_if_exists(s.ifname.as_str()).await?;
         inner.delete_if_exists(&bridge_name(&s.ifname)).await?;
         if s.binding == Binding::Masquerade {
@@ -410,23 +429,28 @@ async fn restore(kit: &Kit<'_>, s: &Saved) -> Result<(), BoxError> {
             tracing::warn!(ifname = %s.ifname, taken = %s.taken, "the pod's interface is gone; nothing to give back");
         }
     }
-    crate::state::remove_file(&cache_path(kit.state_dir(), s.ifname.as_str()))?;
-    NetNs::delete(&pin)?;
+    let saved = cache_path(kit.state_dir(), s.ifname.as_str());
+    crate::state::remove_file(&saved).step(|| format!("remove {}", saved.display()))?;
+    NetNs::delete(&pin).step(|| format!("unpin {}", pin.display()))?;
     Ok(())
 }
 
 /// Undoes a pod NIC. Idempotent; a failure keeps the saved state for the next start.
 pub(crate) async fn teardown_port(kit: &Kit<'_>, iface: &Interface) -> bool {
-    let outcome = match read_saved(kit.state_dir(), iface.ifname.as_str()) {
+    let saved = read_saved(kit.state_dir(), iface.ifname.as_str())
+        .step(|| format!("read what {} saved", iface.ifname));
+    let outcome = match saved {
         Ok(Some(s)) => restore(kit, &s).await,
         // Nothing was changed yet: only the pin may exist.
-        Ok(None) => NetNs::delete(&kit.pin(&iface.ifname)).map_err(Into::into),
-        Err(e) => Err(e.into()),
+        Ok(None) => NetNs::delete(&kit.pin(&iface.ifname))
+            .step(|| format!("unpin the namespace of {}", iface.ifname))
+            .map_err(KindError::from),
+        Err(e) => Err(KindError::from(e)),
     };
     match outcome {
         Ok(()) => true,
         Err(e) => {
-            tracing::error!(ifname = %iface.ifname, error = %e, "cannot give the pod its interface back");
+            tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot give the pod its interface back");
             false
         }
     }
@@ -458,7 +482,7 @@ pub(crate) async fn sweep(kit: &Kit<'_>, known: &HashSet<IfName>) {
                 tracing::info!(ifname = %s.ifname, taken = %s.taken, "gave a pod its interface back")
             }
             Err(e) => {
-                tracing::error!(ifname = %s.ifname, error = %e, "cannot give a pod its interface back")
+                tracing::error!(ifname = %s.ifname, error = %crate::error_chain(&e), "cannot give a pod its interface back")
             }
         }
     }

@@ -5,7 +5,6 @@
 use super::{teardown, Cx};
 use crate::kinds;
 use crate::state::Record;
-use crate::BoxError;
 use protocol::{Error, ErrorCode};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use tokio_util::sync::CancellationToken;
@@ -18,7 +17,7 @@ pub struct NicError {
     pub ifname: protocol::IfName,
     pub network: protocol::NetworkName,
     #[source]
-    pub source: BoxError,
+    pub source: kinds::KindError,
 }
 
 /// Builds every NIC of a planned record and journals it; returns the fds, interface by
@@ -66,11 +65,10 @@ pub(crate) async fn attach(
 /// What the caller is told: a plugin's own error code as a code, not only as text; a step
 /// the kernel refused as that step, its reason and the fix.
 fn refusal(e: &NicError) -> Error {
-    if let Some(code) = e
-        .source
-        .downcast_ref::<kinds::cni::CniError>()
-        .and_then(kinds::cni::CniError::code)
-    {
+    if let Some(code) = match &e.source {
+        kinds::KindError::Cni(c) => c.code(),
+        _ => None,
+    } {
         return Error::new(ErrorCode::CniPlugin(code), crate::error_chain(e));
     }
     let (code, message) = crate::hostfail::explain(e);

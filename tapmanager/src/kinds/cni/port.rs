@@ -31,7 +31,8 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
-use crate::BoxError;
+use crate::hostfail::Step;
+use crate::kinds::{KindError, Lack};
 
 /// The MAC `eth<k>` takes once the guest has the plugin's: derived from the NIC's name, first
 /// byte 0xf2 (locally administered, unicast, and never a guest MAC the daemon derives).
@@ -89,7 +90,7 @@ fn runtime(e: &Entry) -> Runtime {
 }
 
 /// The list as it was cached: exactly what ADD ran.
-fn cached_list(e: &Entry) -> Result<ConfList, BoxError> {
+fn cached_list(e: &Entry) -> Result<ConfList, KindError> {
     let text = serde_json::to_string(&e.conflist)?;
     Ok(conf::parse(std::path::Path::new("cache.conflist"), &text)?)
 }
@@ -116,18 +117,18 @@ pub struct Lease {
 }
 
 /// Reads the guest's lease out of a CNI result for the namespace's interface `eth`.
-pub fn lease(r: &CniResult, eth: &str) -> Result<Lease, String> {
-    let (address, gw) = r
-        .ipv4_on(eth)
-        .ok_or_else(|| format!("the CNI result has no IPv4 address for {eth}"))?;
+pub fn lease(r: &CniResult, eth: &str) -> Result<Lease, KindError> {
+    let lacks = |lack| KindError::CniResult {
+        eth: eth.to_owned(),
+        lack,
+    };
+    let (address, gw) = r.ipv4_on(eth).ok_or_else(|| lacks(Lack::Address))?;
     let routes = r.ipv4_routes();
     let default = routes
         .iter()
         .find(|(d, _)| d.prefix_len() == 0)
         .and_then(|(_, g)| *g);
-    let gateway = gw.or(default).ok_or(
-        "the CNI result names no IPv4 gateway (neither on the address nor on a default route)",
-    )?;
+    let gateway = gw.or(default).ok_or_else(|| lacks(Lack::Gateway))?;
     Ok(Lease {
         address,
         gateway,
@@ -174,16 +175,22 @@ pub(crate) async fn build_port(
     nic: &mut Nic,
     gid: u32,
     cancel: &CancellationToken,
-) -> Result<Vec<OwnedFd>, BoxError> {
+) -> Result<Vec<OwnedFd>, KindError> {
     let list = conf::load(&net.conf_dir, &net.cni_network)?;
     let iface = &mut nic.iface;
     let place = Place::of(kit, record, iface);
     // The first CNI NIC makes the namespace; the others join it.
     let ns = if place.owner == iface.ifname {
-        crate::state::private_dir(place.netns.parent().ok_or("state dir")?)?;
-        NetNs::create(&place.netns)?
+        let pins = place
+            .netns
+            .parent()
+            .ok_or(KindError::Bug("a pin path with no directory"))?;
+        crate::state::private_dir(pins).step(|| format!("create {}", pins.display()))?;
+        NetNs::create(&place.netns)
+            .step(|| format!("create the guest's namespace at {}", place.netns.display()))?
     } else {
-        NetNs::open(&place.netns)?
+        NetNs::open(&place.netns)
+            .step(|| format!("open the guest's namespace at {}", place.netns.display()))?
     };
     let mut entry = Entry {
         nic: iface.ifname.to_string(),
@@ -197,7 +204,10 @@ pub(crate) async fn build_port(
         result: None,
     };
     let rt = runtime(&entry);
-    cache::write(kit.state_dir(), &entry)?;
+    let cache = |e: &Entry| {
+        cache::write(kit.state_dir(), e).step(|| format!("write the CNI cache entry of {}", e.nic))
+    };
+    cache(&entry)?;
     crate::failpoint::hit("attach:cni:cached");
     let started = std::time::Instant::now();
     let result = exec::add(&list, &net.bin_dirs, &rt).await?;
@@ -206,27 +216,34 @@ pub(crate) async fn build_port(
         plugins_micros = started.elapsed().as_micros() as u64, "CNI ADD done");
     crate::failpoint::hit("attach:cni:added");
     entry.result = Some(result.raw.clone());
-    cache::write(kit.state_dir(), &entry)?;
+    cache(&entry)?;
     let lease = lease(&result, &place.eth)?;
 
     // Inside: the TAP for the caller, a netlink connection.
     let (uid, queues, binding) = (record.uid, iface.queues, net.binding);
     let guard_ip = lease.address.addr();
     let handle = tokio::runtime::Handle::current();
-    let tap_name = IfName::try_from(place.tap.clone())?;
-    let (tap, inner, tap_index) = ns.run_in(move || {
-        let tap = tap::create(&tap_name, queues, uid, gid).map_err(std::io::Error::other)?;
-        let tap_index = nix::net::if_::if_nametoindex(tap_name.as_str())?;
-        let _entered = handle.enter();
-        let inner = Links::connect().map_err(std::io::Error::other)?;
-        Ok((tap, inner, tap_index))
-    })?;
+    let tap_name = IfName::try_from(place.tap.clone())
+        .map_err(|_| KindError::Bug("a TAP name of the CNI namespace"))?;
+    let (tap, inner, tap_index) = ns
+        .run_in(move || {
+            let tap = tap::create(&tap_name, queues, uid, gid).map_err(std::io::Error::other)?;
+            let tap_index = nix::net::if_::if_nametoindex(tap_name.as_str())?;
+            let _entered = handle.enter();
+            let inner = Links::connect().map_err(std::io::Error::other)?;
+            Ok((tap, inner, tap_index))
+        })
+        .step(|| format!("set up {} in the guest's namespace", place.tap))?;
     let (eth_name, tap_name) = (place.eth.as_str(), place.tap.as_str());
+    let missing = |lack| KindError::CniInterface {
+        eth: eth_name.to_owned(),
+        lack,
+    };
     let eth = inner
         .get(eth_name)
         .await?
-        .ok_or_else(|| format!("the CNI plugins made no {eth_name} in the namespace"))?;
-    let guest_mac = eth.mac.ok_or("the plugin's interface has no MAC")?;
+        .ok_or_else(|| missing(Lack::Missing))?;
+    let guest_mac = eth.mac.ok_or_else(|| missing(Lack::Mac))?;
     let mtu = eth.mtu.unwrap_or(1500);
     if binding == VethBinding::Bridge {
         let script = crate::net::join::bridge_guard_script(
@@ -237,7 +254,8 @@ pub(crate) async fn build_port(
         );
         ns.run_in(move || {
             crate::net::firewall::run_nft_once(&script, "the bridge binding's guard")
-        })?;
+        })
+        .step(|| "add the bridge binding's guard in the guest's namespace".into())?;
     }
     inner
         .strip(eth.index, eth_name, veth_mac(&iface.ifname))
@@ -267,7 +285,8 @@ pub(crate) async fn build_port(
         domain: lease.domain,
     };
     // The DHCP server listens before any fd leaves the daemon.
-    let b = crate::kinds::binding(kit.config, kit.bridges, record, nic).ok_or("no DHCP binding")?;
+    let b = crate::kinds::binding(kit.config, kit.bridges, record, nic)
+        .ok_or(KindError::Bug("a CNI NIC without a DHCP binding"))?;
     let server = crate::kinds::bind_dhcp_in(&ns, &place.tap, b)?;
     crate::kinds::spawn_dhcp(server, &nic.iface, cancel);
     Ok(tap.fds)
@@ -278,10 +297,18 @@ pub(crate) fn bind_dhcp(
     kit: &Kit<'_>,
     iface: &Interface,
     b: dhcp::Binding,
-) -> Result<dhcp::Server, BoxError> {
-    let e = cache::read(kit.state_dir(), iface.ifname.as_str())?
-        .ok_or("no CNI cache entry for this NIC")?;
-    crate::kinds::bind_dhcp_in(&NetNs::open(&e.netns)?, &e.tap, b)
+) -> Result<dhcp::Server, KindError> {
+    let e = cached(kit, iface)?;
+    let ns = NetNs::open(&e.netns)
+        .step(|| format!("open the guest's namespace at {}", e.netns.display()))?;
+    crate::kinds::bind_dhcp_in(&ns, &e.tap, b)
+}
+
+/// A NIC's cache entry, which must be there.
+fn cached(kit: &Kit<'_>, iface: &Interface) -> Result<Entry, KindError> {
+    cache::read(kit.state_dir(), iface.ifname.as_str())
+        .step(|| format!("read the CNI cache entry of {}", iface.ifname))?
+        .ok_or_else(|| KindError::Gone(format!("the CNI cache entry of {}", iface.ifname)))
 }
 
 /// The CNI kind's part of the lease: what the plugins said (the NIC carries their address,
@@ -325,7 +352,7 @@ async fn del_entry(kit: &Kit<'_>, e: &Entry) -> bool {
         Ok(list) => exec::del(&list, &e.bin_dirs, &rt, e.result.as_ref())
             .await
             .map_err(|err| crate::error_chain(&err)),
-        Err(err) => Err(err.to_string()),
+        Err(err) => Err(crate::error_chain(&err)),
     };
     if let Err(err) = outcome {
         tracing::error!(container = %e.container_id, network = %e.network, error = %err, "CNI DEL failed; kept for the next start");
@@ -426,12 +453,15 @@ fn as_rewired(result: &serde_json::Value, eth: &str, mac: MacAddr) -> serde_json
 
 /// `tapmanager check`: the NIC's own side (namespace, `eth0`, the TAP), then CHECK with the
 /// cached result as rewired.
-pub(crate) async fn check(kit: &Kit<'_>, iface: &Interface) -> Result<(), BoxError> {
-    let e = cache::read(kit.state_dir(), iface.ifname.as_str())?
-        .ok_or("no CNI cache entry for this NIC")?;
+pub(crate) async fn check(kit: &Kit<'_>, iface: &Interface) -> Result<(), KindError> {
+    let e = cached(kit, iface)?;
     let list = cached_list(&e)?;
-    let result = e.result.as_ref().ok_or("ADD never finished for this NIC")?;
-    let ns = NetNs::open(&e.netns)?;
+    let result = e
+        .result
+        .as_ref()
+        .ok_or(KindError::Bug("ADD never finished for this NIC"))?;
+    let ns = NetNs::open(&e.netns)
+        .step(|| format!("open the guest's namespace at {}", e.netns.display()))?;
     let names = [e.ifname.clone(), e.tap.clone()];
     ns.run_in(move || {
         for name in &names {
@@ -440,7 +470,8 @@ pub(crate) async fn check(kit: &Kit<'_>, iface: &Interface) -> Result<(), BoxErr
             })?;
         }
         Ok(())
-    })?;
+    })
+    .step(|| "look for the NIC's links in the guest's namespace".into())?;
     let rewired = as_rewired(result, &e.ifname, veth_mac(&iface.ifname));
     exec::check(&list, &e.bin_dirs, &runtime(&e), &rewired).await?;
     Ok(())
@@ -512,7 +543,17 @@ mod tests {
         let mut raw = result();
         raw["routes"] = serde_json::json!([{"dst": "10.96.0.0/12"}]);
         let e = lease(&CniResult::parse(raw).unwrap(), "eth1").unwrap_err();
-        assert!(e.contains("names no IPv4 gateway"), "{e}");
+        assert!(
+            matches!(
+                e,
+                KindError::CniResult {
+                    lack: Lack::Gateway,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("names no IPv4 gateway"), "{e}");
     }
 
     #[test]
