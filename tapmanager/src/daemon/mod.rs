@@ -183,39 +183,8 @@ impl Daemon {
         if purpose == Purpose::Serve {
             crate::kinds::isolated::prepare_host(&config).map_err(DaemonError::Host)?;
         }
-        let routed = config
-            .networks
-            .values()
-            .filter_map(|n| match &n.kind {
-                crate::config::NetworkKind::Isolated(i) => Some(i),
-                _ => None,
-            })
-            .enumerate()
-            .map(|(index, i)| crate::net::firewall::RoutedNet {
-                index,
-                range: i.range,
-                uplink: i.uplink.clone(),
-                drop: i.drop.clone(),
-                allow: i.allow.clone(),
-                forwards: i.masquerade.as_ref().is_some_and(|m| !m.ports.is_empty()),
-            })
-            .collect();
-        let nat_bridges: Vec<_> = config
-            .networks
-            .values()
-            .filter_map(|n| match &n.kind {
-                crate::config::NetworkKind::Bridge(b) => {
-                    b.nat
-                        .as_ref()
-                        .map(|uplink| crate::net::firewall::NatBridge {
-                            bridge: b.bridge.clone(),
-                            subnet: b.gateway.trunc(),
-                            uplink: uplink.clone(),
-                        })
-                }
-                _ => None,
-            })
-            .collect();
+        let routed = crate::kinds::isolated::routed_nets(&config);
+        let nat_bridges = crate::kinds::bridge::nat_bridges(&config);
         let firewall = Firewall::start(routed, &nat_bridges).await?;
         let bridges = match purpose {
             Purpose::Serve => crate::kinds::bridge::ensure_bridges(&config, &links)

@@ -99,6 +99,27 @@ pub(crate) fn plan(
     })
 }
 
+/// The NAT of every bridge network of `config` with `nat = true`: what the daemon starts its
+/// firewall with.
+pub fn nat_bridges(config: &Config) -> Vec<crate::net::firewall::NatBridge> {
+    config
+        .networks
+        .values()
+        .filter_map(|n| match &n.kind {
+            NetworkKind::Bridge(b) => {
+                b.nat
+                    .as_ref()
+                    .map(|uplink| crate::net::firewall::NatBridge {
+                        bridge: b.bridge.clone(),
+                        subnet: b.gateway.trunc(),
+                        uplink: uplink.clone(),
+                    })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The guards of a bridge NIC: only its MAC, and only its address once it has one.
 pub(crate) fn guard(iface: &Interface) -> Option<PortGuard> {
     iface.address.map(|(ip, _)| PortGuard {

@@ -53,6 +53,29 @@ pub(crate) const NS_TAP: &str = "tap0";
 const HOST_HOP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
 const NS_HOP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 2);
 
+/// The host's rules for every isolated and masquerade network of `config`, in the order
+/// their chains are numbered: what the daemon starts its firewall with (and the benchmark
+/// measures against).
+pub fn routed_nets(config: &crate::config::Config) -> Vec<crate::net::firewall::RoutedNet> {
+    config
+        .networks
+        .values()
+        .filter_map(|n| match &n.kind {
+            NetworkKind::Isolated(i) => Some(i),
+            _ => None,
+        })
+        .enumerate()
+        .map(|(index, i)| crate::net::firewall::RoutedNet {
+            index,
+            range: i.range,
+            uplink: i.uplink.clone(),
+            drop: i.drop.clone(),
+            allow: i.allow.clone(),
+            forwards: i.masquerade().is_some_and(|m| !m.ports.is_empty()),
+        })
+        .collect()
+}
+
 /// The index of a routed network among the config's isolated networks.
 fn routed_index(kit: &Kit<'_>, iface: &Interface) -> Option<usize> {
     kit.config
@@ -86,7 +109,7 @@ pub(crate) fn routed_port(kit: &Kit<'_>, nic: &Nic) -> Option<RoutedPort> {
     let iface = &nic.iface;
     let iso = net_of(kit, iface)?;
     let (binding, transit) = built(nic)?;
-    let (ip, forwards) = match (transit, &iso.masquerade) {
+    let (ip, forwards) = match (transit, iso.masquerade()) {
         (Some(t), Some(m)) => (t, super::masquerade::host_forwards(m)),
         (Some(t), None) => (t, Vec::new()),
         (None, _) => (iface.address?.0, Vec::new()),
@@ -120,7 +143,7 @@ pub(crate) fn plan(
         gateway: Some(gw),
         mtu: iso.mtu,
         built: NicState::Isolated {
-            binding: iso.binding,
+            binding: iso.binding(),
         },
     })
 }
@@ -233,7 +256,7 @@ impl Setup {
             .ok_or(KindError::Bug("no address planned"))?;
         Ok(Setup {
             routed: binding.is_none(),
-            nat: match (&iso.masquerade, transit) {
+            nat: match (iso.masquerade(), transit) {
                 (Some(m), Some(_)) => Some(super::masquerade::namespace_nat(m, ip, again)),
                 _ => None,
             },

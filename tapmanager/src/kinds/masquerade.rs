@@ -57,7 +57,7 @@ pub(crate) fn plan(
         gateway: Some(gw),
         mtu: iso.mtu,
         built: NicState::Masquerade {
-            binding: iso.binding,
+            binding: iso.binding(),
             transit: crate::ipam::slash30_parts(block)[2],
         },
     })
@@ -113,7 +113,7 @@ mod tests {
         )
         .unwrap();
         match &config.network(&"nat".parse().unwrap()).unwrap().kind {
-            crate::config::NetworkKind::Isolated(i) => i.masquerade.clone().unwrap(),
+            crate::config::NetworkKind::Isolated(i) => i.masquerade().cloned().unwrap(),
             _ => unreachable!(),
         }
     }

@@ -226,7 +226,7 @@ pub(crate) struct Addressing {
 pub(crate) fn plan(kind: &NetworkKind, p: &PlanNic<'_>) -> Result<Addressing, protocol::Error> {
     match kind {
         NetworkKind::Bridge(b) => bridge::plan(b, p),
-        NetworkKind::Isolated(iso) => match &iso.masquerade {
+        NetworkKind::Isolated(iso) => match iso.masquerade() {
             None => isolated::plan(iso, p),
             Some(m) => masquerade::plan(iso, m, p),
         },
@@ -496,7 +496,7 @@ pub(crate) fn migrate(config: &Config, old: RecordV1) -> Record {
             Some(NetworkKind::Macvtap(_)) => NicState::Macvtap,
             // A transit address is what made a NIC masquerade, whatever the config says now.
             Some(NetworkKind::Isolated(i)) => {
-                let binding = r.binding_of(&iface.ifname).unwrap_or(i.binding);
+                let binding = r.binding_of(&iface.ifname).unwrap_or(i.binding());
                 match r.transit_of(&iface.ifname) {
                     Some(transit) => NicState::Masquerade { binding, transit },
                     None => NicState::Isolated { binding },

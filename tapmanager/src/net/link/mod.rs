@@ -3,21 +3,25 @@
 //! the intent.
 //!
 //! The [`Links`] handle talks to the network namespace its connection was opened in. Every
-//! operation here needs CAP_NET_ADMIN in that namespace.
+//! operation here needs CAP_NET_ADMIN in that namespace. This file holds the links
+//! themselves (bridge, veth, macvtap, a TAP's finishing, up, down, delete, list); by object
+//! beside it: `addr.rs`, `route.rs`, `neigh.rs`, `tc.rs`.
+
+mod addr;
+mod neigh;
+mod route;
+mod tc;
+
+pub use addr::{SavedAddress, SavedRoute};
+pub use tc::u32_keys;
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::link::{InfoData, InfoVeth};
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
-use netlink_packet_route::neighbour::NeighbourState;
-use netlink_packet_route::tc::{
-    TcAction, TcActionAttribute, TcActionMirror, TcActionMirrorOption, TcActionOption,
-    TcActionType, TcFilterU32Option, TcMirror, TcMirrorActionType, TcU32Key, TcU32Selector,
-    TcU32SelectorFlags,
-};
 use protocol::{IfName, MacAddr};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
-use std::net::{IpAddr, Ipv4Addr};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth};
+use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +62,7 @@ pub enum LinkError {
     Redirect(u32, u32, #[source] rtnetlink::Error),
 }
 
-fn errno(e: &rtnetlink::Error) -> i32 {
+pub(super) fn errno(e: &rtnetlink::Error) -> i32 {
     match e {
         rtnetlink::Error::NetlinkError(m) => -m.raw_code(),
         _ => 0,
@@ -92,24 +96,6 @@ fn info(msg: &LinkMessage) -> LinkInfo {
         }
     }
     out
-}
-
-/// An IPv4 address of a link, as it was before the daemon took the link over.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SavedAddress {
-    pub net: Ipv4Net,
-    pub broadcast: Option<Ipv4Addr>,
-}
-
-/// An IPv4 route through one link, as it was before the daemon took the link over.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SavedRoute {
-    pub dst: Ipv4Net,
-    pub gw: Option<Ipv4Addr>,
-    pub onlink: bool,
-    /// `rtm_protocol` (static, dhcp, boot, ...): given back as it was.
-    #[serde(default)]
-    pub protocol: u8,
 }
 
 /// An rtnetlink connection bound to one network namespace.
@@ -304,168 +290,6 @@ impl Links {
             .map_err(|e| LinkError::Up(name.to_owned(), e))
     }
 
-    /// Takes every IPv4 address off a link, then sets it down with a new MAC, which drops
-    /// every route through it: what a CNI plugin configured there is the guest's now.
-    pub async fn strip(&self, index: u32, name: &str, mac: MacAddr) -> Result<(), LinkError> {
-        let addrs: Vec<_> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| LinkError::Get(name.to_owned(), e))?;
-        for a in addrs {
-            if a.header.family != netlink_packet_route::AddressFamily::Inet {
-                continue;
-            }
-            match self.handle.address().del(a).execute().await {
-                Ok(()) => {}
-                Err(e) if errno(&e) == libc::EADDRNOTAVAIL => {}
-                Err(e) => return Err(LinkError::Up(name.to_owned(), e)),
-            }
-        }
-        let msg = LinkUnspec::new_with_index(index)
-            .down()
-            .address(mac.0.to_vec())
-            .build();
-        self.set(msg)
-            .await
-            .map_err(|e| LinkError::Up(name.to_owned(), e))
-    }
-
-    /// A link's IPv4 addresses and the main table's IPv4 routes through it that the kernel did
-    /// not derive from an address (those come back with the address).
-    pub async fn ipv4_state(
-        &self,
-        index: u32,
-        name: &str,
-    ) -> Result<(Vec<SavedAddress>, Vec<SavedRoute>), LinkError> {
-        use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-        use netlink_packet_route::route::{
-            RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol,
-        };
-        let get = |e| LinkError::Get(name.to_owned(), e);
-        let addrs: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(get)?;
-        let mut out = Vec::new();
-        for a in &addrs {
-            let (mut ip, mut broadcast) = (None, None);
-            for attr in &a.attributes {
-                match attr {
-                    // IFA_ADDRESS; on a point-to-point link IFA_LOCAL would differ.
-                    AddressAttribute::Address(IpAddr::V4(v)) => ip = Some(*v),
-                    AddressAttribute::Broadcast(b) => broadcast = Some(*b),
-                    _ => {}
-                }
-            }
-            if let Some(net) = ip.and_then(|v| Ipv4Net::new(v, a.header.prefix_len).ok()) {
-                out.push(SavedAddress { net, broadcast });
-            }
-        }
-        let routes: Vec<RouteMessage> = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(get)?;
-        let mut saved = Vec::new();
-        for r in &routes {
-            if r.header.table != 254 || r.header.protocol == RouteProtocol::Kernel {
-                continue;
-            }
-            let (mut oif, mut dst, mut gw) = (None, Ipv4Addr::UNSPECIFIED, None);
-            for attr in &r.attributes {
-                match attr {
-                    RouteAttribute::Oif(i) => oif = Some(*i),
-                    RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(*g),
-                    _ => {}
-                }
-            }
-            if oif != Some(index) {
-                continue;
-            }
-            if let Ok(dst) = Ipv4Net::new(dst, r.header.destination_prefix_length) {
-                saved.push(SavedRoute {
-                    dst,
-                    gw,
-                    onlink: r.header.flags.contains(RouteFlags::Onlink),
-                    protocol: r.header.protocol.into(),
-                });
-            }
-        }
-        Ok((out, saved))
-    }
-
-    /// Puts back what [`Links::ipv4_state`] saved: the addresses, then the routes.
-    pub async fn restore_ipv4(
-        &self,
-        index: u32,
-        name: &str,
-        addrs: &[SavedAddress],
-        routes: &[SavedRoute],
-    ) -> Result<(), LinkError> {
-        use netlink_packet_route::address::AddressAttribute;
-        for a in addrs {
-            let mut req = self
-                .handle
-                .address()
-                .add(index, IpAddr::V4(a.net.addr()), a.net.prefix_len())
-                .replace();
-            let attrs = &mut req.message_mut().attributes;
-            attrs.retain(|x| !matches!(x, AddressAttribute::Broadcast(_)));
-            if let Some(b) = a.broadcast {
-                attrs.push(AddressAttribute::Broadcast(b));
-            }
-            req.execute()
-                .await
-                .map_err(|e| LinkError::AddAddress(name.to_owned(), a.net, e))?;
-        }
-        for r in routes {
-            let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(r.dst.addr(), r.dst.prefix_len())
-                .output_interface(index)
-                .protocol(r.protocol.into());
-            if let Some(gw) = r.gw {
-                b = b.gateway(gw);
-            }
-            if r.onlink {
-                b = b.onlink();
-            }
-            self.handle
-                .route()
-                .add(b.build())
-                .replace()
-                .execute()
-                .await
-                .map_err(|e| LinkError::Route(r.dst, r.gw.unwrap_or(Ipv4Addr::UNSPECIFIED), e))?;
-        }
-        Ok(())
-    }
-
-    /// `tc qdisc del dev INDEX ingress` (and its filters); none there is success.
-    pub async fn del_ingress_qdisc(&self, index: u32) -> Result<(), LinkError> {
-        let mut req = self.handle.qdisc().del(index as i32);
-        req.message_mut().header.parent = netlink_packet_route::tc::TcHandle::INGRESS;
-        req.message_mut().header.handle = 0xffff_0000.into();
-        match req.execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if [libc::ENOENT, libc::EINVAL].contains(&errno(&e)) => Ok(()),
-            Err(e) => Err(LinkError::Qdisc(index, e)),
-        }
-    }
-
     /// Sets a link down, with its MAC and MTU (given back after a take-over).
     pub async fn down_with(
         &self,
@@ -482,62 +306,6 @@ impl Links {
         self.set(msg)
             .await
             .map_err(|e| LinkError::Up(name.to_owned(), e))
-    }
-
-    /// Adds an IPv4 address; `replace` converges: it is there afterwards whether it was or not.
-    pub async fn add_address(
-        &self,
-        index: u32,
-        name: &str,
-        addr: Ipv4Net,
-    ) -> Result<(), LinkError> {
-        self.handle
-            .address()
-            .add(index, IpAddr::V4(addr.addr()), addr.prefix_len())
-            .replace()
-            .execute()
-            .await
-            .map_err(|e| LinkError::AddAddress(name.to_owned(), addr, e))
-    }
-
-    /// A permanent neighbour entry: `ip` is at `mac` on link `index`, no ARP needed.
-    pub async fn add_neighbour(
-        &self,
-        index: u32,
-        ip: Ipv4Addr,
-        mac: MacAddr,
-    ) -> Result<(), LinkError> {
-        self.handle
-            .neighbours()
-            .add(index, IpAddr::V4(ip))
-            .link_layer_address(&mac.0)
-            .state(NeighbourState::Permanent)
-            .replace()
-            .execute()
-            .await
-            .map_err(|e| LinkError::Neighbour(index, ip, e))
-    }
-
-    /// `ip route replace DEST via VIA dev INDEX onlink`.
-    pub async fn add_onlink_route(
-        &self,
-        dest: Ipv4Net,
-        via: Ipv4Addr,
-        index: u32,
-    ) -> Result<(), LinkError> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dest.addr(), dest.prefix_len())
-            .gateway(via)
-            .output_interface(index)
-            .onlink()
-            .build();
-        self.handle
-            .route()
-            .add(msg)
-            .replace()
-            .execute()
-            .await
-            .map_err(|e| LinkError::Route(dest, via, e))
     }
 
     /// Creates bridge `name` (no address, up) and returns its index; an existing one is reused.
@@ -578,70 +346,6 @@ impl Links {
             .execute()
             .await
             .map_err(err)
-    }
-
-    /// `tc qdisc add dev INDEX ingress`; one that is already there is success.
-    pub async fn add_ingress_qdisc(&self, index: u32) -> Result<(), LinkError> {
-        match self
-            .handle
-            .qdisc()
-            .add(index as i32)
-            .ingress()
-            .execute()
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == libc::EEXIST => Ok(()),
-            Err(e) => Err(LinkError::Qdisc(index, e)),
-        }
-    }
-
-    /// `tc filter add dev FROM parent ffff: prio PRIO protocol PROTOCOL u32 match KEYS
-    /// action mirred egress redirect dev TO`: what the keys match leaves by `to`; the rest
-    /// goes on into `from`'s own stack. No keys match every frame. `protocol` is an
-    /// ethertype in host order (0x0003 for all).
-    pub async fn redirect_ingress(
-        &self,
-        from: u32,
-        to: u32,
-        prio: u16,
-        protocol: u16,
-        keys: Vec<TcU32Key>,
-    ) -> Result<(), LinkError> {
-        let mut mirred = TcMirror::default();
-        mirred.generic.action = TcActionType::Stolen;
-        mirred.eaction = TcMirrorActionType::EgressRedir;
-        mirred.ifindex = to;
-        let mut action = TcAction::default();
-        action.attributes = vec![
-            TcActionAttribute::Kind(TcActionMirror::KIND.to_owned()),
-            TcActionAttribute::Options(vec![TcActionOption::Mirror(TcActionMirrorOption::Parms(
-                mirred,
-            ))]),
-        ];
-        let mut selector = TcU32Selector::default();
-        selector.flags = TcU32SelectorFlags::Terminal;
-        selector.keys = if keys.is_empty() {
-            vec![TcU32Key::default()] // mask 0: matches everything
-        } else {
-            keys
-        };
-        selector.nkeys = u8::try_from(selector.keys.len())
-            .map_err(|_| LinkError::Redirect(from, to, rtnetlink::Error::RequestFailed))?;
-        self.handle
-            .traffic_filter(from as i32)
-            .add()
-            .parent(0xffff_0000)
-            .priority(prio)
-            .protocol(protocol.to_be())
-            .u32(&[
-                TcFilterU32Option::Selector(selector),
-                TcFilterU32Option::Action(vec![action]),
-            ])
-            .map_err(|e| LinkError::Redirect(from, to, e))?
-            .execute()
-            .await
-            .map_err(|e| LinkError::Redirect(from, to, e))
     }
 
     /// One RTM_NEWLINK.
@@ -746,57 +450,4 @@ pub fn disable_ipv6_in_namespace() -> std::io::Result<()> {
 /// netlink round trip.
 pub fn index_of(name: &IfName) -> Option<u32> {
     nix::net::if_::if_nametoindex(name.as_str()).ok()
-}
-
-/// u32 keys matching `bytes` at `offset` from the network header (negative offsets reach into
-/// the Ethernet header: the source MAC is at -8), merged into the aligned 32-bit words
-/// `tc filter ... u32` works on.
-pub fn u32_keys(matches: &[(i32, &[u8])]) -> Vec<TcU32Key> {
-    let mut words: std::collections::BTreeMap<i32, (u32, u32)> = Default::default();
-    for (offset, bytes) in matches {
-        for (i, b) in bytes.iter().enumerate() {
-            let at = offset + i as i32;
-            let word = at.div_euclid(4) * 4;
-            let shift = 8 * (3 - at.rem_euclid(4)) as u32;
-            let (mask, val) = words.entry(word).or_default();
-            *mask |= 0xff << shift;
-            *val |= u32::from(*b) << shift;
-        }
-    }
-    words
-        .into_iter()
-        .map(|(off, (mask, val))| {
-            let mut key = TcU32Key::default();
-            (key.mask, key.val, key.off) = (mask, val, off);
-            key
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn u32_keys_merge_bytes_into_aligned_words() {
-        // An ARP sender: the frame's source MAC at -8, the ARP sha at 8 and spa at 14.
-        let mac = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
-        let ip = [10, 0, 0, 2];
-        let keys = u32_keys(&[(-8, &mac), (8, &mac), (14, &ip)]);
-        let k = |off, mask, val| {
-            let mut key = TcU32Key::default();
-            (key.mask, key.val, key.off) = (mask, val, off);
-            key
-        };
-        assert_eq!(
-            keys,
-            vec![
-                k(-8, 0xffff_ffff, 0x0211_2233),
-                k(-4, 0xffff_0000, 0x4455_0000),
-                k(8, 0xffff_ffff, 0x0211_2233),
-                k(12, 0xffff_ffff, 0x4455_0a00),
-                k(16, 0xffff_0000, 0x0002_0000),
-            ]
-        );
-    }
 }

@@ -1,0 +1,142 @@
+//! A bridge network's settings (the kind: `kinds/bridge.rs`).
+
+use super::checks;
+use super::raw::RawBridge;
+use ipnet::Ipv4Net;
+use protocol::IfName;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeNet {
+    pub bridge: IfName,
+    /// The gateway address with the guests' prefix length.
+    pub gateway: Ipv4Net,
+    pub dns: Vec<Ipv4Addr>,
+    pub search: Vec<String>,
+    pub domain: Option<String>,
+    /// A static list of guest addresses, or `None` for the whole subnet.
+    pub addresses: Option<Vec<Ipv4Addr>>,
+    pub mtu: u32,
+    pub lease_secs: u32,
+    /// Masquerade out of the host, libvirt's default network: `Some(None)` out of any
+    /// interface but the bridge (wherever the default route leads), `Some(Some(if))` out of
+    /// that interface only.
+    pub nat: Option<Option<IfName>>,
+    /// A DNS forwarder on the gateway address.
+    pub dns_forward: Option<DnsForward>,
+}
+
+/// Where the DNS forwarder of a bridge network sends queries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsForward {
+    /// Fixed upstream servers; when empty, the nameservers of `resolv_conf`, read again when
+    /// it changes (systemd-resolved's stub 127.0.0.53 included: the daemon reaches it).
+    pub upstream: Vec<Ipv4Addr>,
+    pub resolv_conf: PathBuf,
+}
+
+impl BridgeNet {
+    /// The DNS servers its guests are told of: the configured ones, else the gateway when it
+    /// forwards DNS.
+    pub fn dns_servers(&self) -> Vec<Ipv4Addr> {
+        if self.dns.is_empty() && self.dns_forward.is_some() {
+            vec![self.gateway.addr()]
+        } else {
+            self.dns.clone()
+        }
+    }
+}
+
+pub(super) fn validate(b: RawBridge, prefix: &str) -> Result<BridgeNet, String> {
+    let bridge = IfName::try_from(b.bridge).map_err(|e| e.to_string())?;
+    if crate::names::is_generated(bridge.as_str(), prefix) {
+        // Reconcile deletes unknown links of that shape; a configured bridge must not be one.
+        return Err(format!(
+            "bridge name {bridge} has the shape of a generated TAP name ({prefix} + 10 hex digits)"
+        ));
+    }
+    let gw = b.gateway;
+    if gw.prefix_len() > 30 {
+        return Err(format!("gateway {gw}: the subnet must be /30 or larger"));
+    }
+    if gw.addr() == gw.network() || gw.addr() == gw.broadcast() {
+        return Err(format!(
+            "gateway {gw}: the gateway must be a host address, not the network or broadcast address"
+        ));
+    }
+    checks::mtu(b.mtu)?;
+    checks::lease_secs(b.lease_secs)?;
+    let addresses = match b.addresses {
+        None => None,
+        Some(list) => {
+            let mut out = Vec::new();
+            for a in list {
+                if a.prefix_len() != gw.prefix_len() || !gw.contains(&a.addr()) {
+                    return Err(format!(
+                        "address {a} is not in the gateway's subnet {}",
+                        gw.trunc()
+                    ));
+                }
+                if [gw.addr(), gw.network(), gw.broadcast()].contains(&a.addr()) {
+                    return Err(format!(
+                        "address {a} is the network, gateway or broadcast address"
+                    ));
+                }
+                if out.contains(&a.addr()) {
+                    return Err(format!("address {a} is listed twice"));
+                }
+                out.push(a.addr());
+            }
+            if out.is_empty() {
+                return Err("addresses is empty".to_owned());
+            }
+            Some(out)
+        }
+    };
+    let uplink = b
+        .uplink
+        .map(|u| IfName::try_from(u).map_err(|e| format!("uplink: {e}")))
+        .transpose()?;
+    if uplink.as_ref() == Some(&bridge) {
+        return Err(format!("uplink {bridge} is the network's own bridge"));
+    }
+    let nat = match (b.nat, uplink) {
+        (true, uplink) => Some(uplink),
+        (false, None) => None,
+        (false, Some(u)) => {
+            return Err(format!(
+                "uplink {u} is only used with nat = true (a plain bridge is not routed)"
+            ))
+        }
+    };
+    let dns_forward = match (b.dns_forward, b.dns_upstream, b.resolv_conf) {
+        (true, upstream, resolv_conf) => {
+            if let Some(a) = upstream.iter().find(|a| **a == gw.addr()) {
+                return Err(format!(
+                    "dns_upstream {a} is the gateway itself: queries would loop"
+                ));
+            }
+            Some(DnsForward {
+                upstream,
+                resolv_conf: resolv_conf.unwrap_or_else(|| PathBuf::from("/etc/resolv.conf")),
+            })
+        }
+        (false, upstream, resolv_conf) if !upstream.is_empty() || resolv_conf.is_some() => {
+            return Err("dns_upstream and resolv_conf are only used with dns_forward = true".into())
+        }
+        (false, _, _) => None,
+    };
+    Ok(BridgeNet {
+        bridge,
+        gateway: gw,
+        dns: b.dns,
+        search: b.search,
+        domain: b.domain,
+        addresses,
+        mtu: b.mtu,
+        lease_secs: b.lease_secs,
+        nat,
+        dns_forward,
+    })
+}

@@ -1,0 +1,69 @@
+//! The checks more than one kind makes, written once.
+
+use super::PortForward;
+use ipnet::Ipv4Net;
+
+/// A link MTU the kernel takes: 68 (IPv4's minimum) to 65535.
+pub(super) fn mtu(mtu: u32) -> Result<(), String> {
+    if (68..=65535).contains(&mtu) {
+        Ok(())
+    } else {
+        Err(format!("mtu {mtu} is out of range (68..=65535)"))
+    }
+}
+
+/// A DHCP lease of at least a minute (clients renew at half of it).
+pub(super) fn lease_secs(secs: u32) -> Result<(), String> {
+    if secs < 60 {
+        Err(format!("lease_secs {secs} is below 60"))
+    } else {
+        Ok(())
+    }
+}
+
+/// `ports = ["tcp:8080:80", ...]`, each host port forwarded once.
+pub(super) fn forwards(specs: &[String]) -> Result<Vec<PortForward>, String> {
+    let mut ports: Vec<PortForward> = Vec::new();
+    for spec in specs {
+        let f: PortForward = spec.parse()?;
+        if ports.iter().any(|o| o.proto == f.proto && o.host == f.host) {
+            return Err(format!(
+                "host port {}:{} is forwarded twice",
+                f.proto.as_str(),
+                f.host
+            ));
+        }
+        ports.push(f);
+    }
+    Ok(ports)
+}
+
+/// A masquerade guest's subnet: room for the gateway and the guest, no host bits.
+pub(super) fn nat_cidr(cidr: Ipv4Net) -> Result<(), String> {
+    if cidr.prefix_len() > 30 || cidr != cidr.trunc() {
+        return Err(format!(
+            "cidr {cidr}: must be a subnet of at least /30 without host bits"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_shared_check_says_what_is_wrong() {
+        assert!(mtu(1500).is_ok() && mtu(68).is_ok() && mtu(65535).is_ok());
+        assert_eq!(mtu(67).unwrap_err(), "mtu 67 is out of range (68..=65535)");
+        assert!(lease_secs(60).is_ok());
+        assert_eq!(lease_secs(59).unwrap_err(), "lease_secs 59 is below 60");
+        let two = forwards(&["tcp:8080:80".into(), "udp:8080:53".into()]).unwrap();
+        assert_eq!((two[1].host, two[1].guest), (8080, 53));
+        let e = forwards(&["tcp:1:2".into(), "tcp:1:3".into()]).unwrap_err();
+        assert_eq!(e, "host port tcp:1 is forwarded twice");
+        assert!(nat_cidr("10.0.2.0/30".parse().unwrap()).is_ok());
+        assert!(nat_cidr("10.0.2.0/31".parse().unwrap()).is_err());
+        assert!(nat_cidr("10.0.2.1/30".parse().unwrap()).is_err());
+    }
+}

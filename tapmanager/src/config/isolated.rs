@@ -1,0 +1,203 @@
+//! An isolated or masquerade network's settings (the kinds: `kinds/isolated.rs`,
+//! `kinds/masquerade.rs`), and the port forwards and veth bindings other kinds share.
+
+use super::checks;
+use super::raw::{RawIsolated, RawMasquerade};
+use ipnet::Ipv4Net;
+use protocol::IfName;
+use serde::Deserialize;
+use std::net::Ipv4Addr;
+
+/// Slicer's isolated mode: a namespace and a /30 per guest, routed and NATed out of `uplink`.
+///
+/// Destinations: with only `drop`, everything but `drop` is reachable; with only `allow`,
+/// nothing but `allow`; with both, a destination must be in `allow` and not in `drop` (drop
+/// wins, so `allow = ["10.0.0.0/8"]`, `drop = ["10.1.0.0/16"]` carves a hole). Other guests
+/// and the host's own addresses are never reachable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsolatedNet {
+    pub range: Ipv4Net,
+    pub uplink: IfName,
+    pub drop: Vec<Ipv4Net>,
+    pub allow: Option<Vec<Ipv4Net>>,
+    pub dns: Vec<Ipv4Addr>,
+    pub mtu: u32,
+    pub lease_secs: u32,
+    /// Where the guest's gateway is, and whether it sits behind NAT.
+    pub mode: IsolatedMode,
+}
+
+/// How an isolated network's guests meet the host. A masquerade network is always routed:
+/// its NAT lives in the guest's namespace, behind the TAP that holds the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IsolatedMode {
+    /// The TAP holds the gateway inside the guest's namespace, which routes to the host.
+    Routed,
+    /// The TAP is joined to the veth at layer 2; the host side of the veth holds the gateway.
+    Joined(VethBinding),
+    /// The masquerade kind: routed, and the guest NATed in its namespace.
+    Masquerade(Masquerade),
+}
+
+impl IsolatedNet {
+    /// How its TAPs meet their veths: `None` when routed (as masquerade always is).
+    pub fn binding(&self) -> Option<VethBinding> {
+        match self.mode {
+            IsolatedMode::Joined(b) => Some(b),
+            IsolatedMode::Routed | IsolatedMode::Masquerade(_) => None,
+        }
+    }
+
+    /// A masquerade network's NAT settings.
+    pub fn masquerade(&self) -> Option<&Masquerade> {
+        match &self.mode {
+            IsolatedMode::Masquerade(m) => Some(m),
+            IsolatedMode::Routed | IsolatedMode::Joined(_) => None,
+        }
+    }
+}
+
+/// How a veth meets a TAP inside a namespace, at layer 2 (DESIGN.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VethBinding {
+    /// A bridge holding both, learning off on its ports (no FDB to age, so no Slicer-style
+    /// delay when a guest's MAC moves).
+    Bridge,
+    /// An ingress mirred redirect each way (Kata, tc-redirect-tap): no bridge at all.
+    TcRedirect,
+}
+
+impl VethBinding {
+    /// Parses a config value; `routed` is `None`.
+    pub(super) fn parse(s: Option<&str>) -> Result<Option<VethBinding>, String> {
+        match s {
+            None | Some("routed") => Ok(None),
+            Some("bridge") => Ok(Some(VethBinding::Bridge)),
+            Some("tc-redirect") => Ok(Some(VethBinding::TcRedirect)),
+            Some(other) => Err(format!(
+                "binding {other:?} is not one of routed, bridge, tc-redirect"
+            )),
+        }
+    }
+}
+
+/// Virtink/KubeVirt's masquerade binding on top of the isolated plumbing: the guest always
+/// has the same internal address (`cidr`'s network + 2) and is NATed in its own namespace to
+/// that namespace's transit address, which the host NATs again out of the uplink. Inbound
+/// only through `ports`, whose host ports belong to one guest of the network at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Masquerade {
+    pub cidr: Ipv4Net,
+    pub ports: Vec<PortForward>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// `PROTO:HOST_PORT:GUEST_PORT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortForward {
+    pub proto: Proto,
+    pub host: u16,
+    pub guest: u16,
+}
+
+impl std::str::FromStr for PortForward {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("port forward {s:?}: expected tcp:HOST_PORT:GUEST_PORT or udp:...");
+        let mut it = s.split(':');
+        let proto = match it.next() {
+            Some("tcp") => Proto::Tcp,
+            Some("udp") => Proto::Udp,
+            _ => return Err(bad()),
+        };
+        let port = |p: Option<&str>| p.and_then(|p| p.parse::<u16>().ok()).filter(|p| *p > 0);
+        let (host, guest) = (
+            port(it.next()).ok_or_else(bad)?,
+            port(it.next()).ok_or_else(bad)?,
+        );
+        if it.next().is_some() {
+            return Err(bad());
+        }
+        Ok(PortForward { proto, host, guest })
+    }
+}
+
+pub(super) fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+pub(super) fn validate_masquerade(m: RawMasquerade) -> Result<IsolatedNet, String> {
+    if VethBinding::parse(m.binding.as_deref())?.is_some() {
+        return Err(
+            "binding: a masquerade guest is NATed inside its namespace, behind a TAP \
+                    that holds its gateway; only \"routed\" applies (use the isolated kind \
+                    for a bridge or tc-redirect binding)"
+                .into(),
+        );
+    }
+    checks::nat_cidr(m.cidr)?;
+    let ports = checks::forwards(&m.ports)?;
+    let mut iso = validate_isolated(RawIsolated {
+        range: m.transit,
+        uplink: m.uplink,
+        binding: None,
+        drop: m.drop,
+        allow: m.allow,
+        dns: m.dns,
+        mtu: m.mtu,
+        lease_secs: m.lease_secs,
+        allow_users: Vec::new(),
+        allow_groups: Vec::new(),
+        private: false,
+    })?;
+    iso.mode = IsolatedMode::Masquerade(Masquerade {
+        cidr: m.cidr,
+        ports,
+    });
+    Ok(iso)
+}
+
+pub(super) fn validate_isolated(i: RawIsolated) -> Result<IsolatedNet, String> {
+    let uplink = IfName::try_from(i.uplink).map_err(|e| e.to_string())?;
+    if i.range.prefix_len() > 30 {
+        return Err(format!("range {}: must hold at least one /30", i.range));
+    }
+    if i.range != i.range.trunc() {
+        return Err(format!(
+            "range {}: host bits are set (did you mean {}?)",
+            i.range,
+            i.range.trunc()
+        ));
+    }
+    checks::mtu(i.mtu)?;
+    checks::lease_secs(i.lease_secs)?;
+    let mode = match VethBinding::parse(i.binding.as_deref())? {
+        None => IsolatedMode::Routed,
+        Some(b) => IsolatedMode::Joined(b),
+    };
+    Ok(IsolatedNet {
+        range: i.range,
+        uplink,
+        drop: i.drop.iter().map(|n| n.trunc()).collect(),
+        allow: i.allow.map(|a| a.iter().map(|n| n.trunc()).collect()),
+        dns: i.dns,
+        mtu: i.mtu,
+        lease_secs: i.lease_secs,
+        mode,
+    })
+}

@@ -1,0 +1,194 @@
+//! Addresses: `ip addr` (and what a taken-over interface had, saved and given back).
+
+use super::{errno, LinkError, Links};
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use protocol::MacAddr;
+use rtnetlink::{LinkUnspec, RouteMessageBuilder};
+use std::net::{IpAddr, Ipv4Addr};
+
+/// An IPv4 address of a link, as it was before the daemon took the link over.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedAddress {
+    pub net: Ipv4Net,
+    pub broadcast: Option<Ipv4Addr>,
+}
+
+/// An IPv4 route through one link, as it was before the daemon took the link over.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedRoute {
+    pub dst: Ipv4Net,
+    pub gw: Option<Ipv4Addr>,
+    pub onlink: bool,
+    /// `rtm_protocol` (static, dhcp, boot, ...): given back as it was.
+    #[serde(default)]
+    pub protocol: u8,
+}
+
+impl Links {
+    /// Takes every IPv4 address off a link, then sets it down with a new MAC, which drops
+    /// every route through it: what a CNI plugin configured there is the guest's now.
+    pub async fn strip(&self, index: u32, name: &str, mac: MacAddr) -> Result<(), LinkError> {
+        let addrs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| LinkError::Get(name.to_owned(), e))?;
+        for a in addrs {
+            if a.header.family != netlink_packet_route::AddressFamily::Inet {
+                continue;
+            }
+            match self.handle.address().del(a).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == libc::EADDRNOTAVAIL => {}
+                Err(e) => return Err(LinkError::Up(name.to_owned(), e)),
+            }
+        }
+        let msg = LinkUnspec::new_with_index(index)
+            .down()
+            .address(mac.0.to_vec())
+            .build();
+        self.set(msg)
+            .await
+            .map_err(|e| LinkError::Up(name.to_owned(), e))
+    }
+
+    /// A link's IPv4 addresses and the main table's IPv4 routes through it that the kernel did
+    /// not derive from an address (those come back with the address).
+    pub async fn ipv4_state(
+        &self,
+        index: u32,
+        name: &str,
+    ) -> Result<(Vec<SavedAddress>, Vec<SavedRoute>), LinkError> {
+        use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+        use netlink_packet_route::route::{
+            RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol,
+        };
+        let get = |e| LinkError::Get(name.to_owned(), e);
+        let addrs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(get)?;
+        let mut out = Vec::new();
+        for a in &addrs {
+            let (mut ip, mut broadcast) = (None, None);
+            for attr in &a.attributes {
+                match attr {
+                    // IFA_ADDRESS; on a point-to-point link IFA_LOCAL would differ.
+                    AddressAttribute::Address(IpAddr::V4(v)) => ip = Some(*v),
+                    AddressAttribute::Broadcast(b) => broadcast = Some(*b),
+                    _ => {}
+                }
+            }
+            if let Some(net) = ip.and_then(|v| Ipv4Net::new(v, a.header.prefix_len).ok()) {
+                out.push(SavedAddress { net, broadcast });
+            }
+        }
+        let routes: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(get)?;
+        let mut saved = Vec::new();
+        for r in &routes {
+            if r.header.table != 254 || r.header.protocol == RouteProtocol::Kernel {
+                continue;
+            }
+            let (mut oif, mut dst, mut gw) = (None, Ipv4Addr::UNSPECIFIED, None);
+            for attr in &r.attributes {
+                match attr {
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(*g),
+                    _ => {}
+                }
+            }
+            if oif != Some(index) {
+                continue;
+            }
+            if let Ok(dst) = Ipv4Net::new(dst, r.header.destination_prefix_length) {
+                saved.push(SavedRoute {
+                    dst,
+                    gw,
+                    onlink: r.header.flags.contains(RouteFlags::Onlink),
+                    protocol: r.header.protocol.into(),
+                });
+            }
+        }
+        Ok((out, saved))
+    }
+
+    /// Puts back what [`Links::ipv4_state`] saved: the addresses, then the routes.
+    pub async fn restore_ipv4(
+        &self,
+        index: u32,
+        name: &str,
+        addrs: &[SavedAddress],
+        routes: &[SavedRoute],
+    ) -> Result<(), LinkError> {
+        use netlink_packet_route::address::AddressAttribute;
+        for a in addrs {
+            let mut req = self
+                .handle
+                .address()
+                .add(index, IpAddr::V4(a.net.addr()), a.net.prefix_len())
+                .replace();
+            let attrs = &mut req.message_mut().attributes;
+            attrs.retain(|x| !matches!(x, AddressAttribute::Broadcast(_)));
+            if let Some(b) = a.broadcast {
+                attrs.push(AddressAttribute::Broadcast(b));
+            }
+            req.execute()
+                .await
+                .map_err(|e| LinkError::AddAddress(name.to_owned(), a.net, e))?;
+        }
+        for r in routes {
+            let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(r.dst.addr(), r.dst.prefix_len())
+                .output_interface(index)
+                .protocol(r.protocol.into());
+            if let Some(gw) = r.gw {
+                b = b.gateway(gw);
+            }
+            if r.onlink {
+                b = b.onlink();
+            }
+            self.handle
+                .route()
+                .add(b.build())
+                .replace()
+                .execute()
+                .await
+                .map_err(|e| LinkError::Route(r.dst, r.gw.unwrap_or(Ipv4Addr::UNSPECIFIED), e))?;
+        }
+        Ok(())
+    }
+
+    /// Adds an IPv4 address; `replace` converges: it is there afterwards whether it was or not.
+    pub async fn add_address(
+        &self,
+        index: u32,
+        name: &str,
+        addr: Ipv4Net,
+    ) -> Result<(), LinkError> {
+        self.handle
+            .address()
+            .add(index, IpAddr::V4(addr.addr()), addr.prefix_len())
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| LinkError::AddAddress(name.to_owned(), addr, e))
+    }
+}
