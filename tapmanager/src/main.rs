@@ -2,11 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use protocol::{Client, VmId};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tapmanager::config::Config;
-use tapmanager::daemon::Daemon;
 
 /// What a man page would add to the commands' own help.
 const MORE_HELP: &str = "\
@@ -153,26 +150,22 @@ enum Cmd {
 
 #[derive(Debug, thiserror::Error)]
 enum MainError {
-    #[error("config")]
-    Config(#[from] tapmanager::config::ConfigError),
-    #[error("cannot prepare socket {}", .0.display())]
-    Socket(PathBuf, #[source] std::io::Error),
-    #[error("another tapmanager is already listening on {}", .0.display())]
-    SocketInUse(PathBuf),
-    #[error("cannot reduce capabilities")]
-    Privileges(#[from] tapmanager::privileges::PrivilegeError),
-    #[error("cannot start the runtime")]
-    Runtime(#[source] std::io::Error),
-    #[error("daemon")]
-    Daemon(#[from] tapmanager::daemon::DaemonError),
+    #[error(transparent)]
+    Admin(Box<tapmanager::admin::AdminError>),
     #[error(transparent)]
     Client(#[from] protocol::ClientError),
     #[error("network {0} is not ready")]
     NotReady(String),
     #[error("{0}")]
     Invalid(String),
-    #[error("down")]
-    Down(#[source] tapmanager::daemon::DownError),
+    #[error("cannot write {}", .0.display())]
+    Write(PathBuf, #[source] std::io::Error),
+}
+
+impl From<tapmanager::admin::AdminError> for MainError {
+    fn from(e: tapmanager::admin::AdminError) -> MainError {
+        MainError::Admin(Box::new(e))
+    }
 }
 
 fn main() -> ExitCode {
@@ -235,9 +228,9 @@ fn stderr_is_journal() -> bool {
 
 fn run(cli: Cli) -> Result<(), MainError> {
     match cli.cmd {
-        Cmd::Serve { config } => serve(&config),
-        Cmd::Down { config, force } => down(&config, force),
-        Cmd::CheckConfig { file } => check_config(&file),
+        Cmd::Serve { config } => Ok(tapmanager::admin::serve::serve(&config)?),
+        Cmd::Down { config, force } => Ok(tapmanager::admin::serve::down(&config, force)?),
+        Cmd::CheckConfig { file } => Ok(tapmanager::admin::serve::check_config(&file)?),
         Cmd::Init {
             kind,
             name,
@@ -285,7 +278,7 @@ fn run(cli: Cli) -> Result<(), MainError> {
                             path.display()
                         )));
                     }
-                    std::fs::write(&path, text).map_err(|e| MainError::Socket(path.clone(), e))?;
+                    std::fs::write(&path, text).map_err(|e| MainError::Write(path.clone(), e))?;
                     eprintln!("tapmanager: wrote {}", path.display());
                     Ok(())
                 }
@@ -342,195 +335,4 @@ fn doctor(config: &Path, socket: &Path) -> Result<(), MainError> {
         0 => Ok(()),
         n => Err(MainError::Invalid(format!("{n} check(s) failed"))),
     }
-}
-
-fn check_config(file: &Path) -> Result<(), MainError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| tapmanager::config::ConfigError::Read(file.to_owned(), e))?;
-    match Config::parse(&text) {
-        Ok(c) => {
-            println!("{}: valid", file.display());
-            for (name, n) in &c.networks {
-                let kind = n.kind.name();
-                println!("  network {name}: {kind}");
-            }
-            let q = c.policy.default;
-            println!(
-                "  policy: {} attachments and {} queues a uid, {} override(s)",
-                q.max_attachments,
-                q.max_queues,
-                c.policy.overrides.len()
-            );
-            Ok(())
-        }
-        Err(e) => {
-            let at = Config::error_line(&text, &e).map_or(String::new(), |l| format!(":{l}"));
-            Err(MainError::Invalid(format!(
-                "{}{at}: {}",
-                file.display(),
-                tapmanager::error_chain(&e)
-            )))
-        }
-    }
-}
-
-/// Binds the listening socket: 0660 root:group, refusing to steal a live daemon's socket.
-fn bind_socket(path: &Path, group: u32) -> Result<std::os::unix::net::UnixListener, MainError> {
-    let err = |e| MainError::Socket(path.to_owned(), e);
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .map_err(err)?;
-    }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(MainError::SocketInUse(path.to_owned()));
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
-    }
-    let listener = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
-    std::os::unix::fs::chown(path, Some(0), Some(group)).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
-    listener.set_nonblocking(true).map_err(err)?;
-    Ok(listener)
-}
-
-/// What must be learned while every capability is still there: pid 1's network namespace
-/// (it does not open without them) and where namespace pins outlive the daemon (it may enter
-/// pid 1's mount namespace). Then the capabilities the config needs are all that is kept;
-/// before any thread exists, since capabilities are per thread.
-fn learn_host(config: &Config) -> Result<tapmanager::net::netns::HostNetns, MainError> {
-    let host_netns = tapmanager::net::netns::HostNetns::learn();
-    let mut needs = tapmanager::privileges::Needs::of(config);
-    if needs.namespaces {
-        let place = tapmanager::net::netns::PinPlace::learn(existing_ancestor(&config.state_dir));
-        needs.foreign_pins = place.needs_chroot();
-        place.install();
-    }
-    if nix::unistd::geteuid().is_root() {
-        tapmanager::privileges::reduce(needs)?;
-    } else {
-        tracing::warn!("not running as root: capabilities left as they are");
-    }
-    Ok(host_netns)
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, MainError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(MainError::Runtime)
-}
-
-/// `tapmanager down`: with the daemon stopped, takes its state as a start would (live guests
-/// adopted, dead ones reaped), releases what is left, deletes the bridges it made and its
-/// tables, then its state directory and lock directory, if nothing else is in them.
-fn down(config_path: &Path, force: bool) -> Result<(), MainError> {
-    let config = Config::load(config_path)?;
-    let state_dir = config.state_dir.clone();
-    // As the daemon runs: its children (nft, CNI plugins) get their capabilities that way.
-    let host_netns = learn_host(&config)?;
-    runtime()?.block_on(async move {
-        let daemon = match Daemon::start_for_down(config, host_netns).await {
-            Err(tapmanager::daemon::DaemonError::NetnsLock(
-                tapmanager::net::netns::LockError::Taken,
-            ))
-            | Err(tapmanager::daemon::DaemonError::State(
-                tapmanager::state::StateError::Locked(_),
-            )) => {
-                return Err(MainError::Invalid(
-                    "the daemon is running: stop it first (systemctl stop tapmanager.socket tapmanager.service)".into(),
-                ))
-            }
-            r => r?,
-        };
-        daemon.down(force).await.map_err(MainError::Down)
-    })?;
-    // The daemon is gone (its locks with it): what it kept on disk, if only that is left.
-    let mut left = Vec::new();
-    let lock = state_dir.join("lock");
-    let _ = std::fs::remove_file(&lock); // absent is fine
-                                         // The lock directory stays: daemons of other network namespaces share it, and one may be
-                                         // starting (the package's postrm removes it on purge).
-    let dirs = tapmanager::state::PRIVATE_SUBDIRS
-        .iter()
-        .map(|d| state_dir.join(d))
-        .chain([state_dir.clone()]);
-    for dir in dirs {
-        match std::fs::remove_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => left.push(format!("{} ({e})", dir.display())),
-        }
-    }
-    if left.is_empty() {
-        println!("tapmanager: down: every attachment, bridge, table and state file removed");
-        Ok(())
-    } else {
-        Err(MainError::Invalid(format!(
-            "down: everything was torn down, but these are not empty: {}",
-            left.join(", ")
-        )))
-    }
-}
-
-/// `path` or its nearest ancestor that exists (the state directory is made later).
-fn existing_ancestor(path: &Path) -> &Path {
-    path.ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"))
-}
-
-fn serve(config_path: &Path) -> Result<(), MainError> {
-    let config = Config::load(config_path)?;
-    // Socket activation: systemd's socket if it passed one, else our own.
-    let listener = match tapmanager::systemd::listener()
-        .map_err(|e| MainError::Socket(config.socket.clone(), e))?
-    {
-        Some(l) => {
-            tracing::info!("using the socket systemd passed");
-            l
-        }
-        None => bind_socket(&config.socket, config.group)?,
-    };
-    // Every NIC holds a packet socket and every attachment a pidfd: the default soft limit
-    // of 1024 fds would end attaches for everyone at a few hundred NICs.
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                tracing::warn!(error = %e, "cannot raise the open-file limit");
-            }
-        }
-    }
-    let host_netns = learn_host(&config)?;
-    runtime()?.block_on(async move {
-        let daemon = Daemon::start(config, host_netns).await?;
-        let listener = tokio::net::UnixListener::from_std(listener)
-            .map_err(|e| MainError::Socket(daemon.config_socket(), e))?;
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let s = shutdown.clone();
-        tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            s.cancel();
-        });
-        tracing::info!(socket = %daemon.config_socket().display(), "serving");
-        // Reconciled and listening: a Type=notify unit is started now.
-        tapmanager::systemd::notify("READY=1");
-        daemon.serve(listener, shutdown).await?;
-        // Attachments stay: their VMs keep running, and the next start adopts them.
-        tracing::info!("stopping; attachments stay in place for the next start");
-        Ok(())
-    })
 }

@@ -412,35 +412,52 @@ impl Journal {
     }
 }
 
+/// A NIC and a record for unit tests: one queue, MTU 1500, no address; tests set the rest.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixture {
     use super::*;
 
-    fn record(vm: &str) -> Record {
+    pub(crate) fn nic(network: &str, ifname: &str, built: NicState) -> Nic {
+        Nic {
+            iface: Interface {
+                network: network.parse().unwrap(),
+                ifname: ifname.parse().unwrap(),
+                mac: protocol::MacAddr([0x02, 0, 0, 0, 0, 9]),
+                address: None,
+                gateway: None,
+                mtu: 1500,
+                queues: 1,
+                vnet_hdr: true,
+                by_name: false,
+                dns: Vec::new(),
+                search: Vec::new(),
+                routes: Vec::new(),
+            },
+            built,
+        }
+    }
+
+    pub(crate) fn record(vm: &str, nics: Vec<Nic>) -> Record {
         Record {
             vm: vm.parse().unwrap(),
             uid: 1000,
             pid: 42,
             pid_start: 7,
             created: 1,
-            nics: vec![Nic {
-                built: NicState::Bridge,
-                iface: Interface {
-                    network: "default".parse().unwrap(),
-                    ifname: "tm0123456789".parse().unwrap(),
-                    mac: "02:00:00:00:00:01".parse().unwrap(),
-                    address: Some(("10.0.0.2".parse().unwrap(), 24)),
-                    gateway: Some("10.0.0.1".parse().unwrap()),
-                    mtu: 1500,
-                    queues: 1,
-                    vnet_hdr: true,
-                    by_name: false,
-                    dns: Vec::new(),
-                    search: Vec::new(),
-                    routes: Vec::new(),
-                },
-            }],
+            nics,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(vm: &str) -> Record {
+        let mut nic = fixture::nic("default", "tm0123456789", NicState::Bridge);
+        nic.iface.address = Some(("10.0.0.2".parse().unwrap(), 24));
+        nic.iface.gateway = Some("10.0.0.1".parse().unwrap());
+        fixture::record(vm, vec![nic])
     }
 
     fn current(s: Vec<Stored>) -> Vec<Record> {

@@ -7,7 +7,7 @@
 //! | step | function | runs |
 //! |---|---|---|
 //! | [`build`] | the kernel work: TAP, links, guards, DHCP listening | on attach |
-//! | [`binding`] | the DHCP lease, pure, from the journaled NIC and the config | on attach and adoption |
+//! | [`binding`] (`lease.rs`) | the DHCP lease, pure, from the journaled NIC and the config | on attach and adoption |
 //! | [`intact`] | whether what was built is still there to adopt | at start |
 //! | [`converge`] | puts back what was removed by hand, with the steps [`build`] used, and rebinds DHCP | at start, for an adopted NIC |
 //! | [`teardown`] | undoes what [`build`] did (any prefix of it), by what was built | on release, exit, a failed attach, at start for the dead |
@@ -27,6 +27,7 @@
 pub mod bridge;
 pub mod cni;
 pub mod isolated;
+mod lease;
 pub mod macvtap;
 pub mod masquerade;
 pub mod pod;
@@ -47,6 +48,7 @@ use std::path::Path;
 use tokio_util::sync::CancellationToken;
 
 pub use bridge::{BridgeState, Bridges};
+pub(crate) use lease::{binding, routes, Lease};
 
 /// What was built for one NIC, by kind. Teardown, adoption and the DHCP lease dispatch on
 /// this, not on the config's kind, and take from it what the NIC was built with (binding,
@@ -286,71 +288,6 @@ pub(crate) async fn build(
     }
 }
 
-/// What the DHCP server of one NIC hands out; `None` for a NIC that has none (macvtap: the
-/// LAN's own serves it). Pure: from the journaled NIC and the config, the same at attach and
-/// after a restart.
-pub(crate) fn binding(
-    config: &Config,
-    bridges: &Bridges,
-    record: &Record,
-    nic: &Nic,
-) -> Option<dhcp::Binding> {
-    let iface = &nic.iface;
-    let net = config.network(&iface.network)?;
-    let lease = match (&nic.built, &net.kind) {
-        (NicState::Bridge, NetworkKind::Bridge(b)) => bridge::lease(bridges, iface, b)?,
-        (NicState::Isolated { .. } | NicState::Masquerade { .. }, NetworkKind::Isolated(i)) => {
-            isolated::lease(iface, i)
-        }
-        (NicState::Pod { masquerade, .. }, NetworkKind::Pod(p)) => {
-            pod::lease(iface, p, *masquerade)
-        }
-        (NicState::Cni { domain }, NetworkKind::Cni(c)) => cni::port::lease_of(iface, c, domain),
-        _ => return None,
-    };
-    let (ip, prefix_len) = iface.address?;
-    let gateway = iface.gateway?;
-    Some(dhcp::Binding {
-        mac: iface.mac.0,
-        ip,
-        prefix_len,
-        gateway: Some(gateway),
-        server_id: gateway,
-        server_mac: lease.server_mac.0,
-        routes: iface
-            .routes
-            .iter()
-            .filter_map(|(dst, len, via)| Some((ipnet::Ipv4Net::new(*dst, *len).ok()?, *via)))
-            .collect(),
-        dns: lease.dns,
-        search: lease.search,
-        hostname: hostname(&record.vm),
-        domain: lease.domain,
-        mtu: u16::try_from(lease.mtu).ok(),
-        lease_secs: lease.lease_secs,
-    })
-}
-
-/// A kind's part of a DHCP binding: who answers and what besides address, gateway and routes
-/// (which the NIC itself carries).
-pub(crate) struct Lease {
-    pub server_mac: protocol::MacAddr,
-    pub dns: Vec<std::net::Ipv4Addr>,
-    pub search: Vec<String>,
-    pub domain: Option<String>,
-    pub mtu: u32,
-    pub lease_secs: u32,
-}
-
-fn hostname(vm: &protocol::VmId) -> Option<String> {
-    let s = vm.as_str();
-    let ok = s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-');
-    ok.then(|| s.to_owned())
-}
-
 /// Whether the network a NIC was built on is still one of the kind it was built as: only then
 /// can the daemon serve it (its DHCP settings, its rules' place are the network's).
 fn fits(built: &NicState, kind: &NetworkKind) -> bool {
@@ -544,13 +481,6 @@ pub(crate) fn migrate(config: &Config, old: RecordV1) -> Record {
     record
 }
 
-/// Option 121 routes as a NIC carries them.
-pub(crate) fn routes(r: &[(ipnet::Ipv4Net, Ipv4Addr)]) -> Vec<(Ipv4Addr, u8, Ipv4Addr)> {
-    r.iter()
-        .map(|(dst, via)| (dst.addr(), dst.prefix_len(), *via))
-        .collect()
-}
-
 /// The capabilities the configured kinds need kept.
 pub fn needs(config: &Config) -> crate::privileges::Needs {
     let mut needs = crate::privileges::Needs::default();
@@ -665,34 +595,16 @@ lease_secs = 120
     }
 
     fn nic(network: &str, built: NicState, address: Option<(&str, u8)>, gw: Option<&str>) -> Nic {
-        Nic {
-            iface: Interface {
-                network: name(network),
-                ifname: "tm0123456789".parse().unwrap(),
-                mac: MacAddr([0x02, 0, 0, 0, 0, 9]),
-                address: address.map(|(a, l)| (a.parse().unwrap(), l)),
-                gateway: gw.map(|g| g.parse().unwrap()),
-                mtu: 1500,
-                queues: 1,
-                vnet_hdr: true,
-                by_name: false,
-                dns: Vec::new(),
-                search: Vec::new(),
-                routes: Vec::new(),
-            },
-            built,
-        }
+        let mut n = crate::state::fixture::nic(network, "tm0123456789", built);
+        n.iface.address = address.map(|(a, l)| (a.parse().unwrap(), l));
+        n.iface.gateway = gw.map(|g| g.parse().unwrap());
+        n
     }
 
     fn record(nics: Vec<Nic>) -> Record {
-        Record {
-            vm: "web-1".parse().unwrap(),
-            uid: 1000,
-            pid: 1,
-            pid_start: 1,
-            created: 0,
-            nics,
-        }
+        let mut r = crate::state::fixture::record("web-1", nics);
+        r.pid = 1;
+        r
     }
 
     fn lease_of(n: Nic) -> Option<dhcp::Binding> {

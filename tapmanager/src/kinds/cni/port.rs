@@ -50,15 +50,19 @@ struct Place {
     tap: String,
 }
 
+/// A guest's CNI NICs, in its order.
+fn cni_nics(record: &Record) -> Vec<&Interface> {
+    record
+        .nics
+        .iter()
+        .filter(|n| matches!(n.built, NicState::Cni { .. }))
+        .map(|n| &n.iface)
+        .collect()
+}
+
 impl Place {
     fn of(kit: &Kit<'_>, record: &Record, iface: &Interface) -> Place {
-        let cni: Vec<&Interface> = record
-            .nics
-            .iter()
-            .filter(|n| matches!(n.built, NicState::Cni { .. }))
-            .map(|n| &n.iface)
-            .collect();
-        let (k, owner) = Place::index(&cni, iface);
+        let (k, owner) = Place::index(&cni_nics(record), iface);
         Place {
             netns: kit.pin(&owner),
             owner,
@@ -570,46 +574,18 @@ mod tests {
 
     #[test]
     fn a_guests_cni_nics_share_the_first_ones_namespace() {
-        let place = |record: &Record, i: usize| {
-            let cni: Vec<&Interface> = record
-                .nics
-                .iter()
-                .filter(|n| matches!(n.built, NicState::Cni { .. }))
-                .map(|n| &n.iface)
-                .collect();
-            Place::index(&cni, &record.nics[i].iface)
-        };
-        let nic = |name: &str, built: NicState| Nic {
-            iface: Interface {
-                network: "n".parse().unwrap(),
-                ifname: name.parse().unwrap(),
-                mac: MacAddr([2, 0, 0, 0, 0, 1]),
-                address: None,
-                gateway: None,
-                mtu: 1500,
-                queues: 1,
-                vnet_hdr: true,
-                by_name: false,
-                dns: Vec::new(),
-                search: Vec::new(),
-                routes: Vec::new(),
-            },
-            built,
-        };
+        use crate::state::fixture;
         let cni = || NicState::Cni { domain: None };
-        let record = Record {
-            vm: "v".parse().unwrap(),
-            uid: 1,
-            pid: 1,
-            pid_start: 1,
-            created: 0,
-            nics: vec![
-                nic("tm000000000a", NicState::Bridge),
-                nic("tm000000000b", cni()),
-                nic("tm000000000c", cni()),
+        let record = fixture::record(
+            "v",
+            vec![
+                fixture::nic("n", "tm000000000a", NicState::Bridge),
+                fixture::nic("n", "tm000000000b", cni()),
+                fixture::nic("n", "tm000000000c", cni()),
             ],
-        };
-        assert_eq!(place(&record, 1), (0, "tm000000000b".parse().unwrap()));
-        assert_eq!(place(&record, 2), (1, "tm000000000b".parse().unwrap()));
+        );
+        let place = |i: usize| Place::index(&cni_nics(&record), &record.nics[i].iface);
+        assert_eq!(place(1), (0, "tm000000000b".parse().unwrap()));
+        assert_eq!(place(2), (1, "tm000000000b".parse().unwrap()));
     }
 }

@@ -1,0 +1,83 @@
+//! What each guest's DHCP server hands out: address, gateway, the routes of option 121, DNS,
+//! MTU, lease time. Pure, from the journaled NIC and its network's settings, so the guest is
+//! told the same after a restart. The routes are the NIC's own: a CNI NIC's from its
+//! plugins' result (`cni/port.rs` writes them into the NIC at build), a pod NIC's from what
+//! its pod's interface had (`pod.rs`); a bridge or isolated NIC has none beyond the default
+//! route. `dhcp/src/reply.rs::classless_routes` encodes them.
+
+use super::{bridge, cni, isolated, pod, Bridges, NicState};
+use crate::config::{Config, NetworkKind};
+use crate::state::{Nic, Record};
+use std::net::Ipv4Addr;
+
+/// What the DHCP server of one NIC hands out; `None` for a NIC that has none (macvtap: the
+/// LAN's own serves it). Pure: from the journaled NIC and the config, the same at attach and
+/// after a restart.
+pub(crate) fn binding(
+    config: &Config,
+    bridges: &Bridges,
+    record: &Record,
+    nic: &Nic,
+) -> Option<dhcp::Binding> {
+    let iface = &nic.iface;
+    let net = config.network(&iface.network)?;
+    let lease = match (&nic.built, &net.kind) {
+        (NicState::Bridge, NetworkKind::Bridge(b)) => bridge::lease(bridges, iface, b)?,
+        (NicState::Isolated { .. } | NicState::Masquerade { .. }, NetworkKind::Isolated(i)) => {
+            isolated::lease(iface, i)
+        }
+        (NicState::Pod { masquerade, .. }, NetworkKind::Pod(p)) => {
+            pod::lease(iface, p, *masquerade)
+        }
+        (NicState::Cni { domain }, NetworkKind::Cni(c)) => cni::port::lease_of(iface, c, domain),
+        _ => return None,
+    };
+    let (ip, prefix_len) = iface.address?;
+    let gateway = iface.gateway?;
+    Some(dhcp::Binding {
+        mac: iface.mac.0,
+        ip,
+        prefix_len,
+        gateway: Some(gateway),
+        server_id: gateway,
+        server_mac: lease.server_mac.0,
+        routes: iface
+            .routes
+            .iter()
+            .filter_map(|(dst, len, via)| Some((ipnet::Ipv4Net::new(*dst, *len).ok()?, *via)))
+            .collect(),
+        dns: lease.dns,
+        search: lease.search,
+        hostname: hostname(&record.vm),
+        domain: lease.domain,
+        mtu: u16::try_from(lease.mtu).ok(),
+        lease_secs: lease.lease_secs,
+    })
+}
+
+/// A kind's part of a DHCP binding: who answers and what besides address, gateway and routes
+/// (which the NIC itself carries).
+pub(crate) struct Lease {
+    pub server_mac: protocol::MacAddr,
+    pub dns: Vec<std::net::Ipv4Addr>,
+    pub search: Vec<String>,
+    pub domain: Option<String>,
+    pub mtu: u32,
+    pub lease_secs: u32,
+}
+
+fn hostname(vm: &protocol::VmId) -> Option<String> {
+    let s = vm.as_str();
+    let ok = s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    ok.then(|| s.to_owned())
+}
+
+/// Option 121 routes as a NIC carries them.
+pub(crate) fn routes(r: &[(ipnet::Ipv4Net, Ipv4Addr)]) -> Vec<(Ipv4Addr, u8, Ipv4Addr)> {
+    r.iter()
+        .map(|(dst, via)| (dst.addr(), dst.prefix_len(), *via))
+        .collect()
+}

@@ -1,0 +1,108 @@
+//! NAT: a bridge network's masquerade out of its uplink, and the one builder of a guest
+//! namespace's NAT (the masquerade kind's namespace and a pod's masquerade binding).
+
+use super::*;
+
+/// A bridge network with `nat = true`: libvirt's default network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatBridge {
+    pub bridge: IfName,
+    pub subnet: Ipv4Net,
+    /// Out of this interface only; `None`: out of any but the bridge (where routes lead).
+    pub uplink: Option<IfName>,
+}
+
+/// Table `ip tapmanager_bridge_nat`, always replaced whole (it depends on the config only):
+/// the guests' subnet is masqueraded when it leaves the host, answers come back, and nothing
+/// else is forwarded to the bridge (nothing may open a connection to a guest from outside).
+pub(super) fn bridge_nat_script(nets: &[NatBridge]) -> String {
+    let t = BRIDGE_NAT;
+    let mut s = format!("add table {t}; delete table {t}");
+    if nets.is_empty() {
+        return s;
+    }
+    write!(
+        s,
+        "; add table {t}\
+         ; add chain {t} forward {{ type filter hook forward priority 0; policy accept; }}\
+         ; add chain {t} postrouting {{ type nat hook postrouting priority 100; policy accept; }}"
+    )
+    .unwrap();
+    for n in nets {
+        let (br, subnet) = (&n.bridge, n.subnet);
+        // Bridged frames between two guests (seen here with br_netfilter) stay allowed.
+        write!(
+            s,
+            "; add rule {t} forward iifname \"{br}\" oifname \"{br}\" accept\
+             ; add rule {t} forward oifname \"{br}\" ct state established,related accept\
+             ; add rule {t} forward oifname \"{br}\" counter drop\
+             ; add rule {t} forward iifname \"{br}\" ip saddr != {subnet} counter drop"
+        )
+        .unwrap();
+        let out = match &n.uplink {
+            Some(u) => {
+                write!(
+                    s,
+                    "; add rule {t} forward iifname \"{br}\" oifname != \"{u}\" counter drop"
+                )
+                .unwrap();
+                format!("oifname \"{u}\"")
+            }
+            None => format!("oifname != \"{br}\""),
+        };
+        write!(
+            s,
+            "; add rule {t} postrouting ip saddr {subnet} ip daddr != {subnet} \
+             ip daddr != {{ 224.0.0.0/4, 255.255.255.255 }} {out} counter masquerade"
+        )
+        .unwrap();
+    }
+    s
+}
+
+/// The NAT of one guest behind a namespace of its own (the masquerade kind's, or a pod's
+/// masquerade binding): the guest's traffic leaves by `out` masqueraded (only from `guest` when
+/// `source_only`), and each forward `(proto, port on out, port of the guest)` arrives at the
+/// guest. With `confine` (the guest's TAP), a forward chain also lets the guest send only
+/// from its address and only out by `out`, and lets in only forwarded or answering traffic.
+/// One `nft -f` script, run in that namespace.
+#[derive(Debug)]
+pub struct GuestNat<'a> {
+    pub table: &'a str,
+    pub out: &'a str,
+    pub guest: std::net::Ipv4Addr,
+    pub source_only: bool,
+    pub forwards: Vec<(&'static str, u16, u16)>,
+    pub confine: Option<&'a str>,
+}
+
+pub fn guest_nat_script(n: &GuestNat<'_>) -> String {
+    let (t, out, guest) = (n.table, n.out, n.guest);
+    let from = if n.source_only {
+        format!("ip saddr {guest} ")
+    } else {
+        String::new()
+    };
+    let mut s = format!(
+        "table ip {t} {{\n  chain postrouting {{ type nat hook postrouting priority 100; policy accept;\n    \
+         {from}oifname \"{out}\" masquerade\n  }}\n  \
+         chain prerouting {{ type nat hook prerouting priority -100; policy accept;\n"
+    );
+    for (proto, outside, inside) in &n.forwards {
+        s.push_str(&format!(
+            "    iifname \"{out}\" {proto} dport {outside} dnat to {guest}:{inside}\n"
+        ));
+    }
+    s.push_str("  }\n");
+    if let Some(tap) = n.confine {
+        s.push_str(&format!(
+            "  chain forward {{ type filter hook forward priority 0; policy accept;\n    \
+             iifname \"{tap}\" ip saddr != {guest} counter drop\n    \
+             iifname \"{tap}\" oifname != \"{out}\" counter drop\n    \
+             oifname \"{tap}\" ct status dnat counter accept\n    \
+             oifname \"{tap}\" ct state != {{ established, related }} counter drop\n  }}\n"
+        ));
+    }
+    s.push_str("}\n");
+    s
+}

@@ -1,0 +1,155 @@
+//! The host's rules for isolated and masquerade networks (table `inet tapmanager_routed`, and
+//! their NAT): per network a chain set, per guest its elements.
+
+use super::*;
+
+/// A routed network (the isolated kind): its guests' traffic is filtered and NATed by the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutedNet {
+    /// Position among the routed networks; names its sets (`ports_N`, `drop_N`, `allow_N`).
+    pub index: usize,
+    pub range: Ipv4Net,
+    pub uplink: IfName,
+    pub drop: Vec<Ipv4Net>,
+    pub allow: Option<Vec<Ipv4Net>>,
+    /// Masquerade networks' port forwards: maps `fwd_tcp_N`/`fwd_udp_N` from host port to
+    /// (guest namespace's transit address, port), consulted for packets from the uplink.
+    pub forwards: bool,
+}
+
+/// One guest's host-side link on a routed network, and the only source it may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutedPort {
+    pub ifname: IfName,
+    pub net: usize,
+    /// The source MAC the host sees on the link: the guest's own when the TAP is joined to
+    /// the veth, the namespace side's when the namespace routes.
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    /// The guest's gateway when it is a host address (a joined binding): the one host address
+    /// the guest may ping, as it can ping a routed namespace's TAP.
+    pub gateway: Option<Ipv4Addr>,
+    /// (proto, host port, guest port): forwarded from the uplink to `ip`.
+    pub forwards: Vec<(&'static str, u16, u16)>,
+}
+
+pub(super) fn cidrs(list: &[Ipv4Net]) -> String {
+    list.iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Tables `inet tapmanager_routed` (filter) and `ip tapmanager_nat`: guests' source addresses
+/// checked, no IPv6 routed, no guest-to-guest, nothing initiated towards a guest, nothing to
+/// the host's own addresses, each network's drop/allow lists, and masquerade out of its uplink.
+pub(super) fn routed_base_script(nets: &[RoutedNet]) -> String {
+    let r = ROUTED;
+    let mut s = format!(
+        "add table {r}; add set {r} iso_ports {{ type ifname; }}; \
+         add set {r} iso_src {{ type ifname . ether_addr . ipv4_addr; }}; \
+         add set {r} iso_gw {{ type ifname . ipv4_addr; }}"
+    );
+    let mut per_net = String::new();
+    let mut nat = String::new();
+    for n in nets {
+        let i = n.index;
+        write!(s, "; add set {r} ports_{i} {{ type ifname; }}").unwrap();
+        // Out by the uplink only: not onto a bridge network, another VM network or a VLAN.
+        write!(
+            per_net,
+            "; add rule {r} forward iifname @ports_{i} oifname != \"{}\" counter drop",
+            n.uplink
+        )
+        .unwrap();
+        let mut list = |name: &str, cidrs_of: &[Ipv4Net], rule: &str| {
+            write!(s, "; add set {r} {name}_{i} {{ type ipv4_addr; flags interval; auto-merge; }}; flush set {r} {name}_{i}").unwrap();
+            if !cidrs_of.is_empty() {
+                write!(s, "; add element {r} {name}_{i} {{ {} }}", cidrs(cidrs_of)).unwrap();
+            }
+            write!(per_net, "; add rule {r} forward iifname @ports_{i} ip daddr {rule} @{name}_{i} counter drop").unwrap();
+        };
+        list("drop", &n.drop, "");
+        if let Some(allow) = &n.allow {
+            list("allow", allow, "!=");
+        }
+        if n.forwards {
+            for proto in ["tcp", "udp"] {
+                write!(
+                    nat,
+                    "; add map {NAT} fwd_{proto}_{i} {{ type inet_service : ipv4_addr . inet_service; }}\
+                     ; add rule {NAT} prerouting iifname \"{}\" dnat ip to {proto} dport map @fwd_{proto}_{i}",
+                    n.uplink
+                )
+                .unwrap();
+            }
+        }
+    }
+    write!(
+        s,
+        "; add chain {r} forward {{ type filter hook forward priority 0; policy accept; }}; flush chain {r} forward\
+         ; add rule {r} forward iifname @iso_ports meta nfproto ipv6 counter drop\
+         ; add rule {r} forward iifname @iso_ports iifname . ether saddr . ip saddr != @iso_src counter drop\
+         ; add rule {r} forward iifname @iso_ports oifname @iso_ports counter drop\
+         ; add rule {r} forward oifname @iso_ports ct status dnat counter accept\
+         ; add rule {r} forward oifname @iso_ports ct state != {{ established, related }} counter drop\
+         {per_net}\
+         ; add chain {r} input {{ type filter hook input priority 0; policy accept; }}; flush chain {r} input\
+         ; add rule {r} input iifname . ip daddr @iso_gw icmp type echo-request counter accept\
+         ; add rule {r} input iifname @iso_ports counter drop\
+         ; add table {NAT}; add chain {NAT} postrouting {{ type nat hook postrouting priority 100; policy accept; }}\
+         ; flush chain {NAT} postrouting\
+         ; add chain {NAT} prerouting {{ type nat hook prerouting priority -100; policy accept; }}\
+         ; flush chain {NAT} prerouting{nat}"
+    )
+    .unwrap();
+    for n in nets {
+        write!(
+            s,
+            "; add rule {NAT} postrouting ip saddr {} oifname \"{}\" counter masquerade",
+            n.range, n.uplink
+        )
+        .unwrap();
+    }
+    s
+}
+
+/// (table, set, element) for one routed port: the port itself last, so it is never half-set.
+pub(super) fn routed_elements(p: &RoutedPort) -> Vec<(&'static str, String, String)> {
+    let (ifname, mac, ip) = (&p.ifname, p.mac, p.ip);
+    let mut v = vec![(
+        ROUTED,
+        "iso_src".to_owned(),
+        format!("\"{ifname}\" . {mac} . {ip}"),
+    )];
+    if let Some(gw) = p.gateway {
+        v.push((ROUTED, "iso_gw".to_owned(), format!("\"{ifname}\" . {gw}")));
+    }
+    for (proto, host, guest) in &p.forwards {
+        v.push((
+            NAT,
+            format!("fwd_{proto}_{}", p.net),
+            format!("{host} : {ip} . {guest}"),
+        ));
+    }
+    v.push((ROUTED, format!("ports_{}", p.net), format!("\"{ifname}\"")));
+    v.push((ROUTED, "iso_ports".to_owned(), format!("\"{ifname}\"")));
+    v
+}
+
+/// The commands that put one guest's link under its network's rules.
+pub fn routed_port_script(p: &RoutedPort) -> String {
+    routed_elements(p)
+        .iter()
+        .map(|(t, set, e)| format!("add element {t} {set} {{ {e} }}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub(super) fn routed_remove_commands(p: &RoutedPort) -> Vec<String> {
+    routed_elements(p)
+        .iter()
+        .rev()
+        .map(|(t, set, e)| format!("delete element {t} {set} {{ {e} }}"))
+        .collect()
+}
