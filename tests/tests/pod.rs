@@ -446,3 +446,31 @@ fn a_pod_whose_shim_died_while_the_daemon_was_down_gets_its_interface_back() {
     assert_eq!(pod_state(&pod), before, "the pod did not get eth0 back");
     pod_cni(&sb, &d, &pod, "DEL");
 }
+
+#[test]
+fn a_take_over_of_an_interface_the_pod_does_not_have_is_the_callers_mistake() {
+    tapmanager_tests::require_root!();
+    let sb = Sandbox::new("podnone", GROUP, &pods_network("tc-redirect"));
+    // A pod namespace with nothing but its loopback: no eth0 to take over.
+    let pod = Netns::new("podnone");
+    let netns = File::open(format!("/run/netns/{}", pod.name)).unwrap();
+    let err = sb
+        .client()
+        .attach_pod(take_over("pods"), netns.as_fd())
+        .expect_err("an absent interface was taken over");
+    let protocol::ClientError::Server(e) = &err else {
+        panic!("not the daemon's refusal: {err}");
+    };
+    assert_eq!(e.code, protocol::ErrorCode::InvalidRequest, "{}", e.message);
+    assert!(
+        e.message.contains("NIC 0") && e.message.contains("the pod's eth0 is not there"),
+        "{}",
+        e.message
+    );
+    // Nothing of it stays: no pin, no saved interface, no journal entry.
+    assert!(
+        sb.wait_for(10, || held(&sb) == (0, 0, 0)),
+        "{:?}",
+        held(&sb)
+    );
+}

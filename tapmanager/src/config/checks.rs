@@ -21,14 +21,15 @@ pub(super) fn lease_secs(secs: u32) -> Result<(), String> {
     }
 }
 
-/// `ports = ["tcp:8080:80", ...]`, each host port forwarded once.
-pub(super) fn forwards(specs: &[String]) -> Result<Vec<PortForward>, String> {
+/// `ports = ["tcp:8080:80", ...]`, each outside port forwarded once; `outside` names it (a
+/// masquerade network's are the host's ports, a pod's the pod's).
+pub(super) fn forwards(specs: &[String], outside: &str) -> Result<Vec<PortForward>, String> {
     let mut ports: Vec<PortForward> = Vec::new();
     for spec in specs {
         let f: PortForward = spec.parse()?;
         if ports.iter().any(|o| o.proto == f.proto && o.host == f.host) {
             return Err(format!(
-                "host port {}:{} is forwarded twice",
+                "{outside} {}:{} is forwarded twice",
                 f.proto.as_str(),
                 f.host
             ));
@@ -58,10 +59,17 @@ mod tests {
         assert_eq!(mtu(67).unwrap_err(), "mtu 67 is out of range (68..=65535)");
         assert!(lease_secs(60).is_ok());
         assert_eq!(lease_secs(59).unwrap_err(), "lease_secs 59 is below 60");
-        let two = forwards(&["tcp:8080:80".into(), "udp:8080:53".into()]).unwrap();
+        let two = forwards(&["tcp:8080:80".into(), "udp:8080:53".into()], "host port").unwrap();
         assert_eq!((two[1].host, two[1].guest), (8080, 53));
-        let e = forwards(&["tcp:1:2".into(), "tcp:1:3".into()]).unwrap_err();
-        assert_eq!(e, "host port tcp:1 is forwarded twice");
+        let twice = ["tcp:1:2".into(), "tcp:1:3".into()];
+        assert_eq!(
+            forwards(&twice, "host port").unwrap_err(),
+            "host port tcp:1 is forwarded twice"
+        );
+        assert_eq!(
+            forwards(&twice, "port").unwrap_err(),
+            "port tcp:1 is forwarded twice"
+        );
         assert!(nat_cidr("10.0.2.0/30".parse().unwrap()).is_ok());
         assert!(nat_cidr("10.0.2.0/31".parse().unwrap()).is_err());
         assert!(nat_cidr("10.0.2.1/30".parse().unwrap()).is_err());

@@ -151,7 +151,7 @@ pub(super) fn validate_masquerade(m: RawMasquerade) -> Result<IsolatedNet, Strin
         );
     }
     checks::nat_cidr(m.cidr)?;
-    let ports = checks::forwards(&m.ports)?;
+    let ports = checks::forwards(&m.ports, "host port")?;
     let mut iso = validate_isolated(RawIsolated {
         range: m.transit,
         uplink: m.uplink,

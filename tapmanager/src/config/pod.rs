@@ -35,7 +35,7 @@ pub(super) fn validate(pd: RawPod, adopt_any: Access) -> Result<PodNet, String> 
             checks::nat_cidr(cidr)?;
             PodBinding::Masquerade(Masquerade {
                 cidr,
-                ports: checks::forwards(&pd.ports)?,
+                ports: checks::forwards(&pd.ports, "port")?,
             })
         }
         _ if pd.cidr.is_some() || !pd.ports.is_empty() => {

@@ -291,17 +291,16 @@ pub(crate) async fn build(
 /// Whether the network a NIC was built on is still one of the kind it was built as: only then
 /// can the daemon serve it (its DHCP settings, its rules' place are the network's).
 fn fits(built: &NicState, kind: &NetworkKind) -> bool {
-    matches!(
-        (built, kind),
+    match (built, kind) {
         (NicState::Bridge, NetworkKind::Bridge(_))
-            | (
-                NicState::Isolated { .. } | NicState::Masquerade { .. },
-                NetworkKind::Isolated(_)
-            )
-            | (NicState::Macvtap, NetworkKind::Macvtap(_))
-            | (NicState::Pod { .. }, NetworkKind::Pod(_))
-            | (NicState::Cni { .. }, NetworkKind::Cni(_))
-    )
+        | (NicState::Macvtap, NetworkKind::Macvtap(_))
+        | (NicState::Pod { .. }, NetworkKind::Pod(_))
+        | (NicState::Cni { .. }, NetworkKind::Cni(_)) => true,
+        // Both are isolated networks in the config: masquerade is the one with NAT.
+        (NicState::Isolated { .. }, NetworkKind::Isolated(i)) => i.masquerade().is_none(),
+        (NicState::Masquerade { .. }, NetworkKind::Isolated(i)) => i.masquerade().is_some(),
+        _ => false,
+    }
 }
 
 /// Whether a NIC's network is still there as the kind it was built as, and what was built
@@ -746,6 +745,27 @@ lease_secs = 120
         ))
         .is_none());
         assert!(lease_of(nic("lan", NicState::Bridge, None, None)).is_none());
+    }
+
+    #[test]
+    fn a_nic_fits_only_a_network_still_of_the_kind_it_was_built_as() {
+        let c = config();
+        let masq = NicState::Masquerade {
+            binding: None,
+            transit: "169.254.128.2".parse().unwrap(),
+        };
+        let iso = NicState::Isolated { binding: None };
+        assert!(fits(&iso, &kind_of(&c, "iso")));
+        assert!(fits(&masq, &kind_of(&c, "nat")));
+        // Isolated and masquerade share the config's kind; the NAT tells them apart.
+        assert!(!fits(&iso, &kind_of(&c, "nat")));
+        assert!(!fits(&masq, &kind_of(&c, "iso")));
+        assert!(!fits(&NicState::Bridge, &kind_of(&c, "iso")));
+        assert!(!fits(&NicState::Unknown, &kind_of(&c, "lan")));
+        assert!(fits(
+            &NicState::Cni { domain: None },
+            &kind_of(&c, "plugins")
+        ));
     }
 
     fn request(network: &str) -> NetworkRequest {

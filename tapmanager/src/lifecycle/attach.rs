@@ -62,14 +62,21 @@ pub(crate) async fn attach(
     Ok(fds)
 }
 
-/// What the caller is told: a plugin's own error code as a code, not only as text; a step
-/// the kernel refused as that step, its reason and the fix.
+/// What the caller is told: a plugin's own error code as a code, not only as text; a pod
+/// interface the caller named that cannot be taken over as its mistake; a step the kernel
+/// refused as that step, its reason and the fix.
 fn refusal(e: &NicError) -> Error {
-    if let Some(code) = match &e.source {
-        kinds::KindError::Cni(c) => c.code(),
-        _ => None,
-    } {
-        return Error::new(ErrorCode::CniPlugin(code), crate::error_chain(e));
+    match &e.source {
+        kinds::KindError::Cni(c) => {
+            if let Some(code) = c.code() {
+                return Error::new(ErrorCode::CniPlugin(code), crate::error_chain(e));
+            }
+        }
+        // The caller named an interface of its pod that cannot be taken over.
+        kinds::KindError::Pod { .. } => {
+            return Error::new(ErrorCode::InvalidRequest, crate::error_chain(e))
+        }
+        _ => {}
     }
     let (code, message) = crate::hostfail::explain(e);
     Error::new(code, message)
