@@ -59,6 +59,12 @@ impl Daemon {
                 break;
             }
         }
+        // Which of the names the plan may pick exist on the host: asked now, so that no
+        // syscall runs under the registry lock (the plan itself is pure).
+        let on_host: std::collections::HashSet<protocol::IfName> =
+            lifecycle::candidate_names(&self.config.interface_prefix, peer.uid, &req)
+                .filter(|name| crate::net::link::index_of(name).is_some())
+                .collect();
         let mut record = {
             let mut reg = self.registry.lock().unwrap();
             if reg.entries.contains_key(&key) {
@@ -70,7 +76,7 @@ impl Daemon {
             let cx = lifecycle::PlanContext {
                 config: &self.config,
                 bridge_macs: self.bridges.values().map(|b| b.mac).collect(),
-                link_exists: &|name| crate::net::link::index_of(name).is_some(),
+                link_exists: &|name| on_host.contains(name),
             };
             let attached: Vec<&crate::state::Record> = reg.records().collect();
             let record = lifecycle::plan(&cx, &attached, peer, &req, pod_netns)?;

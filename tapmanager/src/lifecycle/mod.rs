@@ -22,7 +22,7 @@ mod teardown;
 
 pub(crate) use attach::attach;
 pub use attach::NicError;
-pub(crate) use plan::{plan, PlanContext};
+pub(crate) use plan::{candidate_names, plan, PlanContext};
 pub(crate) use reconcile::reconcile;
 pub use reconcile::ReconcileError;
 pub(crate) use teardown::teardown;

@@ -1,6 +1,8 @@
 //! [`plan`]: an attach's names, MACs and addresses, chosen under the registry lock against
 //! what is attached and what the config says. Pure: no syscall (whether a link name is taken
-//! on the host is asked through [`PlanContext::link_exists`]), so it is tested without root.
+//! on the host is asked through [`PlanContext::link_exists`], answered from what the caller
+//! asked the host about [`candidate_names`] before taking the lock), so it is tested without
+//! root and runs no syscall under the lock.
 
 use crate::config::Config;
 use crate::names;
@@ -16,6 +18,24 @@ pub(crate) struct PlanContext<'a> {
     pub bridge_macs: Vec<MacAddr>,
     /// Whether a link of that name exists on the host (a name the daemon must not pick).
     pub link_exists: &'a dyn Fn(&IfName) -> bool,
+}
+
+/// How many names per NIC are asked of the host before the registry lock is taken: the
+/// daemon's own names differ by a hash, so a name taken on the host by something else is rare,
+/// and sixteen in a row never happen (a name past them is tried unasked: TUNSETIFF refuses one
+/// that exists, and the caller is told).
+pub(crate) const NAMES_ASKED: u32 = 16;
+
+/// The names [`plan`] may pick for `req`'s NICs, first choices first: those to ask the host
+/// about (one syscall each) before the registry lock, so none runs under it.
+pub(crate) fn candidate_names<'a>(
+    prefix: &'a str,
+    uid: u32,
+    req: &'a AttachRequest,
+) -> impl Iterator<Item = IfName> + 'a {
+    (0..req.networks.len()).flat_map(move |i| {
+        (0..NAMES_ASKED).map(move |salt| names::tap_name(prefix, uid, &req.vm, i, salt))
+    })
 }
 
 fn invalid(msg: String) -> Error {
@@ -280,6 +300,26 @@ max_queues = 3
             a.nics[0].iface.ifname,
             names::tap_name("tm", 1000, &vm, 0, 1)
         );
+    }
+
+    #[test]
+    fn the_names_asked_before_the_lock_are_the_ones_the_plan_picks_from() {
+        let r = req("a", &["lan", "two"]);
+        let asked: Vec<IfName> = candidate_names("tm", 1000, &r).collect();
+        assert_eq!(asked.len(), 2 * NAMES_ASKED as usize);
+        // With every first choice taken on the host, each NIC gets its second: still asked.
+        let firsts: Vec<IfName> = (0..2)
+            .map(|i| names::tap_name("tm", 1000, &r.vm, i, 0))
+            .collect();
+        let planned = plan_with(&[], 1000, &r, &firsts).unwrap();
+        for nic in &planned.nics {
+            assert!(
+                asked.contains(&nic.iface.ifname),
+                "{} was not asked",
+                nic.iface.ifname
+            );
+            assert!(!firsts.contains(&nic.iface.ifname));
+        }
     }
 
     #[test]
