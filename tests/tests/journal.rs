@@ -1,17 +1,18 @@
 //! Kernel tier (root): the journal across releases and restarts. A daemon started on the
 //! previous release's journal keeps its live guests (the entry migrated to the current form);
-//! a restart puts back what was removed by hand from a bridge, isolated (each binding) or
-//! masquerade guest while the daemon was down, with the same steps that built it, and adds
-//! nothing twice.
+//! a restart puts back what was removed by hand from a guest of every kind while the daemon
+//! was down (bridge, isolated in each binding, masquerade, CNI and pod in both joins), with the
+//! same steps that built it, and adds nothing twice.
 
 use protocol::{AttachRequest, NetworkRequest};
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::Command;
+use tapmanager_tests::cnidir::{bridge_list, pod_cni, CniDir};
 use tapmanager_tests::fakevm::{FakeVm, Lease};
 use tapmanager_tests::ids::journal::GROUP;
-use tapmanager_tests::sandbox::{default_networks, run, Sandbox, UPLINK};
+use tapmanager_tests::sandbox::{default_networks, run, Netns, Sandbox, UPLINK};
 
 const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
 
@@ -275,4 +276,98 @@ fn a_restart_puts_back_what_was_removed_by_hand_for_every_kind() {
     sb.client().release(&a.vm).unwrap();
     assert!(sb.all_gone(20), "left behind: {:?}", sb.taps());
     assert_eq!(pins(&sb), Vec::<String>::new());
+}
+
+#[test]
+fn a_restart_rejoins_cni_and_pod_guests_whose_join_was_removed_by_hand() {
+    tapmanager_tests::require_root!();
+    let d = CniDir::new("jconv");
+    d.write(
+        "tmjred",
+        bridge_list(&d, "tmjred", "1.0.0", "tmjcni0", "10.96.7.0/24", &[]),
+    );
+    d.write(
+        "tmjbr",
+        bridge_list(&d, "tmjbr", "1.0.0", "tmjcni1", "10.96.8.0/24", &[]),
+    );
+    let networks = d.network("redirect", "tmjred", "")
+        + &d.network("bridged", "tmjbr", "binding = \"bridge\"")
+        + "[networks.pods]\nkind = \"pod\"\n";
+    let mut sb = Sandbox::new("jcni", GROUP, &networks);
+    let (a, mut guests) = attach(&sb, "plugins", &["redirect", "bridged"]);
+    // A pod whose eth0 the CNI bridge plugin made, taken over by a shim's guest.
+    let pod = Netns::new("jpod");
+    pod_cni(&sb, &d, &pod, "ADD");
+    let netns = std::fs::File::open(format!("/run/netns/{}", pod.name)).unwrap();
+    let mut take = NetworkRequest::new("pods".parse().unwrap());
+    take.take_over = Some("eth0".parse().unwrap());
+    let (p, fds) = sb
+        .client()
+        .attach_pod(
+            AttachRequest {
+                vm: "shim".parse().unwrap(),
+                networks: vec![take],
+            },
+            std::os::fd::AsFd::as_fd(&netns),
+        )
+        .expect("attach_pod");
+    guests.push(FakeVm::new(
+        fds.into_iter().next().unwrap(),
+        p.interfaces[0].mac.0,
+    ));
+    let leases: Vec<Lease> = guests.iter().map(|g| g.dhcp().expect("lease")).collect();
+    let names = ["cni tc-redirect", "cni bridge", "pod tc-redirect"];
+    for ((g, l), what) in guests.iter().zip(&leases).zip(names) {
+        assert!(
+            reaches(g, l, l.router.unwrap()),
+            "{what}: no gateway before anything was removed"
+        );
+    }
+    sb.kill();
+
+    // The CNI NICs share the first one's namespace: eth0/tap0 and eth1/tap1 (bridge br1).
+    let cni_ns = sb
+        .dir
+        .join("state/netns")
+        .join(a.interfaces[0].ifname.to_string());
+    in_pin(&cni_ns, &["tc", "qdisc", "del", "dev", "eth0", "ingress"]);
+    in_pin(&cni_ns, &["tc", "qdisc", "del", "dev", "tap0", "ingress"]);
+    in_pin(&cni_ns, &["ip", "link", "set", "tap1", "nomaster"]);
+    // The pod's join: its eth0's and the guest's TAP's redirects.
+    let tap = p.interfaces[0].ifname.to_string();
+    run(Command::new("tc").args(["-n", &pod.name, "qdisc", "del", "dev", "eth0", "ingress"]));
+    run(Command::new("tc").args(["-n", &pod.name, "qdisc", "del", "dev", &tap, "ingress"]));
+    for ((g, l), what) in guests.iter().zip(&leases).zip(names) {
+        assert!(
+            !reaches(g, l, l.router.unwrap()),
+            "{what}: still reachable with its join removed"
+        );
+    }
+
+    sb.start();
+    assert_eq!(sb.client().list().unwrap().len(), 2, "not both adopted");
+    for ((g, l), what) in guests.iter().zip(&leases).zip(names) {
+        assert_eq!(
+            g.dhcp().expect("lease after the restart").ip,
+            l.ip,
+            "{what}"
+        );
+        assert!(
+            reaches(g, l, l.router.unwrap()),
+            "{what}: not rejoined by the restart"
+        );
+    }
+    // Rejoined, not joined twice: one redirect filter set per interface.
+    let filters = |ns: &Path, dev: &str| {
+        in_pin(ns, &["tc", "filter", "show", "dev", dev, "ingress"])
+            .lines()
+            .filter(|l| l.contains("mirred"))
+            .count()
+    };
+    assert_eq!((filters(&cni_ns, "eth0"), filters(&cni_ns, "tap0")), (1, 2));
+    sb.client().release(&a.vm).unwrap();
+    sb.client().release(&p.vm).unwrap();
+    assert!(sb.all_gone(20), "left behind: {:?}", sb.taps());
+    assert_eq!(pins(&sb), Vec::<String>::new());
+    pod_cni(&sb, &d, &pod, "DEL");
 }

@@ -29,7 +29,9 @@ pub(crate) fn binding(
         (NicState::Pod { masquerade, .. }, NetworkKind::Pod(p)) => {
             pod::lease(iface, p, *masquerade)
         }
-        (NicState::Cni { domain }, NetworkKind::Cni(c)) => cni::port::lease_of(iface, c, domain),
+        (NicState::Cni { domain, .. }, NetworkKind::Cni(c)) => {
+            cni::port::lease_of(iface, c, domain)
+        }
         _ => return None,
     };
     let (ip, prefix_len) = iface.address?;

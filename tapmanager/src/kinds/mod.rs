@@ -84,6 +84,10 @@ pub enum NicState {
     Cni {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         domain: Option<String>,
+        /// How the plugins' interface meets the TAP (absent in entries migrated from the
+        /// previous release: the config's then).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        binding: Option<VethBinding>,
     },
     /// Migrated from a journal that did not say, for a network gone from the config:
     /// teardown undoes what any kind builds, and it is never adopted.
@@ -234,7 +238,7 @@ pub(crate) fn plan(kind: &NetworkKind, p: &PlanNic<'_>) -> Result<Addressing, pr
         },
         NetworkKind::Macvtap(mv) => macvtap::plan(mv, p),
         NetworkKind::Pod(pod) => pod::plan(pod, p),
-        NetworkKind::Cni(_) => cni::port::plan(p),
+        NetworkKind::Cni(c) => cni::port::plan(c, p),
     }
 }
 
@@ -328,10 +332,9 @@ pub(crate) fn intact(kit: &Kit<'_>, nic: &Nic) -> bool {
 }
 
 /// Adoption at start: the steps [`build`] took that leave no fd behind are taken again, so
-/// what was removed by hand while the daemon was down comes back (bridge, isolated,
-/// masquerade and macvtap NICs; a pod's or the plugins' side of a pod or CNI NIC is not
-/// redone); then the DHCP server is bound again where it was. Errors are logged: the guest is
-/// adopted with what there is.
+/// what was removed by hand while the daemon was down comes back, for every kind; then the
+/// DHCP server is bound again where it was. Errors are logged: the guest is adopted with what
+/// there is.
 pub(crate) async fn converge(
     kit: &Kit<'_>,
     record: &Record,
@@ -346,7 +349,9 @@ pub(crate) async fn converge(
                 isolated::converge(kit, nic).await?
             }
             NicState::Macvtap => macvtap::converge(kit, iface).await?,
-            NicState::Pod { .. } | NicState::Cni { .. } | NicState::Unknown => {}
+            NicState::Cni { binding, .. } => cni::port::converge(kit, iface, *binding).await?,
+            NicState::Pod { .. } => pod::converge(kit, iface).await?,
+            NicState::Unknown => {}
         }
         Ok(())
     }
@@ -447,7 +452,10 @@ pub(crate) fn migrate(config: &Config, old: RecordV1) -> Record {
                 },
                 None => NicState::Unknown,
             },
-            Some(NetworkKind::Cni(_)) => NicState::Cni { domain: None },
+            Some(NetworkKind::Cni(_)) => NicState::Cni {
+                domain: None,
+                binding: None,
+            },
             None => NicState::Unknown,
         }
     });
@@ -455,7 +463,7 @@ pub(crate) fn migrate(config: &Config, old: RecordV1) -> Record {
         let iface = &mut nic.iface;
         let bare = iface.routes.is_empty() && iface.dns.is_empty();
         match &mut nic.built {
-            NicState::Cni { domain } => {
+            NicState::Cni { domain, .. } => {
                 if let Some(lease) = cni::port::cached_lease(&config.state_dir, iface) {
                     *domain = lease.domain;
                     if bare {
@@ -493,6 +501,85 @@ pub fn needs(config: &Config) -> crate::privileges::Needs {
         }
     }
     needs
+}
+
+/// A veth-like interface (a CNI plugin's, a pod's) joined to a guest's TAP in one namespace.
+pub(crate) struct Rejoin<'a> {
+    pub ns: &'a NetNs,
+    pub links: &'a Links,
+    /// The interface and the TAP: names and indices in the namespace.
+    pub eth: (&'a str, u32),
+    pub tap: (&'a str, u32),
+    pub binding: VethBinding,
+    /// The guest's MAC and address, the only source it may use.
+    pub guest: (protocol::MacAddr, Ipv4Addr),
+    pub mtu: u32,
+    /// The MAC the interface takes once the guest has its own.
+    pub ours: protocol::MacAddr,
+    /// The bridge binding's bridge and guard table.
+    pub bridge: String,
+    pub table: String,
+}
+
+/// The interface's side of a CNI or pod NIC: the bridge binding's guard, the interface
+/// stripped of its addresses with our MAC, both up, joined by the binding. Each step replaces
+/// what is there; `again` (adoption) first clears what would be added twice (the guard
+/// table, tc-redirect's filters), so what was removed by hand comes back.
+pub(crate) async fn rejoin(r: Rejoin<'_>, again: bool) -> Result<(), KindError> {
+    let ((eth, eth_index), (tap, tap_index)) = (r.eth, r.tap);
+    if r.binding == VethBinding::Bridge {
+        let mut script = String::new();
+        if again {
+            script.push_str(&crate::net::join::bridge_guard_removal(&r.table));
+        }
+        script.push_str(&crate::net::join::bridge_guard_script(
+            &r.table, tap, r.guest.0, r.guest.1,
+        ));
+        r.ns.run_in(move || {
+            crate::net::firewall::run_nft_once(&script, "the bridge binding's guard")
+        })
+        .step(|| "add the bridge binding's guard in the guest's namespace".into())?;
+    }
+    r.links.strip(eth_index, eth, r.ours).await?;
+    r.links.up(eth_index, eth, r.mtu, None).await?;
+    r.links.up(tap_index, tap, r.mtu, None).await?;
+    if again && r.binding == VethBinding::TcRedirect {
+        for index in [tap_index, eth_index] {
+            r.links.del_ingress_qdisc(index).await?;
+        }
+    }
+    let end = |index, name| crate::net::join::End { index, name };
+    crate::net::join::join(
+        r.links,
+        r.binding,
+        end(tap_index, tap),
+        end(eth_index, eth),
+        r.mtu,
+        r.guest,
+        &r.bridge,
+    )
+    .await?;
+    Ok(())
+}
+
+/// A netlink connection inside `ns`, and the indices of `names` there.
+pub(crate) fn inside(ns: &NetNs, names: [&str; 2]) -> Result<(Links, [u32; 2]), KindError> {
+    let handle = tokio::runtime::Handle::current();
+    let owned = names.map(str::to_owned);
+    ns.run_in(move || {
+        let a = nix::net::if_::if_nametoindex(owned[0].as_str())?;
+        let b = nix::net::if_::if_nametoindex(owned[1].as_str())?;
+        let _entered = handle.enter();
+        let links = Links::connect().map_err(std::io::Error::other)?;
+        Ok((links, [a, b]))
+    })
+    .step(|| {
+        format!(
+            "find {} and {} in the guest's namespace",
+            names[0], names[1]
+        )
+    })
+    .map_err(KindError::from)
 }
 
 /// Runs a bound DHCP server as a task owned by `cancel`; its death is logged.
@@ -709,6 +796,7 @@ lease_secs = 120
             "plugins",
             NicState::Cni {
                 domain: Some("cluster.test".into()),
+                binding: Some(VethBinding::TcRedirect),
             },
             Some(("10.22.0.7", 16)),
             Some("10.22.0.1"),
@@ -763,7 +851,10 @@ lease_secs = 120
         assert!(!fits(&NicState::Bridge, &kind_of(&c, "iso")));
         assert!(!fits(&NicState::Unknown, &kind_of(&c, "lan")));
         assert!(fits(
-            &NicState::Cni { domain: None },
+            &NicState::Cni {
+                domain: None,
+                binding: None
+            },
             &kind_of(&c, "plugins")
         ));
     }
@@ -868,7 +959,13 @@ lease_secs = 120
     fn a_cni_guest_takes_the_plugins_mac_and_addresses() {
         let a = plan_one("plugins", &request("plugins"), &[], &[], None).unwrap();
         assert_eq!((a.address, a.gateway), (None, None));
-        assert_eq!(a.built, NicState::Cni { domain: None });
+        assert_eq!(
+            a.built,
+            NicState::Cni {
+                domain: None,
+                binding: Some(VethBinding::TcRedirect)
+            }
+        );
         let mut r = request("plugins");
         r.mac = Some(MacAddr([0x02, 0, 0, 0, 0, 3]));
         assert_eq!(
@@ -1005,7 +1102,8 @@ lease_secs = 120
                     masquerade: true
                 },
                 &NicState::Cni {
-                    domain: Some("cluster.test".into())
+                    domain: Some("cluster.test".into()),
+                    binding: None
                 },
                 &NicState::Unknown,
                 // A pod NIC the journal has no taken interface for.

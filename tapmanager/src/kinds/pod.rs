@@ -384,6 +384,66 @@ pub(crate) fn intact(kit: &Kit<'_>, iface: &Interface) -> bool {
     kit.pin(&iface.ifname).exists() && saved(kit.state_dir(), iface).is_some()
 }
 
+/// Adoption: the pod's interface joined to the TAP again by the binding it was built with (as
+/// saved), or for masquerade the TAP's gateway address and the pod's NAT put back.
+pub(crate) async fn converge(kit: &Kit<'_>, iface: &Interface) -> Result<(), KindError> {
+    let s = saved(kit.state_dir(), iface)
+        .ok_or_else(|| KindError::Gone(format!("what {} saved", iface.ifname)))?;
+    let pin = kit.pin(&iface.ifname);
+    let ns = NetNs::open(&pin).step(|| format!("open the pod's namespace at {}", pin.display()))?;
+    let (ip, prefix) = iface
+        .address
+        .ok_or(KindError::Bug("a pod NIC without its address"))?;
+    let (links, [eth, tap]) = super::inside(&ns, [s.taken.as_str(), iface.ifname.as_str()])?;
+    let join = match s.binding {
+        Binding::Bridge => VethBinding::Bridge,
+        Binding::TcRedirect => VethBinding::TcRedirect,
+        Binding::Masquerade => {
+            let Some(PodBinding::Masquerade(m)) =
+                kit.config
+                    .network(&iface.network)
+                    .and_then(|n| match &n.kind {
+                        crate::config::NetworkKind::Pod(p) => Some(&p.binding),
+                        _ => None,
+                    })
+            else {
+                return Err(KindError::Bug("adopted off its masquerade network"));
+            };
+            let gateway = iface.gateway.ok_or(KindError::Bug("no gateway planned"))?;
+            let table = guard_table(&iface.ifname);
+            let script = format!(
+                "add table ip {table}\ndelete table ip {table}\n{}",
+                masquerade_script(m, &iface.ifname, &s.taken)
+            );
+            ns.run_in(move || {
+                crate::net::firewall::run_nft_once(&script, "the masquerade NAT in the pod")?;
+                std::fs::write(IP_FORWARD, "1")
+            })
+            .step(|| "put the masquerade NAT in the pod back".into())?;
+            let name = iface.ifname.as_str();
+            let host_side = crate::names::host_side_mac(iface.mac);
+            links.up(tap, name, iface.mtu, Some(host_side)).await?;
+            links
+                .add_address(tap, name, Ipv4Net::new(gateway, prefix)?)
+                .await?;
+            return Ok(());
+        }
+    };
+    let rejoin = super::Rejoin {
+        ns: &ns,
+        links: &links,
+        eth: (s.taken.as_str(), eth),
+        tap: (iface.ifname.as_str(), tap),
+        binding: join,
+        guest: (iface.mac, ip),
+        mtu: iface.mtu,
+        ours: super::cni::port::veth_mac(&iface.ifname),
+        bridge: bridge_name(&iface.ifname),
+        table: guard_table(&iface.ifname),
+    };
+    super::rejoin(rejoin, true).await
+}
+
 /// Gives a pod back what was taken: our links, guard and filters gone, the interface's MAC,
 /// MTU, addresses and routes restored; then the saved state and the pin go.
 async fn restore(kit: &Kit<'_>, s: &Saved) -> Result<(), KindError> {

@@ -71,6 +71,56 @@ impl Place {
         }
     }
 
+    /// What joins this NIC's interface to its TAP (the same at build and adoption).
+    #[allow(clippy::too_many_arguments)]
+    fn rejoin<'a>(
+        &'a self,
+        ns: &'a NetNs,
+        links: &'a Links,
+        (eth, tap): (u32, u32),
+        binding: VethBinding,
+        guest: (MacAddr, Ipv4Addr),
+        mtu: u32,
+        nic: &IfName,
+    ) -> crate::kinds::Rejoin<'a> {
+        Place::join_of(
+            ns,
+            links,
+            (&self.eth, eth),
+            (&self.tap, tap),
+            binding,
+            guest,
+            mtu,
+            nic,
+        )
+    }
+
+    /// The join of interface `eth` and TAP `tap<k>` (`tap`'s number names the bridge).
+    #[allow(clippy::too_many_arguments)]
+    fn join_of<'a>(
+        ns: &'a NetNs,
+        links: &'a Links,
+        eth: (&'a str, u32),
+        tap: (&'a str, u32),
+        binding: VethBinding,
+        guest: (MacAddr, Ipv4Addr),
+        mtu: u32,
+        nic: &IfName,
+    ) -> crate::kinds::Rejoin<'a> {
+        crate::kinds::Rejoin {
+            ns,
+            links,
+            eth,
+            tap,
+            binding,
+            guest,
+            mtu,
+            ours: veth_mac(nic),
+            bridge: format!("br{}", tap.0.trim_start_matches("tap")),
+            table: format!("tapmanager_{}", tap.0),
+        }
+    }
+
     /// Among a guest's CNI NICs, `iface`'s position and the first one's name (which names
     /// the namespace they share).
     fn index(cni: &[&Interface], iface: &Interface) -> (usize, IfName) {
@@ -150,6 +200,7 @@ pub fn lease(r: &CniResult, eth: &str) -> Result<Lease, KindError> {
 /// A CNI NIC: the plugins decide its address, gateway, MTU and MAC at build, so none may be
 /// asked for.
 pub(crate) fn plan(
+    net: &CniNet,
     p: &crate::kinds::PlanNic<'_>,
 ) -> Result<crate::kinds::Addressing, protocol::Error> {
     if p.request.mac.is_some() {
@@ -166,7 +217,10 @@ pub(crate) fn plan(
         address: None,
         gateway: None,
         mtu: 1500,
-        built: NicState::Cni { domain: None },
+        built: NicState::Cni {
+            domain: None,
+            binding: Some(net.binding),
+        },
     })
 }
 
@@ -238,7 +292,7 @@ pub(crate) async fn build_port(
             Ok((tap, inner, tap_index))
         })
         .step(|| format!("set up {} in the guest's namespace", place.tap))?;
-    let (eth_name, tap_name) = (place.eth.as_str(), place.tap.as_str());
+    let eth_name = place.eth.as_str();
     let missing = |lack| KindError::CniInterface {
         eth: eth_name.to_owned(),
         lack,
@@ -249,32 +303,17 @@ pub(crate) async fn build_port(
         .ok_or_else(|| missing(Lack::Missing))?;
     let guest_mac = eth.mac.ok_or_else(|| missing(Lack::Mac))?;
     let mtu = eth.mtu.unwrap_or(1500);
-    if binding == VethBinding::Bridge {
-        let script = crate::net::join::bridge_guard_script(
-            &format!("tapmanager_{tap_name}"),
-            tap_name,
-            guest_mac,
-            guard_ip,
-        );
-        ns.run_in(move || {
-            crate::net::firewall::run_nft_once(&script, "the bridge binding's guard")
-        })
-        .step(|| "add the bridge binding's guard in the guest's namespace".into())?;
-    }
-    inner
-        .strip(eth.index, eth_name, veth_mac(&iface.ifname))
-        .await?;
-    inner.up(eth.index, eth_name, mtu, None).await?;
-    inner.up(tap_index, tap_name, mtu, None).await?;
-    let end = |index, name| crate::net::join::End { index, name };
-    crate::net::join::join(
-        &inner,
-        binding,
-        end(tap_index, tap_name),
-        end(eth.index, eth_name),
-        mtu,
-        (guest_mac, guard_ip),
-        &format!("br{}", &place.tap[3..]),
+    crate::kinds::rejoin(
+        place.rejoin(
+            &ns,
+            &inner,
+            (eth.index, tap_index),
+            binding,
+            (guest_mac, guard_ip),
+            mtu,
+            &iface.ifname,
+        ),
+        false,
     )
     .await?;
     crate::failpoint::hit("attach:cni:rewired");
@@ -287,6 +326,7 @@ pub(crate) async fn build_port(
     iface.search = lease.search;
     nic.built = NicState::Cni {
         domain: lease.domain,
+        binding: Some(binding),
     };
     // The DHCP server listens before any fd leaves the daemon.
     let b = crate::kinds::binding(kit.config, kit.bridges, record, nic)
@@ -294,6 +334,38 @@ pub(crate) async fn build_port(
     let server = crate::kinds::bind_dhcp_in(&ns, &place.tap, b)?;
     crate::kinds::spawn_dhcp(server, &nic.iface, cancel);
     Ok(tap.fds)
+}
+
+/// Adoption: the interface's side joined to the TAP again, by the binding it was built with
+/// (the config's for an entry of the previous release, which did not say).
+pub(crate) async fn converge(
+    kit: &Kit<'_>,
+    iface: &Interface,
+    built: Option<VethBinding>,
+) -> Result<(), KindError> {
+    let e = cached(kit, iface)?;
+    let binding = match (built, kit.config.network(&iface.network).map(|n| &n.kind)) {
+        (Some(b), _) => b,
+        (None, Some(crate::config::NetworkKind::Cni(c))) => c.binding,
+        (None, _) => return Err(KindError::Bug("adopted off its network")),
+    };
+    let (ip, _) = iface
+        .address
+        .ok_or(KindError::Bug("a CNI NIC without its address"))?;
+    let ns = NetNs::open(&e.netns)
+        .step(|| format!("open the guest's namespace at {}", e.netns.display()))?;
+    let (links, [eth, tap]) = crate::kinds::inside(&ns, [&e.ifname, &e.tap])?;
+    let join = Place::join_of(
+        &ns,
+        &links,
+        (&e.ifname, eth),
+        (&e.tap, tap),
+        binding,
+        (iface.mac, ip),
+        iface.mtu,
+        &iface.ifname,
+    );
+    crate::kinds::rejoin(join, true).await
 }
 
 /// Binds the DHCP server of an existing CNI NIC again (start-up adoption).
@@ -575,7 +647,10 @@ mod tests {
     #[test]
     fn a_guests_cni_nics_share_the_first_ones_namespace() {
         use crate::state::fixture;
-        let cni = || NicState::Cni { domain: None };
+        let cni = || NicState::Cni {
+            domain: None,
+            binding: None,
+        };
         let record = fixture::record(
             "v",
             vec![
