@@ -494,12 +494,14 @@ impl Sandbox {
         .expect("connecting thread")
     }
 
-    /// Journal entries on disk.
+    /// Journal entries on disk: renamed into place, so complete (an entry being written is a
+    /// hidden temporary file, which a restart discards, and is not one).
     pub fn journal_entries(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.dir.join("state/attachments"))
             .map(|d| {
                 d.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| !name.starts_with('.'))
                     .collect()
             })
             .unwrap_or_default();
