@@ -5,10 +5,10 @@
 //! journal it and hand the same one to a restarted server after a daemon restart. `validate`
 //! is the one place that checks it can be put on the wire, so `reply` can trust it.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use dhcproto::Name;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 /// The lease of one VM interface: the only client its server answers and everything it is told.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -41,7 +41,32 @@ pub struct Binding {
     /// Option 26 (interface MTU).
     pub mtu: Option<u16>,
     /// Option 51 (lease time, seconds); option 58 is half of it, option 59 seven eighths.
+    /// Also the valid and preferred lifetime of the IPv6 address and prefix.
     pub lease_secs: u32,
+    /// The IPv6 side of the lease, served by router advertisements and DHCPv6 on the same
+    /// socket; `None` on a network without IPv6 (the server then ignores every IPv6 frame).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v6: Option<Binding6>,
+}
+
+/// What the router side hands one guest over IPv6: the router advertisement's prefix,
+/// router and DNS, and the one address its DHCPv6 server leases (IA_NA). The MTU, the search
+/// list and the lifetimes are the IPv4 binding's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Binding6 {
+    /// The guest's address, leased by DHCPv6 (IA_NA). `None`: no stateful address, the
+    /// guest configures itself from the prefix (SLAAC; `autonomous` must be set).
+    pub ip: Option<Ipv6Addr>,
+    /// The on-link prefix of the router advertisement's prefix information option (L=1).
+    pub prefix: Ipv6Net,
+    /// The prefix's A flag: the guest may form its own addresses in it (SLAAC). Off where
+    /// the guards hold one known address per guest.
+    pub autonomous: bool,
+    /// The router's link-local address: the source of advertisements and DHCPv6 replies,
+    /// and the guest's default router. The host must own it on the guest's link.
+    pub router: Ipv6Addr,
+    /// RDNSS (RFC 8106) and DHCPv6 option 23.
+    pub dns: Vec<Ipv6Addr>,
 }
 
 /// Why a [`Binding`] cannot be served.
@@ -70,6 +95,17 @@ pub enum BindingError {
     NameLength {
         /// `hostname` or `domain`.
         field: &'static str,
+    },
+    /// The IPv6 router is not a link-local unicast address.
+    #[error("IPv6 router {0} is not a link-local unicast address")]
+    Router6(Ipv6Addr),
+    /// The IPv6 prefix is longer than 128 or the leased address is outside it or not unicast.
+    #[error("IPv6 address {ip:?} cannot be leased in prefix {prefix}")]
+    Address6 {
+        /// The leased address, if any.
+        ip: Option<Ipv6Addr>,
+        /// The prefix.
+        prefix: Ipv6Net,
     },
     /// A search domain is not a valid DNS name.
     #[error("search domain {name:?} is not a valid DNS name")]
@@ -107,6 +143,9 @@ impl Binding {
         check_name_len("hostname", self.hostname.as_deref())?;
         check_name_len("domain", self.domain.as_deref())?;
         search_names(&self.search)?;
+        if let Some(v6) = &self.v6 {
+            v6.validate()?;
+        }
         Ok(())
     }
 
@@ -114,6 +153,34 @@ impl Binding {
     /// is invalid.
     pub fn subnet(&self) -> Option<Ipv4Net> {
         Ipv4Net::new(self.ip, self.prefix_len).ok()
+    }
+}
+
+impl Binding6 {
+    /// Checks the router is link-local and the address, if any, a unicast one inside the
+    /// prefix; a binding without an address must let the guest configure itself.
+    pub fn validate(&self) -> Result<(), BindingError> {
+        let ll = self.router.segments()[0] & 0xffc0 == 0xfe80;
+        if !ll || self.router.is_multicast() {
+            return Err(BindingError::Router6(self.router));
+        }
+        let in_prefix = |ip: Ipv6Addr| {
+            self.prefix.contains(&ip)
+                && !ip.is_multicast()
+                && !ip.is_unspecified()
+                && ip != self.prefix.network()
+        };
+        let ok = match self.ip {
+            Some(ip) => in_prefix(ip),
+            None => self.autonomous && self.prefix.prefix_len() == 64,
+        };
+        if !ok {
+            return Err(BindingError::Address6 {
+                ip: self.ip,
+                prefix: self.prefix,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -161,7 +228,49 @@ pub(crate) mod tests {
             domain: Some("example.com".into()),
             mtu: Some(1400),
             lease_secs: 3600,
+            v6: None,
         }
+    }
+
+    /// [`full`] with an IPv6 lease: fd77::5 in fd77::/64, router fe80::1.
+    pub(crate) fn dual() -> Binding {
+        Binding {
+            v6: Some(Binding6 {
+                ip: Some("fd77::5".parse().unwrap()),
+                prefix: "fd77::/64".parse().unwrap(),
+                autonomous: false,
+                router: "fe80::1".parse().unwrap(),
+                dns: vec!["fd77::1".parse().unwrap()],
+            }),
+            ..full()
+        }
+    }
+
+    #[test]
+    fn dual_binding_is_valid_and_a_bad_ipv6_side_is_not() {
+        assert!(dual().validate().is_ok());
+        let with = |f: fn(&mut Binding6)| {
+            let mut b = dual();
+            f(b.v6.as_mut().unwrap());
+            b.validate()
+        };
+        assert!(matches!(
+            with(|v| v.router = "fd77::1".parse().unwrap()),
+            Err(BindingError::Router6(_))
+        ));
+        assert!(matches!(
+            with(|v| v.ip = Some("fd78::5".parse().unwrap())),
+            Err(BindingError::Address6 { .. })
+        ));
+        assert!(matches!(
+            with(|v| v.ip = None),
+            Err(BindingError::Address6 { .. })
+        ));
+        assert!(with(|v| {
+            v.ip = None;
+            v.autonomous = true;
+        })
+        .is_ok());
     }
 
     #[test]

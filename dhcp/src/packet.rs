@@ -33,6 +33,31 @@ const FILTER: [libc::sock_filter; 11] = [
     op(0x06, 0, 0, 0),           // 10: drop
 ];
 
+/// [`FILTER`] plus, for a guest with IPv6, router solicitations and DHCPv6: untagged IPv6
+/// whose next header is ICMPv6 type 133 or UDP to port 547 (no extension headers; userspace
+/// refuses those too). Instructions 0-8 are `FILTER`'s with the IPv4 miss sent on to 9.
+const FILTER_DUAL: [libc::sock_filter; 19] = [
+    op(0x28, 0, 0, 12),          // 0: ldh [12]            ethertype
+    op(0x15, 0, 7, 0x0800),      // 1: jeq #IPv4 ? 2 : 9
+    op(0x30, 0, 0, 23),          // 2: ldb [23]            IP protocol
+    op(0x15, 0, 14, 17),         // 3: jeq #UDP ? 4 : drop
+    op(0x28, 0, 0, 20),          // 4: ldh [20]            flags + fragment offset
+    op(0x45, 12, 0, 0x1fff),     // 5: jset #0x1fff ? drop : 6
+    op(0xb1, 0, 0, 14),          // 6: ldxb 4*([14]&0xf)   IP header length
+    op(0x48, 0, 0, 16),          // 7: ldh [x+16]          UDP destination port
+    op(0x15, 8, 9, 67),          // 8: jeq #67 ? accept : drop
+    op(0x15, 0, 8, 0x86dd),      // 9: jeq #IPv6 ? 10 : drop
+    op(0x30, 0, 0, 20),          // 10: ldb [20]           next header
+    op(0x15, 0, 2, 58),          // 11: jeq #ICMPv6 ? 12 : 14
+    op(0x30, 0, 0, 54),          // 12: ldb [54]           ICMPv6 type
+    op(0x15, 3, 4, 133),         // 13: jeq #RS ? accept : drop
+    op(0x15, 0, 3, 17),          // 14: jeq #UDP ? 15 : drop
+    op(0x28, 0, 0, 56),          // 15: ldh [56]           UDP destination port
+    op(0x15, 0, 1, 547),         // 16: jeq #547 ? accept : drop
+    op(0x06, 0, 0, 0x0004_0000), // 17: accept
+    op(0x06, 0, 0, 0),           // 18: drop
+];
+
 const fn op(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
@@ -64,9 +89,11 @@ pub(crate) fn open() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Attaches [`FILTER`] (SO_ATTACH_FILTER).
-pub(crate) fn attach_filter(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let mut filter = FILTER;
+/// Attaches [`FILTER`], or [`FILTER_DUAL`] when the guest has IPv6 (SO_ATTACH_FILTER).
+pub(crate) fn attach_filter(fd: BorrowedFd<'_>, ipv6: bool) -> io::Result<()> {
+    let mut v4 = FILTER;
+    let mut dual = FILTER_DUAL;
+    let filter: &mut [libc::sock_filter] = if ipv6 { &mut dual } else { &mut v4 };
     let prog = libc::sock_fprog {
         len: filter.len() as libc::c_ushort,
         filter: filter.as_mut_ptr(),

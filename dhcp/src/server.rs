@@ -163,7 +163,7 @@ impl Server {
         // Protocol 0: nothing is received until bind() below names ETH_P_ALL.
         let socket = packet::open().map_err(Error::Socket)?;
         // Filter before bind, so no unfiltered frame is ever queued.
-        packet::attach_filter(socket.as_fd()).map_err(Error::AttachFilter)?;
+        packet::attach_filter(socket.as_fd(), binding.v6.is_some()).map_err(Error::AttachFilter)?;
         // Best effort: recv drops PACKET_OUTGOING frames anyway (kernels before 4.20 lack it).
         if let Err(e) = packet::ignore_outgoing(socket.as_fd()) {
             debug!(ifindex, error = %e, "PACKET_IGNORE_OUTGOING unavailable");
@@ -212,11 +212,21 @@ impl Server {
         let mut buf = vec![0u8; RECV_BUF_LEN];
         let mut bucket = Bucket::new();
         let (mut flood_logged, mut dropped_since) = (None::<std::time::Instant>, 0u64);
-        debug!(ifindex, ip = %binding.ip, "DHCP server running");
+        // Unsolicited router advertisements: the first at once, then every interval.
+        let mut adverts = tokio::time::interval(crate::router::ADVERT_INTERVAL);
+        adverts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let advert = crate::router::advertisement(&binding);
+        debug!(ifindex, ip = %binding.ip, ipv6 = advert.is_some(), "DHCP server running");
 
         loop {
             let mut guard = tokio::select! {
                 () = cancel.cancelled() => break,
+                _ = adverts.tick(), if advert.is_some() => {
+                    if let Some(frame) = &advert {
+                        deliver(fd.get_ref().as_fd(), Outcome::Reply(frame.clone()), &counters, ifindex);
+                    }
+                    continue;
+                }
                 ready = fd.readable() => ready.map_err(Error::Wait)?,
             };
             for _ in 0..FRAMES_PER_WAKE {
@@ -308,9 +318,13 @@ pub enum Outcome {
     Malformed(&'static str),
 }
 
-/// The whole per-frame path, without the socket: parse, decode, decide, build. Public for
-/// the fuzz target (`tests/fuzz`), which feeds it what a hostile guest could send.
+/// The whole per-frame path, without the socket: parse, decode, decide, build; IPv6 frames
+/// go to [`router::answer6`](crate::router::answer6). Public for the fuzz target
+/// (`tests/fuzz`), which feeds it what a hostile guest could send.
 pub fn answer(frame: &[u8], b: &Binding) -> Outcome {
+    if frame.get(12..14) == Some(&crate::frame6::ETHERTYPE_IPV6.to_be_bytes()[..]) {
+        return crate::router::answer6(frame, b);
+    }
     let Some(udp) = parse_ipv4_udp_frame(frame) else {
         return Outcome::Malformed("not an IPv4/UDP frame");
     };

@@ -54,6 +54,7 @@ pub(crate) fn binding(
         domain: lease.domain,
         mtu: u16::try_from(lease.mtu).ok(),
         lease_secs: lease.lease_secs,
+        v6: None,
     })
 }
 
