@@ -111,11 +111,12 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 /// The version this crate speaks. 2: `NetworkRequest::take_over` and the request's netns fd
 /// (the shim path), `Check`/`Checked`, `Status`. 3: `NetworkRequest::by_name` (Firecracker)
 /// and the lease in `Interface` (`dns`, `search`, `routes`: cloud-init). 4:
-/// `ErrorCode::HostSetup`.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// `ErrorCode::HostSetup`. 5: `Interface::ipv6`.
+pub const PROTOCOL_VERSION: u32 = 5;
 
-/// The oldest version the daemon still serves: 3's messages are 4's, but for the one error
-/// code 3 lacks, which such a client gets as `Internal`.
+/// The oldest version the daemon still serves: 3's and 4's messages are 5's without
+/// `Interface::ipv6` (the daemon encodes [`legacy::Response`] for them), and 3 lacks one
+/// error code, which such a client gets as `Internal`.
 pub const OLDEST_PROTOCOL_VERSION: u32 = 3;
 
 /// Where the daemon listens by default.

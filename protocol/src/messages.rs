@@ -7,7 +7,7 @@
 use crate::types::{IfName, MacAddr, NetworkName, VmId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// First frame in each direction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +155,23 @@ pub struct Interface {
     pub search: Vec<String>,
     #[serde(default)]
     pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
+    /// The IPv6 lease, on a network with IPv6 (since version 5): what router advertisements
+    /// and DHCPv6 hand the guest.
+    #[serde(default)]
+    pub ipv6: Option<Lease6>,
+}
+
+/// The IPv6 side of an [`Interface`]: the address DHCPv6 leases (with the on-link prefix
+/// length the router advertisement announces), the router and the DNS servers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease6 {
+    pub address: (Ipv6Addr, u8),
+    /// The router's global address on the guest's link (what cloud-init's `gateway6` names).
+    pub gateway: Ipv6Addr,
+    /// The router's link-local address: the source of its advertisements, the guest's
+    /// default route as SLAAC and DHCPv6 clients learn it.
+    pub router: Ipv6Addr,
+    pub dns: Vec<Ipv6Addr>,
 }
 
 /// A typed failure: a code a program can match on and a sentence a person can act on.
@@ -210,5 +227,188 @@ pub enum ErrorCode {
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The messages as versions 3 and 4 encode them: the same but for [`Interface::ipv6`],
+/// which they lack. The daemon answers such a client with [`legacy::response`].
+pub mod legacy {
+    use super::{Error, NetworkStatus};
+    use crate::types::{IfName, MacAddr, NetworkName, VmId};
+    use serde::Serialize;
+    use std::net::Ipv4Addr;
+
+    /// [`super::Response`] for a client of version 3 or 4.
+    #[derive(Debug, Serialize, serde::Deserialize)]
+    pub struct Response {
+        pub id: u64,
+        pub body: Result<ResponseBody, Error>,
+    }
+
+    /// [`super::ResponseBody`], variant for variant.
+    #[derive(Debug, Serialize, serde::Deserialize)]
+    pub enum ResponseBody {
+        Attached(Attachment),
+        Released,
+        List(Vec<Attachment>),
+        Info(Attachment),
+        Checked,
+        Status(Vec<NetworkStatus>),
+    }
+
+    /// [`super::Attachment`].
+    #[derive(Debug, Serialize, serde::Deserialize)]
+    pub struct Attachment {
+        pub vm: VmId,
+        pub uid: u32,
+        pub pid: i32,
+        pub created: u64,
+        pub interfaces: Vec<Interface>,
+    }
+
+    /// [`super::Interface`] without `ipv6`.
+    #[derive(Debug, Serialize, serde::Deserialize)]
+    pub struct Interface {
+        pub network: NetworkName,
+        pub ifname: IfName,
+        pub mac: MacAddr,
+        pub address: Option<(Ipv4Addr, u8)>,
+        pub gateway: Option<Ipv4Addr>,
+        pub mtu: u32,
+        pub queues: u16,
+        pub vnet_hdr: bool,
+        pub by_name: bool,
+        pub dns: Vec<Ipv4Addr>,
+        pub search: Vec<String>,
+        pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
+    }
+
+    /// A response as a version 3 or 4 client decodes it.
+    pub fn response(r: super::Response) -> Response {
+        use super::ResponseBody as B;
+        let body = r.body.map(|b| match b {
+            B::Attached(a) => ResponseBody::Attached(attachment(a)),
+            B::Released => ResponseBody::Released,
+            B::List(l) => ResponseBody::List(l.into_iter().map(attachment).collect()),
+            B::Info(a) => ResponseBody::Info(attachment(a)),
+            B::Checked => ResponseBody::Checked,
+            B::Status(s) => ResponseBody::Status(s),
+        });
+        Response { id: r.id, body }
+    }
+
+    fn attachment(a: super::Attachment) -> Attachment {
+        Attachment {
+            vm: a.vm,
+            uid: a.uid,
+            pid: a.pid,
+            created: a.created,
+            interfaces: a.interfaces.into_iter().map(interface).collect(),
+        }
+    }
+
+    fn interface(i: super::Interface) -> Interface {
+        Interface {
+            network: i.network,
+            ifname: i.ifname,
+            mac: i.mac,
+            address: i.address,
+            gateway: i.gateway,
+            mtu: i.mtu,
+            queues: i.queues,
+            vnet_hdr: i.vnet_hdr,
+            by_name: i.by_name,
+            dns: i.dns,
+            search: i.search,
+            routes: i.routes,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::super::{Attachment, Interface, Lease6, Response, ResponseBody};
+        use crate::frame;
+
+        /// What a version 4 client's types were, to decode with.
+        #[derive(Debug, serde::Deserialize, PartialEq)]
+        enum Body4 {
+            Attached(Attachment4),
+        }
+        #[derive(Debug, serde::Deserialize, PartialEq)]
+        struct Response4 {
+            id: u64,
+            body: Result<Body4, super::Error>,
+        }
+        #[derive(Debug, serde::Deserialize, PartialEq)]
+        struct Attachment4 {
+            vm: crate::VmId,
+            uid: u32,
+            pid: i32,
+            created: u64,
+            interfaces: Vec<super::Interface4>,
+        }
+
+        #[test]
+        fn a_version_4_client_decodes_a_dual_stack_attachment_without_its_ipv6() {
+            let iface = Interface {
+                network: "default".parse().unwrap(),
+                ifname: "tm0".parse().unwrap(),
+                mac: "52:54:00:00:00:01".parse().unwrap(),
+                address: Some(("10.0.0.5".parse().unwrap(), 24)),
+                gateway: Some("10.0.0.1".parse().unwrap()),
+                mtu: 1500,
+                queues: 1,
+                vnet_hdr: true,
+                by_name: false,
+                dns: vec![],
+                search: vec!["lab".into()],
+                routes: vec![],
+                ipv6: Some(Lease6 {
+                    address: ("fd77::5".parse().unwrap(), 64),
+                    gateway: "fd77::1".parse().unwrap(),
+                    router: "fe80::1".parse().unwrap(),
+                    dns: vec![],
+                }),
+            };
+            let r = Response {
+                id: 3,
+                body: Ok(ResponseBody::Attached(Attachment {
+                    vm: "vm1".parse().unwrap(),
+                    uid: 1000,
+                    pid: 42,
+                    created: 7,
+                    interfaces: vec![iface.clone(), iface],
+                })),
+            };
+            let old_body = |bytes: Vec<u8>| bytes[frame::HEADER_LEN..].to_vec();
+            let new = old_body(frame::encode(&r, 0).unwrap());
+            let bytes = old_body(frame::encode(&super::response(r), 0).unwrap());
+            let (old, _fds): (Response4, usize) = frame::decode(&bytes).unwrap();
+            let Ok(Body4::Attached(a)) = old.body else {
+                panic!("{old:?}")
+            };
+            assert_eq!((old.id, a.pid, a.interfaces.len()), (3, 42, 2));
+            assert_eq!(a.interfaces[1].search, ["lab"]);
+            // The new encoding is not what a version 4 client can read.
+            assert!(frame::decode::<Response4>(&new).is_err());
+        }
+    }
+
+    /// [`Interface`] as a version 4 client decodes it (tests only).
+    #[cfg(test)]
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    pub(crate) struct Interface4 {
+        pub network: NetworkName,
+        pub ifname: IfName,
+        pub mac: MacAddr,
+        pub address: Option<(Ipv4Addr, u8)>,
+        pub gateway: Option<Ipv4Addr>,
+        pub mtu: u32,
+        pub queues: u16,
+        pub vnet_hdr: bool,
+        pub by_name: bool,
+        pub dns: Vec<Ipv4Addr>,
+        pub search: Vec<String>,
+        pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
     }
 }

@@ -432,6 +432,7 @@ pub(crate) mod fixture {
                 dns: Vec::new(),
                 search: Vec::new(),
                 routes: Vec::new(),
+                ipv6: None,
             },
             built,
         }

@@ -98,6 +98,10 @@ ids! {
     journal {
         GROUP = 47_191,
     }
+    ipv6 {
+        GROUP = 47_201,
+        OTHER_GROUP = 47_202,
+    }
 }
 
 #[cfg(test)]

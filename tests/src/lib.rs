@@ -6,6 +6,7 @@
 pub mod cnidir;
 pub mod fakedns;
 pub mod fakevm;
+pub mod fakevm6;
 pub mod guestvm;
 pub mod ids;
 pub mod l2attack;

@@ -180,6 +180,7 @@ mod tests {
                 ),
                 ("169.254.1.1".parse().unwrap(), 32, Ipv4Addr::UNSPECIFIED),
             ],
+            ipv6: None,
         }
     }
 

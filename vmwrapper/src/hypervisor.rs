@@ -162,6 +162,7 @@ mod tests {
             dns: Vec::new(),
             search: Vec::new(),
             routes: Vec::new(),
+            ipv6: None,
         }
     }
 

@@ -10,6 +10,8 @@ struct InterfaceView {
     mac: String,
     address: Option<String>,
     gateway: Option<String>,
+    address6: Option<String>,
+    gateway6: Option<String>,
     mtu: u32,
     queues: u16,
 }
@@ -38,6 +40,11 @@ fn view(a: &Attachment) -> AttachmentView {
                 mac: i.mac.to_string(),
                 address: i.address.map(|(a, p)| format!("{a}/{p}")),
                 gateway: i.gateway.map(|g| g.to_string()),
+                address6: i
+                    .ipv6
+                    .as_ref()
+                    .map(|l| format!("{}/{}", l.address.0, l.address.1)),
+                gateway6: i.ipv6.as_ref().map(|l| l.gateway.to_string()),
                 mtu: i.mtu,
                 queues: i.queues,
             })
@@ -52,8 +59,8 @@ pub fn json(list: &[Attachment]) -> String {
 
 pub fn table(list: &[Attachment]) -> String {
     let mut out = format!(
-        "{:<20} {:>6} {:>8} {:<10} {:<14} {:<17} {:<18} {}\n",
-        "VM", "UID", "PID", "NETWORK", "TAP", "MAC", "ADDRESS", "QUEUES"
+        "{:<20} {:>6} {:>8} {:<10} {:<14} {:<17} {:<18} {:<6} {}\n",
+        "VM", "UID", "PID", "NETWORK", "TAP", "MAC", "ADDRESS", "QUEUES", "ADDRESS6"
     );
     for a in list {
         for i in &a.interfaces {
@@ -61,10 +68,16 @@ pub fn table(list: &[Attachment]) -> String {
                 .address
                 .map(|(a, p)| format!("{a}/{p}"))
                 .unwrap_or_else(|| "-".into());
-            out.push_str(&format!(
-                "{:<20} {:>6} {:>8} {:<10} {:<14} {:<17} {:<18} {}\n",
-                a.vm, a.uid, a.pid, i.network, i.ifname, i.mac, addr, i.queues
-            ));
+            let addr6 = i.ipv6.as_ref().map_or_else(
+                || "-".into(),
+                |l| format!("{}/{}", l.address.0, l.address.1),
+            );
+            let line = format!(
+                "{:<20} {:>6} {:>8} {:<10} {:<14} {:<17} {:<18} {:<6} {}",
+                a.vm, a.uid, a.pid, i.network, i.ifname, i.mac, addr, i.queues, addr6
+            );
+            out.push_str(line.trim_end());
+            out.push('\n');
         }
     }
     out

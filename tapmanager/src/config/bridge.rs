@@ -2,9 +2,9 @@
 
 use super::checks;
 use super::raw::RawBridge;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use protocol::IfName;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +12,11 @@ pub struct BridgeNet {
     pub bridge: IfName,
     /// The gateway address with the guests' prefix length.
     pub gateway: Ipv4Net,
+    /// IPv6: the router's address with the guests' prefix; each guest's address is its IPv4
+    /// address's host part in this prefix ([`BridgeNet::address6`]).
+    pub gateway6: Option<Ipv6Net>,
+    /// IPv6 DNS servers told to guests.
+    pub dns6: Vec<Ipv6Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub search: Vec<String>,
     pub domain: Option<String>,
@@ -48,6 +53,57 @@ impl BridgeNet {
     }
 }
 
+impl BridgeNet {
+    /// The IPv6 address of the guest that has IPv4 address `ip`: the same host part in the
+    /// `gateway6` prefix. One allocator for both families, and the guards know both at once.
+    pub fn address6(&self, ip: Ipv4Addr) -> Option<Ipv6Addr> {
+        let g6 = self.gateway6?;
+        let host = u32::from(ip) - u32::from(self.gateway.network());
+        Some(Ipv6Addr::from(u128::from(g6.network()) + u128::from(host)))
+    }
+
+    /// The IPv6 DNS servers its guests are told of: the configured ones. (The forwarder
+    /// answers on the IPv4 gateway only, so it is not offered over IPv6.)
+    pub fn dns6_servers(&self) -> Vec<Ipv6Addr> {
+        self.dns6.clone()
+    }
+}
+
+/// `gateway6`: a global or unique-local unicast address, in a prefix that holds as many
+/// addresses as the IPv4 subnet, with the IPv4 gateway's host part (guests take their IPv4
+/// host part, so the router's must be the one no guest gets).
+fn validate_gateway6(g6: Ipv6Net, gw: Ipv4Net) -> Result<(), String> {
+    let a = g6.addr();
+    if a.is_multicast()
+        || a.is_unspecified()
+        || a.is_loopback()
+        || a.segments()[0] & 0xffc0 == 0xfe80
+    {
+        return Err(format!(
+            "gateway6 {g6}: the router needs a global or unique-local unicast address (fd00::/8 for a private network)"
+        ));
+    }
+    if u32::from(g6.prefix_len()) + 32 - u32::from(gw.prefix_len()) > 128 || g6.prefix_len() > 126 {
+        return Err(format!(
+            "gateway6 {g6}: the prefix must hold as many addresses as the IPv4 subnet {} (at most /{})",
+            gw.trunc(),
+            96 + u32::from(gw.prefix_len()).min(30)
+        ));
+    }
+    let host4 = u32::from(gw.addr()) - u32::from(gw.network());
+    let host6 = u128::from(a) - u128::from(g6.network());
+    if host6 != u128::from(host4) {
+        let want = Ipv6Addr::from(u128::from(g6.network()) + u128::from(host4));
+        return Err(format!(
+            "gateway6 {g6}: each guest's IPv6 address is its IPv4 host part in this prefix, so the \
+             router must have the IPv4 gateway's ({}): use gateway6 = \"{want}/{}\"",
+            gw.addr(),
+            g6.prefix_len()
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn validate(b: RawBridge, prefix: &str) -> Result<BridgeNet, String> {
     let bridge = IfName::try_from(b.bridge).map_err(|e| e.to_string())?;
     if crate::names::is_generated(bridge.as_str(), prefix) {
@@ -67,6 +123,17 @@ pub(super) fn validate(b: RawBridge, prefix: &str) -> Result<BridgeNet, String> 
     }
     checks::mtu(b.mtu)?;
     checks::lease_secs(b.lease_secs)?;
+    if let Some(g6) = b.gateway6 {
+        validate_gateway6(g6, gw)?;
+        if b.mtu < 1280 {
+            return Err(format!(
+                "mtu {} is below IPv6's minimum of 1280 (gateway6 is set)",
+                b.mtu
+            ));
+        }
+    } else if !b.dns6.is_empty() {
+        return Err("dns6 is only used with gateway6".into());
+    }
     let addresses = match b.addresses {
         None => None,
         Some(list) => {
@@ -130,6 +197,8 @@ pub(super) fn validate(b: RawBridge, prefix: &str) -> Result<BridgeNet, String> 
     Ok(BridgeNet {
         bridge,
         gateway: gw,
+        gateway6: b.gateway6,
+        dns6: b.dns6,
         dns: b.dns,
         search: b.search,
         domain: b.domain,

@@ -133,6 +133,29 @@ impl NetworkKind {
     }
 }
 
+/// No two networks' IPv6 prefixes overlap: a guest's address would be routed to both.
+fn ipv6_overlaps(networks: &BTreeMap<NetworkName, Network>) -> Result<(), ConfigError> {
+    let prefixes: Vec<(&NetworkName, ipnet::Ipv6Net)> = networks
+        .iter()
+        .filter_map(|(name, n)| match &n.kind {
+            NetworkKind::Bridge(b) => Some((name, b.gateway6?.trunc())),
+            _ => None,
+        })
+        .collect();
+    for (i, (name, p)) in prefixes.iter().enumerate() {
+        if let Some((other, q)) = prefixes[..i]
+            .iter()
+            .find(|(_, q)| q.contains(&p.network()) || p.contains(&q.network()))
+        {
+            return Err(ConfigError::Network {
+                network: name.to_string(),
+                problem: format!("IPv6 prefix {p} overlaps network {other}'s {q}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
@@ -288,6 +311,7 @@ impl TryFrom<RawConfig> for Config {
                 },
             );
         }
+        ipv6_overlaps(&networks)?;
         let mut overrides = Vec::new();
         for q in &raw.policy.quota {
             let mut who = access(true, &q.users, &q.groups)?;
@@ -372,6 +396,58 @@ dns = ["10.88.0.1"]
         let c = Config::parse(&text).unwrap();
         assert_eq!(c.socket, PathBuf::from("/run/tapmanager/tapmanager.sock"));
         assert_eq!(c.networks.len(), 1);
+    }
+
+    #[test]
+    fn gateway6_is_checked_and_guests_take_their_ipv4_host_part() {
+        let base = EXAMPLE.replace("tmbr0x", "br0");
+        let net = |name: &str, br: &str, gw: &str, extra: &str| {
+            format!("\n[networks.{name}]\nkind = \"bridge\"\nbridge = \"{br}\"\ngateway = \"{gw}\"\n{extra}\n")
+        };
+        let parse = |extra: &str| {
+            Config::parse(&format!(
+                "{base}{}",
+                net("six", "br6", "10.66.0.1/24", extra)
+            ))
+        };
+        let c = parse("gateway6 = \"fd66::1/64\"\ndns6 = [\"fd66::53\"]").unwrap();
+        let NetworkKind::Bridge(b) = &c.network(&"six".parse().unwrap()).unwrap().kind else {
+            panic!("a bridge network")
+        };
+        assert_eq!(
+            b.address6("10.66.0.7".parse().unwrap()),
+            Some("fd66::7".parse().unwrap())
+        );
+        assert_eq!(
+            b.dns6_servers(),
+            ["fd66::53".parse::<std::net::Ipv6Addr>().unwrap()]
+        );
+        let refused = |extra: &str, needle: &str| match parse(extra) {
+            Err(e) => {
+                let msg = crate::error_chain(&e);
+                assert!(msg.contains(needle), "{extra}: {msg}");
+            }
+            Ok(_) => panic!("{extra} was accepted"),
+        };
+        refused("gateway6 = \"fd66::5/64\"", "use gateway6 = \"fd66::1/64\"");
+        refused("gateway6 = \"fe80::1/64\"", "global or unique-local");
+        refused("gateway6 = \"fd66::1/124\"", "as many addresses");
+        refused("dns6 = [\"fd66::53\"]", "only used with gateway6");
+        refused("gateway6 = \"fd66::1/64\"\nmtu = 1200", "1280");
+        let two = format!(
+            "{base}{}{}",
+            net("a", "bra", "10.66.0.1/24", "gateway6 = \"fd66::1/64\""),
+            net(
+                "b",
+                "brb",
+                "10.67.0.1/24",
+                "gateway6 = \"fd66:0:0:0:1::1/80\""
+            )
+        );
+        match Config::parse(&two) {
+            Err(e) => assert!(crate::error_chain(&e).contains("overlaps network a"), "{e}"),
+            Ok(_) => panic!("overlapping IPv6 prefixes were accepted"),
+        }
     }
 
     #[test]

@@ -262,6 +262,11 @@ pub(super) struct RawIsolated {
 pub(super) struct RawBridge {
     pub(super) bridge: String,
     pub(super) gateway: Ipv4Net,
+    /// The router's IPv6 address with the guests' prefix (`"fd77::1/64"`): IPv6 on.
+    pub(super) gateway6: Option<ipnet::Ipv6Net>,
+    /// IPv6 DNS servers (router advertisements' RDNSS and DHCPv6).
+    #[serde(default)]
+    pub(super) dns6: Vec<std::net::Ipv6Addr>,
     #[serde(default)]
     pub(super) dns: Vec<Ipv4Addr>,
     #[serde(default)]

@@ -161,7 +161,13 @@ impl Daemon {
             let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
             let body = body.map_err(|e| for_version(e, hello.version));
             let response = Response { id, body };
-            if let Err(e) = write_frame_async(stream, &response, &borrowed).await {
+            let sent = if hello.version < 5 {
+                let old = protocol::legacy::response(response.clone());
+                write_frame_async(stream, &old, &borrowed).await
+            } else {
+                write_frame_async(stream, &response, &borrowed).await
+            };
+            if let Err(e) = sent {
                 // The caller never got its fds (it gave up or went away): an attachment it
                 // cannot use must not outlive the reply, or its retry would be refused.
                 if let Ok(ResponseBody::Attached(a)) = &response.body {

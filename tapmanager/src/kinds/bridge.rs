@@ -36,6 +36,8 @@ pub enum BridgeError {
     Link(#[from] crate::net::link::LinkError),
     #[error("cannot mark bridge {} as the daemon's", .0.display())]
     Mark(std::path::PathBuf, #[source] std::io::Error),
+    #[error("cannot keep bridge {0} from configuring itself from guests' IPv6 frames")]
+    Sysctl(String, #[source] std::io::Error),
 }
 
 /// Creates (or adopts) every configured bridge, with its fixed MAC and the gateway address.
@@ -61,6 +63,19 @@ async fn bridges(config: &Config, links: &Links, make: bool) -> Result<Bridges, 
             let (info, created) = links
                 .ensure_bridge(&b.bridge, mac, b.mtu, b.gateway)
                 .await?;
+            // The bridge is the guests' router: it learns nothing from their frames.
+            link::harden_router_link(b.bridge.as_str(), b.gateway6.is_some())
+                .map_err(|e| BridgeError::Sysctl(b.bridge.to_string(), e))?;
+            if let Some(g6) = b.gateway6 {
+                links
+                    .add_address6(info.index, b.bridge.as_str(), g6)
+                    .await?;
+                let router = ipnet::Ipv6Net::new(dhcp::router::router_address(mac.0), 64)
+                    .expect("64 is a prefix length");
+                links
+                    .add_address6(info.index, b.bridge.as_str(), router)
+                    .await?;
+            }
             if created {
                 // Its index: `down` deletes the bridge only if it is still this one.
                 let mark = crate::state::made_bridge(&config.state_dir, &b.bridge);
@@ -91,9 +106,19 @@ pub(crate) fn plan(
     let ip = pool
         .allocate(p.used)
         .ok_or_else(|| super::exhausted(p.network))?;
+    let ipv6 = b
+        .gateway6
+        .zip(b.address6(ip))
+        .map(|(g6, a6)| protocol::Lease6 {
+            address: (a6, g6.prefix_len()),
+            gateway: g6.addr(),
+            router: dhcp::router::router_address(names::bridge_mac(b.bridge.as_str()).0),
+            dns: b.dns6_servers(),
+        });
     Ok(super::Addressing {
         address: Some((ip, b.gateway.prefix_len())),
         gateway: Some(b.gateway.addr()),
+        ipv6,
         mtu: b.mtu,
         built: crate::state::NicState::Bridge,
     })
@@ -120,12 +145,18 @@ pub fn nat_bridges(config: &Config) -> Vec<crate::net::firewall::NatBridge> {
         .collect()
 }
 
-/// The guards of a bridge NIC: only its MAC, and only its address once it has one.
+/// The guards of a bridge NIC: only its MAC, and only its addresses once it has them (its
+/// IPv6 link-local is the one the kernel's default address generation gives its MAC).
 pub(crate) fn guard(iface: &Interface) -> Option<PortGuard> {
     iface.address.map(|(ip, _)| PortGuard {
         ifname: iface.ifname.clone(),
         mac: iface.mac,
         ip,
+        ip6: iface
+            .ipv6
+            .iter()
+            .flat_map(|l| [l.address.0, dhcp::frame6::link_local(iface.mac.0)])
+            .collect(),
     })
 }
 

@@ -139,6 +139,7 @@ pub(crate) fn plan(
         crate::ipam::free_slash30(iso.range, p.used).ok_or_else(|| super::exhausted(p.network))?;
     let [_, gw, guest, _] = crate::ipam::slash30_parts(block);
     Ok(super::Addressing {
+        ipv6: None,
         address: Some((guest, 30)),
         gateway: Some(gw),
         mtu: iso.mtu,

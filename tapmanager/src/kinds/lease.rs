@@ -54,7 +54,14 @@ pub(crate) fn binding(
         domain: lease.domain,
         mtu: u16::try_from(lease.mtu).ok(),
         lease_secs: lease.lease_secs,
-        v6: None,
+        v6: iface.ipv6.as_ref().map(|l| dhcp::Binding6 {
+            ip: Some(l.address.0),
+            prefix: ipnet::Ipv6Net::new(l.address.0, l.address.1)
+                .map_or_else(|_| ipnet::Ipv6Net::default(), |n| n.trunc()),
+            autonomous: false,
+            router: l.router,
+            dns: l.dns.clone(),
+        }),
     })
 }
 

@@ -110,6 +110,7 @@ pub(crate) fn plan(
         }
     }
     Ok(super::Addressing {
+        ipv6: None,
         address: None,
         gateway: None,
         mtu: mv.mtu,

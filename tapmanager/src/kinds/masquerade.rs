@@ -53,6 +53,7 @@ pub(crate) fn plan(
         crate::ipam::free_slash30(iso.range, &used).ok_or_else(|| super::exhausted(p.network))?;
     let (guest, gw) = guest_and_gateway(m.cidr);
     Ok(Addressing {
+        ipv6: None,
         address: Some((guest, m.cidr.prefix_len())),
         gateway: Some(gw),
         mtu: iso.mtu,

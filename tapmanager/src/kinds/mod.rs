@@ -224,6 +224,8 @@ pub(crate) struct PlanNic<'a> {
 pub(crate) struct Addressing {
     pub address: Option<(Ipv4Addr, u8)>,
     pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 lease, on a network with IPv6.
+    pub ipv6: Option<protocol::Lease6>,
     pub mtu: u32,
     pub built: NicState,
 }

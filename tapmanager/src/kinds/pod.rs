@@ -191,6 +191,7 @@ pub(crate) fn plan(
         None => (None, None),
     };
     Ok(super::Addressing {
+        ipv6: None,
         address,
         gateway,
         mtu: 1500,

@@ -170,6 +170,7 @@ pub(crate) fn plan(
             dns: Vec::new(),
             search: Vec::new(),
             routes: Vec::new(),
+            ipv6: kind.ipv6,
         };
         planned.push(Nic {
             iface,

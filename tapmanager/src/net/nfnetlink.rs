@@ -123,15 +123,25 @@ fn ifname_key(name: &str) -> [u8; 16] {
     k
 }
 
-/// The set keys of one port: (`macs`, its `ifname . ether_addr`), (`ips`, `ifname . ipv4_addr`).
-fn keys(p: &PortGuard) -> [(&'static str, Vec<u8>); 2] {
+/// The set keys of one port: (`macs`, its `ifname . ether_addr`), (`ips`, `ifname . ipv4_addr`),
+/// and per IPv6 address (`ip6s`, `ifname . ipv6_addr`) and (`nd6s`, the same bytes: that
+/// set's key is `iifname . @th,64,128`, the ND target as a 128-bit big-endian integer).
+fn keys(p: &PortGuard) -> Vec<(&'static str, Vec<u8>)> {
     let name = ifname_key(p.ifname.as_str());
-    let mut mac = name.to_vec();
-    mac.extend_from_slice(&p.mac.0);
-    mac.extend_from_slice(&[0, 0]);
-    let mut ip = name.to_vec();
-    ip.extend_from_slice(&p.ip.octets());
-    [("macs", mac), ("ips", ip)]
+    let with = |tail: &[u8]| {
+        let mut k = name.to_vec();
+        k.extend_from_slice(tail);
+        k
+    };
+    let mut v = vec![
+        ("macs", with(&[&p.mac.0[..], &[0, 0]].concat())),
+        ("ips", with(&p.ip.octets())),
+    ];
+    for a in &p.ip6 {
+        v.push(("ip6s", with(&a.octets())));
+        v.push(("nd6s", with(&a.octets())));
+    }
+    v
 }
 
 fn elements(set: &str, key: &[u8]) -> Attrs {
@@ -353,18 +363,29 @@ mod tests {
             ifname: "tm0123456789".parse().unwrap(),
             mac: "02:11:22:33:44:55".parse().unwrap(),
             ip: std::net::Ipv4Addr::new(10, 88, 0, 2),
+            ip6: Vec::new(),
         }
     }
 
     #[test]
     fn set_keys_are_register_padded_concatenations() {
-        let [(macs, mac), (ips, ip)] = keys(&port());
-        assert_eq!((macs, ips), ("macs", "ips"));
+        let k = keys(&port());
+        let [(macs, mac), (ips, ip)] = [k[0].clone(), k[1].clone()];
+        assert_eq!((macs, ips, k.len()), ("macs", "ips", 2));
         assert_eq!(mac.len(), 24);
         assert_eq!(&mac[..12], b"tm0123456789");
         assert_eq!(&mac[16..], &[2, 0x11, 0x22, 0x33, 0x44, 0x55, 0, 0]);
         assert_eq!(ip.len(), 20);
         assert_eq!(&ip[16..], &[10, 88, 0, 2]);
+        let dual = PortGuard {
+            ip6: vec!["fd77::2".parse().unwrap()],
+            ..port()
+        };
+        let k = keys(&dual);
+        assert_eq!((k[2].0, k[3].0), ("ip6s", "nd6s"));
+        assert_eq!(k[2].1, k[3].1);
+        assert_eq!(k[2].1.len(), 32);
+        assert_eq!(&k[2].1[16..18], &[0xfd, 0x77]);
     }
 
     #[test]

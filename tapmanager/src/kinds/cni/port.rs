@@ -214,6 +214,7 @@ pub(crate) fn plan(
         ));
     }
     Ok(crate::kinds::Addressing {
+        ipv6: None,
         address: None,
         gateway: None,
         mtu: 1500,

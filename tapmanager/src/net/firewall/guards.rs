@@ -13,22 +13,31 @@ pub(super) fn macvtap_guard_script(ifname: &IfName, mac: MacAddr) -> String {
     )
 }
 
-/// What one port may send: its guest's MAC and address.
+/// What one port may send: its guest's MAC and addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortGuard {
     pub ifname: IfName,
     pub mac: MacAddr,
     pub ip: Ipv4Addr,
+    /// Its IPv6 addresses (the leased one and its link-local); empty on a network without
+    /// IPv6, where every IPv6 frame is dropped.
+    pub ip6: Vec<Ipv6Addr>,
 }
 
 /// The guards of DESIGN.md §5, for every port at once: source MAC and ARP sender MAC from the
 /// port's `macs` entry, source IPv4 and ARP sender IP from its `ips` entry (ARP probes from
 /// 0.0.0.0 pass), DHCP kept on the port (our server answers it there), no DHCP server in the
-/// guest (from port 67 or to port 68), no IPv6 (so no router advertisements, DHCPv6 or
-/// neighbour spoofing), nothing but IPv4 and ARP. `ether type` is the outer type also for a
-/// tagged frame whose tag the kernel took off before the hook, so 802.1Q and 802.1ad frames
-/// end in the last rule.
-pub(super) const GUARDS: [&str; 9] = [
+/// guest (from port 67 or to port 68). IPv6 the same way: the source from the port's `ip6s`
+/// entries (its leased address and link-local; a port without IPv6 has none, so all of its
+/// IPv6 is dropped), `::` only for duplicate address detection of its own addresses, router
+/// solicitations and DHCPv6 kept on the port, no router advertisements, redirects or router
+/// renumbering, no DHCPv6 server, and a neighbour advertisement may claim only the port's own
+/// addresses: its ND target (the 16 bytes after the ICMPv6 header's 8, `@th,64,128`, since
+/// nft 1.0.6 has no `icmpv6 taddr`) must be in `nd6s`, which holds what `ip6s` holds.
+/// Multicast listener reports pass (from the guest's own source). Nothing but IPv4, ARP and
+/// IPv6. `ether type` is the outer type also for a tagged frame whose tag the kernel took
+/// off before the hook, so 802.1Q and 802.1ad frames end in the last rule.
+pub(super) const GUARDS: [&str; 16] = [
     "iifname . ether saddr != @macs counter drop",
     "ether type arp iifname . arp saddr ether != @macs counter drop",
     "ether type arp arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @ips counter drop",
@@ -36,20 +45,28 @@ pub(super) const GUARDS: [&str; 9] = [
     "ether type ip udp sport 67 counter drop",
     "ether type ip udp dport 68 counter drop",
     "ether type ip iifname . ip saddr != @ips counter drop",
-    // No network hands out IPv6 yet, and an IPv6 source cannot be checked against a lease:
-    // neighbour advertisements and redirects could poison other guests' caches.
-    "ether type ip6 counter drop",
-    "ether type != { ip, arp } counter drop",
+    "ether type ip6 ip6 saddr != :: iifname . ip6 saddr != @ip6s counter drop",
+    "ether type ip6 ip6 saddr :: icmpv6 type != nd-neighbor-solicit counter drop",
+    "ether type ip6 ip6 saddr :: iifname . @th,64,128 != @nd6s counter drop",
+    "ether type ip6 icmpv6 type { nd-router-solicit, nd-router-advert, nd-redirect, router-renumbering } counter drop",
+    "ether type ip6 icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @nd6s counter drop",
+    "ether type ip6 udp dport 547 counter drop",
+    "ether type ip6 udp sport 547 counter drop",
+    "ether type ip6 udp dport 546 counter drop",
+    "ether type != { ip, arp, ip6 } counter drop",
 ];
 
 /// The table, its sets and the guard chain. `add` of an existing object is a no-op in nft,
-/// and the chain is flushed before its rules are added, so this converges.
+/// and the chain is flushed before its rules are added, so this converges (also from the
+/// IPv4-only chain of earlier releases: the IPv6 sets are added beside the others).
 pub(super) fn base_script() -> String {
     let t = GUARDS_TABLE;
     let mut s = format!(
         "add table {t}; \
          add set {t} macs {{ type ifname . ether_addr; }}; \
          add set {t} ips {{ type ifname . ipv4_addr; }}; \
+         add set {t} ip6s {{ type ifname . ipv6_addr; }}; \
+         add set {t} nd6s {{ typeof iifname . @th,64,128; }}; \
          add chain {t} guard; flush chain {t} guard"
     );
     for rule in GUARDS {
@@ -67,13 +84,18 @@ pub(super) fn port_chain(ifname: &IfName) -> String {
     )
 }
 
-/// The elements that guard one port: its MAC and its address.
-pub(super) fn elements(p: &PortGuard) -> [(&'static str, String); 2] {
+/// The elements that guard one port: its MAC and its addresses.
+pub(super) fn elements(p: &PortGuard) -> Vec<(&'static str, String)> {
     let (mac, ip, ifname) = (p.mac, p.ip, &p.ifname);
-    [
+    let mut v = vec![
         ("macs", format!("\"{ifname}\" . {mac}")),
         ("ips", format!("\"{ifname}\" . {ip}")),
-    ]
+    ];
+    for a in &p.ip6 {
+        v.push(("ip6s", format!("\"{ifname}\" . {a}")));
+        v.push(("nd6s", format!("\"{ifname}\" . 0x{:032x}", u128::from(*a))));
+    }
+    v
 }
 
 /// The commands that guard one port: what it may send, then the hook that checks it. Used

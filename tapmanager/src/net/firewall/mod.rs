@@ -47,7 +47,7 @@ pub use session::{remove_all_tables, run_nft_once};
 use ipnet::Ipv4Net;
 use protocol::{IfName, MacAddr};
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
 use std::time::Duration;
@@ -297,6 +297,7 @@ mod tests {
             ifname: "tm0123456789".parse().unwrap(),
             mac: "02:11:22:33:44:55".parse().unwrap(),
             ip: Ipv4Addr::new(10, 88, 0, 2),
+            ip6: Vec::new(),
         }
     }
 
@@ -323,8 +324,11 @@ mod tests {
             "udp sport 67 counter drop",
             "iifname . ip saddr != @ips counter drop",
             "udp dport 68 counter drop",
-            "ether type ip6 counter drop",
-            "ether type != { ip, arp } counter drop",
+            "ip6 saddr != :: iifname . ip6 saddr != @ip6s counter drop",
+            "nd-neighbor-advert iifname . @th,64,128 != @nd6s counter drop",
+            "nd-router-advert, nd-redirect",
+            "ether type ip6 udp sport 547 counter drop",
+            "ether type != { ip, arp, ip6 } counter drop",
         ] {
             assert!(s.contains(want), "missing {want}");
         }

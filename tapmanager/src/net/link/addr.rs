@@ -191,4 +191,26 @@ impl Links {
             .await
             .map_err(|e| LinkError::AddAddress(name.to_owned(), addr, e))
     }
+
+    /// Adds an IPv6 address to a link without duplicate address detection (it is usable at
+    /// once, also on a bridge with no port yet), replacing it if it is there.
+    pub async fn add_address6(
+        &self,
+        index: u32,
+        name: &str,
+        addr: ipnet::Ipv6Net,
+    ) -> Result<(), LinkError> {
+        use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
+        let mut req = self
+            .handle
+            .address()
+            .add(index, IpAddr::V6(addr.addr()), addr.prefix_len())
+            .replace();
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        req.execute()
+            .await
+            .map_err(|e| LinkError::AddAddress6(format!("{addr} to {name}"), e))
+    }
 }

@@ -34,6 +34,9 @@ pub enum LinkError {
     ConfigureBridge(String, #[source] rtnetlink::Error),
     #[error("cannot add address {1} to {0}")]
     AddAddress(String, Ipv4Net, #[source] rtnetlink::Error),
+    /// "ADDRESS to LINK".
+    #[error("cannot add address {0}")]
+    AddAddress6(String, #[source] rtnetlink::Error),
     #[error("cannot look up link {0}")]
     Get(String, #[source] rtnetlink::Error),
     #[error("link {0} does not exist")]
@@ -429,6 +432,27 @@ pub fn harden_guest_link(name: &str) -> std::io::Result<()> {
     };
     write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1")?;
     write(format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"), "1")
+}
+
+/// Keeps a link the daemon routes for (a bridge with the gateway address) from configuring
+/// itself from the guests' frames: no router advertisements accepted, no addresses made from
+/// advertised prefixes. With `ipv6` the link's IPv6 is switched on (a namespace may default
+/// to off); without it the setting is left as it is. Same rules as [`harden_guest_link`]:
+/// the calling thread's namespace, nothing to do on a host without IPv6.
+pub fn harden_router_link(name: &str, ipv6: bool) -> std::io::Result<()> {
+    let write = |key: &str, value: &str| {
+        let path = format!("/proc/sys/net/ipv6/conf/{name}/{key}");
+        match std::fs::write(&path, value) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r.map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}"))),
+        }
+    };
+    write("accept_ra", "0")?;
+    write("autoconf", "0")?;
+    if ipv6 {
+        write("disable_ipv6", "0")?;
+    }
+    Ok(())
 }
 
 /// Turns IPv6 off in the calling thread's whole network namespace (`all` and `default`), for

@@ -1,0 +1,325 @@
+//! Kernel tier (root): dual stack on a bridge network. A fake guest solicits a router and
+//! gets the advertisement (from the bridge's link-local, hop limit 255, managed, the prefix
+//! on-link and not autonomous, MTU, RDNSS), leases its address by DHCPv6 (both exchanges),
+//! and pings the router's global address; a hostile guest's IPv6 (rogue advertisements,
+//! neighbour advertisements for another guest's address, spoofed sources, DHCPv6 server
+//! messages, duplicate address detection against another guest) never reaches the bridge
+//! and each is counted; malformed router-side frames and a SOLICIT flood are dropped and
+//! the server keeps serving. A version 4 client still attaches on a dual-stack network.
+
+use dhcp::frame6::link_local;
+use protocol::{AttachRequest, NetworkRequest};
+use std::net::Ipv6Addr;
+use std::time::Duration;
+use tapmanager_tests::fakevm::{Capture, FakeVm};
+use tapmanager_tests::fakevm6::{self as v6, solicit};
+use tapmanager_tests::ids::ipv6::GROUP;
+use tapmanager_tests::sandbox::{default_networks, Sandbox, BRIDGE};
+
+const GATEWAY6: &str = "fd88::1";
+
+fn dual_stack() -> String {
+    // The default network with IPv6 (its keys go under its own table header).
+    default_networks().replace(
+        "mtu = 1400",
+        "mtu = 1400\ngateway6 = \"fd88::1/64\"\ndns6 = [\"fd88::53\"]",
+    )
+}
+
+fn guest(sb: &Sandbox, vm: &str) -> (protocol::Interface, FakeVm) {
+    let (a, fds) = sb
+        .client()
+        .attach(AttachRequest {
+            vm: vm.parse().unwrap(),
+            networks: vec![NetworkRequest::new("default".parse().unwrap())],
+        })
+        .expect("attach");
+    let iface = a.interfaces[0].clone();
+    let mac = iface.mac.0;
+    (iface, FakeVm::new(fds.into_iter().next().unwrap(), mac))
+}
+
+fn sysctl(sb: &Sandbox, link: &str, key: &str) -> String {
+    let (_, out) = sb
+        .ns
+        .exec(&["cat", &format!("/proc/sys/net/ipv6/conf/{link}/{key}")]);
+    out.trim().to_owned()
+}
+
+#[test]
+fn a_guest_gets_its_ipv6_by_router_advertisement_and_dhcpv6_and_reaches_the_router() {
+    tapmanager_tests::require_root!();
+    let sb = Sandbox::new("v6lease", GROUP, &dual_stack());
+    let (iface, vm) = guest(&sb, "vm1");
+    let lease = iface
+        .ipv6
+        .clone()
+        .expect("the interface carries its IPv6 lease");
+    let want: Ipv6Addr = "fd88::2".parse().unwrap();
+    assert_eq!(
+        lease.address,
+        (want, 64),
+        "the IPv4 host part (.2) in the prefix"
+    );
+    assert_eq!(lease.gateway, GATEWAY6.parse::<Ipv6Addr>().unwrap());
+    assert_eq!(lease.dns, ["fd88::53".parse::<Ipv6Addr>().unwrap()]);
+
+    let ra = vm.solicit_router().expect("a router advertisement");
+    eprintln!("advertisement: {ra:?}");
+    assert_eq!(ra.router, lease.router);
+    assert!(
+        ra.router.segments()[0] == 0xfe80,
+        "from a link-local address"
+    );
+    assert_eq!(ra.hop_limit, 255);
+    assert!(ra.managed, "addresses are managed (DHCPv6)");
+    assert!(ra.lifetime > 0, "a default router");
+    assert_eq!(
+        ra.prefixes,
+        [("fd88::".parse().unwrap(), 64, true, false)],
+        "on-link, not autonomous: the guest has one address the guards know"
+    );
+    assert_eq!(ra.mtu, Some(1400));
+    assert_eq!(ra.rdnss, lease.dns);
+
+    for rapid in [true, false] {
+        let l = vm.dhcpv6(rapid).expect("a DHCPv6 lease");
+        assert_eq!((l.address, l.from), (want, lease.router), "rapid {rapid}");
+        assert_eq!(l.dns, lease.dns);
+        assert!(l.valid >= 60);
+    }
+    // The router answers neighbour discovery for its address and pings back.
+    assert!(
+        vm.ping6(want, GATEWAY6.parse().unwrap()),
+        "no echo reply from the router"
+    );
+    // The bridge learns nothing from guests' advertisements; the guest's TAP has no IPv6.
+    assert_eq!(sysctl(&sb, BRIDGE, "accept_ra"), "0");
+    assert_eq!(sysctl(&sb, BRIDGE, "autoconf"), "0");
+    assert_eq!(sysctl(&sb, iface.ifname.as_str(), "disable_ipv6"), "1");
+    // `list` shows the IPv6 address too.
+    let out = std::process::Command::new(tapmanager_tests::sandbox::bin("tapmanager"))
+        .args(["list", "--socket"])
+        .arg(&sb.socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("fd88::2"), "list:\n{text}");
+}
+
+/// The guard chain's counters, by rule text (as `hostile_guests.rs` reads them).
+fn guard_counters(sb: &Sandbox) -> Vec<(String, u64)> {
+    let (_, out) = sb
+        .ns
+        .exec(&["nft", "list", "chain", "netdev", "tapmanager", "guard"]);
+    out.lines()
+        .filter_map(|l| {
+            let (rule, rest) = l.trim().split_once("counter packets ")?;
+            Some((
+                rule.trim().to_owned(),
+                rest.split_whitespace().next()?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn count_of(c: &[(String, u64)], needle: &str) -> u64 {
+    c.iter()
+        .filter(|(r, _)| r.contains(needle))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[test]
+fn hostile_ipv6_frames_are_dropped_and_counted_and_the_router_keeps_serving() {
+    tapmanager_tests::require_root!();
+    let sb = Sandbox::new("v6hostile", GROUP, &dual_stack());
+    let (_vi, victim) = guest(&sb, "victim");
+    let (ri, rogue) = guest(&sb, "rogue");
+    let victim_ip: Ipv6Addr = "fd88::2".parse().unwrap();
+    let own = ri.ipv6.as_ref().unwrap().address.0;
+    assert_eq!(own, "fd88::3".parse::<Ipv6Addr>().unwrap());
+    let ll = link_local(rogue.mac);
+    let mac = rogue.mac;
+    let victim_bytes = victim_ip.octets();
+    let cap = sb.ns.run_in(|| Capture::open(BRIDGE));
+    let lldp = [0x01, 0x80, 0xc2, 0, 0, 0x0e];
+    let mut ra_to_lldp = v6::rogue_advert(mac, "fd99::".parse().unwrap());
+    ra_to_lldp[..6].copy_from_slice(&lldp);
+    let cases: Vec<(&str, &str, Vec<u8>, &[u8])> = vec![
+        (
+            "a rogue router advertisement",
+            "nd-router-advert",
+            v6::rogue_advert(mac, "fd99::".parse().unwrap()),
+            &[0xfd, 0x99],
+        ),
+        (
+            "a rogue router advertisement to the LLDP group MAC",
+            "nd-router-advert",
+            ra_to_lldp,
+            &[0xfd, 0x99],
+        ),
+        (
+            "a neighbour advertisement for another guest's address",
+            "nd-neighbor-advert iifname",
+            v6::neighbor_advert(mac, ll, victim_ip),
+            &victim_bytes,
+        ),
+        (
+            "duplicate address detection against another guest",
+            "ip6 saddr :: iifname",
+            v6::neighbor_solicit(mac, Ipv6Addr::UNSPECIFIED, victim_ip),
+            &victim_bytes,
+        ),
+        (
+            "a spoofed source address",
+            "ip6 saddr != @ip6s",
+            v6::marked_udp6(mac, "fd88::99".parse().unwrap(), (5000, 5000), b"TM6-SPOOF"),
+            b"TM6-SPOOF",
+        ),
+        (
+            "a DHCPv6 server's ADVERTISE",
+            "udp sport 547",
+            v6::marked_udp6(mac, ll, (547, 546), b"TM6-ADVERTISE"),
+            b"TM6-ADVERTISE",
+        ),
+    ];
+    const EACH: u64 = 100;
+    let before = guard_counters(&sb);
+    for (_, _, frame, _) in &cases {
+        for _ in 0..EACH {
+            rogue.send(frame);
+        }
+    }
+    // What the guest may send passes: its own address, its own neighbour advertisement.
+    rogue.send(&v6::marked_udp6(mac, own, (5000, 5000), b"TM6-HONEST"));
+    rogue.send(&v6::neighbor_advert(mac, own, own));
+    std::thread::sleep(Duration::from_millis(300));
+    let after = guard_counters(&sb);
+    let frames = cap.frames(Duration::from_millis(500));
+    for (what, rule, _, needle) in &cases {
+        let dropped = count_of(&after, rule) - count_of(&before, rule);
+        eprintln!(
+            "hostile guest: {what}: {EACH} sent, {dropped} dropped and counted by `{rule} ...`"
+        );
+        assert!(dropped >= EACH, "{what}: only {dropped} of {EACH} counted");
+        let leaked = frames
+            .iter()
+            .filter(|f| {
+                f.get(6..12) == Some(&mac[..]) && f.windows(needle.len()).any(|w| w == *needle)
+            })
+            .filter(|f| !f.windows(10).any(|w| w == b"TM6-HONEST"))
+            .filter(|f| f.get(54) != Some(&136) || f.get(62..78) != Some(&own.octets()[..]))
+            .count();
+        assert_eq!(leaked, 0, "{what}: {leaked} frame(s) reached the bridge");
+    }
+    assert_eq!(
+        fakevm_count(&frames, b"TM6-HONEST"),
+        1,
+        "the honest frame must pass"
+    );
+    // No advertisement configured anything on the host side.
+    let routes = sb.ns.ip(&["-6", "route", "show"]);
+    assert!(
+        !routes.contains("fd99"),
+        "a guest's advertisement configured the host:\n{routes}"
+    );
+    assert!(
+        !routes.contains("default"),
+        "a guest became the host's router:\n{routes}"
+    );
+
+    // Malformed router-side frames: dropped, and the server answers the next good one.
+    let mut bad_rs = v6::router_solicit(mac, ll);
+    bad_rs[14 + 7] = 64; // hop limit below 255
+    let mut bad_dhcp = v6::dhcp6_frame(mac, &solicit(mac, [9, 9, 9], false));
+    let at = bad_dhcp.len() - 6;
+    bad_dhcp[at] = 0xff; // an option length running past the message
+    let oversized = v6::marked_udp6(mac, ll, (546, 547), &[1; 1400]);
+    let unknown = v6::marked_udp6(mac, ll, (546, 547), &[99, 0, 0, 1, 0, 1, 0, 0]);
+    // Whatever is queued for the guest (its start-up advertisement) first.
+    while rogue.recv(Duration::from_millis(200)).is_some() {}
+    for f in [&bad_rs, &bad_dhcp, &oversized, &unknown] {
+        rogue.send(f);
+    }
+    assert!(rogue
+        .recv(Duration::from_millis(500))
+        .is_none_or(|f| v6::parse_advert(&f).is_none()));
+    assert!(
+        rogue.dhcpv6(true).is_some(),
+        "no lease after malformed frames"
+    );
+
+    // A SOLICIT flood gets a bounded number of answers; the victim is served meanwhile.
+    const FLOOD: u32 = 2000;
+    for i in 0..FLOOD {
+        let xid = i.to_be_bytes();
+        rogue.send(&v6::dhcp6_frame(
+            mac,
+            &solicit(mac, [xid[1], xid[2], xid[3]], true),
+        ));
+    }
+    let t = std::time::Instant::now();
+    let mut answers = 0;
+    while rogue
+        .recv_until(Duration::from_secs(1), |f| {
+            let p = dhcp::frame6::parse_ipv6_frame(f)?;
+            (dhcp::frame6::parse_udp6(&p)?.src_port == 547).then_some(())
+        })
+        .is_some()
+    {
+        answers += 1;
+    }
+    let allowed = 20 + (t.elapsed().as_secs_f64() * 10.0).ceil() as u32 + 5;
+    eprintln!("hostile guest: {FLOOD} SOLICITs, {answers} answered (allowed {allowed})");
+    assert!(
+        answers <= allowed,
+        "{answers} answers to a flood of {FLOOD}"
+    );
+    assert!(
+        victim.dhcpv6(true).is_some(),
+        "the victim's server stopped serving"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        rogue.dhcpv6(true).is_some(),
+        "no lease once the flood stopped"
+    );
+}
+
+fn fakevm_count(frames: &[Vec<u8>], needle: &[u8]) -> usize {
+    tapmanager_tests::fakevm::count(frames, needle)
+}
+
+#[test]
+fn a_version_4_client_attaches_on_a_dual_stack_network() {
+    tapmanager_tests::require_root!();
+    let sb = Sandbox::new("v6compat", GROUP, &dual_stack());
+    let sock = std::os::unix::net::UnixStream::connect(&sb.socket).unwrap();
+    protocol::fdpass::write_frame(&sock, &protocol::Hello { version: 4 }, &[]).unwrap();
+    let (reply, _): (protocol::HelloReply, _) = protocol::fdpass::read_frame(&sock).unwrap();
+    assert!(matches!(
+        reply,
+        protocol::HelloReply::Accepted(protocol::Hello { version: 4 })
+    ));
+    let req = protocol::Request {
+        id: 1,
+        body: protocol::RequestBody::Attach(AttachRequest {
+            vm: "old".parse().unwrap(),
+            networks: vec![NetworkRequest::new("default".parse().unwrap())],
+        }),
+    };
+    protocol::fdpass::write_frame(&sock, &req, &[]).unwrap();
+    let (resp, fds): (protocol::legacy::Response, _) = protocol::fdpass::read_frame(&sock).unwrap();
+    let Ok(protocol::legacy::ResponseBody::Attached(a)) = resp.body else {
+        panic!("{resp:?}")
+    };
+    assert_eq!(fds.len(), 1);
+    assert_eq!(
+        a.interfaces[0].address,
+        Some(("10.88.0.2".parse().unwrap(), 24))
+    );
+    // The guest still gets IPv6 from the network; only the old client does not see it.
+    let vm = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
+    assert!(vm.dhcpv6(true).is_some());
+}
