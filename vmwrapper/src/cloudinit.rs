@@ -5,7 +5,9 @@
 //! Each NIC is matched by its MAC and named `eth0`, `eth1`, ... in request order. A NIC
 //! without a lease of ours (macvtap: the LAN's DHCP answers) is configured for DHCP.
 //! Routes with an on-link next hop (0.0.0.0) are left out: neither format can say "on-link"
-//! in a way Debian's cloud-init 22.4 renders.
+//! in a way Debian's cloud-init 22.4 renders. A NIC with an IPv6 lease gets its address too,
+//! with the router as `gateway6` (v2) or a `static6` subnet's `gateway` (v1): 22.4 refuses
+//! `to: default` and renders a route to `::/0` as `::/64`.
 //!
 //! Strings are written as JSON strings, which YAML reads as double-quoted scalars; MACs are
 //! always quoted (YAML 1.1 would read `52:54:00:12:34:56` as a base-60 number).
@@ -75,11 +77,18 @@ fn v2(interfaces: &[Interface]) -> String {
             s.push_str("    dhcp4: true\n");
             continue;
         };
-        let _ = writeln!(
-            s,
-            "    dhcp4: false\n    addresses: [{}]",
-            q(&format!("{ip}/{prefix}"))
-        );
+        let mut addresses = vec![format!("{ip}/{prefix}")];
+        if let Some(l) = &iface.ipv6 {
+            addresses.push(format!("{}/{}", l.address.0, l.address.1));
+        }
+        let _ = writeln!(s, "    dhcp4: false\n    addresses: {}", list(&addresses));
+        if let Some(l) = &iface.ipv6 {
+            let _ = writeln!(
+                s,
+                "    dhcp6: false\n    gateway6: {}",
+                q(&l.gateway.to_string())
+            );
+        }
         let mut rs: Vec<(String, Ipv4Addr)> = Vec::new();
         if let Some(gw) = iface.gateway {
             rs.push(("0.0.0.0/0".into(), gw));
@@ -96,10 +105,17 @@ fn v2(interfaces: &[Interface]) -> String {
                 );
             }
         }
-        if !iface.dns.is_empty() || !iface.search.is_empty() {
+        let mut dns: Vec<String> = iface.dns.iter().map(ToString::to_string).collect();
+        dns.extend(
+            iface
+                .ipv6
+                .iter()
+                .flat_map(|l| l.dns.iter().map(ToString::to_string)),
+        );
+        if !dns.is_empty() || !iface.search.is_empty() {
             s.push_str("    nameservers:\n");
-            if !iface.dns.is_empty() {
-                let _ = writeln!(s, "      addresses: {}", list(&iface.dns));
+            if !dns.is_empty() {
+                let _ = writeln!(s, "      addresses: {}", list(&dns));
             }
             if !iface.search.is_empty() {
                 let _ = writeln!(s, "      search: {}", list(&iface.search));
@@ -148,6 +164,17 @@ fn v1(interfaces: &[Interface]) -> String {
                     q(&netmask(*len).to_string()),
                     q(&via.to_string())
                 );
+            }
+        }
+        if let Some(l) = &iface.ipv6 {
+            let _ = writeln!(
+                s,
+                "      - type: static6\n        address: {}\n        gateway: {}",
+                q(&format!("{}/{}", l.address.0, l.address.1)),
+                q(&l.gateway.to_string())
+            );
+            if !l.dns.is_empty() {
+                let _ = writeln!(s, "        dns_nameservers: {}", list(&l.dns));
             }
         }
     }
@@ -242,5 +269,42 @@ config:
         );
         assert_eq!(netmask(0), Ipv4Addr::UNSPECIFIED);
         assert_eq!(netmask(32), Ipv4Addr::BROADCAST);
+    }
+
+    fn dual() -> Interface {
+        Interface {
+            routes: Vec::new(),
+            ipv6: Some(protocol::Lease6 {
+                address: ("fd88::a".parse().unwrap(), 64),
+                gateway: "fd88::1".parse().unwrap(),
+                router: "fe80::1".parse().unwrap(),
+                dns: vec!["fd88::53".parse().unwrap()],
+            }),
+            ..leased()
+        }
+    }
+
+    #[test]
+    fn an_ipv6_lease_is_an_address_and_gateway6_in_version_2() {
+        let v2 = network_config(&[dual()], Version::V2);
+        for want in [
+            r#"    addresses: ["10.88.0.10/24", "fd88::a/64"]"#,
+            "    dhcp6: false\n    gateway6: \"fd88::1\"\n",
+            r#"      addresses: ["10.88.0.1", "fd88::53"]"#,
+        ] {
+            assert!(v2.contains(want), "{want} missing from:\n{v2}");
+        }
+        assert!(!v2.contains("::/0") && !v2.contains("default"), "{v2}");
+    }
+
+    #[test]
+    fn an_ipv6_lease_is_a_static6_subnet_in_version_1() {
+        let v1 = network_config(&[dual()], Version::V1);
+        assert!(
+            v1.ends_with(
+                "      - type: static6\n        address: \"fd88::a/64\"\n        gateway: \"fd88::1\"\n        dns_nameservers: [\"fd88::53\"]\n"
+            ),
+            "{v1}"
+        );
     }
 }

@@ -23,11 +23,24 @@ fn binding() -> dhcp::Binding {
         domain: Some("example.test".into()),
         mtu: Some(1500),
         lease_secs: 3600,
+        v6: Some(dhcp::Binding6 {
+            ip: Some("fd88::2".parse().unwrap()),
+            prefix: "fd88::/64".parse().unwrap(),
+            autonomous: false,
+            router: "fe80::fc00:ff:fe00:1".parse().unwrap(),
+            dns: vec!["fd88::53".parse().unwrap()],
+        }),
     }
 }
 
 fn check(frame: &[u8]) {
     if let dhcp::server::Outcome::Reply(r) = dhcp::server::answer(frame, &binding()) {
+        if let Some(p) = dhcp::frame6::parse_ipv6_frame(&r) {
+            // A router advertisement or a DHCPv6 reply, from the router's link-local.
+            assert_eq!(p.src_ip, binding().v6.unwrap().router);
+            assert!(dhcp::frame6::checksum_ok(&p), "a reply with a bad checksum");
+            return;
+        }
         let udp = dhcp::frame::parse_ipv4_udp_frame(&r).expect("a reply parses as IPv4/UDP");
         assert_eq!((udp.src_port, udp.dst_port), (67, 68));
     }
@@ -44,6 +57,16 @@ fuzz_target!(|data: &[u8]| {
         Ipv4Addr::BROADCAST,
         68,
         67,
+        data,
+    ));
+    // And as a DHCPv6 message from the guest's link-local address to the servers.
+    check(&dhcp::frame6::build_udp6_frame(
+        ([0x02, 0, 0, 0, 0, 1], [0x33, 0x33, 0, 1, 0, 2]),
+        (
+            dhcp::frame6::link_local([0x02, 0, 0, 0, 0, 1]),
+            dhcp::frame6::ALL_DHCP_SERVERS,
+        ),
+        (546, 547),
         data,
     ));
 });
