@@ -58,11 +58,11 @@ pub struct BindError {
     source: std::io::Error,
 }
 
-/// The sockets of one network's forwarder, bound before the daemon answers anyone.
+/// The sockets of one network's forwarder (on the IPv4 gateway, and on the IPv6 one when the
+/// network has IPv6), bound before the daemon answers anyone.
 #[derive(Debug)]
 pub struct Forwarder {
-    udp: UdpSocket,
-    tcp: TcpListener,
+    sockets: Vec<(UdpSocket, TcpListener)>,
     shared: Arc<Shared>,
 }
 
@@ -70,16 +70,17 @@ pub struct Forwarder {
 /// and adoption and empties it on release; the forwarder reads it to count a uid's TCP
 /// connections. A clone shares the map.
 #[derive(Debug, Clone, Default)]
-pub struct GuestOwners(Arc<Mutex<HashMap<Ipv4Addr, u32>>>);
+pub struct GuestOwners(Arc<Mutex<HashMap<IpAddr, u32>>>);
 
 impl GuestOwners {
-    /// `guest` is attached by `uid`.
-    pub fn insert(&self, guest: Ipv4Addr, uid: u32) {
-        self.lock().insert(guest, uid);
+    /// `guest` (either of its addresses) is attached by `uid`.
+    pub fn insert(&self, guest: impl Into<IpAddr>, uid: u32) {
+        self.lock().insert(guest.into(), uid);
     }
 
     /// `guest` is no longer attached by `uid` (an entry of another uid stays).
-    pub fn remove(&self, guest: Ipv4Addr, uid: u32) {
+    pub fn remove(&self, guest: impl Into<IpAddr>, uid: u32) {
+        let guest = guest.into();
         let mut map = self.lock();
         if map.get(&guest) == Some(&uid) {
             map.remove(&guest);
@@ -87,13 +88,10 @@ impl GuestOwners {
     }
 
     fn owner(&self, guest: IpAddr) -> Option<u32> {
-        match guest {
-            IpAddr::V4(ip) => self.lock().get(&ip).copied(),
-            IpAddr::V6(_) => None,
-        }
+        self.lock().get(&guest).copied()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Ipv4Addr, u32>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, u32>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -101,6 +99,8 @@ impl GuestOwners {
 #[derive(Debug)]
 struct Shared {
     subnet: Ipv4Net,
+    /// The network's IPv6 prefix, when it has one (the forwarder answers there too).
+    subnet6: Option<ipnet::Ipv6Net>,
     upstreams: Upstreams,
     in_flight: Arc<Semaphore>,
     per_guest: Mutex<HashMap<IpAddr, usize>>,
@@ -191,6 +191,7 @@ impl Shared {
     fn new(gateway: Ipv4Net, cfg: &DnsForward, owners: GuestOwners) -> Shared {
         Shared {
             subnet: gateway.trunc(),
+            subnet6: None,
             upstreams: Upstreams::new(cfg, gateway.addr()),
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
             per_guest: Mutex::new(HashMap::new()),
@@ -277,39 +278,57 @@ impl Drop for Connection {
 }
 
 impl Forwarder {
-    /// Binds UDP and TCP port 53 on `gateway` (needs CAP_NET_BIND_SERVICE). Must run on a
-    /// thread in the daemon's network namespace, inside the runtime. `owners` says which uid
-    /// attached each guest, for the per-uid cap of TCP connections.
+    /// Binds UDP and TCP port 53 on `gateway` and on `gateway6` (needs
+    /// CAP_NET_BIND_SERVICE). Must run on a thread in the daemon's network namespace, inside
+    /// the runtime. `owners` says which uid attached each guest, for the per-uid cap of TCP
+    /// connections.
     pub fn bind(
         gateway: Ipv4Net,
+        gateway6: Option<ipnet::Ipv6Net>,
         cfg: &DnsForward,
         owners: GuestOwners,
     ) -> Result<Forwarder, BindError> {
-        let addr = SocketAddr::new(IpAddr::V4(gateway.addr()), 53);
-        let err = |source| BindError { addr, source };
-        let udp = std::net::UdpSocket::bind(addr).map_err(err)?;
-        udp.set_nonblocking(true).map_err(err)?;
-        let tcp = std::net::TcpListener::bind(addr).map_err(err)?;
-        tcp.set_nonblocking(true).map_err(err)?;
+        let addrs = std::iter::once(IpAddr::V4(gateway.addr()))
+            .chain(gateway6.map(|g| IpAddr::V6(g.addr())));
+        let mut sockets = Vec::new();
+        for ip in addrs {
+            let addr = SocketAddr::new(ip, 53);
+            let err = |source| BindError { addr, source };
+            let udp = std::net::UdpSocket::bind(addr).map_err(err)?;
+            udp.set_nonblocking(true).map_err(err)?;
+            let tcp = std::net::TcpListener::bind(addr).map_err(err)?;
+            tcp.set_nonblocking(true).map_err(err)?;
+            sockets.push((
+                UdpSocket::from_std(udp).map_err(err)?,
+                TcpListener::from_std(tcp).map_err(err)?,
+            ));
+        }
+        let mut shared = Shared::new(gateway, cfg, owners);
+        shared.subnet6 = gateway6.map(|g| g.trunc());
         Ok(Forwarder {
-            udp: UdpSocket::from_std(udp).map_err(err)?,
-            tcp: TcpListener::from_std(tcp).map_err(err)?,
-            shared: Arc::new(Shared::new(gateway, cfg, owners)),
+            sockets,
+            shared: Arc::new(shared),
         })
     }
 
     /// Serves until the daemon exits.
     pub fn spawn(self) {
-        let Forwarder { udp, tcp, shared } = self;
-        let udp = Arc::new(udp);
-        let s = shared.clone();
-        tokio::spawn(async move { serve_udp(udp, s).await });
-        tokio::spawn(async move { serve_tcp(tcp, shared).await });
+        let Forwarder { sockets, shared } = self;
+        for (udp, tcp) in sockets {
+            let udp = Arc::new(udp);
+            let (s, t) = (shared.clone(), shared.clone());
+            tokio::spawn(async move { serve_udp(udp, s).await });
+            tokio::spawn(async move { serve_tcp(tcp, t).await });
+        }
     }
 }
 
-fn from_guest(subnet: &Ipv4Net, peer: SocketAddr) -> bool {
-    matches!(peer.ip(), IpAddr::V4(ip) if subnet.contains(&ip))
+/// Whether `peer` is one of the network's guests (its IPv4 subnet or IPv6 prefix).
+fn from_guest(shared: &Shared, peer: SocketAddr) -> bool {
+    match peer.ip() {
+        IpAddr::V4(ip) => shared.subnet.contains(&ip),
+        IpAddr::V6(ip) => shared.subnet6.is_some_and(|p| p.contains(&ip)),
+    }
 }
 
 async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>) {
@@ -324,7 +343,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>) {
             }
         };
         let query = &buf[..n];
-        if !from_guest(&shared.subnet, peer) || !is_query(query) {
+        if !from_guest(&shared, peer) || !is_query(query) {
             continue;
         }
         // The slot travels with the task: freed when the answer (or SERVFAIL) is sent.
@@ -354,7 +373,7 @@ async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        if !from_guest(&shared.subnet, peer) {
+        if !from_guest(&shared, peer) {
             continue;
         }
         // The connection's place travels with the task; a refused one is closed here, as

@@ -252,6 +252,7 @@ fn run(cli: Cli) -> Result<(), MainError> {
                 uplink,
                 cni_network,
                 dns,
+                ula: tapmanager::admin::init::random_ula().ok(),
             };
             let text = tapmanager::admin::init::render(&o).map_err(MainError::Invalid)?;
             if nix::unistd::Group::from_name(&o.group)

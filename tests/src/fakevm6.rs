@@ -241,29 +241,60 @@ impl FakeVm {
         lease_of(&reply, from)
     }
 
-    /// Resolves `dst` by neighbour solicitation from `src` (which also tells the router our
-    /// MAC), then pings it; true if the echo reply came back.
-    pub fn ping6(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
-        self.send(&neighbor_solicit(self.mac, src, dst));
-        let Some(dst_mac) = self.recv_until(WAIT, |f| {
+    /// The MAC that answers a neighbour solicitation for `target` from `src` (which also
+    /// tells the answerer our MAC).
+    pub fn resolve6(&self, src: Ipv6Addr, target: Ipv6Addr) -> Option<[u8; 6]> {
+        self.send(&neighbor_solicit(self.mac, src, target));
+        self.recv_until(WAIT, |f| {
             let p = parse_ipv6_frame(f)?;
             let icmp = p.payload;
-            (p.next_header == IPPROTO_ICMPV6
-                && icmp.len() >= 24
-                && icmp[0] == 136
-                && icmp[8..24] == dst.octets())
-            .then_some(p.src_mac)
-        }) else {
+            let na = p.next_header == IPPROTO_ICMPV6 && icmp.len() >= 24 && icmp[0] == 136;
+            (na && icmp[8..24] == target.octets()).then_some(p.src_mac)
+        })
+    }
+
+    /// Pings `dst` (on-link) from `src`; true if the echo reply came back.
+    pub fn ping6(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+        self.ping6_via(src, dst, dst)
+    }
+
+    /// Pings `dst` from `src` through the neighbour `next_hop` (the router, for an address
+    /// off the link); true if the echo reply came back from `dst`.
+    pub fn ping6_via(&self, src: Ipv6Addr, next_hop: Ipv6Addr, dst: Ipv6Addr) -> bool {
+        let Some(mac) = self.resolve6(src, next_hop) else {
             return false;
         };
         let body = [0x12, 0x34, 0, 1, b'T', b'M', b'6'];
-        self.send(&icmp6((self.mac, dst_mac), (src, dst), 128, &body));
+        self.send(&icmp6((self.mac, mac), (src, dst), 128, &body));
         self.recv_until(WAIT, |f| {
             let p = parse_ipv6_frame(f)?;
             (p.next_header == IPPROTO_ICMPV6 && p.payload.first() == Some(&129) && p.src_ip == dst)
                 .then_some(())
         })
         .is_some()
+    }
+
+    /// Sends `payload` by UDP from `src` to `dst` (on-link, or through the router `next_hop`)
+    /// and returns the answer's payload.
+    pub fn udp6_exchange(
+        &self,
+        (src, next_hop, dst): (Ipv6Addr, Ipv6Addr, Ipv6Addr),
+        (sport, dport): (u16, u16),
+        payload: &[u8],
+    ) -> Option<Vec<u8>> {
+        let mac = self.resolve6(src, next_hop)?;
+        self.send(&build_udp6_frame(
+            (self.mac, mac),
+            (src, dst),
+            (sport, dport),
+            payload,
+        ));
+        self.recv_until(WAIT, |f| {
+            let p = parse_ipv6_frame(f)?;
+            let u = parse_udp6(&p)?;
+            (p.src_ip == dst && u.src_port == dport && u.dst_port == sport)
+                .then(|| u.payload.to_vec())
+        })
     }
 }
 

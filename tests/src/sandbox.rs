@@ -510,6 +510,21 @@ impl Sandbox {
     }
 
     /// Links named like the daemon's TAPs.
+    /// The guard chain's counters (`table netdev tapmanager`, chain `guard`), as (rule text
+    /// as nft lists it, packets).
+    pub fn guard_counters(&self) -> Vec<(String, u64)> {
+        let (_, out) = self
+            .ns
+            .exec(&["nft", "list", "chain", "netdev", "tapmanager", "guard"]);
+        out.lines()
+            .filter_map(|l| {
+                let (rule, rest) = l.trim().split_once("counter packets ")?;
+                let n = rest.split_whitespace().next()?.parse().ok()?;
+                Some((rule.trim().to_owned(), n))
+            })
+            .collect()
+    }
+
     pub fn taps(&self) -> Vec<String> {
         let out = self.ns.ip(&["-o", "link", "show"]);
         out.lines()
@@ -609,4 +624,13 @@ pub fn lan(sb: &Sandbox) -> Netns {
     sb.ns
         .ip(&["route", "add", "192.168.78.0/24", "via", "192.168.77.2"]);
     lan
+}
+
+/// The packets counted by the guard rules whose text contains `needle`.
+pub fn count_of(counters: &[(String, u64)], needle: &str) -> u64 {
+    counters
+        .iter()
+        .filter(|(r, _)| r.contains(needle))
+        .map(|(_, n)| n)
+        .sum()
 }

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 use tapmanager_tests::fakevm::FakeVm;
 use tapmanager_tests::l2attack::{self, Effects, UdpSink};
-use tapmanager_tests::sandbox::Sandbox;
+use tapmanager_tests::sandbox::{count_of, Sandbox};
 
 use tapmanager_tests::ids::hostile_guests::GROUP;
 
@@ -91,29 +91,6 @@ fn a_dhcp_flood_is_rate_limited_with_bounded_cpu_and_a_quiet_log() {
     assert!(vm.dhcp().is_some(), "no lease after the flood");
 }
 
-/// The guard chain's drop counters, by the rule they belong to.
-fn guard_counters(sb: &Sandbox) -> Vec<(String, u64)> {
-    let (_, out) = sb
-        .ns
-        .exec(&["nft", "list", "chain", "netdev", "tapmanager", "guard"]);
-    out.lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            let (rule, rest) = l.split_once("counter packets ")?;
-            let n = rest.split_whitespace().next()?.parse().ok()?;
-            Some((rule.trim().to_owned(), n))
-        })
-        .collect()
-}
-
-/// The count of the rule whose text (as nft lists it) contains `needle`.
-fn count_of(c: &[(String, u64)], needle: &str) -> u64 {
-    c.iter()
-        .filter(|(r, _)| r.contains(needle))
-        .map(|(_, n)| n)
-        .sum()
-}
-
 #[test]
 fn spoofed_and_rogue_frames_are_dropped_and_counted() {
     tapmanager_tests::require_root!();
@@ -171,14 +148,14 @@ fn spoofed_and_rogue_frames_are_dropped_and_counted() {
         ("an IPv6 router advertisement", "ip6", ra),
     ];
     const EACH: u64 = 100;
-    let before = guard_counters(&sb);
+    let before = sb.guard_counters();
     for (_, _, frame) in &cases {
         for _ in 0..EACH {
             vm.send(frame);
         }
     }
     std::thread::sleep(Duration::from_millis(300));
-    let after = guard_counters(&sb);
+    let after = sb.guard_counters();
     for (what, rule, _) in &cases {
         let dropped = count_of(&after, rule) - count_of(&before, rule);
         eprintln!(
@@ -527,7 +504,7 @@ fn a_bridge_guest_gets_nothing_past_its_guards_by_group_macs_or_vlan_tags() {
         &namespaces_of(&sb),
     );
     // Dropped at the TAP's ingress hook, and counted there.
-    let c = guard_counters(&sb);
+    let c = sb.guard_counters();
     // On a network without IPv6 the port has no IPv6 address: every IPv6 source is foreign.
     assert!(count_of(&c, "ip6 saddr != @ip6s") >= 32, "{c:?}");
     assert!(count_of(&c, "ether type != { ip, arp, ip6 }") >= 1, "{c:?}");

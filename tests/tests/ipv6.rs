@@ -14,7 +14,7 @@ use std::time::Duration;
 use tapmanager_tests::fakevm::{Capture, FakeVm};
 use tapmanager_tests::fakevm6::{self as v6, solicit};
 use tapmanager_tests::ids::ipv6::GROUP;
-use tapmanager_tests::sandbox::{default_networks, Sandbox, BRIDGE};
+use tapmanager_tests::sandbox::{count_of, default_networks, Sandbox, BRIDGE};
 
 const GATEWAY6: &str = "fd88::1";
 
@@ -107,29 +107,6 @@ fn a_guest_gets_its_ipv6_by_router_advertisement_and_dhcpv6_and_reaches_the_rout
     assert!(text.contains("fd88::2"), "list:\n{text}");
 }
 
-/// The guard chain's counters, by rule text (as `hostile_guests.rs` reads them).
-fn guard_counters(sb: &Sandbox) -> Vec<(String, u64)> {
-    let (_, out) = sb
-        .ns
-        .exec(&["nft", "list", "chain", "netdev", "tapmanager", "guard"]);
-    out.lines()
-        .filter_map(|l| {
-            let (rule, rest) = l.trim().split_once("counter packets ")?;
-            Some((
-                rule.trim().to_owned(),
-                rest.split_whitespace().next()?.parse().ok()?,
-            ))
-        })
-        .collect()
-}
-
-fn count_of(c: &[(String, u64)], needle: &str) -> u64 {
-    c.iter()
-        .filter(|(r, _)| r.contains(needle))
-        .map(|(_, n)| n)
-        .sum()
-}
-
 #[test]
 fn hostile_ipv6_frames_are_dropped_and_counted_and_the_router_keeps_serving() {
     tapmanager_tests::require_root!();
@@ -185,7 +162,7 @@ fn hostile_ipv6_frames_are_dropped_and_counted_and_the_router_keeps_serving() {
         ),
     ];
     const EACH: u64 = 100;
-    let before = guard_counters(&sb);
+    let before = sb.guard_counters();
     for (_, _, frame, _) in &cases {
         for _ in 0..EACH {
             rogue.send(frame);
@@ -195,7 +172,7 @@ fn hostile_ipv6_frames_are_dropped_and_counted_and_the_router_keeps_serving() {
     rogue.send(&v6::marked_udp6(mac, own, (5000, 5000), b"TM6-HONEST"));
     rogue.send(&v6::neighbor_advert(mac, own, own));
     std::thread::sleep(Duration::from_millis(300));
-    let after = guard_counters(&sb);
+    let after = sb.guard_counters();
     let frames = cap.frames(Duration::from_millis(500));
     for (what, rule, _, needle) in &cases {
         let dropped = count_of(&after, rule) - count_of(&before, rule);
@@ -214,7 +191,7 @@ fn hostile_ipv6_frames_are_dropped_and_counted_and_the_router_keeps_serving() {
         assert_eq!(leaked, 0, "{what}: {leaked} frame(s) reached the bridge");
     }
     assert_eq!(
-        fakevm_count(&frames, b"TM6-HONEST"),
+        tapmanager_tests::fakevm::count(&frames, b"TM6-HONEST"),
         1,
         "the honest frame must pass"
     );
@@ -287,8 +264,61 @@ fn hostile_ipv6_frames_are_dropped_and_counted_and_the_router_keeps_serving() {
     );
 }
 
-fn fakevm_count(frames: &[Vec<u8>], needle: &[u8]) -> usize {
-    tapmanager_tests::fakevm::count(frames, needle)
+/// A desktop-style network: NAT out of the uplink and the DNS forwarder, dual stack.
+const NAT_NETWORK: &str = "[networks.default]\nkind = \"bridge\"\nbridge = \"tmbr0\"\n\
+                           gateway = \"10.88.0.1/24\"\ngateway6 = \"fd88::1/64\"\nnat = true\n\
+                           dns_forward = true\ndns_upstream = [\"192.168.77.2\"]\n";
+
+#[test]
+fn nat66_reaches_the_lan_and_the_dns_forwarder_answers_on_the_ipv6_gateway() {
+    tapmanager_tests::require_root!();
+    use tapmanager_tests::fakedns::{query, read_answer, FakeDns};
+    let (sb, lan) = Sandbox::with_lan("v6nat", GROUP, NAT_NETWORK);
+    // The stand-in LAN speaks IPv6 too; it has no route to the guests' prefix, so only a
+    // masqueraded packet is answered.
+    let uplink = tapmanager_tests::sandbox::UPLINK;
+    sb.ns
+        .ip(&["-6", "addr", "add", "fd77:77::1/64", "dev", uplink, "nodad"]);
+    lan.ip(&["-6", "addr", "add", "fd77:77::2/64", "dev", "lan0", "nodad"]);
+    let upstream = FakeDns::start(
+        &lan,
+        "192.168.77.2".parse().unwrap(),
+        "honest.example.test",
+        "192.168.78.1".parse().unwrap(),
+    );
+    let (iface, vm) = guest(&sb, "natguest");
+    let lease = iface.ipv6.clone().unwrap();
+    assert_eq!(
+        lease.dns,
+        [GATEWAY6.parse::<Ipv6Addr>().unwrap()],
+        "the forwarder's address"
+    );
+    let me = vm.dhcpv6(true).expect("a DHCPv6 lease").address;
+    assert_eq!(
+        sysctl(&sb, "all", "forwarding"),
+        "1",
+        "IPv6 forwarding for NAT66"
+    );
+    let gw6: Ipv6Addr = GATEWAY6.parse().unwrap();
+    assert!(
+        vm.ping6_via(me, gw6, "fd77:77::2".parse().unwrap()),
+        "no echo reply from the LAN through NAT66"
+    );
+    let answer = vm
+        .udp6_exchange(
+            (me, gw6, gw6),
+            (40000, 53),
+            &query(0x66, "honest.example.test"),
+        )
+        .expect("no DNS answer on the IPv6 gateway");
+    let (id, rcode, addr) = read_answer(&answer).expect("a DNS answer");
+    assert_eq!((id, rcode), (0x66, 0));
+    assert_eq!(addr, Some("192.168.78.1".parse().unwrap()));
+    assert!(upstream.asked() >= 1);
+    let (_, nat) = sb
+        .ns
+        .exec(&["nft", "list", "table", "ip6", "tapmanager_bridge_nat6"]);
+    assert!(nat.contains("masquerade"), "{nat}");
 }
 
 #[test]

@@ -99,10 +99,13 @@ fn to_previous_release(current: &serde_json::Value) -> serde_json::Value {
             _ => {}
         }
     }
-    obj.insert(
-        "interfaces".into(),
-        nics.iter().map(|n| n["iface"].clone()).collect(),
-    );
+    // `ipv6` is newer than that release (issue 14): it never wrote it.
+    let iface = |n: &serde_json::Value| {
+        let mut i = n["iface"].clone();
+        i.as_object_mut().unwrap().remove("ipv6");
+        i
+    };
+    obj.insert("interfaces".into(), nics.iter().map(iface).collect());
     for (key, table) in [
         ("transit", transit),
         ("bindings", bindings),
@@ -180,8 +183,13 @@ fn a_journal_of_the_previous_release_is_migrated_and_its_live_guests_are_kept() 
     );
     // With the previous release's view beside it, the same as that release wrote: a daemon
     // downgraded to it still reads the entry.
+    // (Beside `ipv6`, newer than that release: its reader ignores keys it does not know.)
+    let mut view = migrated.clone();
+    for i in view["interfaces"].as_array_mut().unwrap() {
+        i.as_object_mut().unwrap().remove("ipv6");
+    }
     for key in ["interfaces", "transit", "bindings"] {
-        assert_eq!(migrated[key], old[key], "{key}");
+        assert_eq!(view[key], old[key], "{key}");
     }
     for ((g, lease), net) in guests.iter().zip(&before).zip(nets) {
         let after = g.dhcp().expect("lease after the restart");

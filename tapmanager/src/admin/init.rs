@@ -20,6 +20,29 @@ pub struct InitOptions {
     pub cni_network: Option<String>,
     /// DNS servers the guests are handed (bridge: the gateway when empty).
     pub dns: Vec<String>,
+    /// bridge with NAT: the 40-bit global ID of a unique local IPv6 prefix (RFC 4193), random
+    /// per config; the network gets `fdXX:XXXX:XXXX::/64` with NAT66.
+    pub ula: Option<[u8; 5]>,
+}
+
+/// A random ULA global ID, from the kernel's random source.
+pub fn random_ula() -> std::io::Result<[u8; 5]> {
+    use std::io::Read as _;
+    let mut id = [0u8; 5];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut id)?;
+    Ok(id)
+}
+
+/// `gateway6` for a bridge whose IPv4 gateway is `gw`: the ULA /64 of `id` with the IPv4
+/// gateway's host part (as the daemon requires).
+fn ula_gateway(gw: &str, id: [u8; 5]) -> Option<String> {
+    let net: ipnet::Ipv4Net = gw.parse().ok()?;
+    let host = u32::from(net.addr()) - u32::from(net.network());
+    let mut a = [0u8; 16];
+    a[0] = 0xfd;
+    a[1..6].copy_from_slice(&id);
+    a[12..].copy_from_slice(&host.to_be_bytes());
+    Some(format!("{}/64", std::net::Ipv6Addr::from(a)))
 }
 
 fn need<'a>(v: &'a Option<String>, flag: &str, kind: &str) -> Result<&'a str, String> {
@@ -39,6 +62,10 @@ pub fn render(o: &InitOptions) -> Result<String, String> {
             net.push_str(&format!("bridge = \"tmbr0\"\ngateway = {}\n", quote(gw)));
             if o.nat {
                 net.push_str("nat = true\n");
+                // The desktop default network is dual stack: a ULA prefix, NAT66 out.
+                if let Some(g6) = o.ula.and_then(|id| ula_gateway(gw, id)) {
+                    net.push_str(&format!("gateway6 = {}\n", quote(&g6)));
+                }
                 if let Some(u) = &o.uplink {
                     net.push_str(&format!("uplink = {}\n", quote(u)));
                 }
@@ -136,6 +163,10 @@ mod tests {
             t.contains("nat = true\ndns_forward = true\n") && !t.contains("dns = "),
             "{t}"
         );
+        assert!(!t.contains("gateway6"), "no ULA asked for: {t}");
+        o.ula = Some([0x12, 0x34, 0x56, 0x78, 0x9a]);
+        let t = render(&o).unwrap();
+        assert!(t.contains("gateway6 = \"fd12:3456:789a::1/64\"\n"), "{t}");
         o.uplink = Some("wlan0".into());
         o.dns = vec!["192.0.2.53".into()];
         let t = render(&o).unwrap();

@@ -62,10 +62,13 @@ impl BridgeNet {
         Some(Ipv6Addr::from(u128::from(g6.network()) + u128::from(host)))
     }
 
-    /// The IPv6 DNS servers its guests are told of: the configured ones. (The forwarder
-    /// answers on the IPv4 gateway only, so it is not offered over IPv6.)
+    /// The IPv6 DNS servers its guests are told of: the configured ones, else the gateway's
+    /// IPv6 address when it forwards DNS (the forwarder answers there too).
     pub fn dns6_servers(&self) -> Vec<Ipv6Addr> {
-        self.dns6.clone()
+        match self.gateway6 {
+            Some(g6) if self.dns6.is_empty() && self.dns_forward.is_some() => vec![g6.addr()],
+            _ => self.dns6.clone(),
+        }
     }
 }
 

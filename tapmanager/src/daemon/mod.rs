@@ -85,7 +85,7 @@ pub enum DaemonError {
     Link(#[from] crate::net::link::LinkError),
     #[error("firewall")]
     Firewall(#[from] crate::net::firewall::FirewallError),
-    #[error("cannot enable IPv4 forwarding for routed networks")]
+    #[error("cannot enable IP forwarding (IPv4 for routed networks and NAT, IPv6 for NAT66)")]
     Host(#[source] std::io::Error),
     #[error(transparent)]
     NetnsLock(#[from] crate::net::netns::LockError),
@@ -202,7 +202,12 @@ impl Daemon {
             if let crate::config::NetworkKind::Bridge(b) = &n.kind {
                 if let Some(f) = &b.dns_forward {
                     let owners = crate::dns::GuestOwners::default();
-                    forwarders.push(crate::dns::Forwarder::bind(b.gateway, f, owners.clone())?);
+                    forwarders.push(crate::dns::Forwarder::bind(
+                        b.gateway,
+                        b.gateway6,
+                        f,
+                        owners.clone(),
+                    )?);
                     dns_owners.insert(name.clone(), owners);
                 }
             }

@@ -62,15 +62,20 @@ impl Daemon {
     /// or no longer.
     pub(super) fn tell_dns_owners(&self, record: &Record, attached: bool) {
         for iface in record.interfaces() {
-            let (Some(owners), Some((ip, _))) =
-                (self.dns_owners.get(&iface.network), iface.address)
-            else {
-                continue; // no forwarder on that network, or no address of ours
+            let Some(owners) = self.dns_owners.get(&iface.network) else {
+                continue; // no forwarder on that network
             };
-            if attached {
-                owners.insert(ip, record.uid);
-            } else {
-                owners.remove(ip, record.uid);
+            let v4 = iface.address.map(|(ip, _)| std::net::IpAddr::V4(ip));
+            let v6 = iface
+                .ipv6
+                .as_ref()
+                .map(|l| std::net::IpAddr::V6(l.address.0));
+            for ip in v4.into_iter().chain(v6) {
+                if attached {
+                    owners.insert(ip, record.uid);
+                } else {
+                    owners.remove(ip, record.uid);
+                }
             }
         }
     }

@@ -137,6 +137,7 @@ pub fn nat_bridges(config: &Config) -> Vec<crate::net::firewall::NatBridge> {
                     .map(|uplink| crate::net::firewall::NatBridge {
                         bridge: b.bridge.clone(),
                         subnet: b.gateway.trunc(),
+                        subnet6: b.gateway6.map(|g| g.trunc()),
                         uplink: uplink.clone(),
                     })
             }

@@ -462,7 +462,7 @@ pub(crate) fn sweep(kit: &Kit<'_>, known: &HashSet<IfName>) {
 }
 
 /// Host-wide settings the routed networks (and bridges with NAT) need: IPv4 forwarding in
-/// the daemon's namespace.
+/// the daemon's namespace, and IPv6 forwarding for bridges with NAT and IPv6.
 pub(crate) fn prepare_host(d_config: &crate::config::Config) -> std::io::Result<()> {
     if d_config.networks.values().any(|n| match &n.kind {
         NetworkKind::Isolated(_) => true,
@@ -470,6 +470,15 @@ pub(crate) fn prepare_host(d_config: &crate::config::Config) -> std::io::Result<
         _ => false,
     }) {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
+    }
+    // NAT66 out of a bridge network with IPv6. (A host whose kernel takes its own IPv6
+    // default route from router advertisements needs `accept_ra = 2` on that interface once
+    // forwarding is on; `tapmanager doctor` checks.)
+    if d_config.networks.values().any(|n| match &n.kind {
+        NetworkKind::Bridge(b) => b.nat.is_some() && b.gateway6.is_some(),
+        _ => false,
+    }) {
+        std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1")?;
     }
     Ok(())
 }

@@ -63,6 +63,7 @@ const ROUTED: &str = "inet tapmanager_routed";
 const NAT: &str = "ip tapmanager_nat";
 const MACVTAP: &str = "netdev tapmanager_macvtap";
 const BRIDGE_NAT: &str = "ip tapmanager_bridge_nat";
+const BRIDGE_NAT6: &str = "ip6 tapmanager_bridge_nat6";
 
 const SYNC_TABLE: &str = "tapmanager_sync";
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -391,6 +392,7 @@ mod tests {
         let any = NatBridge {
             bridge: "tmbr0".parse().unwrap(),
             subnet: "10.88.0.0/24".parse().unwrap(),
+            subnet6: None,
             uplink: None,
         };
         let s = bridge_nat_script(std::slice::from_ref(&any));
@@ -402,15 +404,30 @@ mod tests {
         assert!(!s.contains("oifname != \"up0\""));
         let one = NatBridge {
             uplink: Some("up0".parse().unwrap()),
-            ..any
+            ..any.clone()
         };
         let s = bridge_nat_script(&[one]);
         assert!(s.contains("forward iifname \"tmbr0\" oifname != \"up0\" counter drop"));
         assert!(s.contains("oifname \"up0\" counter masquerade"));
-        // None configured: the table goes, nothing else is made.
+        // Without IPv6 the ip6 table is only removed.
+        assert!(s.ends_with(
+            "; add table ip6 tapmanager_bridge_nat6; delete table ip6 tapmanager_bridge_nat6"
+        ));
+        let dual = NatBridge {
+            subnet6: Some("fd88::/64".parse().unwrap()),
+            ..any.clone()
+        };
+        let s = bridge_nat_script(&[dual]);
+        assert!(s.contains(
+            "add rule ip6 tapmanager_bridge_nat6 forward oifname \"tmbr0\" counter drop"
+        ));
+        assert!(s.contains("ip6 saddr fd88::/64 ip6 daddr != fd88::/64 ip6 daddr != { ff00::/8, fe80::/10 } oifname != \"tmbr0\" counter masquerade"));
+        assert!(s.contains("ip saddr 10.88.0.0/24 ip daddr != 10.88.0.0/24"));
+        // None configured: the tables go, nothing else is made.
         assert_eq!(
             bridge_nat_script(&[]),
-            "add table ip tapmanager_bridge_nat; delete table ip tapmanager_bridge_nat"
+            "add table ip tapmanager_bridge_nat; delete table ip tapmanager_bridge_nat; \
+             add table ip6 tapmanager_bridge_nat6; delete table ip6 tapmanager_bridge_nat6"
         );
     }
 

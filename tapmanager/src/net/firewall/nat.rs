@@ -8,15 +8,31 @@ use super::*;
 pub struct NatBridge {
     pub bridge: IfName,
     pub subnet: Ipv4Net,
+    /// Its IPv6 prefix, masqueraded the same way (NAT66) in table `ip6 tapmanager_bridge_nat6`.
+    pub subnet6: Option<ipnet::Ipv6Net>,
     /// Out of this interface only; `None`: out of any but the bridge (where routes lead).
     pub uplink: Option<IfName>,
 }
 
-/// Table `ip tapmanager_bridge_nat`, always replaced whole (it depends on the config only):
-/// the guests' subnet is masqueraded when it leaves the host, answers come back, and nothing
-/// else is forwarded to the bridge (nothing may open a connection to a guest from outside).
+/// Tables `ip tapmanager_bridge_nat` and `ip6 tapmanager_bridge_nat6`, always replaced whole
+/// (they depend on the config only): the guests' subnet (and IPv6 prefix) is masqueraded when
+/// it leaves the host, answers come back, and nothing else is forwarded to the bridge
+/// (nothing may open a connection to a guest from outside).
 pub(super) fn bridge_nat_script(nets: &[NatBridge]) -> String {
-    let t = BRIDGE_NAT;
+    let v4: Vec<(&NatBridge, String)> = nets.iter().map(|n| (n, n.subnet.to_string())).collect();
+    let v6: Vec<(&NatBridge, String)> = nets
+        .iter()
+        .filter_map(|n| Some((n, n.subnet6?.to_string())))
+        .collect();
+    let mut s = family_nat(BRIDGE_NAT, "ip", "224.0.0.0/4, 255.255.255.255", &v4);
+    s.push_str("; ");
+    s.push_str(&family_nat(BRIDGE_NAT6, "ip6", "ff00::/8, fe80::/10", &v6));
+    s
+}
+
+/// One family's table of [`bridge_nat_script`]: `ip` matches `ip saddr`, `ip6` `ip6 saddr`;
+/// `not_out` are the destinations never masqueraded (multicast, broadcast, link-local).
+fn family_nat(t: &str, ip: &str, not_out: &str, nets: &[(&NatBridge, String)]) -> String {
     let mut s = format!("add table {t}; delete table {t}");
     if nets.is_empty() {
         return s;
@@ -28,15 +44,15 @@ pub(super) fn bridge_nat_script(nets: &[NatBridge]) -> String {
          ; add chain {t} postrouting {{ type nat hook postrouting priority 100; policy accept; }}"
     )
     .unwrap();
-    for n in nets {
-        let (br, subnet) = (&n.bridge, n.subnet);
+    for (n, subnet) in nets {
+        let br = &n.bridge;
         // Bridged frames between two guests (seen here with br_netfilter) stay allowed.
         write!(
             s,
             "; add rule {t} forward iifname \"{br}\" oifname \"{br}\" accept\
              ; add rule {t} forward oifname \"{br}\" ct state established,related accept\
              ; add rule {t} forward oifname \"{br}\" counter drop\
-             ; add rule {t} forward iifname \"{br}\" ip saddr != {subnet} counter drop"
+             ; add rule {t} forward iifname \"{br}\" {ip} saddr != {subnet} counter drop"
         )
         .unwrap();
         let out = match &n.uplink {
@@ -52,8 +68,8 @@ pub(super) fn bridge_nat_script(nets: &[NatBridge]) -> String {
         };
         write!(
             s,
-            "; add rule {t} postrouting ip saddr {subnet} ip daddr != {subnet} \
-             ip daddr != {{ 224.0.0.0/4, 255.255.255.255 }} {out} counter masquerade"
+            "; add rule {t} postrouting {ip} saddr {subnet} {ip} daddr != {subnet} \
+             {ip} daddr != {{ {not_out} }} {out} counter masquerade"
         )
         .unwrap();
     }

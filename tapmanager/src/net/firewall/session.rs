@@ -129,6 +129,7 @@ pub fn remove_all_tables() -> std::io::Result<()> {
         NAT,
         MACVTAP,
         BRIDGE_NAT,
+        BRIDGE_NAT6,
         &sync,
     ]
     .iter()

@@ -15,6 +15,8 @@ pub(crate) enum Kind {
     /// From a guest's exit to its teardown being complete, on a bridge and an isolated
     /// network.
     Exit,
+    /// A bridge attach with IPv6 against one without, alternating in one daemon.
+    Dual,
 }
 
 /// Attach latency of tapmanager against the usual way (root; namespaces of its own only).

@@ -83,6 +83,7 @@ mod args;
 mod bridge;
 mod client;
 mod cni;
+mod dual;
 mod exit;
 mod isolated;
 mod stats;
@@ -91,6 +92,7 @@ use args::*;
 use bridge::*;
 use client::*;
 use cni::*;
+use dual::*;
 use exit::*;
 use isolated::*;
 use stats::*;
@@ -214,6 +216,7 @@ fn main() {
         Kind::Isolated => bench_isolated(&args),
         Kind::Cni => bench_cni(&args),
         Kind::Exit => bench_exit(&args),
+        Kind::Dual => bench_dual(&args),
     }
 }
 
