@@ -513,9 +513,14 @@ impl Sandbox {
     /// The guard chain's counters (`table netdev tapmanager`, chain `guard`), as (rule text
     /// as nft lists it, packets).
     pub fn guard_counters(&self) -> Vec<(String, u64)> {
+        self.nft_counters("netdev", "tapmanager", "guard")
+    }
+
+    /// The counters of one chain of the daemon's namespace, as (rule text, packets).
+    pub fn nft_counters(&self, family: &str, table: &str, chain: &str) -> Vec<(String, u64)> {
         let (_, out) = self
             .ns
-            .exec(&["nft", "list", "chain", "netdev", "tapmanager", "guard"]);
+            .exec(&["nft", "list", "chain", family, table, chain]);
         out.lines()
             .filter_map(|l| {
                 let (rule, rest) = l.trim().split_once("counter packets ")?;

@@ -321,6 +321,89 @@ fn nat66_reaches_the_lan_and_the_dns_forwarder_answers_on_the_ipv6_gateway() {
     assert!(nat.contains("masquerade"), "{nat}");
 }
 
+/// Adds the stand-in LAN's IPv6: fd77:77::1 on the daemon's uplink, fd77:77::2 on the LAN.
+fn lan6(sb: &Sandbox, lan: &tapmanager_tests::sandbox::Netns) {
+    let uplink = tapmanager_tests::sandbox::UPLINK;
+    sb.ns
+        .ip(&["-6", "addr", "add", "fd77:77::1/64", "dev", uplink, "nodad"]);
+    lan.ip(&["-6", "addr", "add", "fd77:77::2/64", "dev", "lan0", "nodad"]);
+}
+
+#[test]
+fn an_isolated_guest_routes_its_own_64_and_nothing_else_out_through_nat66() {
+    tapmanager_tests::require_root!();
+    let uplink = tapmanager_tests::sandbox::UPLINK;
+    let net = format!(
+        "[networks.iso]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"{uplink}\"\n\
+         range6 = \"fd99::/48\"\ndns6 = [\"fd77:77::53\"]\n"
+    );
+    let (sb, lan) = Sandbox::with_lan("v6iso", GROUP, &net);
+    lan6(&sb, &lan);
+    let attach = |vm: &str| {
+        let (a, fds) = sb
+            .client()
+            .attach(AttachRequest {
+                vm: vm.parse().unwrap(),
+                networks: vec![NetworkRequest::new("iso".parse().unwrap())],
+            })
+            .expect("attach");
+        let iface = a.interfaces[0].clone();
+        let mac = iface.mac.0;
+        (iface, FakeVm::new(fds.into_iter().next().unwrap(), mac))
+    };
+    let (iface, vm) = attach("iso1");
+    let lease = iface.ipv6.clone().expect("an IPv6 lease");
+    let me: Ipv6Addr = "fd99::2".parse().unwrap();
+    let gw: Ipv6Addr = "fd99::1".parse().unwrap();
+    assert_eq!((lease.address, lease.gateway), ((me, 64), gw));
+    let ra = vm.solicit_router().expect("a router advertisement");
+    assert_eq!(ra.router, lease.router);
+    assert_eq!(
+        ra.prefixes,
+        [("fd99::".parse().unwrap(), 64, true, true)],
+        "its own /64, autonomous: SLAAC in it is the guest's business"
+    );
+    assert_eq!(ra.rdnss, ["fd77:77::53".parse::<Ipv6Addr>().unwrap()]);
+    assert_eq!(vm.dhcpv6(true).expect("a DHCPv6 lease").address, me);
+    assert!(vm.ping6(me, gw), "the gateway on its TAP does not answer");
+    let lan_host: Ipv6Addr = "fd77:77::2".parse().unwrap();
+    assert!(
+        vm.ping6_via(me, gw, lan_host),
+        "no echo from the LAN through NAT66"
+    );
+    // Any address of its own /64 goes out; one of another guest's /64 does not.
+    let slaac: Ipv6Addr = "fd99::5054:ff:fe00:1".parse().unwrap();
+    assert!(
+        vm.ping6_via(slaac, gw, lan_host),
+        "its own /64's other address was stopped"
+    );
+    let before = count_of(&routed_counters(&sb), "ip6 saddr != @iso_src6");
+    let foreign: Ipv6Addr = "fd99:0:0:1::2".parse().unwrap();
+    assert!(
+        !vm.ping6_via(foreign, gw, lan_host),
+        "a source outside its /64 got through"
+    );
+    let dropped = count_of(&routed_counters(&sb), "ip6 saddr != @iso_src6") - before;
+    assert!(dropped >= 1, "the foreign source was not counted");
+    // A second guest gets the next /64, and the two cannot reach each other.
+    let (other, vm2) = attach("iso2");
+    let other_ip = other.ipv6.unwrap().address.0;
+    assert_eq!(other_ip, "fd99:0:0:1::2".parse::<Ipv6Addr>().unwrap());
+    assert!(vm2.ping6_via(other_ip, "fd99:0:0:1::1".parse().unwrap(), lan_host));
+    assert!(
+        !vm.ping6_via(me, gw, other_ip),
+        "one isolated guest reached another"
+    );
+    // The host side of the veth learns nothing from it.
+    assert_eq!(sysctl(&sb, iface.ifname.as_str(), "accept_ra"), "0");
+    assert_eq!(sysctl(&sb, iface.ifname.as_str(), "addr_gen_mode"), "1");
+}
+
+/// The routed table's forward counters, by rule text.
+fn routed_counters(sb: &Sandbox) -> Vec<(String, u64)> {
+    sb.nft_counters("inet", "tapmanager_routed", "forward")
+}
+
 #[test]
 fn a_version_4_client_attaches_on_a_dual_stack_network() {
     tapmanager_tests::require_root!();

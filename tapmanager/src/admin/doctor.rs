@@ -73,6 +73,100 @@ pub fn forwarding(routed: bool) -> Finding {
     }
 }
 
+/// IPv6 of the networks with `gateway6`. `nat66`: one of them has NAT, so the daemon turns
+/// IPv6 forwarding on; `forwarding` is `net.ipv6.conf.all.forwarding` now. `ra_links` are the
+/// links whose IPv6 default route the kernel learned from router advertisements, with their
+/// `accept_ra`: with forwarding on, the kernel ignores advertisements unless it is 2, and the
+/// route expires. `bridges` are the IPv6 networks' bridges that exist, with their `accept_ra`:
+/// the daemon sets 0 so guests' advertisements configure nothing.
+pub fn ipv6(
+    nat66: bool,
+    forwarding: Option<&str>,
+    ra_links: &[(String, String)],
+    bridges: &[(String, String)],
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if nat66 {
+        out.push(match forwarding {
+            Some("1") => ok("IPv6 forwarding is on (NAT66)"),
+            _ => bad(
+                Level::Warn,
+                "IPv6 forwarding is off",
+                "the daemon turns it on when it starts with a NAT network that has gateway6; \
+                 to keep it on: `sysctl -w net.ipv6.conf.all.forwarding=1` and a file in /etc/sysctl.d",
+            ),
+        });
+        for (link, accept_ra) in ra_links {
+            out.push(if accept_ra == "2" {
+                ok(format!("{link} keeps its advertised IPv6 default route with forwarding on (accept_ra=2)"))
+            } else {
+                bad(
+                    Level::Warn,
+                    format!(
+                        "{link} takes its IPv6 default route from router advertisements with accept_ra={accept_ra}: \
+                         with forwarding on (NAT66) the kernel ignores them and the route expires"
+                    ),
+                    format!(
+                        "`sysctl -w net.ipv6.conf.{link}.accept_ra=2` and a file in /etc/sysctl.d \
+                         (NetworkManager and systemd-networkd handle advertisements themselves and need nothing)"
+                    ),
+                )
+            });
+        }
+    }
+    for (bridge, accept_ra) in bridges {
+        out.push(if accept_ra == "0" {
+            ok(format!("{bridge} accepts no router advertisements from guests (accept_ra=0)"))
+        } else {
+            bad(
+                Level::Warn,
+                format!("{bridge} has accept_ra={accept_ra}: a guest's advertisement could configure the host"),
+                "the daemon sets 0 when it starts; if it runs, something changed it since: restart it",
+            )
+        });
+    }
+    out
+}
+
+/// [`ipv6`] of this host now: the sysctls, and `ip -6 route show default proto ra`.
+fn ipv6_now(c: &crate::config::Config) -> Vec<Finding> {
+    let bridges6: Vec<&crate::config::BridgeNet> = c
+        .networks
+        .values()
+        .filter_map(|n| match &n.kind {
+            crate::config::NetworkKind::Bridge(b) if b.gateway6.is_some() => Some(b),
+            _ => None,
+        })
+        .collect();
+    let nat66 = bridges6.iter().any(|b| b.nat.is_some());
+    let conf = |link: &str, key: &str| read_trim(&format!("/proc/sys/net/ipv6/conf/{link}/{key}"));
+    let ra_links: Vec<(String, String)> = std::process::Command::new("ip")
+        .args(["-6", "route", "show", "default", "proto", "ra"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            l.split(" dev ")
+                .nth(1)?
+                .split_whitespace()
+                .next()
+                .map(str::to_owned)
+        })
+        .filter_map(|link| Some((link.clone(), conf(&link, "accept_ra")?)))
+        .collect();
+    let bridges: Vec<(String, String)> = bridges6
+        .iter()
+        .filter_map(|b| Some((b.bridge.to_string(), conf(b.bridge.as_str(), "accept_ra")?)))
+        .collect();
+    ipv6(
+        nat66,
+        conf("all", "forwarding").as_deref(),
+        &ra_links,
+        &bridges,
+    )
+}
+
 /// br_netfilter sends bridged frames through iptables (Docker turns it on), where a FORWARD
 /// policy of DROP silently eats guests' traffic.
 pub fn bridge_netfilter() -> Finding {
@@ -320,6 +414,9 @@ pub fn check_host(config: &Path, socket: &Path) -> Vec<Finding> {
     });
     found.push(tun());
     found.push(forwarding(routed));
+    if let Ok(c) = &loaded {
+        found.extend(ipv6_now(c));
+    }
     found.push(bridge_netfilter());
     if let Ok(out) = std::process::Command::new("nft")
         .args(["list", "ruleset"])
@@ -406,6 +503,23 @@ pub fn check_host(config: &Path, socket: &Path) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_findings_name_forwarding_accept_ra_and_the_bridges() {
+        let l = |a: &str, b: &str| vec![(a.to_owned(), b.to_owned())];
+        let f = ipv6(true, Some("0"), &l("eth0", "1"), &l("tmbr0", "0"));
+        assert_eq!(f.len(), 3);
+        assert_eq!(f[0].level, Level::Warn);
+        assert!(f[1].what.contains("eth0") && f[1].fix.contains("net.ipv6.conf.eth0.accept_ra=2"));
+        assert_eq!(f[2].level, Level::Ok);
+        let f = ipv6(true, Some("1"), &l("eth0", "2"), &l("tmbr0", "1"));
+        assert_eq!(
+            f.iter().map(|x| x.level).collect::<Vec<_>>(),
+            [Level::Ok, Level::Ok, Level::Warn]
+        );
+        // Without NAT66, forwarding and the uplink's advertisements are none of IPv6's business.
+        assert!(ipv6(false, Some("0"), &l("eth0", "1"), &[]).is_empty());
+    }
 
     #[test]
     fn a_foreign_forward_chain_that_drops_is_named() {

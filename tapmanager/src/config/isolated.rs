@@ -3,10 +3,10 @@
 
 use super::checks;
 use super::raw::{RawIsolated, RawMasquerade};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use protocol::IfName;
 use serde::Deserialize;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Slicer's isolated mode: a namespace and a /30 per guest, routed and NATed out of `uplink`.
 ///
@@ -25,6 +25,29 @@ pub struct IsolatedNet {
     pub lease_secs: u32,
     /// Where the guest's gateway is, and whether it sits behind NAT.
     pub mode: IsolatedMode,
+    /// IPv6, when `range6` is set (routed binding only).
+    pub v6: Option<Isolated6>,
+}
+
+/// An isolated network's IPv6: one /64 of `range` per guest (the one at the same position as
+/// its /30 in the IPv4 range), routed and NATed out of the uplink like IPv4, with its own
+/// destination lists (the IPv4 ones do not cover IPv6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Isolated6 {
+    pub range: Ipv6Net,
+    pub drop: Vec<Ipv6Net>,
+    pub allow: Option<Vec<Ipv6Net>>,
+    pub dns: Vec<Ipv6Addr>,
+}
+
+impl IsolatedNet {
+    /// The /64 of the guest whose /30 starts at `block`.
+    pub fn block6(&self, block: Ipv4Addr) -> Option<Ipv6Net> {
+        let v6 = self.v6.as_ref()?;
+        let k = (u32::from(block) - u32::from(self.range.network())) / 4;
+        let net = u128::from(v6.range.network()) + (u128::from(k) << 64);
+        Ipv6Net::new(Ipv6Addr::from(net), 64).ok()
+    }
 }
 
 /// How an isolated network's guests meet the host. A masquerade network is always routed:
@@ -159,6 +182,10 @@ pub(super) fn validate_masquerade(m: RawMasquerade) -> Result<IsolatedNet, Strin
         drop: m.drop,
         allow: m.allow,
         dns: m.dns,
+        range6: None,
+        drop6: Vec::new(),
+        allow6: None,
+        dns6: Vec::new(),
         mtu: m.mtu,
         lease_secs: m.lease_secs,
         allow_users: Vec::new(),
@@ -173,7 +200,7 @@ pub(super) fn validate_masquerade(m: RawMasquerade) -> Result<IsolatedNet, Strin
 }
 
 pub(super) fn validate_isolated(i: RawIsolated) -> Result<IsolatedNet, String> {
-    let uplink = IfName::try_from(i.uplink).map_err(|e| e.to_string())?;
+    let uplink = IfName::try_from(i.uplink.clone()).map_err(|e| e.to_string())?;
     if i.range.prefix_len() > 30 {
         return Err(format!("range {}: must hold at least one /30", i.range));
     }
@@ -190,6 +217,7 @@ pub(super) fn validate_isolated(i: RawIsolated) -> Result<IsolatedNet, String> {
         None => IsolatedMode::Routed,
         Some(b) => IsolatedMode::Joined(b),
     };
+    let v6 = validate6(&i, &mode)?;
     Ok(IsolatedNet {
         range: i.range,
         uplink,
@@ -199,5 +227,68 @@ pub(super) fn validate_isolated(i: RawIsolated) -> Result<IsolatedNet, String> {
         mtu: i.mtu,
         lease_secs: i.lease_secs,
         mode,
+        v6,
     })
+}
+
+/// `range6` and its lists: a unicast range (not link-local) with as many /64s as the IPv4
+/// range has /30s; routed only; and where the IPv4 destinations are limited, the IPv6 ones
+/// must be said too (the IPv4 lists do not cover IPv6, and an unlimited IPv6 would open what
+/// `drop` closes).
+fn validate6(i: &RawIsolated, mode: &IsolatedMode) -> Result<Option<Isolated6>, String> {
+    let Some(r) = i.range6 else {
+        if !i.drop6.is_empty() || i.allow6.is_some() || !i.dns6.is_empty() {
+            return Err("drop6, allow6 and dns6 are only used with range6".into());
+        }
+        return Ok(None);
+    };
+    if r != r.trunc() {
+        return Err(format!(
+            "range6 {r}: host bits are set (did you mean {}?)",
+            r.trunc()
+        ));
+    }
+    let a = r.network();
+    if a.is_multicast() || a.segments()[0] & 0xffc0 == 0xfe80 || a.is_unspecified() {
+        return Err(format!(
+            "range6 {r}: needs global or unique-local unicast addresses (fd00::/8 for a private network)"
+        ));
+    }
+    let slash30s = 30 - u32::from(i.range.prefix_len());
+    if u32::from(r.prefix_len()) + slash30s > 64 {
+        return Err(format!(
+            "range6 {r}: one /64 per guest needs a /{} or larger for range {}",
+            64 - slash30s,
+            i.range
+        ));
+    }
+    if *mode != IsolatedMode::Routed {
+        return Err(
+            "range6: IPv6 is built for binding = \"routed\" only (not yet over the bridge or \
+             tc-redirect binding)"
+                .into(),
+        );
+    }
+    if (!i.drop.is_empty() || i.allow.is_some()) && i.drop6.is_empty() && i.allow6.is_none() {
+        return Err(
+            "range6: drop and allow limit IPv4 only; say what IPv6 may reach with drop6 \
+             and/or allow6 (allow6 = [] for nothing)"
+                .into(),
+        );
+    }
+    if i.mtu < 1280 {
+        return Err(format!(
+            "mtu {} is below IPv6's minimum of 1280 (range6 is set)",
+            i.mtu
+        ));
+    }
+    Ok(Some(Isolated6 {
+        range: r,
+        drop: i.drop6.iter().map(|n| n.trunc()).collect(),
+        allow: i
+            .allow6
+            .as_ref()
+            .map(|a| a.iter().map(|n| n.trunc()).collect()),
+        dns: i.dns6.clone(),
+    }))
 }

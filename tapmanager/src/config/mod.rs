@@ -139,6 +139,7 @@ fn ipv6_overlaps(networks: &BTreeMap<NetworkName, Network>) -> Result<(), Config
         .iter()
         .filter_map(|(name, n)| match &n.kind {
             NetworkKind::Bridge(b) => Some((name, b.gateway6?.trunc())),
+            NetworkKind::Isolated(i) => Some((name, i.v6.as_ref()?.range)),
             _ => None,
         })
         .collect();
@@ -448,6 +449,41 @@ dns = ["10.88.0.1"]
             Err(e) => assert!(crate::error_chain(&e).contains("overlaps network a"), "{e}"),
             Ok(_) => panic!("overlapping IPv6 prefixes were accepted"),
         }
+    }
+
+    #[test]
+    fn range6_is_checked_and_each_guest_gets_the_64_at_its_30s_position() {
+        let base = EXAMPLE.replace("tmbr0x", "br0");
+        let parse = |extra: &str| {
+            Config::parse(&format!(
+                "{base}\n[networks.iso]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"eth0\"\n{extra}\n"
+            ))
+        };
+        let c = parse("range6 = \"fd99::/48\"").unwrap();
+        let NetworkKind::Isolated(i) = &c.network(&"iso".parse().unwrap()).unwrap().kind else {
+            panic!("an isolated network")
+        };
+        assert_eq!(
+            i.block6("169.254.100.4".parse().unwrap()),
+            Some("fd99:0:0:1::/64".parse().unwrap())
+        );
+        let refused = |extra: &str, needle: &str| match parse(extra) {
+            Err(e) => {
+                let msg = crate::error_chain(&e);
+                assert!(msg.contains(needle), "{extra}: {msg}");
+            }
+            Ok(_) => panic!("{extra} was accepted"),
+        };
+        refused("range6 = \"fd99::/60\"", "a /56 or larger");
+        refused("range6 = \"fd99::1/48\"", "host bits");
+        refused("range6 = \"fe80::/48\"", "unique-local");
+        refused("drop6 = [\"fd00::/8\"]", "only used with range6");
+        refused("range6 = \"fd99::/48\"\nbinding = \"bridge\"", "routed");
+        refused(
+            "range6 = \"fd99::/48\"\ndrop = [\"192.168.0.0/16\"]",
+            "drop6 and/or allow6",
+        );
+        assert!(parse("range6 = \"fd99::/48\"\ndrop = [\"192.168.0.0/16\"]\nallow6 = []").is_ok());
     }
 
     #[test]

@@ -245,6 +245,13 @@ pub(super) struct RawIsolated {
     pub(super) allow: Option<Vec<Ipv4Net>>,
     #[serde(default)]
     pub(super) dns: Vec<Ipv4Addr>,
+    /// IPv6 on: one /64 of this range per guest, beside its /30.
+    pub(super) range6: Option<ipnet::Ipv6Net>,
+    #[serde(default)]
+    pub(super) drop6: Vec<ipnet::Ipv6Net>,
+    pub(super) allow6: Option<Vec<ipnet::Ipv6Net>>,
+    #[serde(default)]
+    pub(super) dns6: Vec<std::net::Ipv6Addr>,
     #[serde(default = "default_mtu")]
     pub(super) mtu: u32,
     #[serde(default = "default_lease")]

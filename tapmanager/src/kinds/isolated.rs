@@ -41,7 +41,7 @@ use crate::state::{Nic, NicState, Record};
 use ipnet::Ipv4Net;
 use protocol::{IfName, Interface, MacAddr};
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +52,9 @@ pub(crate) const NS_TAP: &str = "tap0";
 /// The host side's next hop as the namespace sees it, and the namespace's as the host sees it.
 const HOST_HOP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
 const NS_HOP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 2);
+/// The same for IPv6: link-local, with permanent neighbour entries, so no ND runs on the veth.
+const HOST_HOP6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+const NS_HOP6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
 
 /// The host's rules for every isolated and masquerade network of `config`, in the order
 /// their chains are numbered: what the daemon starts its firewall with (and the benchmark
@@ -72,6 +75,11 @@ pub fn routed_nets(config: &crate::config::Config) -> Vec<crate::net::firewall::
             drop: i.drop.clone(),
             allow: i.allow.clone(),
             forwards: i.masquerade().is_some_and(|m| !m.ports.is_empty()),
+            v6: i.v6.as_ref().map(|v6| crate::net::firewall::RoutedNet6 {
+                range: v6.range,
+                drop: v6.drop.clone(),
+                allow: v6.allow.clone(),
+            }),
         })
         .collect()
 }
@@ -126,6 +134,11 @@ pub(crate) fn routed_port(kit: &Kit<'_>, nic: &Nic) -> Option<RoutedPort> {
         ip,
         gateway,
         forwards,
+        ip6: iface
+            .ipv6
+            .as_ref()
+            .and_then(|l| ipnet::Ipv6Net::new(l.address.0, 64).ok())
+            .map(|n| n.trunc()),
     })
 }
 
@@ -138,8 +151,19 @@ pub(crate) fn plan(
     let block =
         crate::ipam::free_slash30(iso.range, p.used).ok_or_else(|| super::exhausted(p.network))?;
     let [_, gw, guest, _] = crate::ipam::slash30_parts(block);
+    // IPv6: the /64 at the same position in range6; the gateway ::1 on the TAP, the guest ::2.
+    let mac = p.request.mac.unwrap_or(p.derived_mac);
+    let ipv6 = iso.block6(block.network()).map(|net| {
+        let base = u128::from(net.network());
+        protocol::Lease6 {
+            address: (Ipv6Addr::from(base + 2), 64),
+            gateway: Ipv6Addr::from(base + 1),
+            router: dhcp::router::router_address(names::host_side_mac(mac).0),
+            dns: iso.v6.as_ref().map(|v| v.dns.clone()).unwrap_or_default(),
+        }
+    });
     Ok(super::Addressing {
-        ipv6: None,
+        ipv6,
         address: Some((guest, 30)),
         gateway: Some(gw),
         mtu: iso.mtu,
@@ -201,9 +225,7 @@ pub(crate) async fn build_port(
     let rt = tokio::runtime::Handle::current();
     let (tap, server, inside) = ns
         .run_in(move || {
-            // Nothing in here may take a guest's IPv6 (the veth already, the bridge to come).
-            link::disable_ipv6_in_namespace()
-                .io_step(|| "turn IPv6 off in the guest's namespace".into())?;
+            setup.namespace_ipv6()?;
             let name = IfName::try_from(NS_TAP.to_owned()).map_err(std::io::Error::other)?;
             let tap = tap::create(&name, queues, uid, gid).map_err(std::io::Error::other)?;
             let server = dhcp::Server::bind(nix::net::if_::if_nametoindex(NS_TAP)?, b)
@@ -225,12 +247,17 @@ pub(crate) async fn build_port(
 /// The host side of the veth kept out of the host's IP configuration: no IPv6, strict
 /// rp_filter (link.rs); the guest's frames reach the host there.
 fn harden(iface: &Interface) -> Result<(), KindError> {
-    link::harden_guest_link(iface.ifname.as_str()).step(|| {
+    let what = || {
         format!(
             "keep veth {} out of the host's IP configuration",
             iface.ifname
         )
-    })?;
+    };
+    link::harden_guest_link(iface.ifname.as_str()).step(what)?;
+    if iface.ipv6.is_some() {
+        // Routed IPv6 needs IPv6 on the link, but no address and nothing learned on it.
+        link::route_ipv6_on(iface.ifname.as_str()).step(what)?;
+    }
     Ok(())
 }
 
@@ -239,6 +266,8 @@ fn harden(iface: &Interface) -> Result<(), KindError> {
 struct Setup {
     routed: bool,
     nat: Option<String>,
+    /// The NIC has IPv6: routed in the namespace instead of switched off there.
+    ipv6: bool,
 }
 
 /// The namespace's links as [`Setup`] left them.
@@ -256,6 +285,7 @@ impl Setup {
             .address
             .ok_or(KindError::Bug("no address planned"))?;
         Ok(Setup {
+            ipv6: nic.iface.ipv6.is_some(),
             routed: binding.is_none(),
             nat: match (iso.masquerade(), transit) {
                 (Some(m), Some(_)) => Some(super::masquerade::namespace_nat(m, ip, again)),
@@ -264,8 +294,26 @@ impl Setup {
         })
     }
 
+    /// Nothing in the namespace may take a guest's IPv6 (the veth already, the TAP and the
+    /// bridge to come): with no IPv6 on the NIC it is switched off in the whole namespace;
+    /// with IPv6 it is routed there, learning nothing from router advertisements. Before the
+    /// TAP is made, so it inherits the defaults. On the thread that entered the namespace.
+    fn namespace_ipv6(&self) -> std::io::Result<()> {
+        if self.ipv6 {
+            link::route_ipv6_in_namespace(NS_VETH)
+                .io_step(|| "route IPv6 in the guest's namespace".into())
+        } else {
+            link::disable_ipv6_in_namespace()
+                .io_step(|| "turn IPv6 off in the guest's namespace".into())
+        }
+    }
+
     /// Runs on the thread that entered the namespace.
     fn run(self, rt: &tokio::runtime::Handle) -> std::io::Result<Inside> {
+        if self.ipv6 {
+            // tap.rs made the TAP without IPv6; it is the guest's IPv6 router here.
+            link::route_ipv6_on(NS_TAP).io_step(|| "route IPv6 on the guest's TAP".into())?;
+        }
         if self.routed {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
                 .io_step(|| "turn forwarding on in the guest's namespace".into())?;
@@ -393,6 +441,26 @@ async fn route_port(
     kit.links
         .add_onlink_route(block, NS_HOP, host_index)
         .await?;
+    if let Some(l) = &iface.ipv6 {
+        // The same for IPv6: the TAP holds the /64's gateway and the router's link-local
+        // address (the source of its advertisements), and each side of the veth reaches the
+        // other through a link-local next hop with a permanent neighbour entry.
+        let net6 = ipnet::Ipv6Net::new(l.address.0, 64)?.trunc();
+        inner
+            .add_address6(tap_index, NS_TAP, ipnet::Ipv6Net::new(l.gateway, 64)?)
+            .await?;
+        inner
+            .add_address6(tap_index, NS_TAP, ipnet::Ipv6Net::new(l.router, 64)?)
+            .await?;
+        inner.add_neighbour(veth_index, HOST_HOP6, host_mac).await?;
+        inner
+            .add_onlink_route6(ipnet::Ipv6Net::default(), HOST_HOP6, veth_index)
+            .await?;
+        kit.links.add_neighbour(host_index, NS_HOP6, ns_mac).await?;
+        kit.links
+            .add_onlink_route6(net6, NS_HOP6, host_index)
+            .await?;
+    }
     Ok(())
 }
 
@@ -407,7 +475,10 @@ pub(crate) async fn converge(kit: &Kit<'_>, nic: &Nic) -> Result<(), KindError> 
     let setup = Setup::of(iso, nic, true)?;
     let rt = tokio::runtime::Handle::current();
     let inside = ns
-        .run_in(move || setup.run(&rt))
+        .run_in(move || {
+            setup.namespace_ipv6()?;
+            setup.run(&rt)
+        })
         .step(|| format!("set up the namespace of {} again", iface.ifname))?;
     wire(kit, nic, inside, true).await
 }
@@ -471,11 +542,12 @@ pub(crate) fn prepare_host(d_config: &crate::config::Config) -> std::io::Result<
     }) {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
     }
-    // NAT66 out of a bridge network with IPv6. (A host whose kernel takes its own IPv6
+    // NAT66 out of a bridge network with IPv6, and isolated networks' routed IPv6. (A host whose kernel takes its own IPv6
     // default route from router advertisements needs `accept_ra = 2` on that interface once
     // forwarding is on; `tapmanager doctor` checks.)
     if d_config.networks.values().any(|n| match &n.kind {
         NetworkKind::Bridge(b) => b.nat.is_some() && b.gateway6.is_some(),
+        NetworkKind::Isolated(i) => i.v6.is_some(),
         _ => false,
     }) {
         std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1")?;

@@ -34,6 +34,9 @@ pub(crate) fn binding(
         }
         _ => return None,
     };
+    // An isolated guest owns its whole /64 (SLAAC in it is its own business); a bridge guest
+    // shares a prefix, where the guards hold it to its one leased address.
+    let autonomous = matches!(nic.built, NicState::Isolated { .. });
     let (ip, prefix_len) = iface.address?;
     let gateway = iface.gateway?;
     Some(dhcp::Binding {
@@ -58,7 +61,7 @@ pub(crate) fn binding(
             ip: Some(l.address.0),
             prefix: ipnet::Ipv6Net::new(l.address.0, l.address.1)
                 .map_or_else(|_| ipnet::Ipv6Net::default(), |n| n.trunc()),
-            autonomous: false,
+            autonomous,
             router: l.router,
             dns: l.dns.clone(),
         }),

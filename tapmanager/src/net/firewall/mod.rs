@@ -40,7 +40,7 @@ pub use guards::{port_script, PortGuard};
 use nat::*;
 pub use nat::{guest_nat_script, GuestNat, NatBridge};
 use routed::*;
-pub use routed::{routed_port_script, RoutedNet, RoutedPort};
+pub use routed::{routed_port_script, RoutedNet, RoutedNet6, RoutedPort};
 use session::*;
 pub use session::{remove_all_tables, run_nft_once};
 
@@ -61,6 +61,7 @@ const GUARDS_TABLE: &str = "netdev tapmanager";
 const OLD_BRIDGE_TABLE: &str = "bridge tapmanager";
 const ROUTED: &str = "inet tapmanager_routed";
 const NAT: &str = "ip tapmanager_nat";
+const NAT6: &str = "ip6 tapmanager_nat6";
 const MACVTAP: &str = "netdev tapmanager_macvtap";
 const BRIDGE_NAT: &str = "ip tapmanager_bridge_nat";
 const BRIDGE_NAT6: &str = "ip6 tapmanager_bridge_nat6";
@@ -109,7 +110,8 @@ pub fn rebuild_script(
     if !routed.is_empty() {
         write!(
             s,
-            "; add table {ROUTED}; delete table {ROUTED}; add table {NAT}; delete table {NAT}; {}",
+            "; add table {ROUTED}; delete table {ROUTED}; add table {NAT}; delete table {NAT}; \
+             add table {NAT6}; delete table {NAT6}; {}",
             routed_base_script(routed)
         )
         .unwrap();
@@ -350,6 +352,11 @@ mod tests {
             drop: vec!["192.168.1.0/24".parse().unwrap()],
             allow: Some(vec!["192.168.0.0/16".parse().unwrap()]),
             forwards: true,
+            v6: Some(RoutedNet6 {
+                range: "fd99::/48".parse().unwrap(),
+                drop: vec!["fd00:1::/32".parse().unwrap()],
+                allow: None,
+            }),
         };
         let s = routed_base_script(std::slice::from_ref(&net));
         for want in [
@@ -364,6 +371,10 @@ mod tests {
             "ip saddr 169.254.100.0/22 oifname \"up0\" counter masquerade",
             "oifname @iso_ports ct status dnat counter accept",
             "prerouting iifname \"up0\" dnat ip to tcp dport map @fwd_tcp_0",
+            "iifname @iso_ports meta nfproto ipv6 iifname . ether saddr . ip6 saddr != @iso_src6 counter drop",
+            "add element inet tapmanager_routed drop6_0 { fd00:1::/32 }",
+            "iifname @ports_0 ip6 daddr  @drop6_0 counter drop",
+            "add rule ip6 tapmanager_nat6 postrouting ip6 saddr fd99::/48 oifname \"up0\" counter masquerade",
         ] {
             assert!(s.contains(want), "missing {want}\n{s}");
         }
@@ -374,6 +385,7 @@ mod tests {
             ip: Ipv4Addr::new(169, 254, 100, 2),
             gateway: None,
             forwards: vec![("tcp", 8080, 80)],
+            ip6: None,
         };
         assert_eq!(
             routed_port_script(&port),

@@ -15,6 +15,16 @@ pub struct RoutedNet {
     /// Masquerade networks' port forwards: maps `fwd_tcp_N`/`fwd_udp_N` from host port to
     /// (guest namespace's transit address, port), consulted for packets from the uplink.
     pub forwards: bool,
+    /// IPv6 (`range6`): its range, NATed out of the uplink, and its own drop/allow lists.
+    pub v6: Option<RoutedNet6>,
+}
+
+/// The IPv6 side of a [`RoutedNet`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutedNet6 {
+    pub range: ipnet::Ipv6Net,
+    pub drop: Vec<ipnet::Ipv6Net>,
+    pub allow: Option<Vec<ipnet::Ipv6Net>>,
 }
 
 /// One guest's host-side link on a routed network, and the only source it may use.
@@ -31,25 +41,31 @@ pub struct RoutedPort {
     pub gateway: Option<Ipv4Addr>,
     /// (proto, host port, guest port): forwarded from the uplink to `ip`.
     pub forwards: Vec<(&'static str, u16, u16)>,
+    /// The guest's /64, its only IPv6 sources (any address in it: SLAAC is its own business).
+    pub ip6: Option<ipnet::Ipv6Net>,
 }
 
-pub(super) fn cidrs(list: &[Ipv4Net]) -> String {
+pub(super) fn cidrs<N: std::fmt::Display>(list: &[N]) -> String {
     list.iter()
         .map(|n| n.to_string())
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// Tables `inet tapmanager_routed` (filter) and `ip tapmanager_nat`: guests' source addresses
-/// checked, no IPv6 routed, no guest-to-guest, nothing initiated towards a guest, nothing to
-/// the host's own addresses, each network's drop/allow lists, and masquerade out of its uplink.
+/// Tables `inet tapmanager_routed` (filter), `ip tapmanager_nat` and `ip6 tapmanager_nat6`:
+/// guests' source addresses checked (IPv6 only from a guest's own /64, and none from a guest
+/// without one), no guest-to-guest, nothing initiated towards a guest, nothing to the host's
+/// own addresses, each network's drop/allow lists for each family, and masquerade out of its
+/// uplink.
 pub(super) fn routed_base_script(nets: &[RoutedNet]) -> String {
     let r = ROUTED;
     let mut s = format!(
         "add table {r}; add set {r} iso_ports {{ type ifname; }}; \
          add set {r} iso_src {{ type ifname . ether_addr . ipv4_addr; }}; \
-         add set {r} iso_gw {{ type ifname . ipv4_addr; }}"
+         add set {r} iso_gw {{ type ifname . ipv4_addr; }}; \
+         add set {r} iso_src6 {{ type ifname . ether_addr . ipv6_addr; flags interval; }}"
     );
+    let mut nat6 = String::new();
     let mut per_net = String::new();
     let mut nat = String::new();
     for n in nets {
@@ -73,6 +89,25 @@ pub(super) fn routed_base_script(nets: &[RoutedNet]) -> String {
         if let Some(allow) = &n.allow {
             list("allow", allow, "!=");
         }
+        if let Some(v6) = &n.v6 {
+            let mut list6 = |name: &str, cidrs_of: &[ipnet::Ipv6Net], rule: &str| {
+                write!(s, "; add set {r} {name}_{i} {{ type ipv6_addr; flags interval; auto-merge; }}; flush set {r} {name}_{i}").unwrap();
+                if !cidrs_of.is_empty() {
+                    write!(s, "; add element {r} {name}_{i} {{ {} }}", cidrs(cidrs_of)).unwrap();
+                }
+                write!(per_net, "; add rule {r} forward iifname @ports_{i} ip6 daddr {rule} @{name}_{i} counter drop").unwrap();
+            };
+            list6("drop6", &v6.drop, "");
+            if let Some(allow) = &v6.allow {
+                list6("allow6", allow, "!=");
+            }
+            write!(
+                nat6,
+                "; add rule {NAT6} postrouting ip6 saddr {} oifname \"{}\" counter masquerade",
+                v6.range, n.uplink
+            )
+            .unwrap();
+        }
         if n.forwards {
             for proto in ["tcp", "udp"] {
                 write!(
@@ -88,7 +123,7 @@ pub(super) fn routed_base_script(nets: &[RoutedNet]) -> String {
     write!(
         s,
         "; add chain {r} forward {{ type filter hook forward priority 0; policy accept; }}; flush chain {r} forward\
-         ; add rule {r} forward iifname @iso_ports meta nfproto ipv6 counter drop\
+         ; add rule {r} forward iifname @iso_ports meta nfproto ipv6 iifname . ether saddr . ip6 saddr != @iso_src6 counter drop\
          ; add rule {r} forward iifname @iso_ports iifname . ether saddr . ip saddr != @iso_src counter drop\
          ; add rule {r} forward iifname @iso_ports oifname @iso_ports counter drop\
          ; add rule {r} forward oifname @iso_ports ct status dnat counter accept\
@@ -111,6 +146,12 @@ pub(super) fn routed_base_script(nets: &[RoutedNet]) -> String {
         )
         .unwrap();
     }
+    write!(
+        s,
+        "; add table {NAT6}; add chain {NAT6} postrouting {{ type nat hook postrouting priority 100; policy accept; }}\
+         ; flush chain {NAT6} postrouting{nat6}"
+    )
+    .unwrap();
     s
 }
 
@@ -124,6 +165,13 @@ pub(super) fn routed_elements(p: &RoutedPort) -> Vec<(&'static str, String, Stri
     )];
     if let Some(gw) = p.gateway {
         v.push((ROUTED, "iso_gw".to_owned(), format!("\"{ifname}\" . {gw}")));
+    }
+    if let Some(net6) = p.ip6 {
+        v.push((
+            ROUTED,
+            "iso_src6".to_owned(),
+            format!("\"{ifname}\" . {mac} . {net6}"),
+        ));
     }
     for (proto, host, guest) in &p.forwards {
         v.push((

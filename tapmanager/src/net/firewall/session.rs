@@ -127,6 +127,7 @@ pub fn remove_all_tables() -> std::io::Result<()> {
         OLD_BRIDGE_TABLE,
         ROUTED,
         NAT,
+        NAT6,
         MACVTAP,
         BRIDGE_NAT,
         BRIDGE_NAT6,

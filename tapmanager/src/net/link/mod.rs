@@ -54,9 +54,12 @@ pub enum LinkError {
     #[error("cannot set up link {0}")]
     Up(String, #[source] rtnetlink::Error),
     #[error("cannot add neighbour {1} on link {0}")]
-    Neighbour(u32, Ipv4Addr, #[source] rtnetlink::Error),
+    Neighbour(u32, std::net::IpAddr, #[source] rtnetlink::Error),
     #[error("cannot add route to {0} via {1}")]
     Route(Ipv4Net, Ipv4Addr, #[source] rtnetlink::Error),
+    /// "DEST via VIA".
+    #[error("cannot add route {0}")]
+    Route6(String, #[source] rtnetlink::Error),
     #[error("cannot join {0} to bridge {1} with learning off")]
     Enslave(String, String, #[source] rtnetlink::Error),
     #[error("cannot add an ingress qdisc to link {0}")]
@@ -453,6 +456,38 @@ pub fn harden_router_link(name: &str, ipv6: bool) -> std::io::Result<()> {
         write("disable_ipv6", "0")?;
     }
     Ok(())
+}
+
+/// A guest's host-side link that routes IPv6 (an isolated guest's host veth): IPv6 on, but no
+/// address of its own (`addr_gen_mode` none), no router advertisements, no
+/// autoconfiguration. Call after [`harden_guest_link`]; same rules.
+pub fn route_ipv6_on(name: &str) -> std::io::Result<()> {
+    for (key, value) in [
+        ("addr_gen_mode", "1"),
+        ("accept_ra", "0"),
+        ("autoconf", "0"),
+        ("disable_ipv6", "0"),
+    ] {
+        let path = format!("/proc/sys/net/ipv6/conf/{name}/{key}");
+        std::fs::write(&path, value)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Routes IPv6 in the calling thread's namespace (a guest's namespace with IPv6): forwarding
+/// on, and no router advertisement or autoconfiguration taken on any link, existing
+/// (`existing`) or to come (`default`).
+pub fn route_ipv6_in_namespace(existing: &str) -> std::io::Result<()> {
+    for conf in ["default", "all", existing] {
+        for (key, value) in [("accept_ra", "0"), ("autoconf", "0"), ("disable_ipv6", "0")] {
+            let path = format!("/proc/sys/net/ipv6/conf/{conf}/{key}");
+            std::fs::write(&path, value)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))?;
+        }
+    }
+    let path = "/proc/sys/net/ipv6/conf/all/forwarding";
+    std::fs::write(path, "1").map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))
 }
 
 /// Turns IPv6 off in the calling thread's whole network namespace (`all` and `default`), for

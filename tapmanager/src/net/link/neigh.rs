@@ -3,19 +3,20 @@
 use super::{LinkError, Links};
 use netlink_packet_route::neighbour::NeighbourState;
 use protocol::MacAddr;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 impl Links {
     /// A permanent neighbour entry: `ip` is at `mac` on link `index`, no ARP needed.
     pub async fn add_neighbour(
         &self,
         index: u32,
-        ip: Ipv4Addr,
+        ip: impl Into<IpAddr>,
         mac: MacAddr,
     ) -> Result<(), LinkError> {
+        let ip = ip.into();
         self.handle
             .neighbours()
-            .add(index, IpAddr::V4(ip))
+            .add(index, ip)
             .link_layer_address(&mac.0)
             .state(NeighbourState::Permanent)
             .replace()

@@ -294,6 +294,7 @@ impl UsualGuest {
             ip: self.guest,
             gateway: None,
             forwards: Vec::new(),
+            ip6: None,
         };
         tapmanager::net::firewall::routed_port_script(&port)
             .split("; ")
