@@ -399,6 +399,60 @@ fn an_isolated_guest_routes_its_own_64_and_nothing_else_out_through_nat66() {
     assert_eq!(sysctl(&sb, iface.ifname.as_str(), "addr_gen_mode"), "1");
 }
 
+#[test]
+fn a_masquerade_guest_has_the_fixed_address_behind_nat66_and_gets_its_forward_over_ipv6() {
+    tapmanager_tests::require_root!();
+    let uplink = tapmanager_tests::sandbox::UPLINK;
+    let net = format!(
+        "[networks.nat]\nkind = \"masquerade\"\nuplink = \"{uplink}\"\nports = [\"udp:8053:53\"]\n\
+         transit6 = \"fd98::/48\"\n"
+    );
+    let (sb, lan) = Sandbox::with_lan("v6masq", GROUP, &net);
+    lan6(&sb, &lan);
+    let (a, fds) = sb
+        .client()
+        .attach(AttachRequest {
+            vm: "masq6".parse().unwrap(),
+            networks: vec![NetworkRequest::new("nat".parse().unwrap())],
+        })
+        .expect("attach");
+    let iface = &a.interfaces[0];
+    let vm = FakeVm::new(fds.into_iter().next().unwrap(), iface.mac.0);
+    let lease = iface.ipv6.clone().expect("an IPv6 lease");
+    let me: Ipv6Addr = "fd10:0:2::2".parse().unwrap();
+    let gw: Ipv6Addr = "fd10:0:2::1".parse().unwrap();
+    assert_eq!(
+        (lease.address, lease.gateway),
+        ((me, 64), gw),
+        "KubeVirt's fixed address"
+    );
+    assert_eq!(vm.dhcpv6(false).expect("a DHCPv6 lease").address, me);
+    let lan_host: Ipv6Addr = "fd77:77::2".parse().unwrap();
+    assert!(
+        vm.ping6_via(me, gw, lan_host),
+        "no echo from the LAN through the two NAT66s"
+    );
+    // The forward: the LAN sends to the host's uplink port 8053, the guest gets it on 53.
+    assert!(
+        vm.resolve6(me, gw).is_some(),
+        "the gateway does not answer ND"
+    );
+    lan.run_in(|| {
+        let s = std::net::UdpSocket::bind("[fd77:77::2]:0").unwrap();
+        s.send_to(b"TM6-FORWARDED", "[fd77:77::1]:8053").unwrap();
+    });
+    let got = vm.recv_until(Duration::from_secs(3), |f| {
+        let p = dhcp::frame6::parse_ipv6_frame(f)?;
+        let u = dhcp::frame6::parse_udp6(&p)?;
+        (u.payload == b"TM6-FORWARDED").then_some((p.dst_ip, u.dst_port))
+    });
+    assert_eq!(
+        got,
+        Some((me, 53)),
+        "the IPv6 forward did not reach the guest"
+    );
+}
+
 /// The routed table's forward counters, by rule text.
 fn routed_counters(sb: &Sandbox) -> Vec<(String, u64)> {
     sb.nft_counters("inet", "tapmanager_routed", "forward")

@@ -113,6 +113,8 @@ impl VethBinding {
 pub struct Masquerade {
     pub cidr: Ipv4Net,
     pub ports: Vec<PortForward>,
+    /// The guest's IPv6 subnet (guest ::2, gateway ::1), with `transit6`.
+    pub cidr6: Option<Ipv6Net>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +177,24 @@ pub(super) fn validate_masquerade(m: RawMasquerade) -> Result<IsolatedNet, Strin
     }
     checks::nat_cidr(m.cidr)?;
     let ports = checks::forwards(&m.ports, "host port")?;
+    let cidr6 = match (m.transit6, m.cidr6) {
+        (None, None) => None,
+        (None, Some(_)) => return Err("cidr6 is only used with transit6".into()),
+        (Some(_), c) => {
+            let c = c.unwrap_or_else(|| "fd10:0:2::/64".parse().expect("valid"));
+            let a = c.network();
+            if c != c.trunc()
+                || c.prefix_len() > 126
+                || a.is_multicast()
+                || a.segments()[0] & 0xffc0 == 0xfe80
+            {
+                return Err(format!(
+                    "cidr6 {c}: a unicast subnet of /126 or larger with its host bits clear"
+                ));
+            }
+            Some(c)
+        }
+    };
     let mut iso = validate_isolated(RawIsolated {
         range: m.transit,
         uplink: m.uplink,
@@ -182,10 +202,10 @@ pub(super) fn validate_masquerade(m: RawMasquerade) -> Result<IsolatedNet, Strin
         drop: m.drop,
         allow: m.allow,
         dns: m.dns,
-        range6: None,
-        drop6: Vec::new(),
-        allow6: None,
-        dns6: Vec::new(),
+        range6: m.transit6,
+        drop6: m.drop6,
+        allow6: m.allow6,
+        dns6: m.dns6,
         mtu: m.mtu,
         lease_secs: m.lease_secs,
         allow_users: Vec::new(),
@@ -195,6 +215,7 @@ pub(super) fn validate_masquerade(m: RawMasquerade) -> Result<IsolatedNet, Strin
     iso.mode = IsolatedMode::Masquerade(Masquerade {
         cidr: m.cidr,
         ports,
+        cidr6,
     });
     Ok(iso)
 }

@@ -487,6 +487,30 @@ dns = ["10.88.0.1"]
     }
 
     #[test]
+    fn a_masquerade_network_takes_transit6_and_defaults_cidr6_to_kubevirts() {
+        let base = EXAMPLE.replace("tmbr0x", "br0");
+        let parse = |extra: &str| {
+            Config::parse(&format!(
+                "{base}\n[networks.nat]\nkind = \"masquerade\"\nuplink = \"eth0\"\n{extra}\n"
+            ))
+        };
+        let c = parse("transit6 = \"fd98::/48\"").unwrap();
+        let NetworkKind::Isolated(i) = &c.network(&"nat".parse().unwrap()).unwrap().kind else {
+            panic!("a masquerade network")
+        };
+        assert_eq!(
+            i.masquerade().unwrap().cidr6,
+            Some("fd10:0:2::/64".parse().unwrap())
+        );
+        assert_eq!(i.v6.as_ref().unwrap().range, "fd98::/48".parse().unwrap());
+        assert!(
+            parse("cidr6 = \"fd10:0:2::/64\"").is_err(),
+            "cidr6 without transit6"
+        );
+        assert!(parse("transit6 = \"fd98::/48\"\ncidr6 = \"fd10:0:2::/127\"").is_err());
+    }
+
+    #[test]
     fn isolated_networks_parse_and_must_not_overlap() {
         let base = EXAMPLE.replace("tmbr0x", "br0");
         let iso = |name: &str, range: &str| {

@@ -36,6 +36,7 @@ pub(super) fn validate(pd: RawPod, adopt_any: Access) -> Result<PodNet, String> 
             PodBinding::Masquerade(Masquerade {
                 cidr,
                 ports: checks::forwards(&pd.ports, "port")?,
+                cidr6: None,
             })
         }
         _ if pd.cidr.is_some() || !pd.ports.is_empty() => {

@@ -211,6 +211,15 @@ pub(super) struct RawMasquerade {
     pub(super) allow: Option<Vec<Ipv4Net>>,
     #[serde(default)]
     pub(super) dns: Vec<Ipv4Addr>,
+    /// IPv6 on: one transit /64 of this range per guest.
+    pub(super) transit6: Option<ipnet::Ipv6Net>,
+    /// The guest's IPv6 subnet in its namespace (default `fd10:0:2::/64`, KubeVirt's).
+    pub(super) cidr6: Option<ipnet::Ipv6Net>,
+    #[serde(default)]
+    pub(super) drop6: Vec<ipnet::Ipv6Net>,
+    pub(super) allow6: Option<Vec<ipnet::Ipv6Net>>,
+    #[serde(default)]
+    pub(super) dns6: Vec<std::net::Ipv6Addr>,
     #[serde(default = "default_mtu")]
     pub(super) mtu: u32,
     #[serde(default = "default_lease")]

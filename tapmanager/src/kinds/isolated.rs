@@ -134,12 +134,22 @@ pub(crate) fn routed_port(kit: &Kit<'_>, nic: &Nic) -> Option<RoutedPort> {
         ip,
         gateway,
         forwards,
-        ip6: iface
-            .ipv6
-            .as_ref()
-            .and_then(|l| ipnet::Ipv6Net::new(l.address.0, 64).ok())
-            .map(|n| n.trunc()),
+        ip6: routed6(iso, iface, transit),
     })
+}
+
+/// The /64 the host routes to a NIC's namespace: the guest's own, or for masquerade the
+/// transit /64 at its transit /30's position (whose `::2` the guest is NATed to).
+fn routed6(
+    iso: &IsolatedNet,
+    iface: &Interface,
+    transit: Option<Ipv4Addr>,
+) -> Option<ipnet::Ipv6Net> {
+    let l = iface.ipv6.as_ref()?;
+    match transit {
+        Some(t) => iso.block6(Ipv4Addr::from(u32::from(t) & !3)),
+        None => ipnet::Ipv6Net::new(l.address.0, 64).ok().map(|n| n.trunc()),
+    }
 }
 
 /// An isolated NIC's /30: the next free one of the network's range; the guest has its third
@@ -288,7 +298,12 @@ impl Setup {
             ipv6: nic.iface.ipv6.is_some(),
             routed: binding.is_none(),
             nat: match (iso.masquerade(), transit) {
-                (Some(m), Some(_)) => Some(super::masquerade::namespace_nat(m, ip, again)),
+                (Some(m), Some(_)) => Some(super::masquerade::namespace_nat(
+                    m,
+                    ip,
+                    nic.iface.ipv6.as_ref().map(|l| l.address.0),
+                    again,
+                )),
                 _ => None,
             },
         })
@@ -442,13 +457,25 @@ async fn route_port(
         .add_onlink_route(block, NS_HOP, host_index)
         .await?;
     if let Some(l) = &iface.ipv6 {
-        // The same for IPv6: the TAP holds the /64's gateway and the router's link-local
+        // The same for IPv6: the TAP holds the guest's gateway and the router's link-local
         // address (the source of its advertisements), and each side of the veth reaches the
-        // other through a link-local next hop with a permanent neighbour entry.
-        let net6 = ipnet::Ipv6Net::new(l.address.0, 64)?.trunc();
+        // other through a link-local next hop with a permanent neighbour entry. Masquerade:
+        // the namespace's side of the veth holds the transit /64's ::2, the guest's NAT.
+        let iso = net_of(kit, iface).ok_or(KindError::Bug("an isolated NIC off its network"))?;
+        let net6 = routed6(iso, iface, transit).ok_or(KindError::Bug("no IPv6 block planned"))?;
         inner
-            .add_address6(tap_index, NS_TAP, ipnet::Ipv6Net::new(l.gateway, 64)?)
+            .add_address6(
+                tap_index,
+                NS_TAP,
+                ipnet::Ipv6Net::new(l.gateway, l.address.1)?,
+            )
             .await?;
+        if transit.is_some() {
+            let ns_side = std::net::Ipv6Addr::from(u128::from(net6.network()) + 2);
+            inner
+                .add_address6(veth_index, NS_VETH, ipnet::Ipv6Net::new(ns_side, 64)?)
+                .await?;
+        }
         inner
             .add_address6(tap_index, NS_TAP, ipnet::Ipv6Net::new(l.router, 64)?)
             .await?;

@@ -52,8 +52,22 @@ pub(crate) fn plan(
     let block =
         crate::ipam::free_slash30(iso.range, &used).ok_or_else(|| super::exhausted(p.network))?;
     let (guest, gw) = guest_and_gateway(m.cidr);
+    // IPv6: the fixed guest address of cidr6, and a transit /64 at the transit /30's position.
+    let mac = p.request.mac.unwrap_or(p.derived_mac);
+    let ipv6 = m
+        .cidr6
+        .filter(|_| iso.block6(block.network()).is_some())
+        .map(|c| {
+            let base = u128::from(c.network());
+            protocol::Lease6 {
+                address: (std::net::Ipv6Addr::from(base + 2), c.prefix_len()),
+                gateway: std::net::Ipv6Addr::from(base + 1),
+                router: dhcp::router::router_address(crate::names::host_side_mac(mac).0),
+                dns: iso.v6.as_ref().map(|v| v.dns.clone()).unwrap_or_default(),
+            }
+        });
     Ok(Addressing {
-        ipv6: None,
+        ipv6,
         address: Some((guest, m.cidr.prefix_len())),
         gateway: Some(gw),
         mtu: iso.mtu,
@@ -69,12 +83,18 @@ pub(crate) fn plan(
 /// port into the guest's). For one `nft -f` from the namespace's thread (a persistent `nft -i`
 /// per guest would be a process per VM). `again`: the table may be there (adoption), and is
 /// replaced in the same transaction.
-pub(crate) fn namespace_nat(m: &Masquerade, guest: Ipv4Addr, again: bool) -> String {
+pub(crate) fn namespace_nat(
+    m: &Masquerade,
+    guest: Ipv4Addr,
+    guest6: Option<std::net::Ipv6Addr>,
+    again: bool,
+) -> String {
     const TABLE: &str = "tapmanager_guest";
     let script = crate::net::firewall::guest_nat_script(&crate::net::firewall::GuestNat {
         table: TABLE,
         out: super::isolated::NS_VETH,
         guest,
+        guest6,
         source_only: false,
         forwards: m
             .ports
@@ -85,7 +105,9 @@ pub(crate) fn namespace_nat(m: &Masquerade, guest: Ipv4Addr, again: bool) -> Str
     });
     match again {
         false => script,
-        true => format!("add table ip {TABLE}\ndelete table ip {TABLE}\n{script}"),
+        true => format!(
+            "add table ip {TABLE}\ndelete table ip {TABLE}\nadd table ip6 {TABLE}\ndelete table ip6 {TABLE}\n{script}"
+        ),
     }
 }
 
@@ -123,16 +145,22 @@ mod tests {
     fn adoption_replaces_the_namespace_table_in_one_transaction() {
         let m = masquerade();
         let guest = "10.0.2.2".parse().unwrap();
-        let first = namespace_nat(&m, guest, false);
+        let first = namespace_nat(&m, guest, None, false);
         assert!(first.starts_with("table ip tapmanager_guest {"), "{first}");
         assert!(
             first.contains("iifname \"veth0\" tcp dport 80 dnat to 10.0.2.2:80"),
             "{first}"
         );
-        let again = namespace_nat(&m, guest, true);
+        let again = namespace_nat(&m, guest, None, true);
         assert_eq!(
             again,
-            format!("add table ip tapmanager_guest\ndelete table ip tapmanager_guest\n{first}")
+            format!("add table ip tapmanager_guest\ndelete table ip tapmanager_guest\nadd table ip6 tapmanager_guest\ndelete table ip6 tapmanager_guest\n{first}")
+        );
+        let dual = namespace_nat(&m, guest, Some("fd10:0:2::2".parse().unwrap()), false);
+        assert!(dual.contains("table ip6 tapmanager_guest {"), "{dual}");
+        assert!(
+            dual.contains("iifname \"veth0\" tcp dport 80 dnat to [fd10:0:2::2]:80"),
+            "{dual}"
         );
         assert_eq!(host_forwards(&m), vec![("tcp", 8080, 80)]);
     }

@@ -370,6 +370,7 @@ fn masquerade_script(m: &Masquerade, tap: &IfName, taken: &IfName) -> String {
         table: &guard_table(tap),
         out: taken.as_str(),
         guest: Ipv4Addr::from(u32::from(m.cidr.network()) + 2),
+        guest6: None,
         source_only: true,
         forwards: m
             .ports

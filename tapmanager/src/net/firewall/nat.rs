@@ -87,33 +87,49 @@ pub struct GuestNat<'a> {
     pub table: &'a str,
     pub out: &'a str,
     pub guest: std::net::Ipv4Addr,
+    /// The guest's IPv6 address: the same NAT again in a table of family `ip6`.
+    pub guest6: Option<std::net::Ipv6Addr>,
     pub source_only: bool,
     pub forwards: Vec<(&'static str, u16, u16)>,
     pub confine: Option<&'a str>,
 }
 
 pub fn guest_nat_script(n: &GuestNat<'_>) -> String {
-    let (t, out, guest) = (n.table, n.out, n.guest);
+    let mut s = family_guest_nat(n, "ip", &n.guest.to_string(), &n.guest.to_string());
+    if let Some(g6) = n.guest6 {
+        s.push_str(&family_guest_nat(
+            n,
+            "ip6",
+            &g6.to_string(),
+            &format!("[{g6}]"),
+        ));
+    }
+    s
+}
+
+/// One family's table of [`guest_nat_script`]: `guest` as a match, `target` as a DNAT target.
+fn family_guest_nat(n: &GuestNat<'_>, ip: &str, guest: &str, target: &str) -> String {
+    let (t, out) = (n.table, n.out);
     let from = if n.source_only {
-        format!("ip saddr {guest} ")
+        format!("{ip} saddr {guest} ")
     } else {
         String::new()
     };
     let mut s = format!(
-        "table ip {t} {{\n  chain postrouting {{ type nat hook postrouting priority 100; policy accept;\n    \
+        "table {ip} {t} {{\n  chain postrouting {{ type nat hook postrouting priority 100; policy accept;\n    \
          {from}oifname \"{out}\" masquerade\n  }}\n  \
          chain prerouting {{ type nat hook prerouting priority -100; policy accept;\n"
     );
     for (proto, outside, inside) in &n.forwards {
         s.push_str(&format!(
-            "    iifname \"{out}\" {proto} dport {outside} dnat to {guest}:{inside}\n"
+            "    iifname \"{out}\" {proto} dport {outside} dnat to {target}:{inside}\n"
         ));
     }
     s.push_str("  }\n");
     if let Some(tap) = n.confine {
         s.push_str(&format!(
             "  chain forward {{ type filter hook forward priority 0; policy accept;\n    \
-             iifname \"{tap}\" ip saddr != {guest} counter drop\n    \
+             iifname \"{tap}\" {ip} saddr != {guest} counter drop\n    \
              iifname \"{tap}\" oifname != \"{out}\" counter drop\n    \
              oifname \"{tap}\" ct status dnat counter accept\n    \
              oifname \"{tap}\" ct state != {{ established, related }} counter drop\n  }}\n"

@@ -107,6 +107,17 @@ pub(super) fn routed_base_script(nets: &[RoutedNet]) -> String {
                 v6.range, n.uplink
             )
             .unwrap();
+            if n.forwards {
+                for proto in ["tcp", "udp"] {
+                    write!(
+                        nat6,
+                        "; add map {NAT6} fwd6_{proto}_{i} {{ type inet_service : ipv6_addr . inet_service; }}\
+                         ; add rule {NAT6} prerouting iifname \"{}\" dnat ip6 to {proto} dport map @fwd6_{proto}_{i}",
+                        n.uplink
+                    )
+                    .unwrap();
+                }
+            }
         }
         if n.forwards {
             for proto in ["tcp", "udp"] {
@@ -149,7 +160,9 @@ pub(super) fn routed_base_script(nets: &[RoutedNet]) -> String {
     write!(
         s,
         "; add table {NAT6}; add chain {NAT6} postrouting {{ type nat hook postrouting priority 100; policy accept; }}\
-         ; flush chain {NAT6} postrouting{nat6}"
+         ; flush chain {NAT6} postrouting\
+         ; add chain {NAT6} prerouting {{ type nat hook prerouting priority -100; policy accept; }}\
+         ; flush chain {NAT6} prerouting{nat6}"
     )
     .unwrap();
     s
@@ -172,6 +185,16 @@ pub(super) fn routed_elements(p: &RoutedPort) -> Vec<(&'static str, String, Stri
             "iso_src6".to_owned(),
             format!("\"{ifname}\" . {mac} . {net6}"),
         ));
+        // A masquerade guest's forwards over IPv6 reach its namespace's side of the transit
+        // /64 (::2), which forwards them on to the guest.
+        let ns_side = std::net::Ipv6Addr::from(u128::from(net6.network()) + 2);
+        for (proto, host, guest) in &p.forwards {
+            v.push((
+                NAT6,
+                format!("fwd6_{proto}_{}", p.net),
+                format!("{host} : {ns_side} . {guest}"),
+            ));
+        }
     }
     for (proto, host, guest) in &p.forwards {
         v.push((
