@@ -453,6 +453,69 @@ fn a_masquerade_guest_has_the_fixed_address_behind_nat66_and_gets_its_forward_ov
     );
 }
 
+#[test]
+fn a_restart_keeps_dual_stack_guests_served_guarded_and_routed() {
+    tapmanager_tests::require_root!();
+    let uplink = tapmanager_tests::sandbox::UPLINK;
+    let nets = format!(
+        "{NAT_NETWORK}[networks.iso]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\n\
+         uplink = \"{uplink}\"\nrange6 = \"fd99::/48\"\n"
+    );
+    let (mut sb, lan) = Sandbox::with_lan("v6restart", GROUP, &nets);
+    lan6(&sb, &lan);
+    let attach = |sb: &Sandbox, vm: &str, net: &str| {
+        let (a, fds) = sb
+            .client()
+            .attach(AttachRequest {
+                vm: vm.parse().unwrap(),
+                networks: vec![NetworkRequest::new(net.parse().unwrap())],
+            })
+            .expect("attach");
+        let mac = a.interfaces[0].mac.0;
+        (
+            a.interfaces[0].clone(),
+            FakeVm::new(fds.into_iter().next().unwrap(), mac),
+        )
+    };
+    let (bi, bridged) = attach(&sb, "keepb", "default");
+    let (ii, isolated) = attach(&sb, "keepi", "iso");
+    let lan_host: Ipv6Addr = "fd77:77::2".parse().unwrap();
+    let (b6, i6) = (bi.ipv6.unwrap(), ii.ipv6.unwrap());
+    assert_eq!(bridged.dhcpv6(true).map(|l| l.address), Some(b6.address.0));
+    assert_eq!(isolated.dhcpv6(true).map(|l| l.address), Some(i6.address.0));
+    assert!(isolated.ping6_via(i6.address.0, i6.gateway, lan_host));
+
+    // SIGKILL, and meanwhile the isolated guest's IPv6 route goes by hand.
+    sb.kill();
+    sb.ns.ip(&["-6", "route", "del", "fd99::/64"]);
+    sb.start();
+    assert_eq!(sb.client().list().unwrap().len(), 2, "not both adopted");
+    assert_eq!(bridged.dhcpv6(true).map(|l| l.address), Some(b6.address.0));
+    assert!(
+        bridged.ping6_via(b6.address.0, b6.gateway, lan_host),
+        "bridge guest after restart"
+    );
+    assert_eq!(isolated.dhcpv6(true).map(|l| l.address), Some(i6.address.0));
+    assert!(
+        isolated.ping6_via(i6.address.0, i6.gateway, lan_host),
+        "the isolated guest's route was not put back"
+    );
+    // The guards came back with the IPv6 sets: a neighbour advertisement for another address
+    // is still dropped and counted.
+    let before = count_of(&sb.guard_counters(), "nd-neighbor-advert iifname");
+    let ll = link_local(bridged.mac);
+    bridged.send(&v6::neighbor_advert(
+        bridged.mac,
+        ll,
+        "fd88::99".parse().unwrap(),
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        count_of(&sb.guard_counters(), "nd-neighbor-advert iifname") - before,
+        1
+    );
+}
+
 /// The routed table's forward counters, by rule text.
 fn routed_counters(sb: &Sandbox) -> Vec<(String, u64)> {
     sb.nft_counters("inet", "tapmanager_routed", "forward")

@@ -10,6 +10,8 @@
 //!   dhclient and dhcpcd on bridge networks, and networkd on a CNI network (option 121).
 //! - `real_guest_networkd_leases_and_pings_on_every_other_kind`: isolated (routed, bridge,
 //!   tc-redirect), masquerade and pod NICs in one guest.
+//! - `real_guest_ipv6_networkd_and_dhclient_lease_and_ping_on_dual_stack_bridges`: router
+//!   advertisements and DHCPv6 with networkd, and with the kernel and `dhclient -6`.
 //! - `real_guest_cloud_init_*`: the NoCloud seed of `vmwrapper --cloud-init`, DHCP off in the guest.
 //!
 //! `cargo test -p tapmanager-tests --test vm_guest -- --nocapture` prints each boot's time
@@ -415,6 +417,64 @@ fn real_guest_networkd_leases_and_pings_on_every_other_kind() {
     let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
     out.assert_checks(&expected, &host);
     tapmanager_tests::cnidir::pod_cni(&sb, &d, &pod, "DEL");
+}
+
+#[test]
+fn real_guest_ipv6_networkd_and_dhclient_lease_and_ping_on_dual_stack_bridges() {
+    tapmanager_tests::require_root!();
+    let image = Image::ensure();
+    // Two dual-stack bridge networks, each with one fixed guest address: its IPv6 address is
+    // its IPv4 host part (.10, 0xa) in the prefix.
+    let net = |name: &str, bridge: &str, o: u8| {
+        format!(
+            "[networks.{name}]\nkind = \"bridge\"\nbridge = \"{bridge}\"\n\
+             gateway = \"10.{o}.0.1/24\"\naddresses = [\"10.{o}.0.10/24\"]\n\
+             gateway6 = \"fd{o}::1/64\"\ndns6 = [\"fd{o}::53\"]\nlease_secs = {LEASE_SECS}\n"
+        )
+    };
+    let config = format!("{}{}", net("nd6", "tmg6nd0", 64), net("dc6", "tmg6dc0", 65));
+    let sb = Sandbox::new("vmgipv6", GROUP, &config);
+    let mut spec = GuestSpec {
+        vm: "tmg-ipv6".into(),
+        script: "ipv6.sh".into(),
+        ..GuestSpec::default()
+    };
+    let mut expected = vec!["host-listed".to_owned(), "host-all-gone".to_owned()];
+    for (key, network, o, mac) in [
+        ("nd", "nd6", 64, "52:54:00:64:00:10"),
+        ("dc", "dc6", 65, "52:54:00:65:00:10"),
+    ] {
+        let k = key.to_uppercase();
+        spec.nets.push(format!("{network},mac={mac}"));
+        spec.env(&format!("{k}_MAC"), mac)
+            .env(&format!("{k}_IP6"), format!("fd{o}::a"))
+            .env(&format!("{k}_GW6"), format!("fd{o}::1"))
+            .env(&format!("{k}_DNS6"), format!("fd{o}::53"));
+        for check in ["address", "default-route", "ping-gateway", "dns"] {
+            expected.push(format!("{key}-ipv6-{check}"));
+        }
+    }
+    let mut guest = GuestVm::boot(&sb, &image, USER, GROUP, &spec);
+    // While it runs, the attachment carries both IPv6 leases.
+    let listed = sb.wait_for(60, || {
+        sb.client().list().is_ok_and(|l| {
+            let got: Vec<String> = l
+                .iter()
+                .filter(|a| a.vm.as_str() == "tmg-ipv6")
+                .flat_map(|a| a.interfaces.iter())
+                .filter_map(|i| i.ipv6.as_ref().map(|v| v.address.0.to_string()))
+                .collect();
+            got == ["fd64::a", "fd65::a"]
+        })
+    });
+    let out = guest.finish(Duration::from_secs(240));
+    let gone = sb.all_gone(15);
+    let host = [
+        host_check("host-listed", listed, "fd64::a and fd65::a listed"),
+        host_check("host-all-gone", gone, format!("{:?}", sb.taps())),
+    ];
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    out.assert_checks(&expected, &host);
 }
 
 /// cloud-init system config on the kernel command line (`cc: ... end_cc`, URL-encoded): the
