@@ -160,6 +160,12 @@ fn hostile_ipv6_frames_are_dropped_and_counted_and_the_router_keeps_serving() {
             v6::marked_udp6(mac, ll, (547, 546), b"TM6-ADVERTISE"),
             b"TM6-ADVERTISE",
         ),
+        (
+            "a later fragment to all nodes (its ICMPv6 header elsewhere)",
+            "exthdr frag exists ip6 daddr",
+            v6::later_fragment(mac, ll, b"TM6-FRAGMENT"),
+            b"TM6-FRAGMENT",
+        ),
     ];
     const EACH: u64 = 100;
     let before = sb.guard_counters();
@@ -513,6 +519,115 @@ fn a_restart_keeps_dual_stack_guests_served_guarded_and_routed() {
     assert_eq!(
         count_of(&sb.guard_counters(), "nd-neighbor-advert iifname") - before,
         1
+    );
+}
+
+#[test]
+fn a_macvtap_guest_sends_its_own_ipv6_and_nothing_spoofed_or_rogue_onto_the_lan() {
+    tapmanager_tests::require_root!();
+    let uplink = tapmanager_tests::sandbox::UPLINK;
+    let nets = format!(
+        "[networks.mv]\nkind = \"macvtap\"\nlower = \"{uplink}\"\n\
+         [networks.mvany]\nkind = \"macvtap\"\nlower = \"{uplink}\"\nipv6_sources = \"any\"\n"
+    );
+    let (sb, lan) = Sandbox::with_lan("v6mv", GROUP, &nets);
+    let attach = |vm: &str, net: &str| {
+        let (a, fds) = sb
+            .client()
+            .attach(AttachRequest {
+                vm: vm.parse().unwrap(),
+                networks: vec![NetworkRequest::new(net.parse().unwrap())],
+            })
+            .expect("attach");
+        let iface = a.interfaces[0].clone();
+        (
+            iface.clone(),
+            FakeVm::new(fds.into_iter().next().unwrap(), iface.mac.0),
+        )
+    };
+    let (iface, g) = attach("mv6", "mv");
+    assert!(
+        iface.ipv6.is_none(),
+        "the LAN's router serves a macvtap guest"
+    );
+    let mac = g.mac;
+    let ll = link_local(mac);
+    // Its SLAAC address on the LAN's prefix: the prefix and its MAC's identifier.
+    let own =
+        Ipv6Addr::from((0xfd77_0077_0000_0000u128 << 64) | (u128::from(ll) & u128::from(u64::MAX)));
+    let privacy: Ipv6Addr = "fd77:77::1234:5678:9abc:def0".parse().unwrap();
+    let cap = lan.run_in(|| Capture::open("lan0"));
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        (
+            "its link-local",
+            v6::marked_udp6(mac, ll, (5000, 5000), b"TM6-MV-LL"),
+            true,
+        ),
+        (
+            "its SLAAC address",
+            v6::marked_udp6(mac, own, (5000, 5000), b"TM6-MV-OWN"),
+            true,
+        ),
+        (
+            "its own neighbour advertisement",
+            v6::neighbor_advert(mac, own, own),
+            true,
+        ),
+        (
+            "another identifier",
+            v6::marked_udp6(mac, privacy, (5000, 5000), b"TM6-MV-OTHER"),
+            false,
+        ),
+        (
+            "a router advertisement",
+            v6::rogue_advert(mac, "fd77:77::".parse().unwrap()),
+            false,
+        ),
+        (
+            "a DHCPv6 ADVERTISE",
+            v6::marked_udp6(mac, ll, (547, 546), b"TM6-MV-ADV"),
+            false,
+        ),
+        (
+            "a neighbour advertisement for the LAN host",
+            v6::neighbor_advert(mac, ll, "fd77:77::2".parse().unwrap()),
+            false,
+        ),
+    ];
+    for (_, frame, _) in &cases {
+        g.send(frame);
+    }
+    let frames = cap.frames(Duration::from_millis(500));
+    for (what, frame, passes) in &cases {
+        let seen = frames.iter().filter(|f| f == &frame).count();
+        eprintln!("macvtap guest: {what}: {seen} on the LAN");
+        assert_eq!(seen > 0, *passes, "{what}");
+    }
+    let counters = sb.nft_counters(
+        "netdev",
+        "tapmanager_macvtap",
+        &format!("out_{}", iface.ifname),
+    );
+    assert!(count_of(&counters, "nd-router-advert") >= 1, "{counters:?}");
+    assert!(
+        count_of(&counters, "ip6 saddr & ::ffff:ffff:ffff:ffff") >= 1,
+        "{counters:?}"
+    );
+    // With ipv6_sources = "any": a privacy address goes out; a rogue advertisement still not.
+    let (_, g2) = attach("mv6any", "mvany");
+    let privacy_frame = v6::marked_udp6(g2.mac, privacy, (5000, 5000), b"TM6-MV-ANY");
+    let rogue = v6::rogue_advert(g2.mac, "fd77:77::".parse().unwrap());
+    let cap = lan.run_in(|| Capture::open("lan0"));
+    g2.send(&privacy_frame);
+    g2.send(&rogue);
+    let frames = cap.frames(Duration::from_millis(500));
+    assert!(
+        frames.contains(&privacy_frame),
+        "the privacy address was stopped"
+    );
+    assert!(
+        !frames.contains(&rogue),
+        "a rogue advertisement reached the LAN"
     );
 }
 

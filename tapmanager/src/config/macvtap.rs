@@ -15,6 +15,10 @@ pub struct MacvtapNet {
     /// that took a LAN host's (its router's) would have the switch send it that host's
     /// traffic.
     pub allowed_macs: MacPolicy,
+    /// The guard holds the guest's IPv6 sources to its MAC's modified EUI-64 identifier
+    /// (`ipv6_sources = "eui64"`, the default); `false` with `"any"` (guests with privacy or
+    /// stable-privacy addresses; then a guest can claim another LAN host's IPv6 address).
+    pub ipv6_eui64_only: bool,
 }
 
 /// The MACs a caller may ask for on a macvtap network, beside the derived one.
@@ -91,10 +95,20 @@ pub(super) fn validate(m: RawMacvtap) -> Result<MacvtapNet, String> {
     checks::mtu(m.mtu)?;
     let lower = IfName::try_from(m.lower).map_err(|e| e.to_string())?;
     let allowed_macs = MacPolicy::parse(&m.allowed_macs)?;
+    let ipv6_eui64_only = match m.ipv6_sources.as_deref() {
+        None | Some("eui64") => true,
+        Some("any") => false,
+        Some(other) => {
+            return Err(format!(
+                "ipv6_sources {other:?}: expected \"eui64\" (the default) or \"any\""
+            ))
+        }
+    };
     Ok(MacvtapNet {
         lower,
         mode,
         mtu: m.mtu,
         allowed_macs,
+        ipv6_eui64_only,
     })
 }

@@ -179,6 +179,8 @@ pub(super) struct RawMacvtap {
     /// only the MAC the daemon derives from the caller and VM id.
     #[serde(default)]
     pub(super) allowed_macs: Vec<String>,
+    /// `eui64` (default): the guest's IPv6 only from the identifier its MAC gives; `any`.
+    pub(super) ipv6_sources: Option<String>,
     #[serde(default)]
     pub(super) allow_users: Vec<String>,
     #[serde(default)]

@@ -50,9 +50,7 @@ pub(crate) async fn build_port(
         )
     })?;
     // Its MAC guard before it can carry a frame (the hook needs the device to exist).
-    kit.firewall
-        .add_macvtap_guard(&iface.ifname, iface.mac)
-        .await?;
+    kit.firewall.add_macvtap_guard(&guard(iface, mv)).await?;
     crate::failpoint::hit("attach:macvtap:guard");
     let index = link::index_of(&iface.ifname)
         .ok_or_else(|| KindError::Gone(format!("macvtap {}", iface.ifname)))?;
@@ -65,6 +63,18 @@ pub(crate) async fn build_port(
         .up(index, iface.ifname.as_str(), mv.mtu, None)
         .await?;
     Ok(fds)
+}
+
+/// A macvtap NIC's guard, by its network's `ipv6_sources`.
+pub(crate) fn guard(
+    iface: &Interface,
+    mv: &crate::config::MacvtapNet,
+) -> crate::net::firewall::MacvtapGuard {
+    crate::net::firewall::MacvtapGuard {
+        ifname: iface.ifname.clone(),
+        mac: iface.mac,
+        eui64_only: mv.ipv6_eui64_only,
+    }
 }
 
 /// Adoption: the macvtap up with its MTU (its guard is rebuilt with every other at start).

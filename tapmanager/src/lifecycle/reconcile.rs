@@ -116,7 +116,19 @@ pub(crate) async fn reconcile(cx: &Cx<'_>) -> Result<Vec<Adopted>, ReconcileErro
     let macvtaps: Vec<_> = nics()
         .filter(|n| matches!(n.built, NicState::Macvtap))
         .filter(live)
-        .map(|n| (n.iface.ifname.clone(), n.iface.mac))
+        .map(
+            |n| match kit.config.network(&n.iface.network).map(|x| &x.kind) {
+                Some(crate::config::NetworkKind::Macvtap(mv)) => {
+                    kinds::macvtap::guard(&n.iface, mv)
+                }
+                // Its network is gone from the config: the strictest guard until its teardown.
+                _ => crate::net::firewall::MacvtapGuard {
+                    ifname: n.iface.ifname.clone(),
+                    mac: n.iface.mac,
+                    eui64_only: true,
+                },
+            },
+        )
         .collect();
     kit.firewall.rebuild(&guards, &routed, &macvtaps).await?;
     crate::failpoint::hit("start:reconcile:rebuilt");

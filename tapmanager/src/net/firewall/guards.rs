@@ -3,14 +3,48 @@
 
 use super::*;
 
-/// A macvtap's source-MAC guard: a base chain on the device's egress hook (the guest's frames
-/// leave through the macvtap device). Kernels before 6.16 drop the chain with the device;
-/// 6.18 keeps it, hooked to nothing: teardown deletes it either way.
-pub(super) fn macvtap_guard_script(ifname: &IfName, mac: MacAddr) -> String {
-    format!(
-        "add table {MACVTAP}; add chain {MACVTAP} out_{ifname} {{ type filter hook egress device \"{ifname}\" priority 0; policy accept; }}; \
-         add rule {MACVTAP} out_{ifname} ether saddr != {mac} counter drop"
-    )
+/// One macvtap guest's guard: its MAC, and whether its IPv6 sources are held to the
+/// interface identifier its MAC gives (the LAN's router hands out the prefix, so the daemon
+/// knows no address, only the identifier a guest with the kernel's default forms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MacvtapGuard {
+    pub ifname: IfName,
+    pub mac: MacAddr,
+    /// `ipv6_sources = "eui64"` (the default): IPv6 sources, neighbour advertisement and
+    /// duplicate address detection targets only with the MAC's modified EUI-64 identifier.
+    pub eui64_only: bool,
+}
+
+/// A macvtap's guard: a base chain on the device's egress hook (the guest's frames leave
+/// through the macvtap device). Kernels before 6.16 drop the chain with the device; 6.18
+/// keeps it, hooked to nothing: teardown deletes it either way. Only the guest's MAC; no
+/// router advertisement, redirect or renumbering and no DHCPv6 server onto the LAN (the LAN's
+/// router serves it); no fragmented IPv6 to link-local or multicast destinations (where
+/// neighbour discovery and DHCPv6 live, and where a fragment would hide them); and with
+/// `eui64_only`, IPv6 from and neighbour advertisements for its own identifier only.
+pub(super) fn macvtap_guard_script(g: &MacvtapGuard) -> String {
+    let (ifname, mac) = (&g.ifname, g.mac);
+    let chain = format!("{MACVTAP} out_{ifname}");
+    let mut s = format!(
+        "add table {MACVTAP}; add chain {chain} {{ type filter hook egress device \"{ifname}\" priority 0; policy accept; }}; \
+         add rule {chain} ether saddr != {mac} counter drop; \
+         add rule {chain} ether type ip6 icmpv6 type {{ nd-router-advert, nd-redirect, router-renumbering }} counter drop; \
+         add rule {chain} ether type ip6 udp sport 547 counter drop; \
+         add rule {chain} ether type ip6 exthdr frag exists ip6 daddr {{ fe80::/10, ff00::/8 }} counter drop"
+    );
+    if g.eui64_only {
+        let iid = u128::from(dhcp::frame6::link_local(mac.0)) as u64;
+        let iid6 = std::net::Ipv6Addr::from(u128::from(iid));
+        write!(
+            s,
+            "; add rule {chain} ether type ip6 ip6 saddr != :: ip6 saddr & ::ffff:ffff:ffff:ffff != {iid6} counter drop\
+             ; add rule {chain} ether type ip6 ip6 saddr :: icmpv6 type != nd-neighbor-solicit counter drop\
+             ; add rule {chain} ether type ip6 ip6 saddr :: @th,128,64 != 0x{iid:016x} counter drop\
+             ; add rule {chain} ether type ip6 icmpv6 type nd-neighbor-advert @th,128,64 != 0x{iid:016x} counter drop"
+        )
+        .unwrap();
+    }
+    s
 }
 
 /// What one port may send: its guest's MAC and addresses.
@@ -34,10 +68,13 @@ pub struct PortGuard {
 /// renumbering, no DHCPv6 server, and a neighbour advertisement may claim only the port's own
 /// addresses: its ND target (the 16 bytes after the ICMPv6 header's 8, `@th,64,128`, since
 /// nft 1.0.6 has no `icmpv6 taddr`) must be in `nd6s`, which holds what `ip6s` holds.
-/// Multicast listener reports pass (from the guest's own source). Nothing but IPv4, ARP and
-/// IPv6. `ether type` is the outer type also for a tagged frame whose tag the kernel took
+/// Multicast listener reports pass (from the guest's own source). A fragment whose ICMPv6
+/// or UDP header is not in it cannot be checked by these rules (nft's transport matches do
+/// not apply to it): IPv6 fragments to link-local or multicast destinations, where neighbour
+/// discovery, advertisements and DHCPv6 live, and fragments from `::` are dropped. Nothing
+/// but IPv4, ARP and IPv6. `ether type` is the outer type also for a tagged frame whose tag the kernel took
 /// off before the hook, so 802.1Q and 802.1ad frames end in the last rule.
-pub(super) const GUARDS: [&str; 16] = [
+pub(super) const GUARDS: [&str; 18] = [
     "iifname . ether saddr != @macs counter drop",
     "ether type arp iifname . arp saddr ether != @macs counter drop",
     "ether type arp arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @ips counter drop",
@@ -46,6 +83,8 @@ pub(super) const GUARDS: [&str; 16] = [
     "ether type ip udp dport 68 counter drop",
     "ether type ip iifname . ip saddr != @ips counter drop",
     "ether type ip6 ip6 saddr != :: iifname . ip6 saddr != @ip6s counter drop",
+    "ether type ip6 exthdr frag exists ip6 daddr { fe80::/10, ff00::/8 } counter drop",
+    "ether type ip6 exthdr frag exists ip6 saddr :: counter drop",
     "ether type ip6 ip6 saddr :: icmpv6 type != nd-neighbor-solicit counter drop",
     "ether type ip6 ip6 saddr :: iifname . @th,64,128 != @nd6s counter drop",
     "ether type ip6 icmpv6 type { nd-router-solicit, nd-router-advert, nd-redirect, router-renumbering } counter drop",

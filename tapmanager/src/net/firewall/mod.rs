@@ -36,7 +36,7 @@ mod routed;
 mod session;
 
 use guards::*;
-pub use guards::{port_script, PortGuard};
+pub use guards::{port_script, MacvtapGuard, PortGuard};
 use nat::*;
 pub use nat::{guest_nat_script, GuestNat, NatBridge};
 use routed::*;
@@ -97,7 +97,7 @@ pub fn rebuild_script(
     ports: &[PortGuard],
     routed: &[RoutedNet],
     routed_ports: &[RoutedPort],
-    macvtaps: &[(IfName, MacAddr)],
+    macvtaps: &[MacvtapGuard],
 ) -> String {
     let mut s = format!(
         "add table {OLD_BRIDGE_TABLE}; delete table {OLD_BRIDGE_TABLE}; \
@@ -120,8 +120,8 @@ pub fn rebuild_script(
         }
     }
     write!(s, "; add table {MACVTAP}; delete table {MACVTAP}").unwrap();
-    for (ifname, mac) in macvtaps {
-        write!(s, "; {}", macvtap_guard_script(ifname, *mac)).unwrap();
+    for g in macvtaps {
+        write!(s, "; {}", macvtap_guard_script(g)).unwrap();
     }
     s
 }
@@ -208,13 +208,9 @@ impl Firewall {
         self.run(&routed_port_script(p)).await
     }
 
-    /// Guards a macvtap's source MAC, atomically.
-    pub async fn add_macvtap_guard(
-        &self,
-        ifname: &IfName,
-        mac: MacAddr,
-    ) -> Result<(), FirewallError> {
-        self.run(&macvtap_guard_script(ifname, mac)).await
+    /// Guards a macvtap (its MAC, its IPv6), atomically.
+    pub async fn add_macvtap_guard(&self, g: &MacvtapGuard) -> Result<(), FirewallError> {
+        self.run(&macvtap_guard_script(g)).await
     }
 
     /// Removes a macvtap's guard (already gone with its device is fine).
@@ -252,7 +248,7 @@ impl Firewall {
         &self,
         ports: &[PortGuard],
         routed_ports: &[RoutedPort],
-        macvtaps: &[(IfName, MacAddr)],
+        macvtaps: &[MacvtapGuard],
     ) -> Result<(), FirewallError> {
         self.run(&rebuild_script(ports, &self.routed, routed_ports, macvtaps))
             .await
@@ -448,7 +444,21 @@ mod tests {
     #[test]
     fn rebuild_starts_from_an_empty_table() {
         let mac = guard().mac;
-        let s = rebuild_script(&[guard()], &[], &[], &[(guard().ifname, mac)]);
+        let mv = MacvtapGuard {
+            ifname: guard().ifname,
+            mac,
+            eui64_only: true,
+        };
+        let s = rebuild_script(&[guard()], &[], &[], &[mv]);
+        // The macvtap guest's identifier: 02:11:22:33:44:55 gives 0011:22ff:fe33:4455.
+        assert!(
+            s.contains("ip6 saddr & ::ffff:ffff:ffff:ffff != ::11:22ff:fe33:4455 counter drop"),
+            "{s}"
+        );
+        assert!(
+            s.contains("nd-neighbor-advert @th,128,64 != 0x001122fffe334455 counter drop"),
+            "{s}"
+        );
         assert!(s.starts_with(
             "add table bridge tapmanager; delete table bridge tapmanager; \
              add table netdev tapmanager; delete table netdev tapmanager; add table"
