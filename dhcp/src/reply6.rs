@@ -31,6 +31,9 @@ const RAPID_COMMIT: u16 = 14;
 const MAX_DUID: usize = 130;
 /// More IA_NAs than this in one message is not a client we know; the rest are dropped.
 const MAX_IAS: usize = 8;
+/// IA addresses kept per IA_NA: the reply echoes each (lifetime 0), so without a bound a
+/// 64 KiB request would ask for a reply that does not fit a datagram.
+const MAX_IA_ADDRS: usize = 8;
 
 /// The server's DUID: DUID-LL (type 3) of its MAC on the guest's link, hardware type
 /// Ethernet (RFC 8415 section 11.4). Stable across daemon restarts, as the MAC is.
@@ -256,8 +259,10 @@ pub fn decode(payload: &[u8]) -> Result<Option<Message>, &'static str> {
                 continue;
             }
             let mut ia = value[..12].to_vec();
+            let mut addrs = 0;
             for (inner, addr) in tlvs(&value[12..])? {
-                if inner == IA_ADDR {
+                if inner == IA_ADDR && addrs < MAX_IA_ADDRS {
+                    addrs += 1;
                     let addr = addr.get(..24).ok_or("IA address shorter than 24 bytes")?;
                     push_option(&mut ia, IA_ADDR, addr);
                 }

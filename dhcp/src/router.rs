@@ -68,11 +68,13 @@ fn advert_body(b: &Binding, v6: &Binding6) -> Vec<u8> {
     m.extend_from_slice(&b.lease_secs.to_be_bytes()); // preferred lifetime
     m.extend_from_slice(&[0; 4]);
     m.extend_from_slice(&v6.prefix.network().octets());
-    if !v6.dns.is_empty() {
-        m.extend_from_slice(&[25, (1 + 2 * v6.dns.len()) as u8, 0, 0]);
+    // At most 16 servers: the option's length (in 8-byte units) is then 33, well within a byte.
+    let dns: Vec<_> = v6.dns.iter().take(16).collect();
+    if !dns.is_empty() {
+        m.extend_from_slice(&[25, (1 + 2 * dns.len()) as u8, 0, 0]);
         m.extend_from_slice(&u32::from(ROUTER_LIFETIME).to_be_bytes());
-        for dns in v6.dns.iter().take(16) {
-            m.extend_from_slice(&dns.octets());
+        for a in dns {
+            m.extend_from_slice(&a.octets());
         }
     }
     if let Some(names) = dnssl(&b.search) {
@@ -259,6 +261,16 @@ mod tests {
             &"fd77::1".parse::<Ipv6Addr>().unwrap().octets()
         );
         assert_eq!(&opts[4].1[6..19], b"\x07example\x03com\x00");
+        // 130 servers: 16 announced, with a length that says so.
+        let mut many = dual();
+        many.v6.as_mut().unwrap().dns = (0..130u16)
+            .map(|n| Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, n))
+            .collect();
+        let rdnss = options(&advertisement(&many).unwrap())
+            .into_iter()
+            .find(|(k, _)| *k == 25)
+            .unwrap();
+        assert_eq!(rdnss.1.len(), 6 + 16 * 16);
     }
 
     #[test]

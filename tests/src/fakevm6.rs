@@ -124,21 +124,33 @@ pub fn marked_udp6(mac: [u8; 6], src: Ipv6Addr, ports: (u16, u16), marker: &[u8]
     )
 }
 
-/// A non-first IPv6 fragment (offset 8, more fragments) to all nodes, carrying `marker`:
-/// what hides an ICMPv6 or UDP header from rules that look for one.
-pub fn later_fragment(mac: [u8; 6], src: Ipv6Addr, marker: &[u8]) -> Vec<u8> {
+/// An IPv6 packet as bytes, headers as given and no checksum filled in: for frames the guards
+/// must drop whatever their upper layer says.
+pub fn raw_ipv6(
+    (mac, dst_mac): ([u8; 6], [u8; 6]),
+    (src, dst): (Ipv6Addr, Ipv6Addr),
+    next_header: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut f = Vec::new();
-    f.extend_from_slice(&multicast_mac(ALL_NODES));
+    f.extend_from_slice(&dst_mac);
     f.extend_from_slice(&mac);
     f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
-    f.extend_from_slice(&((8 + marker.len()) as u16).to_be_bytes());
-    f.extend_from_slice(&[44, 255]); // a fragment header follows
+    f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[next_header, 255]);
     f.extend_from_slice(&src.octets());
-    f.extend_from_slice(&ALL_NODES.octets());
-    // Next header ICMPv6, offset 1 (8 bytes), M set, identification 0x7461706d.
-    f.extend_from_slice(&[IPPROTO_ICMPV6, 0, 0, 0x09, 0x74, 0x61, 0x70, 0x6d]);
-    f.extend_from_slice(marker);
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(payload);
     f
+}
+
+/// A non-first IPv6 fragment (offset 8, more fragments) to `dst`, carrying `marker`: what
+/// hides an ICMPv6 or UDP header from rules that look for one.
+pub fn later_fragment(mac: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr, marker: &[u8]) -> Vec<u8> {
+    // Next header ICMPv6, offset 1 (8 bytes), M set, identification 0x7461706d.
+    let mut p = vec![IPPROTO_ICMPV6, 0, 0, 0x09, 0x74, 0x61, 0x70, 0x6d];
+    p.extend_from_slice(marker);
+    raw_ipv6((mac, multicast_mac(ALL_NODES)), (src, dst), 44, &p)
 }
 
 /// The DUID our fake guest uses: DUID-LL of its MAC.

@@ -125,7 +125,8 @@ fn ifname_key(name: &str) -> [u8; 16] {
 
 /// The set keys of one port: (`macs`, its `ifname . ether_addr`), (`ips`, `ifname . ipv4_addr`),
 /// and per IPv6 address (`ip6s`, `ifname . ipv6_addr`) and (`nd6s`, the same bytes: that
-/// set's key is `iifname . @th,64,128`, the ND target as a 128-bit big-endian integer).
+/// set's key is `iifname . @th,64,128`, the ND target as a 128-bit big-endian integer), its
+/// global addresses in `peers6` and the port in `v6ports` (guards.rs says why).
 fn keys(p: &PortGuard) -> Vec<(&'static str, Vec<u8>)> {
     let name = ifname_key(p.ifname.as_str());
     let with = |tail: &[u8]| {
@@ -140,6 +141,13 @@ fn keys(p: &PortGuard) -> Vec<(&'static str, Vec<u8>)> {
     for a in &p.ip6 {
         v.push(("ip6s", with(&a.octets())));
         v.push(("nd6s", with(&a.octets())));
+    }
+    // `peers6` (type ipv6_addr): the port's global addresses; `v6ports` (type ifname).
+    for a in p.ip6.iter().filter(|a| a.segments()[0] & 0xffc0 != 0xfe80) {
+        v.push(("peers6", a.octets().to_vec()));
+    }
+    if !p.ip6.is_empty() {
+        v.push(("v6ports", name.to_vec()));
     }
     v
 }
@@ -382,7 +390,15 @@ mod tests {
             ..port()
         };
         let k = keys(&dual);
-        assert_eq!((k[2].0, k[3].0), ("ip6s", "nd6s"));
+        assert_eq!(
+            k.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            ["macs", "ips", "ip6s", "nd6s", "peers6", "v6ports"]
+        );
+        assert_eq!(
+            k[4].1,
+            "fd77::2".parse::<std::net::Ipv6Addr>().unwrap().octets()
+        );
+        assert_eq!(&k[5].1[..12], b"tm0123456789");
         assert_eq!(k[2].1, k[3].1);
         assert_eq!(k[2].1.len(), 32);
         assert_eq!(&k[2].1[16..18], &[0xfd, 0x77]);

@@ -18,8 +18,9 @@ pub struct MacvtapGuard {
 /// A macvtap's guard: a base chain on the device's egress hook (the guest's frames leave
 /// through the macvtap device). Kernels before 6.16 drop the chain with the device; 6.18
 /// keeps it, hooked to nothing: teardown deletes it either way. Only the guest's MAC; no
-/// router advertisement, redirect or renumbering and no DHCPv6 server onto the LAN (the LAN's
-/// router serves it); no fragmented IPv6 to link-local or multicast destinations (where
+/// 802.1Q or 802.1ad tag (behind which the IPv6 rules below would see no IPv6); no router
+/// advertisement, redirect or renumbering and no DHCPv6 server onto the LAN (from port 547
+/// or to port 546; the LAN's router serves it); no fragmented IPv6 to link-local or multicast destinations (where
 /// neighbour discovery and DHCPv6 live, and where a fragment would hide them); and with
 /// `eui64_only`, IPv6 from and neighbour advertisements for its own identifier only.
 pub(super) fn macvtap_guard_script(g: &MacvtapGuard) -> String {
@@ -28,8 +29,10 @@ pub(super) fn macvtap_guard_script(g: &MacvtapGuard) -> String {
     let mut s = format!(
         "add table {MACVTAP}; add chain {chain} {{ type filter hook egress device \"{ifname}\" priority 0; policy accept; }}; \
          add rule {chain} ether saddr != {mac} counter drop; \
+         add rule {chain} ether type {{ vlan, 8021ad }} counter drop; \
          add rule {chain} ether type ip6 icmpv6 type {{ nd-router-advert, nd-redirect, router-renumbering }} counter drop; \
          add rule {chain} ether type ip6 udp sport 547 counter drop; \
+         add rule {chain} ether type ip6 udp dport 546 counter drop; \
          add rule {chain} ether type ip6 exthdr frag exists ip6 daddr {{ fe80::/10, ff00::/8 }} counter drop"
     );
     if g.eui64_only {
@@ -61,20 +64,26 @@ pub struct PortGuard {
 /// The guards of DESIGN.md §5, for every port at once: source MAC and ARP sender MAC from the
 /// port's `macs` entry, source IPv4 and ARP sender IP from its `ips` entry (ARP probes from
 /// 0.0.0.0 pass), DHCP kept on the port (our server answers it there), no DHCP server in the
-/// guest (from port 67 or to port 68). IPv6 the same way: the source from the port's `ip6s`
-/// entries (its leased address and link-local; a port without IPv6 has none, so all of its
-/// IPv6 is dropped), `::` only for duplicate address detection of its own addresses, router
-/// solicitations and DHCPv6 kept on the port, no router advertisements, redirects or router
-/// renumbering, no DHCPv6 server, and a neighbour advertisement may claim only the port's own
-/// addresses: its ND target (the 16 bytes after the ICMPv6 header's 8, `@th,64,128`, since
-/// nft 1.0.6 has no `icmpv6 taddr`) must be in `nd6s`, which holds what `ip6s` holds.
-/// Multicast listener reports pass (from the guest's own source). A fragment whose ICMPv6
-/// or UDP header is not in it cannot be checked by these rules (nft's transport matches do
-/// not apply to it): IPv6 fragments to link-local or multicast destinations, where neighbour
-/// discovery, advertisements and DHCPv6 live, and fragments from `::` are dropped. Nothing
-/// but IPv4, ARP and IPv6. `ether type` is the outer type also for a tagged frame whose tag the kernel took
-/// off before the hook, so 802.1Q and 802.1ad frames end in the last rule.
-pub(super) const GUARDS: [&str; 18] = [
+/// guest (from port 67 or to port 68).
+///
+/// IPv6 the same way, written so that a field nft cannot read (a fragment without the ICMPv6
+/// or UDP header, a transport header too short) never lets a frame through a check:
+/// - a port not in `v6ports` (a network without IPv6) has all of its IPv6 dropped;
+/// - the source must be one of the port's `ip6s` entries (its leased address and link-local);
+/// - fragments to link-local or multicast destinations, or to another guest's address
+///   (`peers6`), are dropped: neighbour discovery, advertisements and DHCPv6 live there;
+/// - `::` only for duplicate address detection of its own addresses: an unfragmented
+///   neighbour solicitation whose target (the 16 bytes after the ICMPv6 header's 8,
+///   `@th,64,128`, since nft 1.0.6 has no `icmpv6 taddr`) is in `nd6s` is accepted there,
+///   every other frame from `::` dropped;
+/// - router solicitations and DHCPv6 stay on the port (its server answers them there); no
+///   router advertisements, redirects or router renumbering, no DHCPv6 server;
+/// - a neighbour advertisement may claim only the port's own addresses (target in `nd6s`).
+///
+/// Multicast listener reports pass (from the guest's own source). Nothing but IPv4, ARP and
+/// IPv6. `ether type` is the outer type also for a tagged frame whose tag the kernel took off
+/// before the hook, so 802.1Q and 802.1ad frames end in the last rule.
+pub(super) const GUARDS: [&str; 19] = [
     "iifname . ether saddr != @macs counter drop",
     "ether type arp iifname . arp saddr ether != @macs counter drop",
     "ether type arp arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @ips counter drop",
@@ -82,11 +91,12 @@ pub(super) const GUARDS: [&str; 18] = [
     "ether type ip udp sport 67 counter drop",
     "ether type ip udp dport 68 counter drop",
     "ether type ip iifname . ip saddr != @ips counter drop",
+    "ether type ip6 iifname != @v6ports counter drop",
     "ether type ip6 ip6 saddr != :: iifname . ip6 saddr != @ip6s counter drop",
     "ether type ip6 exthdr frag exists ip6 daddr { fe80::/10, ff00::/8 } counter drop",
-    "ether type ip6 exthdr frag exists ip6 saddr :: counter drop",
-    "ether type ip6 ip6 saddr :: icmpv6 type != nd-neighbor-solicit counter drop",
-    "ether type ip6 ip6 saddr :: iifname . @th,64,128 != @nd6s counter drop",
+    "ether type ip6 exthdr frag exists ip6 daddr @peers6 counter drop",
+    "ether type ip6 ip6 saddr :: ip6 nexthdr ipv6-icmp icmpv6 type nd-neighbor-solicit iifname . @th,64,128 @nd6s accept",
+    "ether type ip6 ip6 saddr :: counter drop",
     "ether type ip6 icmpv6 type { nd-router-solicit, nd-router-advert, nd-redirect, router-renumbering } counter drop",
     "ether type ip6 icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @nd6s counter drop",
     "ether type ip6 udp dport 547 counter drop",
@@ -106,6 +116,8 @@ pub(super) fn base_script() -> String {
          add set {t} ips {{ type ifname . ipv4_addr; }}; \
          add set {t} ip6s {{ type ifname . ipv6_addr; }}; \
          add set {t} nd6s {{ typeof iifname . @th,64,128; }}; \
+         add set {t} v6ports {{ type ifname; }}; \
+         add set {t} peers6 {{ type ipv6_addr; }}; \
          add chain {t} guard; flush chain {t} guard"
     );
     for rule in GUARDS {
@@ -123,7 +135,8 @@ pub(super) fn port_chain(ifname: &IfName) -> String {
     )
 }
 
-/// The elements that guard one port: its MAC and its addresses.
+/// The elements that guard one port: its MAC and its addresses (and with IPv6: the port in
+/// `v6ports`, its global addresses in `peers6`).
 pub(super) fn elements(p: &PortGuard) -> Vec<(&'static str, String)> {
     let (mac, ip, ifname) = (p.mac, p.ip, &p.ifname);
     let mut v = vec![
@@ -134,7 +147,18 @@ pub(super) fn elements(p: &PortGuard) -> Vec<(&'static str, String)> {
         v.push(("ip6s", format!("\"{ifname}\" . {a}")));
         v.push(("nd6s", format!("\"{ifname}\" . 0x{:032x}", u128::from(*a))));
     }
+    for a in p.ip6.iter().filter(|a| !is_link_local(**a)) {
+        v.push(("peers6", a.to_string()));
+    }
+    if !p.ip6.is_empty() {
+        v.push(("v6ports", format!("\"{ifname}\"")));
+    }
     v
+}
+
+/// fe80::/10.
+pub(super) fn is_link_local(a: Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
 }
 
 /// The commands that guard one port: what it may send, then the hook that checks it. Used
