@@ -27,11 +27,16 @@ fn dual_stack() -> String {
 }
 
 fn guest(sb: &Sandbox, vm: &str) -> (protocol::Interface, FakeVm) {
+    attach_on(sb, vm, "default")
+}
+
+/// Attaches `vm` with one NIC on `network`: the interface and a fake guest on its fd.
+fn attach_on(sb: &Sandbox, vm: &str, network: &str) -> (protocol::Interface, FakeVm) {
     let (a, fds) = sb
         .client()
         .attach(AttachRequest {
             vm: vm.parse().unwrap(),
-            networks: vec![NetworkRequest::new("default".parse().unwrap())],
+            networks: vec![NetworkRequest::new(network.parse().unwrap())],
         })
         .expect("attach");
     let iface = a.interfaces[0].clone();
@@ -384,19 +389,7 @@ fn an_isolated_guest_routes_its_own_64_and_nothing_else_out_through_nat66() {
     );
     let (sb, lan) = Sandbox::with_lan("v6iso", GROUP, &net);
     lan6(&sb, &lan);
-    let attach = |vm: &str| {
-        let (a, fds) = sb
-            .client()
-            .attach(AttachRequest {
-                vm: vm.parse().unwrap(),
-                networks: vec![NetworkRequest::new("iso".parse().unwrap())],
-            })
-            .expect("attach");
-        let iface = a.interfaces[0].clone();
-        let mac = iface.mac.0;
-        (iface, FakeVm::new(fds.into_iter().next().unwrap(), mac))
-    };
-    let (iface, vm) = attach("iso1");
+    let (iface, vm) = attach_on(&sb, "iso1", "iso");
     let lease = iface.ipv6.clone().expect("an IPv6 lease");
     let me: Ipv6Addr = "fd99::2".parse().unwrap();
     let gw: Ipv6Addr = "fd99::1".parse().unwrap();
@@ -431,7 +424,7 @@ fn an_isolated_guest_routes_its_own_64_and_nothing_else_out_through_nat66() {
     let dropped = count_of(&routed_counters(&sb), "ip6 saddr != @iso_src6") - before;
     assert!(dropped >= 1, "the foreign source was not counted");
     // A second guest gets the next /64, and the two cannot reach each other.
-    let (other, vm2) = attach("iso2");
+    let (other, vm2) = attach_on(&sb, "iso2", "iso");
     let other_ip = other.ipv6.unwrap().address.0;
     assert_eq!(other_ip, "fd99:0:0:1::2".parse::<Ipv6Addr>().unwrap());
     assert!(vm2.ping6_via(other_ip, "fd99:0:0:1::1".parse().unwrap(), lan_host));
@@ -454,15 +447,7 @@ fn a_masquerade_guest_has_the_fixed_address_behind_nat66_and_gets_its_forward_ov
     );
     let (sb, lan) = Sandbox::with_lan("v6masq", GROUP, &net);
     lan6(&sb, &lan);
-    let (a, fds) = sb
-        .client()
-        .attach(AttachRequest {
-            vm: "masq6".parse().unwrap(),
-            networks: vec![NetworkRequest::new("nat".parse().unwrap())],
-        })
-        .expect("attach");
-    let iface = &a.interfaces[0];
-    let vm = FakeVm::new(fds.into_iter().next().unwrap(), iface.mac.0);
+    let (iface, vm) = attach_on(&sb, "masq6", "nat");
     let lease = iface.ipv6.clone().expect("an IPv6 lease");
     let me: Ipv6Addr = "fd10:0:2::2".parse().unwrap();
     let gw: Ipv6Addr = "fd10:0:2::1".parse().unwrap();
@@ -508,22 +493,8 @@ fn a_restart_keeps_dual_stack_guests_served_guarded_and_routed() {
     );
     let (mut sb, lan) = Sandbox::with_lan("v6restart", GROUP, &nets);
     lan6(&sb, &lan);
-    let attach = |sb: &Sandbox, vm: &str, net: &str| {
-        let (a, fds) = sb
-            .client()
-            .attach(AttachRequest {
-                vm: vm.parse().unwrap(),
-                networks: vec![NetworkRequest::new(net.parse().unwrap())],
-            })
-            .expect("attach");
-        let mac = a.interfaces[0].mac.0;
-        (
-            a.interfaces[0].clone(),
-            FakeVm::new(fds.into_iter().next().unwrap(), mac),
-        )
-    };
-    let (bi, bridged) = attach(&sb, "keepb", "default");
-    let (ii, isolated) = attach(&sb, "keepi", "iso");
+    let (bi, bridged) = attach_on(&sb, "keepb", "default");
+    let (ii, isolated) = attach_on(&sb, "keepi", "iso");
     let lan_host: Ipv6Addr = "fd77:77::2".parse().unwrap();
     let (b6, i6) = (bi.ipv6.unwrap(), ii.ipv6.unwrap());
     assert_eq!(bridged.dhcpv6(true).map(|l| l.address), Some(b6.address.0));
@@ -570,21 +541,7 @@ fn a_macvtap_guest_sends_its_own_ipv6_and_nothing_spoofed_or_rogue_onto_the_lan(
          [networks.mvany]\nkind = \"macvtap\"\nlower = \"{uplink}\"\nipv6_sources = \"any\"\n"
     );
     let (sb, lan) = Sandbox::with_lan("v6mv", GROUP, &nets);
-    let attach = |vm: &str, net: &str| {
-        let (a, fds) = sb
-            .client()
-            .attach(AttachRequest {
-                vm: vm.parse().unwrap(),
-                networks: vec![NetworkRequest::new(net.parse().unwrap())],
-            })
-            .expect("attach");
-        let iface = a.interfaces[0].clone();
-        (
-            iface.clone(),
-            FakeVm::new(fds.into_iter().next().unwrap(), iface.mac.0),
-        )
-    };
-    let (iface, g) = attach("mv6", "mv");
+    let (iface, g) = attach_on(&sb, "mv6", "mv");
     assert!(
         iface.ipv6.is_none(),
         "the LAN's router serves a macvtap guest"
@@ -653,7 +610,7 @@ fn a_macvtap_guest_sends_its_own_ipv6_and_nothing_spoofed_or_rogue_onto_the_lan(
         "{counters:?}"
     );
     // With ipv6_sources = "any": a privacy address goes out; a rogue advertisement still not.
-    let (_, g2) = attach("mv6any", "mvany");
+    let (_, g2) = attach_on(&sb, "mv6any", "mvany");
     let privacy_frame = v6::marked_udp6(g2.mac, privacy, (5000, 5000), b"TM6-MV-ANY");
     let rogue = v6::rogue_advert(g2.mac, "fd77:77::".parse().unwrap());
     let cap = lan.run_in(|| Capture::open("lan0"));

@@ -78,29 +78,12 @@ pub(super) fn routed_base_script(nets: &[RoutedNet]) -> String {
             n.uplink
         )
         .unwrap();
-        let mut list = |name: &str, cidrs_of: &[Ipv4Net], rule: &str| {
-            write!(s, "; add set {r} {name}_{i} {{ type ipv4_addr; flags interval; auto-merge; }}; flush set {r} {name}_{i}").unwrap();
-            if !cidrs_of.is_empty() {
-                write!(s, "; add element {r} {name}_{i} {{ {} }}", cidrs(cidrs_of)).unwrap();
-            }
-            write!(per_net, "; add rule {r} forward iifname @ports_{i} ip daddr {rule} @{name}_{i} counter drop").unwrap();
-        };
-        list("drop", &n.drop, "");
-        if let Some(allow) = &n.allow {
-            list("allow", allow, "!=");
+        V4.lists(&mut s, &mut per_net, i, &n.drop, n.allow.as_deref());
+        if n.forwards {
+            V4.forward_maps(&mut nat, i, &n.uplink);
         }
         if let Some(v6) = &n.v6 {
-            let mut list6 = |name: &str, cidrs_of: &[ipnet::Ipv6Net], rule: &str| {
-                write!(s, "; add set {r} {name}_{i} {{ type ipv6_addr; flags interval; auto-merge; }}; flush set {r} {name}_{i}").unwrap();
-                if !cidrs_of.is_empty() {
-                    write!(s, "; add element {r} {name}_{i} {{ {} }}", cidrs(cidrs_of)).unwrap();
-                }
-                write!(per_net, "; add rule {r} forward iifname @ports_{i} ip6 daddr {rule} @{name}_{i} counter drop").unwrap();
-            };
-            list6("drop6", &v6.drop, "");
-            if let Some(allow) = &v6.allow {
-                list6("allow6", allow, "!=");
-            }
+            V6.lists(&mut s, &mut per_net, i, &v6.drop, v6.allow.as_deref());
             write!(
                 nat6,
                 "; add rule {NAT6} postrouting ip6 saddr {} oifname \"{}\" counter masquerade",
@@ -108,26 +91,7 @@ pub(super) fn routed_base_script(nets: &[RoutedNet]) -> String {
             )
             .unwrap();
             if n.forwards {
-                for proto in ["tcp", "udp"] {
-                    write!(
-                        nat6,
-                        "; add map {NAT6} fwd6_{proto}_{i} {{ type inet_service : ipv6_addr . inet_service; }}\
-                         ; add rule {NAT6} prerouting iifname \"{}\" dnat ip6 to {proto} dport map @fwd6_{proto}_{i}",
-                        n.uplink
-                    )
-                    .unwrap();
-                }
-            }
-        }
-        if n.forwards {
-            for proto in ["tcp", "udp"] {
-                write!(
-                    nat,
-                    "; add map {NAT} fwd_{proto}_{i} {{ type inet_service : ipv4_addr . inet_service; }}\
-                     ; add rule {NAT} prerouting iifname \"{}\" dnat ip to {proto} dport map @fwd_{proto}_{i}",
-                    n.uplink
-                )
-                .unwrap();
+                V6.forward_maps(&mut nat6, i, &n.uplink);
             }
         }
     }
@@ -166,6 +130,73 @@ pub(super) fn routed_base_script(nets: &[RoutedNet]) -> String {
     )
     .unwrap();
     s
+}
+
+/// What the routed rules write per address family: the match keyword, the set type, the NAT
+/// table, and the suffix of its sets' and maps' names (`drop_0`, `drop6_0`, `fwd6_tcp_0`).
+struct Family {
+    ip: &'static str,
+    addr: &'static str,
+    nat: &'static str,
+    suffix: &'static str,
+}
+
+const V4: Family = Family {
+    ip: "ip",
+    addr: "ipv4_addr",
+    nat: NAT,
+    suffix: "",
+};
+
+const V6: Family = Family {
+    ip: "ip6",
+    addr: "ipv6_addr",
+    nat: NAT6,
+    suffix: "6",
+};
+
+impl Family {
+    /// Network `i`'s destination lists: `drop` (and `allow` when given) as interval sets, and
+    /// the forward rules that check them.
+    fn lists<N: std::fmt::Display>(
+        &self,
+        s: &mut String,
+        per_net: &mut String,
+        i: usize,
+        drop: &[N],
+        allow: Option<&[N]>,
+    ) {
+        let (r, sfx, ip, addr) = (ROUTED, self.suffix, self.ip, self.addr);
+        let mut list = |name: &str, cidrs_of: &[N], rule: &str| {
+            write!(s, "; add set {r} {name}{sfx}_{i} {{ type {addr}; flags interval; auto-merge; }}; flush set {r} {name}{sfx}_{i}").unwrap();
+            if !cidrs_of.is_empty() {
+                write!(
+                    s,
+                    "; add element {r} {name}{sfx}_{i} {{ {} }}",
+                    cidrs(cidrs_of)
+                )
+                .unwrap();
+            }
+            write!(per_net, "; add rule {r} forward iifname @ports_{i} {ip} daddr {rule} @{name}{sfx}_{i} counter drop").unwrap();
+        };
+        list("drop", drop, "");
+        if let Some(allow) = allow {
+            list("allow", allow, "!=");
+        }
+    }
+
+    /// Network `i`'s port forward maps, consulted for packets from its uplink.
+    fn forward_maps(&self, nat: &mut String, i: usize, uplink: &IfName) {
+        let (t, sfx, ip, addr) = (self.nat, self.suffix, self.ip, self.addr);
+        for proto in ["tcp", "udp"] {
+            write!(
+                nat,
+                "; add map {t} fwd{sfx}_{proto}_{i} {{ type inet_service : {addr} . inet_service; }}\
+                 ; add rule {t} prerouting iifname \"{uplink}\" dnat {ip} to {proto} dport map @fwd{sfx}_{proto}_{i}"
+            )
+            .unwrap();
+        }
+    }
 }
 
 /// (table, set, element) for one routed port: the port itself last, so it is never half-set.
