@@ -1,5 +1,5 @@
 //! Kernel tier (root): a soak. 1000 attach/release cycles from 8 concurrent clients across
-//! the kinds (bridge, isolated with tc-redirect, masquerade, CNI); afterwards the kernel
+//! the kinds (bridge and masquerade dual stack, isolated with tc-redirect, CNI); afterwards the kernel
 //! objects (links, pinned namespaces, the nftables ruleset), the daemon's open fds and its
 //! memory are back where they started. Figures printed (`soak: ...`).
 
@@ -66,8 +66,9 @@ fn a_thousand_cycles_from_eight_clients_leave_nothing_behind() {
     );
     let networks = format!(
         "{}\n[networks.iso]\nkind = \"isolated\"\nbinding = \"tc-redirect\"\nrange = \"10.200.0.0/16\"\nuplink = \"{UPLINK}\"\n\
-         [networks.nat]\nkind = \"masquerade\"\nuplink = \"{UPLINK}\"\ntransit = \"10.201.0.0/16\"\n{}",
-        default_networks(),
+         [networks.nat]\nkind = \"masquerade\"\nuplink = \"{UPLINK}\"\ntransit = \"10.201.0.0/16\"\n\
+         transit6 = \"fd97::/48\"\n{}",
+        default_networks().replace("mtu = 1400", "mtu = 1400\ngateway6 = \"fd88::1/64\""),
         d.network("pod", "tmsoak", "")
     );
     let (sb, _lan) = Sandbox::with_lan("soak", GROUP, &networks);
