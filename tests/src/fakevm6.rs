@@ -114,6 +114,38 @@ pub fn neighbor_advert(mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8>
     )
 }
 
+/// A neighbour advertisement for `target` whose target link-layer address option names
+/// `lla` rather than the sender's MAC: what points an address at someone else's MAC.
+pub fn neighbor_advert_naming(
+    mac: [u8; 6],
+    src: Ipv6Addr,
+    target: Ipv6Addr,
+    lla: [u8; 6],
+) -> Vec<u8> {
+    let mut rest = vec![0x20, 0, 0, 0];
+    rest.extend_from_slice(&target.octets());
+    rest.extend_from_slice(&[2, 1]);
+    rest.extend_from_slice(&lla);
+    icmp6(
+        (mac, multicast_mac(ALL_NODES)),
+        (src, ALL_NODES),
+        136,
+        &rest,
+    )
+}
+
+/// A multicast listener query (general) to all nodes, as a multicast router sends.
+pub fn listener_query(mac: [u8; 6], src: Ipv6Addr) -> Vec<u8> {
+    let mut rest = vec![0x03, 0xe8, 0, 0];
+    rest.extend_from_slice(&Ipv6Addr::UNSPECIFIED.octets());
+    icmp6(
+        (mac, multicast_mac(ALL_NODES)),
+        (src, ALL_NODES),
+        130,
+        &rest,
+    )
+}
+
 /// A UDP datagram with `marker` as payload, to all nodes.
 pub fn marked_udp6(mac: [u8; 6], src: Ipv6Addr, ports: (u16, u16), marker: &[u8]) -> Vec<u8> {
     build_udp6_frame(

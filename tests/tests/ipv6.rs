@@ -159,6 +159,16 @@ fn hostile_ipv6_frames_are_dropped_and_counted_and_the_router_keeps_serving() {
             v6::marked_udp6(mac, ll, (547, 546), b"TM6-ADVERTISE"),
         ),
         (
+            "a neighbour advertisement of its own address naming another MAC",
+            "iifname . @th,208,48 != @lla6",
+            v6::neighbor_advert_naming(mac, own, own, victim.mac),
+        ),
+        (
+            "a multicast listener query",
+            "mld-listener-query",
+            v6::listener_query(mac, ll),
+        ),
+        (
             "a later fragment to all nodes (its ICMPv6 header elsewhere)",
             "exthdr frag exists ip6 daddr { fe80::/10, ff00::/8 }",
             v6::later_fragment(mac, ll, dhcp::frame6::ALL_NODES, b"TM6-FRAGMENT"),
@@ -187,8 +197,9 @@ fn hostile_ipv6_frames_are_dropped_and_counted_and_the_router_keeps_serving() {
         }
     }
     // What the guest may send passes: its own address, its own neighbour advertisement.
+    let honest_na = v6::neighbor_advert(mac, own, own);
     rogue.send(&v6::marked_udp6(mac, own, (5000, 5000), b"TM6-HONEST"));
-    rogue.send(&v6::neighbor_advert(mac, own, own));
+    rogue.send(&honest_na);
     std::thread::sleep(Duration::from_millis(300));
     let after = sb.guard_counters();
     let frames = cap.frames(Duration::from_millis(500));
@@ -206,6 +217,10 @@ fn hostile_ipv6_frames_are_dropped_and_counted_and_the_router_keeps_serving() {
         tapmanager_tests::fakevm::count(&frames, b"TM6-HONEST"),
         1,
         "the honest frame must pass"
+    );
+    assert!(
+        frames.contains(&honest_na),
+        "its own neighbour advertisement must pass"
     );
     // No advertisement configured anything on the host side.
     let routes = sb.ns.ip(&["-6", "route", "show"]);

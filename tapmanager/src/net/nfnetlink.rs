@@ -148,6 +148,8 @@ fn keys(p: &PortGuard) -> Vec<(&'static str, Vec<u8>)> {
     }
     if !p.ip6.is_empty() {
         v.push(("v6ports", name.to_vec()));
+        // `lla6` (typeof iifname . @th,208,48): the 48-bit MAC padded to 8 bytes, as `macs`.
+        v.push(("lla6", with(&[&p.mac.0[..], &[0, 0]].concat())));
     }
     v
 }
@@ -392,8 +394,9 @@ mod tests {
         let k = keys(&dual);
         assert_eq!(
             k.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-            ["macs", "ips", "ip6s", "nd6s", "peers6", "v6ports"]
+            ["macs", "ips", "ip6s", "nd6s", "peers6", "v6ports", "lla6"]
         );
+        assert_eq!(k[6].1, k[0].1, "lla6 holds the bytes of macs");
         assert_eq!(
             k[4].1,
             "fd77::2".parse::<std::net::Ipv6Addr>().unwrap().octets()

@@ -78,12 +78,16 @@ pub struct PortGuard {
 ///   every other frame from `::` dropped;
 /// - router solicitations and DHCPv6 stay on the port (its server answers them there); no
 ///   router advertisements, redirects or router renumbering, no DHCPv6 server;
-/// - a neighbour advertisement may claim only the port's own addresses (target in `nd6s`).
+/// - a neighbour advertisement may claim only the port's own addresses (target in `nd6s`);
+/// - a neighbour solicitation or advertisement with options must carry its link-layer address
+///   option first (the one Linux keeps of duplicates), and that option must name the port's
+///   MAC (`lla6`: the same bytes as `macs`, typed for the raw `@th,208,48`);
+/// - no multicast listener queries (a guest is no multicast router).
 ///
 /// Multicast listener reports pass (from the guest's own source). Nothing but IPv4, ARP and
 /// IPv6. `ether type` is the outer type also for a tagged frame whose tag the kernel took off
 /// before the hook, so 802.1Q and 802.1ad frames end in the last rule.
-pub(super) const GUARDS: [&str; 19] = [
+pub(super) const GUARDS: [&str; 21] = [
     "iifname . ether saddr != @macs counter drop",
     "ether type arp iifname . arp saddr ether != @macs counter drop",
     "ether type arp arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @ips counter drop",
@@ -97,8 +101,10 @@ pub(super) const GUARDS: [&str; 19] = [
     "ether type ip6 exthdr frag exists ip6 daddr @peers6 counter drop",
     "ether type ip6 ip6 saddr :: ip6 nexthdr ipv6-icmp icmpv6 type nd-neighbor-solicit iifname . @th,64,128 @nd6s accept",
     "ether type ip6 ip6 saddr :: counter drop",
-    "ether type ip6 icmpv6 type { nd-router-solicit, nd-router-advert, nd-redirect, router-renumbering } counter drop",
+    "ether type ip6 icmpv6 type { nd-router-solicit, nd-router-advert, nd-redirect, router-renumbering, mld-listener-query } counter drop",
     "ether type ip6 icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @nd6s counter drop",
+    "ether type ip6 icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } @th,192,8 != { 1, 2 } counter drop",
+    "ether type ip6 icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } iifname . @th,208,48 != @lla6 counter drop",
     "ether type ip6 udp dport 547 counter drop",
     "ether type ip6 udp sport 547 counter drop",
     "ether type ip6 udp dport 546 counter drop",
@@ -118,6 +124,7 @@ pub(super) fn base_script() -> String {
          add set {t} nd6s {{ typeof iifname . @th,64,128; }}; \
          add set {t} v6ports {{ type ifname; }}; \
          add set {t} peers6 {{ type ipv6_addr; }}; \
+         add set {t} lla6 {{ typeof iifname . @th,208,48; }}; \
          add chain {t} guard; flush chain {t} guard"
     );
     for rule in GUARDS {
@@ -152,6 +159,8 @@ pub(super) fn elements(p: &PortGuard) -> Vec<(&'static str, String)> {
     }
     if !p.ip6.is_empty() {
         v.push(("v6ports", format!("\"{ifname}\"")));
+        let hex: String = mac.0.iter().map(|b| format!("{b:02x}")).collect();
+        v.push(("lla6", format!("\"{ifname}\" . 0x{hex}")));
     }
     v
 }
