@@ -70,28 +70,40 @@ pub struct Forwarder {
 /// and adoption and empties it on release; the forwarder reads it to count a uid's TCP
 /// connections. A clone shares the map.
 #[derive(Debug, Clone, Default)]
-pub struct GuestOwners(Arc<Mutex<HashMap<IpAddr, u32>>>);
+pub struct GuestOwners(Arc<Mutex<HashMap<IpAddr, (u32, IpAddr)>>>);
 
 impl GuestOwners {
-    /// `guest` (either of its addresses) is attached by `uid`.
+    /// `guest` is attached by `uid`.
     pub fn insert(&self, guest: impl Into<IpAddr>, uid: u32) {
-        self.lock().insert(guest.into(), uid);
+        let guest = guest.into();
+        self.lock().insert(guest, (uid, guest));
+    }
+
+    /// `alias` is another address of `guest` (a dual-stack guest's IPv6 one), attached by
+    /// `uid`: its queries and connections count against `guest`'s share, not a second one.
+    pub fn insert_alias(&self, alias: impl Into<IpAddr>, guest: impl Into<IpAddr>, uid: u32) {
+        self.lock().insert(alias.into(), (uid, guest.into()));
     }
 
     /// `guest` is no longer attached by `uid` (an entry of another uid stays).
     pub fn remove(&self, guest: impl Into<IpAddr>, uid: u32) {
         let guest = guest.into();
         let mut map = self.lock();
-        if map.get(&guest) == Some(&uid) {
+        if map.get(&guest).map(|(u, _)| *u) == Some(uid) {
             map.remove(&guest);
         }
     }
 
     fn owner(&self, guest: IpAddr) -> Option<u32> {
-        self.lock().get(&guest).copied()
+        self.lock().get(&guest).map(|(uid, _)| *uid)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, u32>> {
+    /// The address whose share `peer` uses: its guest's first address, or itself.
+    fn canonical(&self, peer: IpAddr) -> IpAddr {
+        self.lock().get(&peer).map_or(peer, |(_, c)| *c)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (u32, IpAddr)>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -205,6 +217,7 @@ impl Shared {
     /// A slot for a query of `guest`, if neither its share nor the network's is used up;
     /// otherwise the query is dropped, counted, and logged once per [`LOG_EVERY`].
     fn slot(self: &Arc<Self>, guest: IpAddr) -> Option<Slot> {
+        let guest = self.owners.canonical(guest);
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             self.dropped(guest);
             return None;
@@ -235,6 +248,7 @@ impl Shared {
     /// that attached it is used up; otherwise the connection is refused, counted, and logged
     /// once per [`LOG_EVERY`].
     fn connection(self: &Arc<Self>, guest: IpAddr) -> Option<Connection> {
+        let guest = self.owners.canonical(guest);
         let uid = self.owners.owner(guest);
         let admitted = self
             .connections
@@ -677,6 +691,23 @@ mod tests {
         assert_eq!(open(4, TCP_PER_GUEST).len(), TCP_PER_GUEST);
         // None of them holds a query's slot.
         assert_eq!(s.in_flight.available_permits(), IN_FLIGHT);
+    }
+
+    #[test]
+    fn a_dual_stack_guests_two_addresses_share_one_share() {
+        let owners = GuestOwners::default();
+        let s = shared(owners.clone());
+        let v6: std::net::Ipv6Addr = "fd88::a".parse().unwrap();
+        owners.insert(Ipv4Addr::new(10, 88, 0, 10), 1000);
+        owners.insert_alias(v6, Ipv4Addr::new(10, 88, 0, 10), 1000);
+        let held: Vec<Slot> = (0..PER_GUEST).map_while(|_| s.slot(guest(0))).collect();
+        assert_eq!(held.len(), PER_GUEST);
+        assert!(
+            s.slot(IpAddr::V6(v6)).is_none(),
+            "its IPv6 address has no share of its own"
+        );
+        drop(held);
+        assert!(s.slot(IpAddr::V6(v6)).is_some());
     }
 
     #[test]

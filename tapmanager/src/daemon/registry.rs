@@ -70,11 +70,20 @@ impl Daemon {
                 .ipv6
                 .as_ref()
                 .map(|l| std::net::IpAddr::V6(l.address.0));
-            for ip in v4.into_iter().chain(v6) {
-                if attached {
+            match (attached, v4, v6) {
+                (true, Some(ip), alias) => {
                     owners.insert(ip, record.uid);
-                } else {
-                    owners.remove(ip, record.uid);
+                    // Its IPv6 address counts against the same share.
+                    if let Some(a) = alias {
+                        owners.insert_alias(a, ip, record.uid);
+                    }
+                }
+                (true, None, Some(ip)) => owners.insert(ip, record.uid),
+                (true, None, None) => {}
+                (false, v4, v6) => {
+                    for ip in v4.into_iter().chain(v6) {
+                        owners.remove(ip, record.uid);
+                    }
                 }
             }
         }
