@@ -160,8 +160,7 @@ impl Binding6 {
     /// Checks the router is link-local and the address, if any, a unicast one inside the
     /// prefix; a binding without an address must let the guest configure itself.
     pub fn validate(&self) -> Result<(), BindingError> {
-        let ll = self.router.segments()[0] & 0xffc0 == 0xfe80;
-        if !ll || self.router.is_multicast() {
+        if !crate::frame6::is_link_local(self.router) {
             return Err(BindingError::Router6(self.router));
         }
         let in_prefix = |ip: Ipv6Addr| {

@@ -200,6 +200,11 @@ pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
     ])
 }
 
+/// Whether `ip` is link-local unicast (fe80::/10).
+pub fn is_link_local(ip: Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
+}
+
 /// The solicited-node multicast address of `ip` (RFC 4291 section 2.7.1).
 pub fn solicited_node(ip: Ipv6Addr) -> Ipv6Addr {
     let o = ip.octets();

@@ -163,7 +163,7 @@ pub fn answer6(frame: &[u8], b: &Binding) -> Outcome {
             }
             // Replies go back to where the client sent from, which is link-local (RFC 8415
             // section 13.1); a client on another source gets none.
-            if p.src_ip.segments()[0] & 0xffc0 != 0xfe80 {
+            if !crate::frame6::is_link_local(p.src_ip) {
                 return Outcome::Malformed("DHCPv6 message not from a link-local address");
             }
             reply6::answer(udp.payload, b, v6, (p.src_ip, udp.src_port))

@@ -102,16 +102,7 @@ pub fn neighbor_solicit(mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8
 /// An unsolicited neighbour advertisement (override) claiming `target` for `mac`, to all
 /// nodes: what poisons caches when `target` is someone else's.
 pub fn neighbor_advert(mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
-    let mut rest = vec![0x20, 0, 0, 0];
-    rest.extend_from_slice(&target.octets());
-    rest.extend_from_slice(&[2, 1]);
-    rest.extend_from_slice(&mac);
-    icmp6(
-        (mac, multicast_mac(ALL_NODES)),
-        (src, ALL_NODES),
-        136,
-        &rest,
-    )
+    neighbor_advert_naming(mac, src, target, mac)
 }
 
 /// A neighbour advertisement for `target` whose target link-layer address option names

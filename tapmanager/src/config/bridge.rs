@@ -77,11 +77,7 @@ impl BridgeNet {
 /// host part, so the router's must be the one no guest gets).
 fn validate_gateway6(g6: Ipv6Net, gw: Ipv4Net) -> Result<(), String> {
     let a = g6.addr();
-    if a.is_multicast()
-        || a.is_unspecified()
-        || a.is_loopback()
-        || a.segments()[0] & 0xffc0 == 0xfe80
-    {
+    if !checks::routable6(a) {
         return Err(format!(
             "gateway6 {g6}: the router needs a global or unique-local unicast address (fd00::/8 for a private network)"
         ));

@@ -12,6 +12,12 @@ pub(super) fn mtu(mtu: u32) -> Result<(), String> {
     }
 }
 
+/// An IPv6 address a network can route for its guests: unicast, not link-local, loopback or
+/// unspecified (global or unique-local).
+pub(super) fn routable6(a: std::net::Ipv6Addr) -> bool {
+    !(a.is_multicast() || a.is_unspecified() || a.is_loopback() || dhcp::frame6::is_link_local(a))
+}
+
 /// A DHCP lease of at least a minute (clients renew at half of it).
 pub(super) fn lease_secs(secs: u32) -> Result<(), String> {
     if secs < 60 {

@@ -186,7 +186,7 @@ pub(super) fn validate_masquerade(m: RawMasquerade) -> Result<IsolatedNet, Strin
             if c != c.trunc()
                 || c.prefix_len() > 126
                 || a.is_multicast()
-                || a.segments()[0] & 0xffc0 == 0xfe80
+                || dhcp::frame6::is_link_local(a)
             {
                 return Err(format!(
                     "cidr6 {c}: a unicast subnet of /126 or larger with its host bits clear"
@@ -270,7 +270,7 @@ fn validate6(i: &RawIsolated, mode: &IsolatedMode) -> Result<Option<Isolated6>, 
         ));
     }
     let a = r.network();
-    if a.is_multicast() || a.segments()[0] & 0xffc0 == 0xfe80 || a.is_unspecified() {
+    if !checks::routable6(a) {
         return Err(format!(
             "range6 {r}: needs global or unique-local unicast addresses (fd00::/8 for a private network)"
         ));

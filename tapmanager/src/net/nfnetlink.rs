@@ -143,7 +143,7 @@ fn keys(p: &PortGuard) -> Vec<(&'static str, Vec<u8>)> {
         v.push(("nd6s", with(&a.octets())));
     }
     // `peers6` (type ipv6_addr): the port's global addresses; `v6ports` (type ifname).
-    for a in p.ip6.iter().filter(|a| a.segments()[0] & 0xffc0 != 0xfe80) {
+    for a in p.ip6.iter().filter(|a| !dhcp::frame6::is_link_local(**a)) {
         v.push(("peers6", a.octets().to_vec()));
     }
     if !p.ip6.is_empty() {

@@ -154,7 +154,7 @@ pub(super) fn elements(p: &PortGuard) -> Vec<(&'static str, String)> {
         v.push(("ip6s", format!("\"{ifname}\" . {a}")));
         v.push(("nd6s", format!("\"{ifname}\" . 0x{:032x}", u128::from(*a))));
     }
-    for a in p.ip6.iter().filter(|a| !is_link_local(**a)) {
+    for a in p.ip6.iter().filter(|a| !dhcp::frame6::is_link_local(**a)) {
         v.push(("peers6", a.to_string()));
     }
     if !p.ip6.is_empty() {
@@ -163,11 +163,6 @@ pub(super) fn elements(p: &PortGuard) -> Vec<(&'static str, String)> {
         v.push(("lla6", format!("\"{ifname}\" . 0x{hex}")));
     }
     v
-}
-
-/// fe80::/10.
-pub(super) fn is_link_local(a: Ipv6Addr) -> bool {
-    a.segments()[0] & 0xffc0 == 0xfe80
 }
 
 /// The commands that guard one port: what it may send, then the hook that checks it. Used
