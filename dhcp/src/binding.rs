@@ -67,6 +67,15 @@ pub struct Binding6 {
     pub router: Ipv6Addr,
     /// RDNSS (RFC 8106) and DHCPv6 option 23.
     pub dns: Vec<Ipv6Addr>,
+    /// Whether `router` lives on `server_mac`, so the advertisement names that MAC as the
+    /// router's link-layer address (sparing the guest a resolution). Off where the router is
+    /// someone else's (a CNI plugin's bridge, a pod's gateway): the guest resolves it.
+    #[serde(default = "yes")]
+    pub router_on_server_mac: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Why a [`Binding`] cannot be served.
@@ -240,6 +249,7 @@ pub(crate) mod tests {
                 autonomous: false,
                 router: "fe80::1".parse().unwrap(),
                 dns: vec!["fd77::1".parse().unwrap()],
+                router_on_server_mac: true,
             }),
             ..full()
         }

@@ -218,6 +218,69 @@ fn pseudo_header_sum(src: Ipv6Addr, dst: Ipv6Addr, len: u32, next_header: u8) ->
     words(src) + words(dst) + (len >> 16) + (len & 0xffff) + u32::from(next_header)
 }
 
+/// An ICMPv6 message (type, code 0, then `rest` after the checksum) as a frame, hop limit 255
+/// (what neighbour discovery requires).
+pub fn icmp6_frame(
+    macs: ([u8; 6], [u8; 6]),
+    ips: (Ipv6Addr, Ipv6Addr),
+    kind: u8,
+    rest: &[u8],
+) -> Vec<u8> {
+    let mut m = vec![kind, 0, 0, 0];
+    m.extend_from_slice(rest);
+    build_ipv6_frame(macs, ips, IPPROTO_ICMPV6, 255, &m)
+}
+
+/// A neighbour solicitation for `target` from `src` to its solicited-node group, with `mac`
+/// as source link-layer address (none from the unspecified address: duplicate address
+/// detection).
+pub fn neighbor_solicitation(mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let mut rest = vec![0; 4];
+    rest.extend_from_slice(&target.octets());
+    if !src.is_unspecified() {
+        rest.extend_from_slice(&[1, 1]);
+        rest.extend_from_slice(&mac);
+    }
+    let dst = solicited_node(target);
+    icmp6_frame((mac, multicast_mac(dst)), (src, dst), 135, &rest)
+}
+
+/// A solicited neighbour advertisement (S and O set) of `target` at `mac`, to `dst` at
+/// `dst_mac`.
+pub fn neighbor_advertisement(
+    (mac, dst_mac): ([u8; 6], [u8; 6]),
+    (target, dst): (Ipv6Addr, Ipv6Addr),
+) -> Vec<u8> {
+    let mut rest = vec![0x60, 0, 0, 0];
+    rest.extend_from_slice(&target.octets());
+    rest.extend_from_slice(&[2, 1]);
+    rest.extend_from_slice(&mac);
+    icmp6_frame((mac, dst_mac), (target, dst), 136, &rest)
+}
+
+/// The neighbour discovery message of a frame: its type, the target address (NS, NA) and
+/// the first source or target link-layer address option. `None` for anything else.
+pub fn neighbor_message(p: &Ipv6Frame<'_>) -> Option<(u8, Ipv6Addr, Option<[u8; 6]>)> {
+    let icmp = p.payload;
+    if p.next_header != IPPROTO_ICMPV6 || icmp.len() < 24 || !matches!(icmp[0], 135 | 136) {
+        return None;
+    }
+    let target = Ipv6Addr::from(<[u8; 16]>::try_from(&icmp[8..24]).ok()?);
+    let mut lla = None;
+    let mut rest = &icmp[24..];
+    while rest.len() >= 8 && rest[1] != 0 {
+        let len = usize::from(rest[1]) * 8;
+        if len > rest.len() {
+            break;
+        }
+        if matches!(rest[0], 1 | 2) && lla.is_none() {
+            lla = <[u8; 6]>::try_from(&rest[2..8]).ok();
+        }
+        rest = &rest[len..];
+    }
+    Some((icmp[0], target, lla))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 //!   [`frame6`] the same for IPv6.
 //! - [`router`]: router solicitations and advertisements; [`reply6`](mod@reply6): DHCPv6's
 //!   decisions, pure like `reply`.
+//! - [`probe`]: finding the link-local address of a router the daemon does not own.
 //! - [`server`]: the thin AF_PACKET socket loop ([`Server`]) around `reply`.
 //!
 //! The split follows dora's lesson: the protocol logic is tested without a network, and the
@@ -18,6 +19,7 @@ pub mod binding;
 pub mod frame;
 pub mod frame6;
 mod packet;
+pub mod probe;
 pub mod reply;
 pub mod reply6;
 pub mod router;

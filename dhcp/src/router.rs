@@ -55,8 +55,10 @@ fn advert_body(b: &Binding, v6: &Binding6) -> Vec<u8> {
     m.extend_from_slice(&[0; 8]); // reachable time, retransmission timer: unspecified
 
     // Source link-layer address (type 1), so the guest need not resolve the router.
-    m.extend_from_slice(&[1, 1]);
-    m.extend_from_slice(&b.server_mac);
+    if v6.router_on_server_mac {
+        m.extend_from_slice(&[1, 1]);
+        m.extend_from_slice(&b.server_mac);
+    }
     if let Some(mtu) = b.mtu.filter(|mtu| *mtu >= 1280) {
         m.extend_from_slice(&[5, 1, 0, 0]);
         m.extend_from_slice(&u32::from(mtu).to_be_bytes());
@@ -271,6 +273,14 @@ mod tests {
             .find(|(k, _)| *k == 25)
             .unwrap();
         assert_eq!(rdnss.1.len(), 6 + 16 * 16);
+        // A router that is not ours (a CNI plugin's bridge): its MAC is not ours to announce.
+        let mut theirs = dual();
+        theirs.v6.as_mut().unwrap().router_on_server_mac = false;
+        let kinds: Vec<u8> = options(&advertisement(&theirs).unwrap())
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(kinds, [5, 3, 25, 31]);
     }
 
     #[test]

@@ -57,6 +57,15 @@ impl CniDir {
 
     /// The addresses host-local holds for network `cni_network` (its files named by address).
     pub fn allocated(&self, cni_network: &str) -> Vec<Ipv4Addr> {
+        self.held(cni_network)
+    }
+
+    /// The IPv6 addresses host-local holds for network `cni_network`.
+    pub fn allocated6(&self, cni_network: &str) -> Vec<std::net::Ipv6Addr> {
+        self.held(cni_network)
+    }
+
+    fn held<T: std::str::FromStr>(&self, cni_network: &str) -> Vec<T> {
         let Ok(rd) = std::fs::read_dir(self.ipam().join(cni_network)) else {
             return Vec::new();
         };
@@ -107,6 +116,28 @@ pub fn bridge_list(
     })];
     plugins.extend(more.iter().cloned());
     serde_json::json!({"cniVersion": version, "name": name, "plugins": plugins})
+}
+
+/// bridge + host-local with an IPv4 and an IPv6 range (spec 1.0.0): the bridge holds both
+/// gateways, and the routes of both families go through them.
+pub fn dual_stack_list(
+    d: &CniDir,
+    name: &str,
+    bridge: &str,
+    v4: &str,
+    v6: &str,
+) -> serde_json::Value {
+    serde_json::json!({"cniVersion": "1.0.0", "name": name, "plugins": [{
+        "type": "bridge",
+        "bridge": bridge,
+        "isGateway": true,
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": v4}], [{"subnet": v6}]],
+            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
+            "dataDir": d.ipam(),
+        }
+    }]})
 }
 
 /// The pod's side as `ip` shows it: eth0's link line and IPv4 addresses, the routes, and

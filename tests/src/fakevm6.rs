@@ -6,9 +6,11 @@
 
 use crate::fakevm::FakeVm;
 use dhcp::frame6::{
-    build_ipv6_frame, build_udp6_frame, link_local, multicast_mac, parse_ipv6_frame, parse_udp6,
-    solicited_node, ALL_DHCP_SERVERS, ALL_NODES, ALL_ROUTERS, IPPROTO_ICMPV6,
+    build_udp6_frame, link_local, multicast_mac, parse_ipv6_frame, parse_udp6, ALL_DHCP_SERVERS,
+    ALL_NODES, ALL_ROUTERS, IPPROTO_ICMPV6,
 };
+/// An ICMPv6 message as a frame, and a neighbour solicitation: the server's own builders.
+pub use dhcp::frame6::{icmp6_frame as icmp6, neighbor_solicitation as neighbor_solicit};
 use dhcproto::v6::{DhcpOption, DhcpOptions, Message, MessageType, OptionCode, IANA, ORO};
 use dhcproto::{Decodable, Decoder, Encodable};
 use std::net::Ipv6Addr;
@@ -28,6 +30,8 @@ pub struct Advert {
     pub prefixes: Vec<(Ipv6Addr, u8, bool, bool)>,
     pub mtu: Option<u32>,
     pub rdnss: Vec<Ipv6Addr>,
+    /// The source link-layer address option, if the router named its MAC.
+    pub slla: Option<[u8; 6]>,
 }
 
 /// What DHCPv6 leased.
@@ -39,18 +43,6 @@ pub struct Lease6 {
     pub server_id: Vec<u8>,
     /// The reply's IPv6 source (the router's link-local).
     pub from: Ipv6Addr,
-}
-
-/// An ICMPv6 message (type, code, then `rest` after the checksum) as a frame.
-pub fn icmp6(
-    macs: ([u8; 6], [u8; 6]),
-    ips: (Ipv6Addr, Ipv6Addr),
-    kind: u8,
-    rest: &[u8],
-) -> Vec<u8> {
-    let mut m = vec![kind, 0, 0, 0];
-    m.extend_from_slice(rest);
-    build_ipv6_frame(macs, ips, IPPROTO_ICMPV6, 255, &m)
 }
 
 /// A router solicitation from `src` (with our MAC as source link-layer address unless `src`
@@ -84,19 +76,6 @@ pub fn rogue_advert(mac: [u8; 6], prefix: Ipv6Addr) -> Vec<u8> {
         134,
         &rest,
     )
-}
-
-/// A neighbour solicitation for `target` from `src` (duplicate address detection when `src`
-/// is unspecified: no link-layer option then).
-pub fn neighbor_solicit(mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
-    let mut rest = vec![0; 4];
-    rest.extend_from_slice(&target.octets());
-    if !src.is_unspecified() {
-        rest.extend_from_slice(&[1, 1]);
-        rest.extend_from_slice(&mac);
-    }
-    let dst = solicited_node(target);
-    icmp6((mac, multicast_mac(dst)), (src, dst), 135, &rest)
 }
 
 /// An unsolicited neighbour advertisement (override) claiming `target` for `mac`, to all
@@ -230,12 +209,14 @@ pub fn parse_advert(f: &[u8]) -> Option<Advert> {
         prefixes: Vec::new(),
         mtu: None,
         rdnss: Vec::new(),
+        slla: None,
     };
     let mut rest = &icmp[16..];
     while rest.len() >= 8 {
         let len = usize::from(rest[1]) * 8;
         let opt = rest.get(..len.max(8))?;
         match opt[0] {
+            1 => a.slla = opt.get(2..8)?.try_into().ok(),
             3 => {
                 let prefix: [u8; 16] = opt.get(16..32)?.try_into().ok()?;
                 a.prefixes.push((

@@ -6,8 +6,9 @@
 use protocol::{AttachRequest, NetworkRequest};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use tapmanager_tests::cnidir::{bridge_list, CniDir};
-use tapmanager_tests::fakevm::FakeVm;
+use tapmanager_tests::cnidir::{bridge_list, dual_stack_list, CniDir};
+use tapmanager_tests::fakevm::{Capture, FakeVm};
+use tapmanager_tests::fakevm6 as v6;
 use tapmanager_tests::sandbox::Sandbox;
 
 use tapmanager_tests::ids::cni::GROUP;
@@ -123,6 +124,154 @@ fn a_guest_leases_what_host_local_allocated_and_del_frees_it() {
         links.trim().is_empty(),
         "the plugins' veths are left: {links}"
     );
+}
+
+/// The link-local address of `link` in the sandbox's namespace.
+fn link_local_of(sb: &Sandbox, link: &str) -> std::net::Ipv6Addr {
+    let out = sb
+        .ns
+        .ip(&["-6", "-o", "addr", "show", "dev", link, "scope", "link"]);
+    let word = out
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no link-local address on {link}: {out}"));
+    word.split('/').next().unwrap().parse().unwrap()
+}
+
+/// Frames on a capture that are ICMPv6 of type `kind` from `mac`.
+fn icmp6_from(frames: &[Vec<u8>], mac: [u8; 6], kind: u8) -> usize {
+    frames
+        .iter()
+        .filter_map(|f| dhcp::frame6::parse_ipv6_frame(f))
+        .filter(|p| p.src_mac == mac && p.next_header == 58 && p.payload.first() == Some(&kind))
+        .count()
+}
+
+#[test]
+fn a_dual_stack_bridge_and_host_local_network_gives_the_guest_both_families() {
+    tapmanager_tests::require_root!();
+    let d = CniDir::new("dual");
+    let nets = [
+        ("tmdual", "tmcni6", "10.91.0.0/24", "fd91::"),
+        ("tmdualbr", "tmcni7", "10.90.0.0/24", "fd90::"),
+    ];
+    for (net, bridge, v4, v6) in nets {
+        d.write(
+            net,
+            dual_stack_list(&d, net, bridge, v4, &format!("{v6}/64")),
+        );
+    }
+    // The tc-redirect binding (the default) and the bridge binding.
+    let networks =
+        d.network("pod", "tmdual", "") + &d.network("pod2", "tmdualbr", "binding = \"bridge\"");
+    let sb = Sandbox::new("cni6", GROUP, &networks);
+    let (a, fds) = attach(&sb, "c6", &["pod", "pod2"]).expect("attach");
+    for ((iface, fd), (net, bridge, _, prefix)) in a.interfaces.iter().zip(fds).zip(nets) {
+        let lease = iface
+            .ipv6
+            .clone()
+            .expect("the interface carries its IPv6 lease");
+        let allocated = d.allocated6(net);
+        assert_eq!(allocated.len(), 1, "{net}: {allocated:?}");
+        let own = allocated[0];
+        let gateway: std::net::Ipv6Addr = format!("{prefix}1").parse().unwrap();
+        // The plugin's address and gateway; the router is the plugin's bridge's link-local.
+        let router = link_local_of(&sb, bridge);
+        assert_eq!(lease.address, (own, 64), "{net}");
+        assert_eq!((lease.gateway, lease.router), (gateway, router), "{net}");
+
+        let vm = FakeVm::new(fd, iface.mac.0);
+        let v4 = vm.dhcp().expect("the IPv4 lease");
+        assert_eq!(Some(v4.ip), iface.address.map(|(ip, _)| ip), "{net}");
+        let ra = vm.solicit_router().expect("a router advertisement");
+        assert_eq!(
+            (ra.router, ra.hop_limit, ra.managed),
+            (router, 255, true),
+            "{net}"
+        );
+        assert_eq!(
+            ra.prefixes,
+            [(prefix.parse().unwrap(), 64, true, false)],
+            "{net}: on-link, managed"
+        );
+        // The router is the plugin's, on its own MAC: the guest resolves it.
+        assert_eq!(ra.slla, None, "{net}");
+        for rapid in [true, false] {
+            let l = vm.dhcpv6(rapid).expect("a DHCPv6 lease");
+            assert_eq!((l.address, l.from), (own, router), "{net}: rapid {rapid}");
+        }
+        // The default route's next hop answers for its link-local address, and the gateway's
+        // global address answers through it and on the link.
+        assert!(
+            vm.ping6_via(own, router, gateway),
+            "{net}: no echo through the router"
+        );
+        assert!(
+            vm.ping6(own, gateway),
+            "{net}: no echo from the gateway on the link"
+        );
+
+        // What a hostile guest sends never reaches the plugin's bridge; its own traffic does.
+        let cap = sb.ns.run_in(|| Capture::open(bridge));
+        let mac = vm.mac;
+        let spoofed: std::net::Ipv6Addr = format!("{prefix}99").parse().unwrap();
+        for _ in 0..20 {
+            vm.send(&v6::marked_udp6(mac, spoofed, (4000, 4001), b"TMSPOOF6"));
+            vm.send(&v6::marked_udp6(mac, own, (4000, 4001), b"TMOWN6"));
+            vm.send(&v6::rogue_advert(mac, "2001:db8:66::".parse().unwrap()));
+            vm.send(&v6::neighbor_advert(
+                mac,
+                dhcp::frame6::link_local(mac),
+                gateway,
+            ));
+            vm.send(&v6::marked_udp6(
+                mac,
+                dhcp::frame6::link_local(mac),
+                (547, 546),
+                b"TMSERV6",
+            ));
+        }
+        let frames = cap.frames(std::time::Duration::from_millis(700));
+        use tapmanager_tests::fakevm::count;
+        assert_eq!(
+            count(&frames, b"TMOWN6"),
+            20,
+            "{net}: the guest's own datagrams"
+        );
+        assert_eq!(
+            count(&frames, b"TMSPOOF6"),
+            0,
+            "{net}: a spoofed source got through"
+        );
+        assert_eq!(
+            count(&frames, b"TMSERV6"),
+            0,
+            "{net}: a DHCPv6 server message got through"
+        );
+        assert_eq!(
+            icmp6_from(&frames, mac, 134),
+            0,
+            "{net}: a rogue advertisement got through"
+        );
+        assert_eq!(
+            icmp6_from(&frames, mac, 136),
+            0,
+            "{net}: an advertisement of the gateway's address got through"
+        );
+    }
+    sb.client().release(&"c6".parse().unwrap()).unwrap();
+    assert!(
+        sb.wait_for(10, || held(&sb) == (0, 0, 0)),
+        "left: {:?}",
+        held(&sb)
+    );
+    for (net, ..) in nets {
+        assert!(
+            d.allocated6(net).is_empty(),
+            "{net}: DEL did not free the address"
+        );
+    }
 }
 
 #[test]

@@ -395,6 +395,7 @@ async fn wire(kit: &Kit<'_>, nic: &Nic, inside: Inside, again: bool) -> Result<(
         end(veth_index, NS_VETH),
         mtu,
         (iface.mac, ip),
+        &[],
         crate::net::join::NS_BRIDGE,
     )
     .await?;

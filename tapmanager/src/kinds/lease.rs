@@ -64,6 +64,7 @@ pub(crate) fn binding(
             autonomous,
             router: l.router,
             dns: l.dns.clone(),
+            router_on_server_mac: !matches!(nic.built, NicState::Cni { .. } | NicState::Pod { .. }),
         }),
     })
 }

@@ -42,7 +42,7 @@ use crate::state::{Nic, Record, RecordV1};
 use protocol::{IfName, Interface};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 use tokio_util::sync::CancellationToken;
@@ -116,6 +116,12 @@ pub enum KindError {
     CniResult { eth: String, lack: Lack },
     #[error("the CNI plugins' {eth} in the guest's namespace {lack}")]
     CniInterface { eth: String, lack: Lack },
+    #[error(
+        "the IPv6 gateway {gateway} of the CNI plugins' result did not answer on {eth} in the \
+         guest's namespace, so its link-local address (which the guest's default route must \
+         name) is unknown: check that the plugins' host side has IPv6 on and holds {gateway}"
+    )]
+    CniRouter6 { eth: String, gateway: Ipv6Addr },
     #[error("the pod's {taken} {lack}")]
     Pod { taken: IfName, lack: Lack },
     #[error("{0} is gone (deleted while it was being set up?)")]
@@ -515,6 +521,8 @@ pub(crate) struct Rejoin<'a> {
     pub binding: VethBinding,
     /// The guest's MAC and address, the only source it may use.
     pub guest: (protocol::MacAddr, Ipv4Addr),
+    /// The guest's IPv6 addresses (global, then link-local); none: its IPv6 stays.
+    pub guest6: Vec<Ipv6Addr>,
     pub mtu: u32,
     /// The MAC the interface takes once the guest has its own.
     pub ours: protocol::MacAddr,
@@ -535,12 +543,25 @@ pub(crate) async fn rejoin(r: Rejoin<'_>, again: bool) -> Result<(), KindError> 
             script.push_str(&crate::net::join::bridge_guard_removal(&r.table));
         }
         script.push_str(&crate::net::join::bridge_guard_script(
-            &r.table, tap, r.guest.0, r.guest.1,
+            &r.table,
+            &crate::net::firewall::PortGuard {
+                ifname: tap
+                    .parse()
+                    .map_err(|_| KindError::Bug("a TAP name of the guest's namespace"))?,
+                mac: r.guest.0,
+                ip: r.guest.1,
+                ip6: r.guest6.clone(),
+            },
         ));
         r.ns.run_in(move || {
             crate::net::firewall::run_nft_once(&script, "the bridge binding's guard")
         })
         .step(|| "add the bridge binding's guard in the guest's namespace".into())?;
+    }
+    if !r.guest6.is_empty() {
+        // The guest takes the interface's IPv6 addresses: the namespace must not answer
+        // for them, nor configure its side of the join from what crosses it.
+        harden_in(r.ns, eth)?;
     }
     r.links.strip(eth_index, eth, r.ours).await?;
     r.links.up(eth_index, eth, r.mtu, None).await?;
@@ -558,10 +579,22 @@ pub(crate) async fn rejoin(r: Rejoin<'_>, again: bool) -> Result<(), KindError> 
         end(eth_index, eth),
         r.mtu,
         r.guest,
+        &r.guest6,
         &r.bridge,
     )
     .await?;
+    if !r.guest6.is_empty() && r.binding == VethBinding::Bridge {
+        harden_in(r.ns, &r.bridge)?;
+    }
     Ok(())
+}
+
+/// A link of a guest's namespace kept out of its IPv6 (`harden_guest_link`).
+fn harden_in(ns: &NetNs, name: &str) -> Result<(), KindError> {
+    let owned = name.to_owned();
+    ns.run_in(move || crate::net::link::harden_guest_link(&owned))
+        .step(|| format!("turn IPv6 off on {name} in the guest's namespace"))
+        .map_err(KindError::from)
 }
 
 /// A netlink connection inside `ns`, and the indices of `names` there.

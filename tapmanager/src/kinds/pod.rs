@@ -313,9 +313,12 @@ pub(crate) async fn build_port(
     let bridge_guard = (join == VethBinding::Bridge).then(|| {
         crate::net::join::bridge_guard_script(
             &guard_table(&iface.ifname),
-            iface.ifname.as_str(),
-            mac,
-            address.addr(),
+            &crate::net::firewall::PortGuard {
+                ifname: iface.ifname.clone(),
+                mac,
+                ip: address.addr(),
+                ip6: Vec::new(),
+            },
         )
     });
     let (tap, tap_index) = ns
@@ -345,6 +348,7 @@ pub(crate) async fn build_port(
         end(eth.index, taken.as_str()),
         mtu,
         (mac, address.addr()),
+        &[],
         &bridge_name(&iface.ifname),
     )
     .await?;
@@ -438,6 +442,7 @@ pub(crate) async fn converge(kit: &Kit<'_>, iface: &Interface) -> Result<(), Kin
         tap: (iface.ifname.as_str(), tap),
         binding: join,
         guest: (iface.mac, ip),
+        guest6: Vec::new(),
         mtu: iface.mtu,
         ours: super::cni::port::veth_mac(&iface.ifname),
         bridge: bridge_name(&iface.ifname),

@@ -76,6 +76,10 @@ fn refusal(e: &NicError) -> Error {
         kinds::KindError::Pod { .. } => {
             return Error::new(ErrorCode::InvalidRequest, crate::error_chain(e))
         }
+        // The network's router is not there (yet): nothing the caller can change.
+        kinds::KindError::CniRouter6 { .. } => {
+            return Error::new(ErrorCode::Unavailable, crate::error_chain(e))
+        }
         _ => {}
     }
     let (code, message) = crate::hostfail::explain(e);

@@ -11,13 +11,21 @@
 //! checks (CNI), and the host side's rules where they do (isolated.rs).
 
 use crate::config::VethBinding;
+use crate::net::firewall::PortGuard;
 use crate::net::link::{u32_keys, LinkError, Links};
+use netlink_packet_route::tc::TcU32Key;
 use protocol::MacAddr;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 const ETH_P_ALL: u16 = 0x0003;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_IPV6: u16 = 0x86dd;
+/// Offsets in the IPv6 header: next header, source, destination, and its payload.
+const V6_NEXT: i32 = 6;
+const V6_SRC: i32 = 8;
+const V6_DST: i32 = 24;
+const V6_PAYLOAD: i32 = 40;
 /// Offsets from the network header: the Ethernet source, an IPv4 source, ARP's sender fields.
 const ETH_SRC: i32 = -8;
 const IP_SRC: i32 = 12;
@@ -34,7 +42,9 @@ pub struct End<'a> {
 }
 
 /// Joins `tap` and `veth` (both up) by `binding`; the bridge binding's bridge is named
-/// `bridge`. `guest` is the only source (MAC, IPv4) the guest may use.
+/// `bridge`. `guest` is the only source (MAC, IPv4) the guest may use; `guest6` its IPv6
+/// addresses, global first, then link-local (none: no IPv6 leaves).
+#[allow(clippy::too_many_arguments)]
 pub async fn join(
     links: &Links,
     binding: VethBinding,
@@ -42,6 +52,7 @@ pub async fn join(
     veth: End<'_>,
     mtu: u32,
     guest: (MacAddr, Ipv4Addr),
+    guest6: &[Ipv6Addr],
     bridge: &str,
 ) -> Result<(), LinkError> {
     match binding {
@@ -69,28 +80,129 @@ pub async fn join(
             links
                 .redirect_ingress(tap.index, veth.index, 2, ETH_P_ARP, arp)
                 .await?;
+            for (prio, (leaves, keys)) in (3..).zip(ipv6_filters(guest.0, guest6)) {
+                if leaves {
+                    links
+                        .redirect_ingress(tap.index, veth.index, prio, ETH_P_IPV6, keys)
+                        .await?;
+                } else {
+                    links
+                        .keep_ingress(tap.index, prio, ETH_P_IPV6, keys)
+                        .await?;
+                }
+            }
         }
     }
     Ok(())
 }
 
+/// The tc-redirect binding's IPv6 from the guest, in order: (whether what matches leaves by
+/// the veth, the u32 keys). The first that matches decides; what none matches stays in the
+/// TAP's stack, where IPv6 is off. The same guards as the bridge kind's, as far as fixed
+/// offsets reach (no extension header is followed, so ND, MLD and transport headers are
+/// read only where they sit right after the fixed header):
+/// - DHCPv6 in either direction and fragments to link-local or multicast destinations stay;
+/// - TCP, UDP, echo, ICMPv6 errors and fragments only from the global address;
+/// - a neighbour solicitation from an own address with its source link-layer option first,
+///   naming the guest's MAC, or from `::` for an own address (duplicate address detection);
+/// - a neighbour advertisement only for an own address, from one, its target link-layer
+///   option first and naming the guest's MAC;
+/// - multicast listener reports (MLDv1 and v2, behind the router alert hop-by-hop header)
+///   from the link-local address.
+///
+/// Router solicitations and advertisements, redirects, MLD queries and the rest match
+/// nothing.
+fn ipv6_filters(mac: MacAddr, guest6: &[Ipv6Addr]) -> Vec<(bool, Vec<TcU32Key>)> {
+    let Some(global) = guest6.first().map(|a| a.octets().to_vec()) else {
+        return Vec::new();
+    };
+    let own: Vec<Vec<u8>> = guest6.iter().map(|a| a.octets().to_vec()).collect();
+    let ll: Vec<Vec<u8>> = guest6
+        .iter()
+        .filter(|a| dhcp::frame6::is_link_local(**a))
+        .map(|a| a.octets().to_vec())
+        .collect();
+    let m = mac.0;
+    let option = |kind: u8| vec![kind, 1, m[0], m[1], m[2], m[3], m[4], m[5]];
+    let (stays, leaves) = (false, true);
+    let next = |n: u8| (V6_NEXT, vec![n]);
+    let src = |a: &[u8]| (V6_SRC, a.to_vec());
+    let at = |off: i32, b: &[u8]| (V6_PAYLOAD + off, b.to_vec());
+    let mut f: Vec<(bool, Vec<Match>)> = vec![
+        (stays, vec![next(17), at(2, &[0x02, 0x23])]),
+        (stays, vec![next(17), at(2, &[0x02, 0x22])]),
+        (stays, vec![next(17), at(0, &[0x02, 0x23])]),
+        (stays, vec![next(44), (V6_DST, vec![0xfe, 0x80])]),
+        (stays, vec![next(44), (V6_DST, vec![0xff])]),
+    ];
+    for n in [6, 17, 44] {
+        f.push((leaves, vec![next(n), src(&global)]));
+    }
+    for kind in [128, 129] {
+        f.push((leaves, vec![next(58), src(&global), at(0, &[kind])]));
+    }
+    for s in &own {
+        f.push((
+            leaves,
+            vec![next(58), src(s), at(0, &[135]), at(24, &option(1))],
+        ));
+        for target in &own {
+            let na = vec![
+                next(58),
+                src(s),
+                at(0, &[136]),
+                at(8, target),
+                at(24, &option(2)),
+            ];
+            f.push((leaves, na));
+        }
+    }
+    for target in &own {
+        f.push((
+            leaves,
+            vec![next(58), src(&[0; 16]), at(0, &[135]), at(8, target)],
+        ));
+    }
+    for s in &ll {
+        for kind in [131, 143] {
+            f.push((
+                leaves,
+                vec![next(0), src(s), at(0, &[58, 0]), at(8, &[kind])],
+            ));
+        }
+    }
+    let mut filters: Vec<(bool, Vec<TcU32Key>)> = f
+        .into_iter()
+        .map(|(leaves, k)| {
+            let mut keys: Vec<(i32, &[u8])> = vec![(ETH_SRC, &m)];
+            keys.extend(k.iter().map(|(o, b)| (*o, b.as_slice())));
+            (leaves, u32_keys(&keys))
+        })
+        .collect();
+    // ICMPv6 errors (types below 128, the high bit clear) from the global address.
+    let mut errors = u32_keys(&[(ETH_SRC, &m), (V6_NEXT, &[58]), (V6_SRC, &global)]);
+    let mut high_bit = TcU32Key::default();
+    (high_bit.mask, high_bit.val, high_bit.off) = (0x8000_0000, 0, V6_PAYLOAD);
+    errors.push(high_bit);
+    filters.push((leaves, errors));
+    filters
+}
+
+/// Bytes to match at an offset from the network header.
+type Match = (i32, Vec<u8>);
+
 /// The bridge binding's guard, for one `nft -f` in the namespace: table `netdev {table}`
 /// hooks the TAP's ingress, where every frame of the guest passes (a bridge's own hooks are
-/// skipped by frames to link-local group MACs, DESIGN.md §6), and lets it send only IPv4 and
-/// ARP from the guest's MAC and address, no DHCP server answers; table `bridge {table}` keeps
-/// DHCP from crossing the bridge the other way (the guest's own server answers on the TAP's
-/// packet socket, which sees the guest's frames before the ingress hook).
-pub fn bridge_guard_script(table: &str, tap: &str, mac: MacAddr, ip: Ipv4Addr) -> String {
+/// skipped by frames to link-local group MACs, DESIGN.md §6), with the bridge kind's guards
+/// for this one port (its MAC, its IPv4 address, its IPv6 addresses `ip6` if it has any: all
+/// of its IPv6 is dropped otherwise); table `bridge {table}` keeps DHCP and DHCPv6 from
+/// crossing the bridge the other way (the guest's own server answers on the TAP's packet
+/// socket, which sees the guest's frames before the ingress hook).
+pub fn bridge_guard_script(table: &str, guard: &PortGuard) -> String {
     format!(
         "table bridge {table} {{\n  chain forward {{ type filter hook forward priority 0; policy accept;\n    \
-         udp dport {{ 67, 68 }} counter drop\n  }}\n}}\n\
-         table netdev {table} {{\n  chain ingress {{ type filter hook ingress device \"{tap}\" priority -500; policy accept;\n    \
-         ether saddr != {mac} counter drop\n    \
-         ether type ip ip saddr != {ip} counter drop\n    \
-         ether type ip udp sport 67 counter drop\n    \
-         ether type arp arp saddr ether != {mac} counter drop\n    \
-         ether type arp arp saddr ip != {ip} counter drop\n    \
-         ether type != {{ ip, arp }} counter drop\n  }}\n}}\n"
+         udp dport {{ 67, 68, 546, 547 }} counter drop\n  }}\n}}\n{};\n",
+        crate::net::firewall::own_table_script(table, guard)
     )
 }
 

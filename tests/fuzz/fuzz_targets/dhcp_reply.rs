@@ -29,6 +29,7 @@ fn binding() -> dhcp::Binding {
             autonomous: false,
             router: "fe80::fc00:ff:fe00:1".parse().unwrap(),
             dns: vec!["fd88::53".parse().unwrap()],
+            router_on_server_mac: true,
         }),
     }
 }

@@ -8,7 +8,7 @@
 
 use ipnet::IpNet;
 use serde::Deserialize;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The spec versions whose results this parser reads.
 pub const SUPPORTED_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
@@ -152,28 +152,36 @@ impl CniResult {
         })
     }
 
+    /// The IPs on the sandbox interface `ifname` (or on no named interface), in order.
+    fn ips_on<'a>(&'a self, ifname: &'a str) -> impl Iterator<Item = &'a IpConfig> + 'a {
+        self.ips.iter().filter(move |ip| match ip.interface {
+            None => true,
+            Some(i) => {
+                let iface = &self.interfaces[i];
+                iface.name == ifname && iface.sandbox.is_some()
+            }
+        })
+    }
+
     /// The first IPv4 address on the sandbox interface `ifname` (or on no named interface),
     /// with its gateway: what the guest is handed.
     pub fn ipv4_on(&self, ifname: &str) -> Option<(ipnet::Ipv4Net, Option<Ipv4Addr>)> {
-        self.ips.iter().find_map(|ip| {
-            let on_it = match ip.interface {
-                None => true,
-                Some(i) => {
-                    let iface = &self.interfaces[i];
-                    iface.name == ifname && iface.sandbox.is_some()
-                }
-            };
-            match (ip.address, ip.gateway, on_it) {
-                (IpNet::V4(a), gw, true) => Some((
-                    a,
-                    match gw {
-                        Some(IpAddr::V4(g)) => Some(g),
-                        _ => None,
-                    },
-                )),
+        self.ips_on(ifname)
+            .find_map(|ip| match (ip.address, ip.gateway) {
+                (IpNet::V4(a), Some(IpAddr::V4(g))) => Some((a, Some(g))),
+                (IpNet::V4(a), _) => Some((a, None)),
                 _ => None,
-            }
-        })
+            })
+    }
+
+    /// The first IPv6 address on the sandbox interface `ifname`, with its gateway.
+    pub fn ipv6_on(&self, ifname: &str) -> Option<(ipnet::Ipv6Net, Option<Ipv6Addr>)> {
+        self.ips_on(ifname)
+            .find_map(|ip| match (ip.address, ip.gateway) {
+                (IpNet::V6(a), Some(IpAddr::V6(g))) => Some((a, Some(g))),
+                (IpNet::V6(a), _) => Some((a, None)),
+                _ => None,
+            })
     }
 
     /// IPv4 routes: (destination, next hop or 0.0.0.0 for on-link/unspecified).
@@ -188,6 +196,18 @@ impl CniResult {
             .collect()
     }
 
+    /// IPv6 routes: (destination, next hop if the route names one).
+    pub fn ipv6_routes(&self) -> Vec<(ipnet::Ipv6Net, Option<Ipv6Addr>)> {
+        self.routes
+            .iter()
+            .filter_map(|r| match (r.dst, r.gw) {
+                (IpNet::V6(d), Some(IpAddr::V6(g))) => Some((d, Some(g))),
+                (IpNet::V6(d), None) => Some((d, None)),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn ipv4_nameservers(&self) -> Vec<Ipv4Addr> {
         self.dns
             .nameservers
@@ -195,6 +215,17 @@ impl CniResult {
             .filter_map(|a| match a {
                 IpAddr::V4(v) => Some(*v),
                 IpAddr::V6(_) => None,
+            })
+            .collect()
+    }
+
+    pub fn ipv6_nameservers(&self) -> Vec<Ipv6Addr> {
+        self.dns
+            .nameservers
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V6(v) => Some(*v),
+                IpAddr::V4(_) => None,
             })
             .collect()
     }
@@ -249,6 +280,13 @@ mod tests {
                 "{v}"
             );
             assert_eq!(r.ipv4_nameservers(), vec![Ipv4Addr::new(10, 96, 0, 10)]);
+            let (addr6, gw6) = r.ipv6_on("eth0").unwrap();
+            assert_eq!((addr6.to_string(), gw6), ("fd00::5/64".into(), None), "{v}");
+            assert_eq!(
+                r.ipv6_nameservers(),
+                vec!["fd00::a".parse::<Ipv6Addr>().unwrap()]
+            );
+            assert!(r.ipv6_routes().is_empty());
             assert_eq!(r.dns.search, vec!["svc.cluster.local".to_owned()]);
             assert_eq!(r.raw, result(v, ipv));
         }

@@ -115,7 +115,11 @@ pub(super) const GUARDS: [&str; 21] = [
 /// and the chain is flushed before its rules are added, so this converges (also from the
 /// IPv4-only chain of earlier releases: the IPv6 sets are added beside the others).
 pub(super) fn base_script() -> String {
-    let t = GUARDS_TABLE;
+    base_script_in(GUARDS_TABLE)
+}
+
+/// [`base_script`] in table `t` (`netdev NAME`).
+fn base_script_in(t: &str) -> String {
     let mut s = format!(
         "add table {t}; \
          add set {t} macs {{ type ifname . ether_addr; }}; \
@@ -135,10 +139,10 @@ pub(super) fn base_script() -> String {
 
 /// The base chain that sends every frame of one TAP through `guard`, at the earliest
 /// priority among nftables ingress chains.
-pub(super) fn port_chain(ifname: &IfName) -> String {
+fn port_chain_in(t: &str, ifname: &str) -> String {
     format!(
-        "add chain {GUARDS_TABLE} in_{ifname} {{ type filter hook ingress device \"{ifname}\" priority -500; policy accept; }}; \
-         add rule {GUARDS_TABLE} in_{ifname} jump guard"
+        "add chain {t} in_{ifname} {{ type filter hook ingress device \"{ifname}\" priority -500; policy accept; }}; \
+         add rule {t} in_{ifname} jump guard"
     )
 }
 
@@ -168,11 +172,22 @@ pub(super) fn elements(p: &PortGuard) -> Vec<(&'static str, String)> {
 /// The commands that guard one port: what it may send, then the hook that checks it. Used
 /// by the start-up rebuild; an attach sends the same over netlink (nfnetlink.rs).
 pub fn port_script(p: &PortGuard) -> String {
+    port_script_in(GUARDS_TABLE, p)
+}
+
+fn port_script_in(t: &str, p: &PortGuard) -> String {
     let mut s = elements(p)
         .iter()
-        .map(|(set, e)| format!("add element {GUARDS_TABLE} {set} {{ {e} }}"))
+        .map(|(set, e)| format!("add element {t} {set} {{ {e} }}"))
         .collect::<Vec<_>>()
         .join("; ");
-    write!(s, "; {}", port_chain(&p.ifname)).unwrap();
+    write!(s, "; {}", port_chain_in(t, p.ifname.as_str())).unwrap();
     s
+}
+
+/// One port's guard in a table of its own, `netdev NAME` (a CNI or pod guest's namespace,
+/// where its TAP is the only port): the same sets, rules and hook as the bridge kind's.
+pub fn own_table_script(name: &str, p: &PortGuard) -> String {
+    let t = format!("netdev {name}");
+    format!("{}; {}", base_script_in(&t), port_script_in(&t, p))
 }

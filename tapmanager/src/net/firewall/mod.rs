@@ -36,7 +36,7 @@ mod routed;
 mod session;
 
 use guards::*;
-pub use guards::{port_script, MacvtapGuard, PortGuard};
+pub use guards::{own_table_script, port_script, MacvtapGuard, PortGuard};
 use nat::*;
 pub use nat::{guest_nat_script, GuestNat, NatBridge};
 use routed::*;

@@ -49,10 +49,35 @@ impl Links {
         protocol: u16,
         keys: Vec<TcU32Key>,
     ) -> Result<(), LinkError> {
+        self.u32_ingress(from, Some(to), prio, protocol, keys).await
+    }
+
+    /// `tc filter add dev FROM parent ffff: prio PRIO protocol PROTOCOL u32 match KEYS`
+    /// with no action: what the keys match ends the classification and goes on into
+    /// `from`'s own stack, never reaching a later filter's redirect.
+    pub async fn keep_ingress(
+        &self,
+        from: u32,
+        prio: u16,
+        protocol: u16,
+        keys: Vec<TcU32Key>,
+    ) -> Result<(), LinkError> {
+        self.u32_ingress(from, None, prio, protocol, keys).await
+    }
+
+    async fn u32_ingress(
+        &self,
+        from: u32,
+        to: Option<u32>,
+        prio: u16,
+        protocol: u16,
+        keys: Vec<TcU32Key>,
+    ) -> Result<(), LinkError> {
+        let to_index = to.unwrap_or(from);
         let mut mirred = TcMirror::default();
         mirred.generic.action = TcActionType::Stolen;
         mirred.eaction = TcMirrorActionType::EgressRedir;
-        mirred.ifindex = to;
+        mirred.ifindex = to_index;
         let mut action = TcAction::default();
         action.attributes = vec![
             TcActionAttribute::Kind(TcActionMirror::KIND.to_owned()),
@@ -68,21 +93,24 @@ impl Links {
             keys
         };
         selector.nkeys = u8::try_from(selector.keys.len())
-            .map_err(|_| LinkError::Redirect(from, to, rtnetlink::Error::RequestFailed))?;
+            .map_err(|_| LinkError::Redirect(from, to_index, rtnetlink::Error::RequestFailed))?;
         self.handle
             .traffic_filter(from as i32)
             .add()
             .parent(0xffff_0000)
             .priority(prio)
             .protocol(protocol.to_be())
-            .u32(&[
-                TcFilterU32Option::Selector(selector),
-                TcFilterU32Option::Action(vec![action]),
-            ])
-            .map_err(|e| LinkError::Redirect(from, to, e))?
+            .u32(&match to {
+                Some(_) => vec![
+                    TcFilterU32Option::Selector(selector),
+                    TcFilterU32Option::Action(vec![action]),
+                ],
+                None => vec![TcFilterU32Option::Selector(selector)],
+            })
+            .map_err(|e| LinkError::Redirect(from, to_index, e))?
             .execute()
             .await
-            .map_err(|e| LinkError::Redirect(from, to, e))
+            .map_err(|e| LinkError::Redirect(from, to_index, e))
     }
 }
 
