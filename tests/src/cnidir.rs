@@ -164,12 +164,22 @@ pub fn pod_state(pod: &Netns) -> String {
 /// Debian's bridge plugin (with host-local, 10.88.50.0/24) run by the test into `pod`, with its host side in the sandbox's
 /// namespace, as a kubelet's CNI would.
 pub fn pod_cni(sb: &Sandbox, d: &CniDir, pod: &Netns, command: &str) -> String {
-    let conf = serde_json::json!({
+    pod_cni_with(sb, d, pod, command, false)
+}
+
+/// [`pod_cni`], dual stack with `dual` (an IPv6 range fd50::/64 and its default route too).
+pub fn pod_cni_with(sb: &Sandbox, d: &CniDir, pod: &Netns, command: &str, dual: bool) -> String {
+    let mut conf = serde_json::json!({
         "cniVersion": "1.0.0", "name": "tmpod", "type": "bridge", "bridge": "tmpodbr",
         "isGateway": true,
         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.50.0/24"}]],
                  "routes": [{"dst": "0.0.0.0/0"}], "dataDir": d.ipam()}
     });
+    if dual {
+        conf["ipam"]["ranges"] =
+            serde_json::json!([[{"subnet": "10.88.50.0/24"}], [{"subnet": "fd50::/64"}]]);
+        conf["ipam"]["routes"] = serde_json::json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]);
+    }
     let mut child = Command::new("ip")
         .args(["netns", "exec", &sb.ns.name, "env", "-i"])
         .arg(format!("CNI_COMMAND={command}"))

@@ -367,3 +367,12 @@ fn lease_of(m: &Message, from: Ipv6Addr) -> Option<Lease6> {
         from,
     })
 }
+
+/// Frames on a capture that are ICMPv6 of type `kind` from `mac`.
+pub fn icmp6_from(frames: &[Vec<u8>], mac: [u8; 6], kind: u8) -> usize {
+    frames
+        .iter()
+        .filter_map(|f| parse_ipv6_frame(f))
+        .filter(|p| p.src_mac == mac && p.next_header == 58 && p.payload.first() == Some(&kind))
+        .count()
+}

@@ -111,6 +111,17 @@ impl Netns {
         run(Command::new("ip").arg("-n").arg(&self.name).args(args))
     }
 
+    /// The link-local address of `link` in this namespace.
+    pub fn link_local(&self, link: &str) -> std::net::Ipv6Addr {
+        let out = self.ip(&["-6", "-o", "addr", "show", "dev", link, "scope", "link"]);
+        let word = out
+            .split_whitespace()
+            .skip_while(|w| *w != "inet6")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no link-local address on {link}: {out}"));
+        word.split('/').next().unwrap().parse().unwrap()
+    }
+
     /// `ip netns exec NAME ARGS`, output and success.
     pub fn exec(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new("ip")

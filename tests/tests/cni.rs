@@ -126,28 +126,6 @@ fn a_guest_leases_what_host_local_allocated_and_del_frees_it() {
     );
 }
 
-/// The link-local address of `link` in the sandbox's namespace.
-fn link_local_of(sb: &Sandbox, link: &str) -> std::net::Ipv6Addr {
-    let out = sb
-        .ns
-        .ip(&["-6", "-o", "addr", "show", "dev", link, "scope", "link"]);
-    let word = out
-        .split_whitespace()
-        .skip_while(|w| *w != "inet6")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no link-local address on {link}: {out}"));
-    word.split('/').next().unwrap().parse().unwrap()
-}
-
-/// Frames on a capture that are ICMPv6 of type `kind` from `mac`.
-fn icmp6_from(frames: &[Vec<u8>], mac: [u8; 6], kind: u8) -> usize {
-    frames
-        .iter()
-        .filter_map(|f| dhcp::frame6::parse_ipv6_frame(f))
-        .filter(|p| p.src_mac == mac && p.next_header == 58 && p.payload.first() == Some(&kind))
-        .count()
-}
-
 #[test]
 fn a_dual_stack_bridge_and_host_local_network_gives_the_guest_both_families() {
     tapmanager_tests::require_root!();
@@ -177,7 +155,7 @@ fn a_dual_stack_bridge_and_host_local_network_gives_the_guest_both_families() {
         let own = allocated[0];
         let gateway: std::net::Ipv6Addr = format!("{prefix}1").parse().unwrap();
         // The plugin's address and gateway; the router is the plugin's bridge's link-local.
-        let router = link_local_of(&sb, bridge);
+        let router = sb.ns.link_local(bridge);
         assert_eq!(lease.address, (own, 64), "{net}");
         assert_eq!((lease.gateway, lease.router), (gateway, router), "{net}");
 
@@ -250,12 +228,12 @@ fn a_dual_stack_bridge_and_host_local_network_gives_the_guest_both_families() {
             "{net}: a DHCPv6 server message got through"
         );
         assert_eq!(
-            icmp6_from(&frames, mac, 134),
+            v6::icmp6_from(&frames, mac, 134),
             0,
             "{net}: a rogue advertisement got through"
         );
         assert_eq!(
-            icmp6_from(&frames, mac, 136),
+            v6::icmp6_from(&frames, mac, 136),
             0,
             "{net}: an advertisement of the gateway's address got through"
         );

@@ -7,8 +7,9 @@ use protocol::{AttachRequest, NetworkRequest};
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
-use tapmanager_tests::cnidir::{pod_cni, pod_state, CniDir};
+use tapmanager_tests::cnidir::{pod_cni, pod_cni_with, pod_state, CniDir};
 use tapmanager_tests::fakevm::FakeVm;
+use tapmanager_tests::fakevm6 as v6;
 use tapmanager_tests::sandbox::{run, Netns, Sandbox};
 
 use tapmanager_tests::ids::pod::GROUP;
@@ -152,6 +153,135 @@ fn a_shim_hands_its_pods_interface_to_the_guest_and_gets_it_back() {
         let (ok, out) = pod.exec(&["busybox", "ping", "-c", "1", "-W", "2", &gw.to_string()]);
         assert!(ok, "{binding}: the pod lost its network: {out}");
         pod_cni(&sb, &d, &pod, "DEL");
+    }
+}
+
+/// The pod's IPv6 as `ip` shows it: eth0's global addresses and the IPv6 routes.
+fn pod_state6(pod: &Netns) -> String {
+    format!(
+        "{}{}",
+        pod.ip(&["-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"]),
+        pod.ip(&["-6", "route", "show"])
+    )
+}
+
+#[test]
+fn a_dual_stack_pods_interface_gives_the_guest_both_families_and_gets_them_back() {
+    tapmanager_tests::require_root!();
+    for binding in ["tc-redirect", "bridge"] {
+        let d = CniDir::new(&format!("pod6-{binding}"));
+        let network = pods_network(binding) + "dns6 = [\"fd50::53\"]\n";
+        let mut sb = Sandbox::new("pod6", GROUP, &network);
+        let pod = Netns::new("pod6");
+        let result: serde_json::Value =
+            serde_json::from_str(&pod_cni_with(&sb, &d, &pod, "ADD", true)).unwrap();
+        let ip6 = |k: &str| -> std::net::Ipv6Addr {
+            result["ips"][1][k]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let (own, gw) = (ip6("address"), ip6("gateway"));
+        // The pod's gateway address answers once its duplicate address detection is over.
+        assert!(
+            sb.wait_for(5, || !sb
+                .ns
+                .ip(&["-6", "addr", "show", "dev", "tmpodbr"])
+                .contains("tentative")),
+            "the pod bridge's address stays tentative"
+        );
+        assert!(
+            sb.wait_for(5, || !pod
+                .ip(&["-6", "addr", "show", "dev", "eth0"])
+                .contains("tentative")),
+            "the pod's address stays tentative"
+        );
+        let (before, before6) = (pod_state(&pod), pod_state6(&pod));
+        assert!(before6.contains(&own.to_string()), "{before6}");
+
+        let netns = File::open(format!("/run/netns/{}", pod.name)).unwrap();
+        let (a, fds) = sb
+            .client()
+            .attach_pod(take_over("pods"), netns.as_fd())
+            .expect("attach_pod");
+        let iface = &a.interfaces[0];
+        let lease = iface.ipv6.clone().expect("the guest takes the pod's IPv6");
+        let router = sb.ns.link_local("tmpodbr");
+        assert_eq!(lease.address, (own, 64), "{binding}");
+        assert_eq!((lease.gateway, lease.router), (gw, router), "{binding}");
+        // While the guest has them, the pod's interface holds no IPv6 at all.
+        let during = pod.ip(&["-6", "-o", "addr", "show", "dev", "eth0"]);
+        assert!(during.trim().is_empty(), "{binding}: {during}");
+
+        let vm = FakeVm::new(fds.into_iter().next().unwrap(), iface.mac.0);
+        vm.dhcp().expect("the IPv4 lease");
+        let ra = vm.solicit_router().expect("a router advertisement");
+        assert_eq!(
+            (ra.router, ra.managed, ra.slla),
+            (router, true, None),
+            "{binding}"
+        );
+        assert_eq!(
+            ra.rdnss,
+            ["fd50::53".parse::<std::net::Ipv6Addr>().unwrap()]
+        );
+        let l = vm.dhcpv6(true).expect("a DHCPv6 lease");
+        assert_eq!(l.address, own, "{binding}");
+        assert!(
+            vm.ping6_via(own, router, gw),
+            "{binding}: the pod's gateway does not answer"
+        );
+
+        // A spoofed source never leaves the pod.
+        let cap = sb
+            .ns
+            .run_in(|| tapmanager_tests::fakevm::Capture::open("tmpodbr"));
+        let spoofed: std::net::Ipv6Addr = "fd50::99".parse().unwrap();
+        for _ in 0..20 {
+            vm.send(&v6::marked_udp6(vm.mac, spoofed, (4000, 4001), b"TMSPOOF6"));
+            vm.send(&v6::marked_udp6(vm.mac, own, (4000, 4001), b"TMOWN6"));
+        }
+        let frames = cap.frames(std::time::Duration::from_millis(700));
+        use tapmanager_tests::fakevm::count;
+        assert_eq!(count(&frames, b"TMOWN6"), 20, "{binding}");
+        assert_eq!(
+            count(&frames, b"TMSPOOF6"),
+            0,
+            "{binding}: a spoofed source got out"
+        );
+
+        // A restart adopts it: the guest keeps its IPv6.
+        sb.kill();
+        sb.start();
+        assert!(
+            vm.ping6_via(own, router, gw),
+            "{binding}: IPv6 lost after restart"
+        );
+        assert_eq!(vm.dhcpv6(false).expect("DHCPv6 after restart").address, own);
+
+        drop(vm);
+        sb.client().release(&"podvm".parse().unwrap()).unwrap();
+        assert!(
+            sb.wait_for(10, || held(&sb) == (0, 0, 0)),
+            "{binding}: left {:?}",
+            held(&sb)
+        );
+        // The pod as it was, both families, once its address is through detection again.
+        assert!(
+            sb.wait_for(5, || !pod
+                .ip(&["-6", "addr", "show", "dev", "eth0"])
+                .contains("tentative")),
+            "{binding}: the pod's address stays tentative"
+        );
+        assert_eq!(pod_state(&pod), before, "{binding}");
+        assert_eq!(pod_state6(&pod), before6, "{binding}");
+        let (ok, out) = pod.exec(&["busybox", "ping6", "-c", "1", "-W", "2", &gw.to_string()]);
+        assert!(ok, "{binding}: the pod lost its IPv6: {out}");
+        pod_cni_with(&sb, &d, &pod, "DEL", true);
     }
 }
 

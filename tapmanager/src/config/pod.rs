@@ -2,7 +2,7 @@
 
 use super::raw::RawPod;
 use super::{checks, default_masquerade_cidr, Access, Masquerade, VethBinding};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The shim path (Virtlet, Virtink's pod network, Kata): the caller passes its pod's network
 /// namespace as an fd and names the interface the guest takes over; its address, gateway and
@@ -11,6 +11,8 @@ use std::net::Ipv4Addr;
 pub struct PodNet {
     pub binding: PodBinding,
     pub dns: Vec<Ipv4Addr>,
+    /// For a guest that takes over an interface with IPv6.
+    pub dns6: Vec<Ipv6Addr>,
     pub search: Vec<String>,
     pub lease_secs: u32,
     /// Who may pass a namespace they do not own.
@@ -56,6 +58,7 @@ pub(super) fn validate(pd: RawPod, adopt_any: Access) -> Result<PodNet, String> 
     Ok(PodNet {
         binding,
         dns: pd.dns,
+        dns6: pd.dns6,
         search: pd.search,
         lease_secs: pd.lease_secs,
         adopt_any,

@@ -108,6 +108,9 @@ pub(super) struct RawPod {
     /// Handed to the guest by DHCP (the pod's resolv.conf is not the daemon's to read).
     #[serde(default)]
     pub(super) dns: Vec<Ipv4Addr>,
+    /// Handed to a guest that takes over an interface with IPv6, by RA and DHCPv6.
+    #[serde(default)]
+    pub(super) dns6: Vec<std::net::Ipv6Addr>,
     #[serde(default)]
     pub(super) search: Vec<String>,
     #[serde(default = "default_lease")]

@@ -117,11 +117,12 @@ pub enum KindError {
     #[error("the CNI plugins' {eth} in the guest's namespace {lack}")]
     CniInterface { eth: String, lack: Lack },
     #[error(
-        "the IPv6 gateway {gateway} of the CNI plugins' result did not answer on {eth} in the \
-         guest's namespace, so its link-local address (which the guest's default route must \
-         name) is unknown: check that the plugins' host side has IPv6 on and holds {gateway}"
+        "the IPv6 gateway {gateway} did not answer on {eth} in the guest's namespace, so its \
+         link-local address (which the guest's default route must name) is unknown: check \
+         that the network's router (the CNI plugins' host side, the pod's gateway) has IPv6 \
+         on and holds {gateway}"
     )]
-    CniRouter6 { eth: String, gateway: Ipv6Addr },
+    Router6 { eth: String, gateway: Ipv6Addr },
     #[error("the pod's {taken} {lack}")]
     Pod { taken: IfName, lack: Lack },
     #[error("{0} is gone (deleted while it was being set up?)")]
@@ -561,7 +562,7 @@ pub(crate) async fn rejoin(r: Rejoin<'_>, again: bool) -> Result<(), KindError> 
     if !r.guest6.is_empty() {
         // The guest takes the interface's IPv6 addresses: the namespace must not answer
         // for them, nor configure its side of the join from what crosses it.
-        harden_in(r.ns, eth)?;
+        ipv6_off_in(r.ns, eth)?;
     }
     r.links.strip(eth_index, eth, r.ours).await?;
     r.links.up(eth_index, eth, r.mtu, None).await?;
@@ -584,15 +585,62 @@ pub(crate) async fn rejoin(r: Rejoin<'_>, again: bool) -> Result<(), KindError> 
     )
     .await?;
     if !r.guest6.is_empty() && r.binding == VethBinding::Bridge {
-        harden_in(r.ns, &r.bridge)?;
+        ipv6_off_in(r.ns, &r.bridge)?;
     }
     Ok(())
 }
 
-/// A link of a guest's namespace kept out of its IPv6 (`harden_guest_link`).
-fn harden_in(ns: &NetNs, name: &str) -> Result<(), KindError> {
+/// The IPv6 a guest of someone else's network (a CNI plugin's, a pod's) is handed: the
+/// address and prefix, the gateway (global like the bridge plugin's, or link-local like
+/// ptp's and Calico's) and DNS. Routes
+/// other than the default one are not handed on: a router advertisement names one router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease6 {
+    pub address: ipnet::Ipv6Net,
+    pub gateway: Ipv6Addr,
+    pub dns: Vec<Ipv6Addr>,
+}
+
+/// How long the namespace's IPv6 gateway has to answer: its address may have been added by
+/// the plugins a moment ago, and answers once duplicate address detection is over.
+const ROUTER_WAIT: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// The guest's IPv6 lease: the plugin's address, its gateway, and the link-local address of
+/// the router that holds the gateway (the source of the guest's advertisements, and its
+/// default route), asked on `eth` from the guest's MAC on a blocking thread in the namespace.
+pub(crate) async fn router6(
+    netns: &std::path::Path,
+    (eth_name, eth): (&str, u32),
+    mac: protocol::MacAddr,
+    l: &Lease6,
+) -> Result<protocol::Lease6, KindError> {
+    let (path, gateway) = (netns.to_owned(), l.gateway);
+    let found = tokio::task::spawn_blocking(move || {
+        NetNs::open(&path)?.run_in(move || dhcp::probe::router_of(eth, mac.0, gateway, ROUTER_WAIT))
+    })
+    .await?
+    .step(|| format!("ask for the IPv6 gateway {gateway} on {eth_name}"))?;
+    let (router, _) = found.ok_or_else(|| KindError::Router6 {
+        eth: eth_name.to_owned(),
+        gateway,
+    })?;
+    Ok(protocol::Lease6 {
+        address: (l.address.addr(), l.address.prefix_len()),
+        gateway,
+        router,
+        dns: l.dns.clone(),
+    })
+}
+
+/// A guest's own IPv6 addresses: its lease's, then the link-local of its MAC.
+pub(crate) fn own6(l: &protocol::Lease6, mac: protocol::MacAddr) -> Vec<Ipv6Addr> {
+    vec![l.address.0, dhcp::frame6::link_local(mac.0)]
+}
+
+/// A link of a guest's namespace with its IPv6 off (the guest has its addresses).
+pub(crate) fn ipv6_off_in(ns: &NetNs, name: &str) -> Result<(), KindError> {
     let owned = name.to_owned();
-    ns.run_in(move || crate::net::link::harden_guest_link(&owned))
+    ns.run_in(move || crate::net::link::set_ipv6(&owned, false))
         .step(|| format!("turn IPv6 off on {name} in the guest's namespace"))
         .map_err(KindError::from)
 }
@@ -1088,6 +1136,7 @@ lease_secs = 120
                     protocol: 4,
                 },
             ],
+            ipv6: Default::default(),
             binding,
             ip_forward: None,
         };

@@ -17,7 +17,7 @@
 use super::{KindError, Kit, Lack, Lease};
 use crate::config::{Masquerade, PodBinding, PodNet, VethBinding};
 use crate::hostfail::Step;
-use crate::net::link::{Links, SavedAddress, SavedRoute};
+use crate::net::link::{Links, SavedAddress, SavedIpv6, SavedRoute};
 use crate::net::netns::NetNs;
 use crate::net::tap;
 use crate::state::{Nic, NicState, Record};
@@ -41,6 +41,9 @@ pub struct Saved {
     pub mtu: u32,
     pub addresses: Vec<SavedAddress>,
     pub routes: Vec<SavedRoute>,
+    /// The IPv6 side the guest took (empty when it took none: the pod kept it).
+    #[serde(default)]
+    pub ipv6: SavedIpv6,
     pub binding: Binding,
     /// Masquerade: the pod's `net.ipv4.ip_forward` before the daemon set it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,6 +110,19 @@ pub(crate) fn saved_lease(s: &Saved) -> Option<(Ipv4Net, Ipv4Addr, Routes)> {
         .map(|r| (r.dst, r.gw.unwrap_or(Ipv4Addr::UNSPECIFIED)))
         .collect();
     Some((address, gateway, routes))
+}
+
+/// The guest's IPv6, from what the pod's interface had: its first global address and the
+/// default route's gateway. None without either: the pod keeps its IPv6, the guest has
+/// IPv4 only.
+fn lease6(v6: &SavedIpv6, dns: &[std::net::Ipv6Addr]) -> Option<super::Lease6> {
+    let address = *v6.addresses.first()?;
+    let gateway = v6.routes.iter().find(|r| r.dst.prefix_len() == 0)?.gw?;
+    Some(super::Lease6 {
+        address,
+        gateway,
+        dns: dns.to_vec(),
+    })
 }
 
 pub(crate) fn saved(state_dir: &Path, iface: &Interface) -> Option<Saved> {
@@ -251,6 +267,7 @@ pub(crate) async fn build_port(
         mtu,
         addresses,
         routes,
+        ipv6: SavedIpv6::default(),
         binding: Binding::of(&net.binding),
         ip_forward: None,
     };
@@ -306,6 +323,22 @@ pub(crate) async fn build_port(
         }
     };
     let (address, gateway, routes) = saved_lease(&saved).ok_or_else(|| lacks(Lack::Lease))?;
+    // With an IPv6 address and default route the guest takes those too; their router is
+    // asked for its link-local address while the interface is still the pod's.
+    let v6 = inner.ipv6_state(eth.index, taken.as_str()).await?;
+    let ipv6 = match lease6(&v6, &net.dns6) {
+        Some(l) => {
+            let at = (taken.as_str(), eth.index);
+            let found = super::router6(&pin, at, mac, &l).await?;
+            saved.ipv6 = v6;
+            Some(found)
+        }
+        None => None,
+    };
+    let guest6 = ipv6
+        .as_ref()
+        .map(|l| super::own6(l, mac))
+        .unwrap_or_default();
     // Saved before any change: from here on, teardown can give it all back.
     save(&saved)?;
     crate::failpoint::hit("attach:pod:saved");
@@ -317,7 +350,7 @@ pub(crate) async fn build_port(
                 ifname: iface.ifname.clone(),
                 mac,
                 ip: address.addr(),
-                ip6: Vec::new(),
+                ip6: guest6.clone(),
             },
         )
     });
@@ -334,6 +367,9 @@ pub(crate) async fn build_port(
         })
         .step(|| "set up the TAP in the pod's namespace".into())?;
     let ours = super::cni::port::veth_mac(&iface.ifname);
+    if !guest6.is_empty() {
+        super::ipv6_off_in(&ns, taken.as_str())?;
+    }
     inner.strip(eth.index, taken.as_str(), ours).await?;
     crate::failpoint::hit("attach:pod:stripped");
     inner.up(eth.index, taken.as_str(), mtu, None).await?;
@@ -348,16 +384,20 @@ pub(crate) async fn build_port(
         end(eth.index, taken.as_str()),
         mtu,
         (mac, address.addr()),
-        &[],
+        &guest6,
         &bridge_name(&iface.ifname),
     )
     .await?;
+    if !guest6.is_empty() && join == VethBinding::Bridge {
+        super::ipv6_off_in(&ns, &bridge_name(&iface.ifname))?;
+    }
     crate::failpoint::hit("attach:pod:joined");
     iface.mac = mac;
     iface.address = Some((address.addr(), address.prefix_len()));
     iface.gateway = Some(gateway);
     iface.mtu = mtu;
     iface.routes = super::routes(&routes);
+    iface.ipv6 = ipv6;
     let b = super::binding(kit.config, kit.bridges, record, nic)
         .ok_or(KindError::Bug("a pod NIC without a DHCP binding"))?;
     let server = super::bind_dhcp_in(&ns, nic.iface.ifname.as_str(), b)?;
@@ -442,7 +482,11 @@ pub(crate) async fn converge(kit: &Kit<'_>, iface: &Interface) -> Result<(), Kin
         tap: (iface.ifname.as_str(), tap),
         binding: join,
         guest: (iface.mac, ip),
-        guest6: Vec::new(),
+        guest6: iface
+            .ipv6
+            .as_ref()
+            .map(|l| super::own6(l, iface.mac))
+            .unwrap_or_default(),
         mtu: iface.mtu,
         ours: super::cni::port::veth_mac(&iface.ifname),
         bridge: bridge_name(&iface.ifname),
@@ -488,9 +532,18 @@ async fn restore(kit: &Kit<'_>, s: &Saved) -> Result<(), KindError> {
             inner
                 .down_with(eth.index, s.taken.as_str(), s.mac, s.mtu)
                 .await?;
+            if !s.ipv6.addresses.is_empty() {
+                // Back on with the pod's MAC: its link-local address is the one it had.
+                let name = s.taken.to_string();
+                ns.run_in(move || crate::net::link::set_ipv6(&name, true))
+                    .step(|| format!("turn IPv6 on {} back on", s.taken))?;
+            }
             inner.up(eth.index, s.taken.as_str(), s.mtu, None).await?;
             inner
                 .restore_ipv4(eth.index, s.taken.as_str(), &s.addresses, &s.routes)
+                .await?;
+            inner
+                .restore_ipv6(eth.index, s.taken.as_str(), &s.ipv6)
                 .await?;
         } else {
             tracing::warn!(ifname = %s.ifname, taken = %s.taken, "the pod's interface is gone; nothing to give back");

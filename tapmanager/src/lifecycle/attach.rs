@@ -77,7 +77,7 @@ fn refusal(e: &NicError) -> Error {
             return Error::new(ErrorCode::InvalidRequest, crate::error_chain(e))
         }
         // The network's router is not there (yet): nothing the caller can change.
-        kinds::KindError::CniRouter6 { .. } => {
+        kinds::KindError::Router6 { .. } => {
             return Error::new(ErrorCode::Unavailable, crate::error_chain(e))
         }
         _ => {}

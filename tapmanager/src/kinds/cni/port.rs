@@ -23,7 +23,7 @@ use crate::net::link::Links;
 use crate::net::netns::NetNs;
 use crate::net::tap;
 use crate::state::{Nic, NicState, Record};
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::Ipv4Net;
 use protocol::{IfName, Interface, MacAddr};
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -171,17 +171,7 @@ pub struct Lease {
     pub search: Vec<String>,
     pub domain: Option<String>,
     /// The result's IPv6 side, if it has one with a gateway.
-    pub ipv6: Option<Lease6>,
-}
-
-/// The IPv6 a guest is handed from a result: the plugin's address and prefix, the gateway
-/// (global like the bridge plugin's, or link-local like ptp's and Calico's) and DNS. Routes
-/// other than the default one are not handed on: a router advertisement names one router.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease6 {
-    pub address: Ipv6Net,
-    pub gateway: Ipv6Addr,
-    pub dns: Vec<Ipv6Addr>,
+    pub ipv6: Option<crate::kinds::Lease6>,
 }
 
 /// Reads the guest's lease out of a CNI result for the namespace's interface `eth`.
@@ -215,7 +205,7 @@ pub fn lease(r: &CniResult, eth: &str) -> Result<Lease, KindError> {
 /// The IPv6 side of a result: its first IPv6 address on `eth` and the gateway on it or on
 /// the default route. An address without any gateway is not handed on (logged): the guest
 /// keeps IPv4 only, as before IPv6 was served.
-fn lease6(r: &CniResult, eth: &str) -> Option<Lease6> {
+fn lease6(r: &CniResult, eth: &str) -> Option<crate::kinds::Lease6> {
     let (address, gw) = r.ipv6_on(eth)?;
     let default = r
         .ipv6_routes()
@@ -226,7 +216,7 @@ fn lease6(r: &CniResult, eth: &str) -> Option<Lease6> {
         tracing::warn!(%eth, %address, "the CNI result's IPv6 address has no gateway; the guest gets IPv4 only");
         return None;
     };
-    Some(Lease6 {
+    Some(crate::kinds::Lease6 {
         address,
         gateway,
         dns: r.ipv6_nameservers(),
@@ -342,12 +332,14 @@ pub(crate) async fn build_port(
     let mtu = eth.mtu.unwrap_or(1500);
     // Asked while the interface still has the plugin's MAC and addresses, as the guest will.
     let ipv6 = match &lease.ipv6 {
-        Some(l) => Some(router6(&place, eth.index, guest_mac, l).await?),
+        Some(l) => {
+            Some(crate::kinds::router6(&place.netns, (&place.eth, eth.index), guest_mac, l).await?)
+        }
         None => None,
     };
     let guest6 = ipv6
         .as_ref()
-        .map(|l| own6(l, guest_mac))
+        .map(|l| crate::kinds::own6(l, guest_mac))
         .unwrap_or_default();
     crate::kinds::rejoin(
         place.rejoin(
@@ -384,42 +376,6 @@ pub(crate) async fn build_port(
     Ok(tap.fds)
 }
 
-/// How long the namespace's IPv6 gateway has to answer: its address may have been added by
-/// the plugins a moment ago, and answers once duplicate address detection is over.
-const ROUTER_WAIT: std::time::Duration = std::time::Duration::from_secs(4);
-
-/// The guest's IPv6 lease: the plugin's address, its gateway, and the link-local address of
-/// the router that holds the gateway (the source of the guest's advertisements, and its
-/// default route), asked on `eth` from the guest's MAC on a blocking thread in the namespace.
-async fn router6(
-    place: &Place,
-    eth: u32,
-    mac: MacAddr,
-    l: &Lease6,
-) -> Result<protocol::Lease6, KindError> {
-    let (path, gateway) = (place.netns.clone(), l.gateway);
-    let found = tokio::task::spawn_blocking(move || {
-        NetNs::open(&path)?.run_in(move || dhcp::probe::router_of(eth, mac.0, gateway, ROUTER_WAIT))
-    })
-    .await?
-    .step(|| format!("ask for the IPv6 gateway {gateway} on {}", place.eth))?;
-    let (router, _) = found.ok_or_else(|| KindError::CniRouter6 {
-        eth: place.eth.clone(),
-        gateway,
-    })?;
-    Ok(protocol::Lease6 {
-        address: (l.address.addr(), l.address.prefix_len()),
-        gateway,
-        router,
-        dns: l.dns.clone(),
-    })
-}
-
-/// A guest's own IPv6 addresses: its lease's, then the link-local of its MAC.
-fn own6(l: &protocol::Lease6, mac: MacAddr) -> Vec<Ipv6Addr> {
-    vec![l.address.0, dhcp::frame6::link_local(mac.0)]
-}
-
 /// Adoption: the interface's side joined to the TAP again, by the binding it was built with
 /// (the config's for an entry of the previous release, which did not say).
 pub(crate) async fn converge(
@@ -442,7 +398,7 @@ pub(crate) async fn converge(
     let guest6 = iface
         .ipv6
         .as_ref()
-        .map(|l| own6(l, iface.mac))
+        .map(|l| crate::kinds::own6(l, iface.mac))
         .unwrap_or_default();
     let join = Place::join_of(
         &ns,

@@ -2,10 +2,10 @@
 
 use super::{errno, LinkError, Links};
 use futures::TryStreamExt;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use protocol::MacAddr;
 use rtnetlink::{LinkUnspec, RouteMessageBuilder};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// An IPv4 address of a link, as it was before the daemon took the link over.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -25,7 +25,136 @@ pub struct SavedRoute {
     pub protocol: u8,
 }
 
+/// A link's IPv6 side as it was before the daemon took the link over: its global addresses
+/// (the link-local comes back by itself) and the main table's routes through it that the
+/// kernel did not derive from an address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedIpv6 {
+    pub addresses: Vec<Ipv6Net>,
+    pub routes: Vec<SavedRoute6>,
+}
+
+/// An IPv6 route through one link, as it was.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedRoute6 {
+    pub dst: Ipv6Net,
+    pub gw: Option<Ipv6Addr>,
+    /// `rtm_protocol`, and the metric (IPv6 routes are told apart by it).
+    pub protocol: u8,
+    pub metric: Option<u32>,
+}
+
 impl Links {
+    /// What [`SavedIpv6`] keeps of link `index`.
+    pub async fn ipv6_state(&self, index: u32, name: &str) -> Result<SavedIpv6, LinkError> {
+        use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressScope};
+        use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol};
+        let get = |e| LinkError::Get(name.to_owned(), e);
+        let addrs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(get)?;
+        let mut saved = SavedIpv6::default();
+        for a in &addrs {
+            let temporary = a.attributes.iter().any(
+                |x| matches!(x, AddressAttribute::Flags(f) if f.contains(AddressFlags::Secondary)),
+            );
+            if a.header.scope != AddressScope::Universe || temporary {
+                continue;
+            }
+            for attr in &a.attributes {
+                if let AddressAttribute::Address(IpAddr::V6(v)) = attr {
+                    if let Ok(net) = Ipv6Net::new(*v, a.header.prefix_len) {
+                        saved.addresses.push(net);
+                    }
+                }
+            }
+        }
+        let routes: Vec<_> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(get)?;
+        for r in &routes {
+            if r.header.table != 254 || r.header.protocol == RouteProtocol::Kernel {
+                continue;
+            }
+            let (mut oif, mut dst, mut gw, mut metric) = (None, Ipv6Addr::UNSPECIFIED, None, None);
+            for attr in &r.attributes {
+                match attr {
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    RouteAttribute::Destination(RouteAddress::Inet6(d)) => dst = *d,
+                    RouteAttribute::Gateway(RouteAddress::Inet6(g)) => gw = Some(*g),
+                    RouteAttribute::Priority(p) => metric = Some(*p),
+                    _ => {}
+                }
+            }
+            if oif != Some(index) {
+                continue;
+            }
+            if let Ok(dst) = Ipv6Net::new(dst, r.header.destination_prefix_length) {
+                saved.routes.push(SavedRoute6 {
+                    dst,
+                    gw,
+                    protocol: r.header.protocol.into(),
+                    metric,
+                });
+            }
+        }
+        Ok(saved)
+    }
+
+    /// Puts back what [`Links::ipv6_state`] saved (the link's IPv6 must be on again): the
+    /// addresses, through duplicate address detection as any address, then the routes.
+    pub async fn restore_ipv6(
+        &self,
+        index: u32,
+        name: &str,
+        saved: &SavedIpv6,
+    ) -> Result<(), LinkError> {
+        for a in &saved.addresses {
+            self.handle
+                .address()
+                .add(index, IpAddr::V6(a.addr()), a.prefix_len())
+                .replace()
+                .execute()
+                .await
+                .map_err(|e| LinkError::AddAddress6(format!("{a} to {name}"), e))?;
+        }
+        for r in &saved.routes {
+            let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(r.dst.addr(), r.dst.prefix_len())
+                .output_interface(index)
+                .protocol(r.protocol.into());
+            if let Some(gw) = r.gw {
+                b = b.gateway(gw);
+            }
+            if let Some(m) = r.metric {
+                b = b.priority(m);
+            }
+            let what = match r.gw {
+                Some(gw) => format!("{} via {gw} dev {name}", r.dst),
+                None => format!("{} dev {name}", r.dst),
+            };
+            self.handle
+                .route()
+                .add(b.build())
+                .replace()
+                .execute()
+                .await
+                .map_err(|e| LinkError::Route6(what, e))?;
+        }
+        Ok(())
+    }
+
     /// Takes every IPv4 address off a link, then sets it down with a new MAC, which drops
     /// every route through it: what a CNI plugin configured there is the guest's now.
     pub async fn strip(&self, index: u32, name: &str, mac: MacAddr) -> Result<(), LinkError> {

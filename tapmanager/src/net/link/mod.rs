@@ -12,7 +12,7 @@ mod neigh;
 mod route;
 mod tc;
 
-pub use addr::{SavedAddress, SavedRoute};
+pub use addr::{SavedAddress, SavedIpv6, SavedRoute, SavedRoute6};
 pub use tc::u32_keys;
 
 use futures::TryStreamExt;
@@ -435,6 +435,15 @@ pub fn harden_guest_link(name: &str) -> std::io::Result<()> {
     };
     write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1")?;
     write(format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"), "1")
+}
+
+/// Turns a link's IPv6 off or back on (`disable_ipv6`), nothing else: for an interface the
+/// daemon takes over and gives back (a pod's), whose other settings are the pod's. Turning
+/// it off removes its IPv6 addresses and routes. Same rules as [`harden_guest_link`].
+pub fn set_ipv6(name: &str, on: bool) -> std::io::Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+    std::fs::write(&path, if on { "0" } else { "1" })
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))
 }
 
 /// Keeps a link the daemon routes for (a bridge with the gateway address) from configuring
