@@ -14,7 +14,7 @@ use std::time::Duration;
 use tapmanager_tests::fakevm::{Capture, FakeVm};
 use tapmanager_tests::fakevm6::{self as v6, solicit};
 use tapmanager_tests::ids::ipv6::GROUP;
-use tapmanager_tests::sandbox::{count_of, default_networks, Sandbox, BRIDGE};
+use tapmanager_tests::sandbox::{count_of, default_networks, lan6, Sandbox, BRIDGE};
 
 const GATEWAY6: &str = "fd88::1";
 
@@ -386,14 +386,6 @@ fn nat66_reaches_the_lan_and_the_dns_forwarder_answers_on_the_ipv6_gateway() {
     assert!(nat.contains("masquerade"), "{nat}");
 }
 
-/// Adds the stand-in LAN's IPv6: fd77:77::1 on the daemon's uplink, fd77:77::2 on the LAN.
-fn lan6(sb: &Sandbox, lan: &tapmanager_tests::sandbox::Netns) {
-    let uplink = tapmanager_tests::sandbox::UPLINK;
-    sb.ns
-        .ip(&["-6", "addr", "add", "fd77:77::1/64", "dev", uplink, "nodad"]);
-    lan.ip(&["-6", "addr", "add", "fd77:77::2/64", "dev", "lan0", "nodad"]);
-}
-
 #[test]
 fn an_isolated_guest_routes_its_own_64_and_nothing_else_out_through_nat66() {
     tapmanager_tests::require_root!();
@@ -438,6 +430,35 @@ fn an_isolated_guest_routes_its_own_64_and_nothing_else_out_through_nat66() {
     );
     let dropped = count_of(&routed_counters(&sb), "ip6 saddr != @iso_src6") - before;
     assert!(dropped >= 1, "the foreign source was not counted");
+    // Addresses of its own /64 that nobody holds, through the router: the namespace routes
+    // the /64 to the guest's MAC and asks no neighbour for them (the kernel's neighbour table
+    // is the whole host's). 200 stays far below its limits; before the fix each one of them
+    // was an entry.
+    let gw_mac = vm.resolve6(me, gw).expect("the gateway resolves");
+    for i in 0..200u16 {
+        let dst = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0x7e, i);
+        vm.send(&dhcp::frame6::build_udp6_frame(
+            (vm.mac, gw_mac),
+            (me, dst),
+            (4000, 9),
+            b"TM-NEIGH",
+        ));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let pin = sb.dir.join("state/netns").join(iface.ifname.as_str());
+    let (_, neigh) = sb.ns.exec(&[
+        "nsenter",
+        &format!("--net={}", pin.display()),
+        "ip",
+        "-6",
+        "neigh",
+        "show",
+    ]);
+    let asked = neigh.lines().filter(|l| l.contains("fd99::7e:")).count();
+    assert_eq!(
+        asked, 0,
+        "the namespace asked for its guest's unused addresses:\n{neigh}"
+    );
     // A second guest gets the next /64, and the two cannot reach each other.
     let (other, vm2) = attach_on(&sb, "iso2", "iso");
     let other_ip = other.ipv6.unwrap().address.0;

@@ -464,13 +464,21 @@ async fn route_port(
         // the namespace's side of the veth holds the transit /64's ::2, the guest's NAT.
         let iso = net_of(kit, iface).ok_or(KindError::Bug("an isolated NIC off its network"))?;
         let net6 = routed6(iso, iface, transit).ok_or(KindError::Bug("no IPv6 block planned"))?;
+        // The guest's /64 is routed to it through a permanent neighbour (its EUI-64
+        // link-local at its MAC), not on-link: an address of it that nobody holds, asked for
+        // from outside or by the guest itself, costs the kernel's neighbour table nothing
+        // (that table is shared by every namespace of the host).
         inner
-            .add_address6(
+            .add_address6_alone(
                 tap_index,
                 NS_TAP,
                 ipnet::Ipv6Net::new(l.gateway, l.address.1)?,
             )
             .await?;
+        let guest_ll = dhcp::frame6::link_local(iface.mac.0);
+        inner.add_neighbour(tap_index, guest_ll, iface.mac).await?;
+        let own64 = ipnet::Ipv6Net::new(l.address.0, l.address.1)?.trunc();
+        inner.add_onlink_route6(own64, guest_ll, tap_index).await?;
         if transit.is_some() {
             let ns_side = std::net::Ipv6Addr::from(u128::from(net6.network()) + 2);
             inner

@@ -329,7 +329,32 @@ impl Links {
         name: &str,
         addr: ipnet::Ipv6Net,
     ) -> Result<(), LinkError> {
-        use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
+        use rtnetlink::packet_route::address::AddressFlags;
+        self.add_address6_with(index, name, addr, AddressFlags::Nodad)
+            .await
+    }
+
+    /// [`Links::add_address6`] without the prefix's on-link route (`noprefixroute`): the
+    /// caller routes the prefix itself.
+    pub async fn add_address6_alone(
+        &self,
+        index: u32,
+        name: &str,
+        addr: ipnet::Ipv6Net,
+    ) -> Result<(), LinkError> {
+        use rtnetlink::packet_route::address::AddressFlags;
+        let flags = AddressFlags::Nodad | AddressFlags::Noprefixroute;
+        self.add_address6_with(index, name, addr, flags).await
+    }
+
+    async fn add_address6_with(
+        &self,
+        index: u32,
+        name: &str,
+        addr: ipnet::Ipv6Net,
+        flags: rtnetlink::packet_route::address::AddressFlags,
+    ) -> Result<(), LinkError> {
+        use rtnetlink::packet_route::address::AddressAttribute;
         let mut req = self
             .handle
             .address()
@@ -337,7 +362,7 @@ impl Links {
             .replace();
         req.message_mut()
             .attributes
-            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            .push(AddressAttribute::Flags(flags));
         req.execute()
             .await
             .map_err(|e| LinkError::AddAddress6(format!("{addr} to {name}"), e))
