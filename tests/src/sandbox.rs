@@ -650,3 +650,11 @@ pub fn count_of(counters: &[(String, u64)], needle: &str) -> u64 {
         .map(|(_, n)| n)
         .sum()
 }
+
+/// Adds the stand-in LAN's IPv6: fd77:77::1 on the daemon's uplink, fd77:77::2 on the LAN
+/// (the address a guest behind NAT66 or a routed guest pings).
+pub fn lan6(sb: &Sandbox, lan: &Netns) {
+    sb.ns
+        .ip(&["-6", "addr", "add", "fd77:77::1/64", "dev", UPLINK, "nodad"]);
+    lan.ip(&["-6", "addr", "add", "fd77:77::2/64", "dev", "lan0", "nodad"]);
+}

@@ -341,10 +341,7 @@ fn nat66_reaches_the_lan_and_the_dns_forwarder_answers_on_the_ipv6_gateway() {
     let (sb, lan) = Sandbox::with_lan("v6nat", GROUP, NAT_NETWORK);
     // The stand-in LAN speaks IPv6 too; it has no route to the guests' prefix, so only a
     // masqueraded packet is answered.
-    let uplink = tapmanager_tests::sandbox::UPLINK;
-    sb.ns
-        .ip(&["-6", "addr", "add", "fd77:77::1/64", "dev", uplink, "nodad"]);
-    lan.ip(&["-6", "addr", "add", "fd77:77::2/64", "dev", "lan0", "nodad"]);
+    lan6(&sb, &lan);
     let upstream = FakeDns::start(
         &lan,
         "192.168.77.2".parse().unwrap(),
@@ -384,6 +381,58 @@ fn nat66_reaches_the_lan_and_the_dns_forwarder_answers_on_the_ipv6_gateway() {
         .ns
         .exec(&["nft", "list", "table", "ip6", "tapmanager_bridge_nat6"]);
     assert!(nat.contains("masquerade"), "{nat}");
+
+    // Addresses of its own network that nobody holds, asked of its router (both families):
+    // dropped before the host routes them back onto the bridge, so they cost the host's
+    // neighbour tables nothing. 200 and 50 stay far below those tables' limits; before the
+    // fix each one was an entry.
+    let bridge_mac = vm.resolve6(me, gw6).expect("the router resolves");
+    let me4 = iface.address.unwrap().0;
+    for i in 0..200u16 {
+        let dst = Ipv6Addr::new(0xfd88, 0, 0, 0, 0, 0, 0x7e, i);
+        vm.send(&dhcp::frame6::build_udp6_frame(
+            (vm.mac, bridge_mac),
+            (me, dst),
+            (4000, 9),
+            b"TM-HAIRPIN",
+        ));
+    }
+    for i in 200..250u8 {
+        let dst = std::net::Ipv4Addr::new(10, 88, 0, i);
+        // Protocol 253 (experiments, RFC 3692): routed as any other.
+        vm.send(&tapmanager_tests::fakevm::ipv4_frame(
+            vm.mac,
+            bridge_mac,
+            (me4, dst),
+            253,
+            b"TM-HAIRPIN",
+        ));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let neigh = sb.ns.ip(&["neigh", "show"]);
+    let asked = neigh
+        .lines()
+        .filter(|l| l.starts_with("fd88::7e:") || l.starts_with("10.88.0.2"))
+        .count();
+    assert_eq!(asked, 0, "the host asked for unused addresses:\n{neigh}");
+    let (_, hairpin) = sb
+        .ns
+        .exec(&["nft", "list", "table", "inet", "tapmanager_hairpin"]);
+    let dropped: u64 = hairpin
+        .lines()
+        .filter_map(|l| {
+            l.split("packets ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(
+        dropped >= 250,
+        "not counted by the hairpin rules:\n{hairpin}"
+    );
 }
 
 #[test]

@@ -285,6 +285,8 @@ struct KindNic {
     prefix: u8,
     gw: String,
     ping: &'static str,
+    /// With IPv6: the address DHCPv6 leases, the gateway, more addresses to ping.
+    v6: Option<(String, String, &'static str)>,
 }
 
 #[test]
@@ -292,27 +294,42 @@ fn real_guest_networkd_leases_and_pings_on_every_other_kind() {
     tapmanager_tests::require_root!();
     use tapmanager_tests::sandbox::{Netns, UPLINK};
     let image = Image::ensure();
-    let iso = |name: &str, binding: &str, range: &str| {
+    let iso = |name: &str, binding: &str, range: &str, more: &str| {
         format!(
             "[networks.{name}]\nkind = \"isolated\"\nbinding = \"{binding}\"\nrange = \"{range}\"\n\
-             uplink = \"{UPLINK}\"\nlease_secs = {LEASE_SECS}\n"
+             uplink = \"{UPLINK}\"\nlease_secs = {LEASE_SECS}\n{more}"
         )
     };
+    // Dual stack where IPv6 is built (the routed binding, masquerade, the pod): the guest's
+    // networkd takes the router advertisement and leases by DHCPv6 there too.
     let config = format!(
-        "{}{}{}[networks.masq]\nkind = \"masquerade\"\nuplink = \"{UPLINK}\"\n\
+        "{}{}{}[networks.masq]\nkind = \"masquerade\"\nuplink = \"{UPLINK}\"\ntransit6 = \"fd98::/48\"\n\
          [networks.pods]\nkind = \"pod\"\nbinding = \"tc-redirect\"\ndns = [\"10.88.99.53\"]\n\
          adopt_any_users = [\"{USER}\"]\n",
-        iso("isor", "routed", "169.254.100.0/22"),
-        iso("isob", "bridge", "169.254.104.0/22"),
-        iso("isot", "tc-redirect", "169.254.108.0/22"),
+        iso("isor", "routed", "169.254.100.0/22", "range6 = \"fd99::/48\"\n"),
+        iso("isob", "bridge", "169.254.104.0/22", ""),
+        iso("isot", "tc-redirect", "169.254.108.0/22", ""),
     );
-    let (sb, _lan) = Sandbox::with_lan("vmgkinds", GROUP, &config);
-    // A pod whose eth0 Debian's CNI bridge plugin set up, as a kubelet would; the guest
-    // takes it over through vmwrapper --netns, as a shim does.
+    let (sb, lan) = Sandbox::with_lan("vmgkinds", GROUP, &config);
+    tapmanager_tests::sandbox::lan6(&sb, &lan);
+    // A dual-stack pod whose eth0 Debian's CNI bridge plugin set up, as a kubelet would; the
+    // guest takes it over through vmwrapper --netns, as a shim does.
     let d = CniDir::new("vmgpod");
     let pod = Netns::new("vmgpod");
-    let result: serde_json::Value =
-        serde_json::from_str(&tapmanager_tests::cnidir::pod_cni(&sb, &d, &pod, "ADD")).unwrap();
+    let result: serde_json::Value = serde_json::from_str(&tapmanager_tests::cnidir::pod_cni_with(
+        &sb, &d, &pod, "ADD", true,
+    ))
+    .unwrap();
+    let pod6 = |k: &str| -> String {
+        result["ips"][1][k]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let lan_host6 = "fd77:77::2";
     let (pod_ip, pod_prefix) = result["ips"][0]["address"]
         .as_str()
         .unwrap()
@@ -332,6 +349,7 @@ fn real_guest_networkd_leases_and_pings_on_every_other_kind() {
             prefix: 30,
             gw: "169.254.100.1".into(),
             ping: lan_host,
+            v6: Some(("fd99::2".into(), "fd99::1".into(), lan_host6)),
         },
         KindNic {
             key: "isob",
@@ -341,6 +359,7 @@ fn real_guest_networkd_leases_and_pings_on_every_other_kind() {
             prefix: 30,
             gw: "169.254.104.1".into(),
             ping: lan_host,
+            v6: None,
         },
         KindNic {
             key: "isot",
@@ -350,6 +369,7 @@ fn real_guest_networkd_leases_and_pings_on_every_other_kind() {
             prefix: 30,
             gw: "169.254.108.1".into(),
             ping: lan_host,
+            v6: None,
         },
         KindNic {
             key: "masq",
@@ -359,6 +379,7 @@ fn real_guest_networkd_leases_and_pings_on_every_other_kind() {
             prefix: 30,
             gw: "10.0.2.1".into(),
             ping: lan_host,
+            v6: Some(("fd10:0:2::2".into(), "fd10:0:2::1".into(), lan_host6)),
         },
         KindNic {
             key: "pod",
@@ -368,6 +389,7 @@ fn real_guest_networkd_leases_and_pings_on_every_other_kind() {
             prefix: pod_prefix,
             gw: pod_gw,
             ping: "",
+            v6: Some((pod6("address"), pod6("gateway"), "")),
         },
     ];
     let mut spec = GuestSpec {
@@ -396,6 +418,17 @@ fn real_guest_networkd_leases_and_pings_on_every_other_kind() {
         for dst in n.ping.split_whitespace() {
             expected.push(format!("{}-ping-{dst}", n.key));
         }
+        if let Some((ip6, gw6, ping6)) = &n.v6 {
+            spec.env(&format!("{k}_IP6"), ip6)
+                .env(&format!("{k}_GW6"), gw6)
+                .env(&format!("{k}_PING6"), ping6);
+            for check in ["address", "default-route", "ping-gateway"] {
+                expected.push(format!("{}-ipv6-{check}", n.key));
+            }
+            for dst in ping6.split_whitespace() {
+                expected.push(format!("{}-ipv6-ping-{dst}", n.key));
+            }
+        }
     }
     let mut guest = GuestVm::boot(&sb, &image, USER, GROUP, &spec);
     let out = guest.finish(Duration::from_secs(240));
@@ -416,7 +449,7 @@ fn real_guest_networkd_leases_and_pings_on_every_other_kind() {
     ];
     let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
     out.assert_checks(&expected, &host);
-    tapmanager_tests::cnidir::pod_cni(&sb, &d, &pod, "DEL");
+    tapmanager_tests::cnidir::pod_cni_with(&sb, &d, &pod, "DEL", true);
 }
 
 #[test]

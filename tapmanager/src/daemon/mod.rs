@@ -185,7 +185,8 @@ impl Daemon {
         }
         let routed = crate::kinds::isolated::routed_nets(&config);
         let nat_bridges = crate::kinds::bridge::nat_bridges(&config);
-        let firewall = Firewall::start(routed, &nat_bridges).await?;
+        let hairpins = crate::kinds::bridge::hairpins(&config);
+        let firewall = Firewall::start(routed, &nat_bridges, &hairpins).await?;
         let bridges = match purpose {
             Purpose::Serve => crate::kinds::bridge::ensure_bridges(&config, &links)
                 .await

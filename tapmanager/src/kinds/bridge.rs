@@ -146,6 +146,23 @@ pub fn nat_bridges(config: &Config) -> Vec<crate::net::firewall::NatBridge> {
         .collect()
 }
 
+/// Every bridge network as its guests' router (what the daemon's hairpin table drops).
+pub fn hairpins(config: &Config) -> Vec<crate::net::firewall::Hairpin> {
+    config
+        .networks
+        .values()
+        .filter_map(|n| match &n.kind {
+            NetworkKind::Bridge(b) => Some(crate::net::firewall::Hairpin {
+                bridge: b.bridge.clone(),
+                mac: names::bridge_mac(b.bridge.as_str()),
+                subnet: b.gateway.trunc(),
+                subnet6: b.gateway6.map(|g| g.trunc()),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The guards of a bridge NIC: only its MAC, and only its addresses once it has them (its
 /// IPv6 link-local is the one the kernel's default address generation gives its MAC).
 pub(crate) fn guard(iface: &Interface) -> Option<PortGuard> {

@@ -8,39 +8,6 @@
 # Inputs (/tm/env): for ND (networkd) and DC (dhclient): <P>_MAC <P>_IP6 <P>_GW6 <P>_DNS6.
 cd /
 step "start"
-has_addr6() { ip -6 -o addr show dev "$1" | grep -q " inet6 $2/"; }
-addrs6_of() { ip -6 -o addr show dev "$1" | awk '{print $4}' | tr '\n' ' '; }
-default6_via_ll() { ip -6 route show default dev "$1" | grep -q "via fe80::"; }
-ll_ready() { ip -6 -o addr show dev "$1" scope link | grep -v tentative | grep -q inet6; }
-ping6_from() {
-    local i
-    for i in 1 2 3; do
-        ping -6 -n -c 1 -W 2 -I "$1" "$2" >/dev/null 2>&1 && return 0
-    done
-    return 1
-}
-# check6 PREFIX IFACE: the address, the default route, the router answering ping.
-check6() {
-    local k=$1 i=$2 ip6 gw6
-    ip6=${k^^}_IP6 gw6=${k^^}_GW6
-    if wait_until 60 has_addr6 "$i" "${!ip6}"; then
-        pass "$k-ipv6-address" "$i $(addrs6_of "$i")"
-    else
-        fail "$k-ipv6-address" "$i: $(addrs6_of "$i")"
-    fi
-    wait_until 20 default6_via_ll "$i"
-    if default6_via_ll "$i"; then
-        pass "$k-ipv6-default-route" "$(ip -6 route show default dev "$i")"
-    else
-        fail "$k-ipv6-default-route" "$(ip -6 route show dev "$i" | tr '\n' '|')"
-    fi
-    if ping6_from "$i" "${!gw6}"; then
-        pass "$k-ipv6-ping-gateway" "${!gw6} from $i"
-    else
-        fail "$k-ipv6-ping-gateway" "no answer from ${!gw6}: $(ip -6 route | tr '\n' '|'); $(ip -6 neigh | tr '\n' '|')"
-    fi
-}
-
 ND=$(iface_of "$ND_MAC") || { fail nd-ipv6-address "no NIC with MAC $ND_MAC: $(ip -br link | tr '\n' '|')"; exit 1; }
 DC=$(iface_of "$DC_MAC") || { fail dc-ipv6-address "no NIC with MAC $DC_MAC: $(ip -br link | tr '\n' '|')"; exit 1; }
 info nics "networkd=$ND dhclient=$DC"

@@ -4,7 +4,8 @@
 #
 # Inputs (/tm/env): VM; NICS, the NICs' keys in guest order; per key K: K_MAC (empty: the NIC
 # whose MAC the host did not choose, e.g. the pod's, which keeps the pod interface's MAC),
-# K_IP, K_PREFIX, K_GW, K_PING (more addresses to ping from it, space-separated).
+# K_IP, K_PREFIX, K_GW, K_PING (more addresses to ping from it, space-separated); with IPv6
+# also K_IP6 (the address DHCPv6 leases), K_GW6 and K_PING6 (see check6 in lib.sh).
 cd /
 step "start"
 declare -A IF
@@ -20,7 +21,12 @@ for k in $NICS; do
     else
         IF[$k]=$(iface_except "${chosen[@]}") || { fail "$k-lease" "not one NIC besides ${chosen[*]}: $(ip -br link | tr '\n' '|')"; continue; }
     fi
-    networkd_for "$k" "$(cat "/sys/class/net/${IF[$k]}/address")"
+    ip6=${k^^}_IP6
+    if [ -n "${!ip6:-}" ]; then
+        networkd_dual_for "$k" "$(cat "/sys/class/net/${IF[$k]}/address")"
+    else
+        networkd_for "$k" "$(cat "/sys/class/net/${IF[$k]}/address")"
+    fi
 done
 info nics "$(for k in $NICS; do printf '%s=%s ' "$k" "${IF[$k]:-none}"; done)"
 start_networkd
@@ -39,6 +45,8 @@ for k in $NICS; do
     for dst in ${!extra}; do
         check_ping "$k-ping-$dst" "$i" "$dst"
     done
+    ip6=${k^^}_IP6
+    [ -z "${!ip6:-}" ] || check6 "$k" "$i"
 done
 info networkctl "$(networkctl list --no-pager 2>&1)"
 step "done"

@@ -80,6 +80,53 @@ UseRoutes=yes
 ${3:-}
 NET
 }
+# networkd_dual_for NAME MAC: as networkd_for, and IPv6 by router advertisements and DHCPv6.
+networkd_dual_for() {
+    networkd_for "$1" "$2"
+    sed -i 's/^DHCP=ipv4$/DHCP=yes/; s/^LinkLocalAddressing=no$/LinkLocalAddressing=ipv6/; s/^IPv6AcceptRA=no$/IPv6AcceptRA=yes/' \
+        "/etc/systemd/network/10-$1.network"
+}
+# --- IPv6 -------------------------------------------------------------------------------
+has_addr6() { ip -6 -o addr show dev "$1" | grep -q " inet6 $2/"; }
+addrs6_of() { ip -6 -o addr show dev "$1" | awk '{print $4}' | tr '\n' ' '; }
+default6_via_ll() { ip -6 route show default dev "$1" | grep -q "via fe80::"; }
+ll_ready() { ip -6 -o addr show dev "$1" scope link | grep -v tentative | grep -q inet6; }
+ping6_from() {
+    local i
+    for i in 1 2 3; do
+        ping -6 -n -c 1 -W 2 -I "$1" "$2" >/dev/null 2>&1 && return 0
+    done
+    return 1
+}
+# check6 KEY IFACE: the address K_IP6, a default route via a link-local router, K_GW6
+# answering ping, and each of K_PING6 (space-separated) too.
+check6() {
+    local k=$1 i=$2 ip6 gw6 extra dst
+    ip6=${k^^}_IP6 gw6=${k^^}_GW6 extra=${k^^}_PING6
+    if wait_until 60 has_addr6 "$i" "${!ip6}"; then
+        pass "$k-ipv6-address" "$i $(addrs6_of "$i")"
+    else
+        fail "$k-ipv6-address" "$i: $(addrs6_of "$i")"
+    fi
+    wait_until 20 default6_via_ll "$i"
+    if default6_via_ll "$i"; then
+        pass "$k-ipv6-default-route" "$(ip -6 route show default dev "$i")"
+    else
+        fail "$k-ipv6-default-route" "$(ip -6 route show dev "$i" | tr '\n' '|')"
+    fi
+    if ping6_from "$i" "${!gw6}"; then
+        pass "$k-ipv6-ping-gateway" "${!gw6} from $i"
+    else
+        fail "$k-ipv6-ping-gateway" "no answer from ${!gw6}: $(ip -6 route | tr '\n' '|'); $(ip -6 neigh | tr '\n' '|')"
+    fi
+    for dst in ${!extra:-}; do
+        if ping6_from "$i" "$dst"; then
+            pass "$k-ipv6-ping-$dst" "$dst from $i"
+        else
+            fail "$k-ipv6-ping-$dst" "no answer from $dst: $(ip -6 route | tr '\n' '|')"
+        fi
+    done
+}
 start_networkd() {
     # Debug log: the journal then shows each DHCP exchange (renewals too).
     mkdir -p /run/systemd/system/systemd-networkd.service.d

@@ -38,7 +38,7 @@ mod session;
 use guards::*;
 pub use guards::{own_table_script, port_script, MacvtapGuard, PortGuard};
 use nat::*;
-pub use nat::{guest_nat_script, GuestNat, NatBridge};
+pub use nat::{guest_nat_script, GuestNat, Hairpin, NatBridge};
 use routed::*;
 pub use routed::{routed_port_script, RoutedNet, RoutedNet6, RoutedPort};
 use session::*;
@@ -65,6 +65,7 @@ const NAT6: &str = "ip6 tapmanager_nat6";
 const MACVTAP: &str = "netdev tapmanager_macvtap";
 const BRIDGE_NAT: &str = "ip tapmanager_bridge_nat";
 const BRIDGE_NAT6: &str = "ip6 tapmanager_bridge_nat6";
+const HAIRPIN: &str = "inet tapmanager_hairpin";
 
 const SYNC_TABLE: &str = "tapmanager_sync";
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -144,6 +145,7 @@ impl Firewall {
     pub async fn start(
         routed: Vec<RoutedNet>,
         nat_bridges: &[NatBridge],
+        hairpins: &[Hairpin],
     ) -> Result<Firewall, FirewallError> {
         let fw = Firewall {
             session: Mutex::new(Some(Session::spawn().await?)),
@@ -153,6 +155,7 @@ impl Firewall {
         };
         fw.run(&base_script()).await?;
         fw.run(&bridge_nat_script(nat_bridges)).await?;
+        fw.run(&hairpin_script(hairpins)).await?;
         if !fw.routed.is_empty() {
             fw.run(&routed_base_script(&fw.routed)).await?;
         }

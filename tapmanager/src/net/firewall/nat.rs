@@ -76,6 +76,55 @@ fn family_nat(t: &str, ip: &str, not_out: &str, nets: &[(&NatBridge, String)]) -
     s
 }
 
+/// A bridge network as its guests' router: its bridge, the bridge's fixed MAC (the MAC a
+/// guest addresses a routed packet to) and its subnets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hairpin {
+    pub bridge: IfName,
+    pub mac: MacAddr,
+    pub subnet: Ipv4Net,
+    pub subnet6: Option<ipnet::Ipv6Net>,
+}
+
+/// Table `inet tapmanager_hairpin`, replaced whole: a packet a guest sends to its router for
+/// an address of its own network (which it reaches directly, on the link) is dropped before
+/// the host routes it back onto the bridge. Routed, an address nobody holds would cost the
+/// host a neighbour entry each (the kernel's neighbour tables are the whole host's, a few
+/// thousand entries); the guards hold guests' sources, but not the destinations they ask
+/// their router for. `ether daddr` tells these from frames between two guests that
+/// `br_netfilter` shows this hook with the same bridge in and out: those are not to the
+/// bridge's MAC.
+pub(super) fn hairpin_script(nets: &[Hairpin]) -> String {
+    let t = HAIRPIN;
+    let mut s = format!("add table {t}; delete table {t}");
+    if nets.is_empty() {
+        return s;
+    }
+    write!(
+        s,
+        "; add table {t}; add chain {t} forward {{ type filter hook forward priority -10; policy accept; }}"
+    )
+    .unwrap();
+    for n in nets {
+        let (br, mac) = (&n.bridge, n.mac);
+        let to_router = format!("iifname \"{br}\" oifname \"{br}\" ether daddr {mac}");
+        write!(
+            s,
+            "; add rule {t} forward {to_router} ip daddr {} counter drop",
+            n.subnet
+        )
+        .unwrap();
+        if let Some(s6) = n.subnet6 {
+            write!(
+                s,
+                "; add rule {t} forward {to_router} ip6 daddr {s6} counter drop"
+            )
+            .unwrap();
+        }
+    }
+    s
+}
+
 /// The NAT of one guest behind a namespace of its own (the masquerade kind's, or a pod's
 /// masquerade binding): the guest's traffic leaves by `out` masqueraded (only from `guest` when
 /// `source_only`), and each forward `(proto, port on out, port of the guest)` arrives at the

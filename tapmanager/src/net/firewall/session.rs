@@ -131,6 +131,7 @@ pub fn remove_all_tables() -> std::io::Result<()> {
         MACVTAP,
         BRIDGE_NAT,
         BRIDGE_NAT6,
+        HAIRPIN,
         &sync,
     ]
     .iter()
