@@ -523,6 +523,77 @@ fn an_isolated_guest_routes_its_own_64_and_nothing_else_out_through_nat66() {
 }
 
 #[test]
+fn isolated_guests_joined_by_bridge_or_tc_redirect_get_ipv6_from_the_host_side() {
+    tapmanager_tests::require_root!();
+    let uplink = tapmanager_tests::sandbox::UPLINK;
+    for binding in ["bridge", "tc-redirect"] {
+        let net = format!(
+            "[networks.iso]\nkind = \"isolated\"\nbinding = \"{binding}\"\n\
+             range = \"169.254.100.0/22\"\nuplink = \"{uplink}\"\nrange6 = \"fd99::/48\"\n"
+        );
+        let (sb, lan) = Sandbox::with_lan("v6join", GROUP, &net);
+        lan6(&sb, &lan);
+        let (iface, vm) = attach_on(&sb, "join1", "iso");
+        let lease = iface.ipv6.clone().expect("an IPv6 lease");
+        let me: Ipv6Addr = "fd99::2".parse().unwrap();
+        let gw: Ipv6Addr = "fd99::1".parse().unwrap();
+        assert_eq!((lease.address, lease.gateway), ((me, 64), gw), "{binding}");
+        let ra = vm.solicit_router().expect("a router advertisement");
+        assert_eq!(ra.router, lease.router, "{binding}");
+        // The router is the host side of the veth: the guest resolves its MAC.
+        assert_eq!(ra.slla, None, "{binding}");
+        assert_eq!(
+            ra.prefixes,
+            [("fd99::".parse().unwrap(), 64, true, true)],
+            "{binding}"
+        );
+        assert_eq!(
+            vm.dhcpv6(true).expect("a DHCPv6 lease").address,
+            me,
+            "{binding}"
+        );
+        assert!(vm.ping6_via(me, lease.router, gw), "{binding}: the gateway");
+        let lan_host: Ipv6Addr = "fd77:77::2".parse().unwrap();
+        assert!(
+            vm.ping6_via(me, lease.router, lan_host),
+            "{binding}: the LAN through NAT66"
+        );
+        // Another /64's source does not get out; nor is the host asked for its unused addresses.
+        let foreign: Ipv6Addr = "fd99:0:0:1::2".parse().unwrap();
+        assert!(
+            !vm.ping6_via(foreign, lease.router, lan_host),
+            "{binding}: a foreign source got out"
+        );
+        let router_mac = vm.resolve6(me, lease.router).expect("the router resolves");
+        for i in 0..200u16 {
+            let dst = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0x7e, i);
+            vm.send(&dhcp::frame6::build_udp6_frame(
+                (vm.mac, router_mac),
+                (me, dst),
+                (4000, 9),
+                b"TM-NEIGH",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let neigh = sb.ns.ip(&["-6", "neigh", "show"]);
+        let asked = neigh.lines().filter(|l| l.starts_with("fd99::7e:")).count();
+        assert_eq!(
+            asked, 0,
+            "{binding}: the host asked for unused addresses:\n{neigh}"
+        );
+        // Nothing on the namespace's side takes part in IPv6.
+        let pin = sb.dir.join("state/netns").join(iface.ifname.as_str());
+        let (_, conf) = sb.ns.exec(&[
+            "nsenter",
+            &format!("--net={}", pin.display()),
+            "cat",
+            "/proc/sys/net/ipv6/conf/all/disable_ipv6",
+        ]);
+        assert_eq!(conf.trim(), "1", "{binding}");
+    }
+}
+
+#[test]
 fn a_masquerade_guest_has_the_fixed_address_behind_nat66_and_gets_its_forward_over_ipv6() {
     tapmanager_tests::require_root!();
     let uplink = tapmanager_tests::sandbox::UPLINK;

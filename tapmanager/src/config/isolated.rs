@@ -25,7 +25,7 @@ pub struct IsolatedNet {
     pub lease_secs: u32,
     /// Where the guest's gateway is, and whether it sits behind NAT.
     pub mode: IsolatedMode,
-    /// IPv6, when `range6` is set (routed binding only).
+    /// IPv6, when `range6` is set.
     pub v6: Option<Isolated6>,
 }
 
@@ -238,7 +238,7 @@ pub(super) fn validate_isolated(i: RawIsolated) -> Result<IsolatedNet, String> {
         None => IsolatedMode::Routed,
         Some(b) => IsolatedMode::Joined(b),
     };
-    let v6 = validate6(&i, &mode)?;
+    let v6 = validate6(&i)?;
     Ok(IsolatedNet {
         range: i.range,
         uplink,
@@ -256,7 +256,7 @@ pub(super) fn validate_isolated(i: RawIsolated) -> Result<IsolatedNet, String> {
 /// range has /30s; routed only; and where the IPv4 destinations are limited, the IPv6 ones
 /// must be said too (the IPv4 lists do not cover IPv6, and an unlimited IPv6 would open what
 /// `drop` closes).
-fn validate6(i: &RawIsolated, mode: &IsolatedMode) -> Result<Option<Isolated6>, String> {
+fn validate6(i: &RawIsolated) -> Result<Option<Isolated6>, String> {
     let Some(r) = i.range6 else {
         if !i.drop6.is_empty() || i.allow6.is_some() || !i.dns6.is_empty() {
             return Err("drop6, allow6 and dns6 are only used with range6".into());
@@ -282,13 +282,6 @@ fn validate6(i: &RawIsolated, mode: &IsolatedMode) -> Result<Option<Isolated6>, 
             64 - slash30s,
             i.range
         ));
-    }
-    if *mode != IsolatedMode::Routed {
-        return Err(
-            "range6: IPv6 is built for binding = \"routed\" only (not yet over the bridge or \
-             tc-redirect binding)"
-                .into(),
-        );
     }
     if (!i.drop.is_empty() || i.allow.is_some()) && i.drop6.is_empty() && i.allow6.is_none() {
         return Err(

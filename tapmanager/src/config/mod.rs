@@ -478,7 +478,10 @@ dns = ["10.88.0.1"]
         refused("range6 = \"fd99::1/48\"", "host bits");
         refused("range6 = \"fe80::/48\"", "unique-local");
         refused("drop6 = [\"fd00::/8\"]", "only used with range6");
-        refused("range6 = \"fd99::/48\"\nbinding = \"bridge\"", "routed");
+        // Every binding takes it: the joined ones with the gateway on the host side.
+        for binding in ["bridge", "tc-redirect"] {
+            assert!(parse(&format!("range6 = \"fd99::/48\"\nbinding = \"{binding}\"")).is_ok());
+        }
         refused(
             "range6 = \"fd99::/48\"\ndrop = [\"192.168.0.0/16\"]",
             "drop6 and/or allow6",

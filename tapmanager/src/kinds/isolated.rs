@@ -135,6 +135,13 @@ pub(crate) fn routed_port(kit: &Kit<'_>, nic: &Nic) -> Option<RoutedPort> {
         gateway,
         forwards,
         ip6: routed6(iso, iface, transit),
+        host6: match (binding, &iface.ipv6) {
+            (Some(_), Some(l)) => Some((
+                vec![l.gateway, l.router],
+                dhcp::frame6::link_local(iface.mac.0),
+            )),
+            _ => None,
+        },
     })
 }
 
@@ -295,7 +302,8 @@ impl Setup {
             .address
             .ok_or(KindError::Bug("no address planned"))?;
         Ok(Setup {
-            ipv6: nic.iface.ipv6.is_some(),
+            // Joined, the namespace only switches frames: IPv6 stays off there.
+            ipv6: nic.iface.ipv6.is_some() && binding.is_none(),
             routed: binding.is_none(),
             nat: match (iso.masquerade(), transit) {
                 (Some(m), Some(_)) => Some(super::masquerade::namespace_nat(
@@ -395,7 +403,11 @@ async fn wire(kit: &Kit<'_>, nic: &Nic, inside: Inside, again: bool) -> Result<(
         end(veth_index, NS_VETH),
         mtu,
         (iface.mac, ip),
-        &[],
+        &iface
+            .ipv6
+            .as_ref()
+            .map(|l| super::own6(l, iface.mac))
+            .unwrap_or_default(),
         crate::net::join::NS_BRIDGE,
     )
     .await?;
@@ -407,6 +419,40 @@ async fn wire(kit: &Kit<'_>, nic: &Nic, inside: Inside, again: bool) -> Result<(
         )
         .await?;
     kit.links.add_neighbour(host_index, ip, iface.mac).await?;
+    if let Some(l) = &iface.ipv6 {
+        // The host side holds the IPv6 gateway and the router's link-local (the guest
+        // resolves it: the advertisement names no MAC), and routes the guest's /64 to its
+        // MAC, never on-link.
+        let name = iface.ifname.as_str();
+        kit.links
+            .add_address6_alone(
+                host_index,
+                name,
+                ipnet::Ipv6Net::new(l.gateway, l.address.1)?,
+            )
+            .await?;
+        kit.links
+            .add_address6(host_index, name, ipnet::Ipv6Net::new(l.router, 64)?)
+            .await?;
+        route_own64(kit.links, host_index, iface, l).await?;
+    }
+    Ok(())
+}
+
+/// A guest's /64 routed to its MAC through a permanent neighbour entry (its EUI-64
+/// link-local), not on-link: an address of it that nobody holds, asked for from outside or
+/// by the guest itself through its router, costs the kernel's neighbour table nothing (that
+/// table is shared by every namespace of the host).
+async fn route_own64(
+    links: &Links,
+    index: u32,
+    iface: &Interface,
+    l: &protocol::Lease6,
+) -> Result<(), KindError> {
+    let guest_ll = dhcp::frame6::link_local(iface.mac.0);
+    links.add_neighbour(index, guest_ll, iface.mac).await?;
+    let own64 = ipnet::Ipv6Net::new(l.address.0, l.address.1)?.trunc();
+    links.add_onlink_route6(own64, guest_ll, index).await?;
     Ok(())
 }
 
@@ -464,10 +510,6 @@ async fn route_port(
         // the namespace's side of the veth holds the transit /64's ::2, the guest's NAT.
         let iso = net_of(kit, iface).ok_or(KindError::Bug("an isolated NIC off its network"))?;
         let net6 = routed6(iso, iface, transit).ok_or(KindError::Bug("no IPv6 block planned"))?;
-        // The guest's /64 is routed to it through a permanent neighbour (its EUI-64
-        // link-local at its MAC), not on-link: an address of it that nobody holds, asked for
-        // from outside or by the guest itself, costs the kernel's neighbour table nothing
-        // (that table is shared by every namespace of the host).
         inner
             .add_address6_alone(
                 tap_index,
@@ -475,10 +517,7 @@ async fn route_port(
                 ipnet::Ipv6Net::new(l.gateway, l.address.1)?,
             )
             .await?;
-        let guest_ll = dhcp::frame6::link_local(iface.mac.0);
-        inner.add_neighbour(tap_index, guest_ll, iface.mac).await?;
-        let own64 = ipnet::Ipv6Net::new(l.address.0, l.address.1)?.trunc();
-        inner.add_onlink_route6(own64, guest_ll, tap_index).await?;
+        route_own64(inner, tap_index, iface, l).await?;
         if transit.is_some() {
             let ns_side = std::net::Ipv6Addr::from(u128::from(net6.network()) + 2);
             inner

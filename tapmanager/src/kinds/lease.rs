@@ -64,7 +64,17 @@ pub(crate) fn binding(
             autonomous,
             router: l.router,
             dns: l.dns.clone(),
-            router_on_server_mac: !matches!(nic.built, NicState::Cni { .. } | NicState::Pod { .. }),
+            // Where the router is someone else's, or the host side of a joined veth (whose
+            // MAC is not the server's), the guest resolves it.
+            router_on_server_mac: !matches!(
+                nic.built,
+                NicState::Cni { .. }
+                    | NicState::Pod { .. }
+                    | NicState::Isolated {
+                        binding: Some(_),
+                        ..
+                    }
+            ),
         }),
     })
 }

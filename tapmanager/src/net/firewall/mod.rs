@@ -387,6 +387,7 @@ mod tests {
             gateway: None,
             forwards: vec![("tcp", 8080, 80)],
             ip6: None,
+            host6: None,
         };
         assert_eq!(
             routed_port_script(&port),

@@ -2,6 +2,7 @@
 //! their NAT): per network a chain set, per guest its elements.
 
 use super::*;
+use std::net::Ipv6Addr;
 
 /// A routed network (the isolated kind): its guests' traffic is filtered and NATed by the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +44,10 @@ pub struct RoutedPort {
     pub forwards: Vec<(&'static str, u16, u16)>,
     /// The guest's /64, its only IPv6 sources (any address in it: SLAAC is its own business).
     pub ip6: Option<ipnet::Ipv6Net>,
+    /// A joined binding with IPv6: the host side's IPv6 gateway and router link-local (the
+    /// addresses the guest may ping there), and the guest's link-local (the source of its
+    /// neighbour discovery with them).
+    pub host6: Option<(Vec<Ipv6Addr>, Ipv6Addr)>,
 }
 
 pub(super) fn cidrs<N: std::fmt::Display>(list: &[N]) -> String {
@@ -63,7 +68,8 @@ pub(super) fn routed_base_script(nets: &[RoutedNet]) -> String {
         "add table {r}; add set {r} iso_ports {{ type ifname; }}; \
          add set {r} iso_src {{ type ifname . ether_addr . ipv4_addr; }}; \
          add set {r} iso_gw {{ type ifname . ipv4_addr; }}; \
-         add set {r} iso_src6 {{ type ifname . ether_addr . ipv6_addr; flags interval; }}"
+         add set {r} iso_src6 {{ type ifname . ether_addr . ipv6_addr; flags interval; }}; \
+         add set {r} iso_gw6 {{ type ifname . ipv6_addr; }}"
     );
     let mut nat6 = String::new();
     let mut per_net = String::new();
@@ -106,6 +112,8 @@ pub(super) fn routed_base_script(nets: &[RoutedNet]) -> String {
          {per_net}\
          ; add chain {r} input {{ type filter hook input priority 0; policy accept; }}; flush chain {r} input\
          ; add rule {r} input iifname . ip daddr @iso_gw icmp type echo-request counter accept\
+         ; add rule {r} input iifname . ether saddr . ip6 saddr @iso_src6 icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} ip6 hoplimit 255 counter accept\
+         ; add rule {r} input iifname . ip6 daddr @iso_gw6 iifname . ether saddr . ip6 saddr @iso_src6 icmpv6 type echo-request counter accept\
          ; add rule {r} input iifname @iso_ports counter drop\
          ; add table {NAT}; add chain {NAT} postrouting {{ type nat hook postrouting priority 100; policy accept; }}\
          ; flush chain {NAT} postrouting\
@@ -216,6 +224,16 @@ pub(super) fn routed_elements(p: &RoutedPort) -> Vec<(&'static str, String, Stri
             "iso_src6".to_owned(),
             format!("\"{ifname}\" . {mac} . {net6}"),
         ));
+        if let Some((gateways, ll)) = &p.host6 {
+            v.push((
+                ROUTED,
+                "iso_src6".to_owned(),
+                format!("\"{ifname}\" . {mac} . {ll}"),
+            ));
+            for gw in gateways {
+                v.push((ROUTED, "iso_gw6".to_owned(), format!("\"{ifname}\" . {gw}")));
+            }
+        }
         // A masquerade guest's forwards over IPv6 reach its namespace's side of the transit
         // /64 (::2), which forwards them on to the guest.
         let ns_side = std::net::Ipv6Addr::from(u128::from(net6.network()) + 2);

@@ -295,6 +295,7 @@ impl UsualGuest {
             gateway: None,
             forwards: Vec::new(),
             ip6: None,
+            host6: None,
         };
         tapmanager::net::firewall::routed_port_script(&port)
             .split("; ")
