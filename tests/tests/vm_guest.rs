@@ -9,7 +9,9 @@
 //! - `real_guest_bridge_three_dhcp_clients_lease_every_option_and_renew_across_a_restart`: networkd,
 //!   dhclient and dhcpcd on bridge networks, and networkd on a CNI network (option 121).
 //! - `real_guest_networkd_leases_and_pings_on_every_other_kind`: isolated (routed, bridge,
-//!   tc-redirect), masquerade and pod NICs in one guest.
+//!   tc-redirect), masquerade and pod NICs in one guest; the routed, masquerade and pod ones
+//!   dual stack (router advertisements and DHCPv6 from the daemon, the pod's from its CNI
+//!   bridge's router), pinging their IPv6 gateway and, through NAT66, the LAN.
 //! - `real_guest_ipv6_networkd_and_dhclient_lease_and_ping_on_dual_stack_bridges`: router
 //!   advertisements and DHCPv6 with networkd, and with the kernel and `dhclient -6`.
 //! - `real_guest_cloud_init_*`: the NoCloud seed of `vmwrapper --cloud-init`, DHCP off in the guest.

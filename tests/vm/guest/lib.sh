@@ -88,8 +88,13 @@ networkd_dual_for() {
 }
 # --- IPv6 -------------------------------------------------------------------------------
 has_addr6() { ip -6 -o addr show dev "$1" | grep -q " inet6 $2/"; }
+# The address is usable: duplicate address detection is over (no longer tentative).
+addr6_ready() { ip -6 -o addr show dev "$1" | grep " inet6 $2/" | grep -qv tentative; }
 addrs6_of() { ip -6 -o addr show dev "$1" | awk '{print $4}' | tr '\n' ' '; }
-default6_via_ll() { ip -6 route show default dev "$1" | grep -q "via fe80::"; }
+# A default route out of IFACE via a link-local router; with several interfaces' routers
+# the kernel makes one multipath route ("nexthop via fe80::... dev IFACE"), which
+# `ip route show default dev IFACE` does not list.
+default6_via_ll() { ip -6 route show default | grep -Eq "via fe80::[0-9a-f:]+ dev $1( |\$)"; }
 ll_ready() { ip -6 -o addr show dev "$1" scope link | grep -v tentative | grep -q inet6; }
 ping6_from() {
     local i
@@ -103,28 +108,35 @@ ping6_from() {
 check6() {
     local k=$1 i=$2 ip6 gw6 extra dst
     ip6=${k^^}_IP6 gw6=${k^^}_GW6 extra=${k^^}_PING6
-    if wait_until 60 has_addr6 "$i" "${!ip6}"; then
+    if wait_until 60 addr6_ready "$i" "${!ip6}"; then
         pass "$k-ipv6-address" "$i $(addrs6_of "$i")"
     else
-        fail "$k-ipv6-address" "$i: $(addrs6_of "$i")"
+        fail "$k-ipv6-address" "$i: $(ip -6 -o addr show dev "$i" | tr '\n' '|') $(journalctl -u systemd-networkd --no-pager 2>&1 | grep -i "$i" | tail -n 15 | tr '\n' '|')"
     fi
     wait_until 20 default6_via_ll "$i"
     if default6_via_ll "$i"; then
-        pass "$k-ipv6-default-route" "$(ip -6 route show default dev "$i")"
+        pass "$k-ipv6-default-route" "$(ip -6 route show default | tr '\n' '|')"
     else
-        fail "$k-ipv6-default-route" "$(ip -6 route show dev "$i" | tr '\n' '|')"
+        fail "$k-ipv6-default-route" "$(ip -6 route | tr '\n' '|')"
     fi
     if ping6_from "$i" "${!gw6}"; then
         pass "$k-ipv6-ping-gateway" "${!gw6} from $i"
     else
         fail "$k-ipv6-ping-gateway" "no answer from ${!gw6}: $(ip -6 route | tr '\n' '|'); $(ip -6 neigh | tr '\n' '|')"
     fi
+    # Several interfaces' routers make one multipath default route, whose next hop for an
+    # address past them is a hash's choice, not the interface asked for: a host route
+    # through this interface's router makes the path the one under test.
+    local ll
+    ll=$(ip -6 route show default | grep -Eo "via fe80::[0-9a-f:]+ dev $i( |\$)" | awk '{print $2}' | head -n1)
     for dst in ${!extra:-}; do
+        [ -z "$ll" ] || ip -6 route replace "$dst/128" via "$ll" dev "$i"
         if ping6_from "$i" "$dst"; then
-            pass "$k-ipv6-ping-$dst" "$dst from $i"
+            pass "$k-ipv6-ping-$dst" "$dst from $i via $ll"
         else
-            fail "$k-ipv6-ping-$dst" "no answer from $dst: $(ip -6 route | tr '\n' '|')"
+            fail "$k-ipv6-ping-$dst" "no answer from $dst via $ll: $(ip -6 route get "$dst" oif "$i" 2>&1) $(ip -6 -o addr show dev "$i" | tr '\n' '|') $(ip -6 neigh show dev "$i" | tr '\n' '|') $(ip -6 route | tr '\n' '|')"
         fi
+        [ -z "$ll" ] || ip -6 route del "$dst/128" via "$ll" dev "$i"
     done
 }
 start_networkd() {
