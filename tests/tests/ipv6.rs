@@ -523,6 +523,47 @@ fn an_isolated_guest_routes_its_own_64_and_nothing_else_out_through_nat66() {
 }
 
 #[test]
+fn an_isolated_guest_with_a_slash127_has_its_address_and_the_gateway_and_nothing_else() {
+    tapmanager_tests::require_root!();
+    let uplink = tapmanager_tests::sandbox::UPLINK;
+    let net = format!(
+        "[networks.iso]\nkind = \"isolated\"\nrange = \"169.254.100.0/22\"\nuplink = \"{uplink}\"\n\
+         range6 = \"fd99::/119\"\nguest_prefix6 = 127\n"
+    );
+    let (sb, lan) = Sandbox::with_lan("v6p2p", GROUP, &net);
+    lan6(&sb, &lan);
+    let (iface, vm) = attach_on(&sb, "p2p1", "iso");
+    let lease = iface.ipv6.clone().expect("an IPv6 lease");
+    let (me, gw): (Ipv6Addr, Ipv6Addr) = ("fd99::1".parse().unwrap(), "fd99::".parse().unwrap());
+    assert_eq!((lease.address, lease.gateway), ((me, 127), gw));
+    let ra = vm.solicit_router().expect("a router advertisement");
+    assert_eq!(
+        ra.prefixes,
+        [(gw, 127, true, false)],
+        "on-link, and no room for SLAAC"
+    );
+    assert_eq!(vm.dhcpv6(false).expect("a DHCPv6 lease").address, me);
+    assert!(vm.ping6(me, gw), "the gateway on its TAP does not answer");
+    let lan_host: Ipv6Addr = "fd77:77::2".parse().unwrap();
+    assert!(
+        vm.ping6_via(me, gw, lan_host),
+        "no echo from the LAN through NAT66"
+    );
+    // Only its own address goes out: the next /127 is another guest's.
+    let other: Ipv6Addr = "fd99::3".parse().unwrap();
+    assert!(
+        !vm.ping6_via(other, gw, lan_host),
+        "another /127's source got out"
+    );
+    // The second guest has the next /127.
+    let (second, _vm2) = attach_on(&sb, "p2p2", "iso");
+    assert_eq!(
+        second.ipv6.unwrap().address,
+        ("fd99::3".parse().unwrap(), 127)
+    );
+}
+
+#[test]
 fn isolated_guests_joined_by_bridge_or_tc_redirect_get_ipv6_from_the_host_side() {
     tapmanager_tests::require_root!();
     let uplink = tapmanager_tests::sandbox::UPLINK;

@@ -35,18 +35,21 @@ pub struct IsolatedNet {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Isolated6 {
     pub range: Ipv6Net,
+    /// Each guest's prefix length: 64, or 127 (no SLAAC: the gateway `::0` and the guest
+    /// `::1` of it, RFC 6164).
+    pub guest_len: u8,
     pub drop: Vec<Ipv6Net>,
     pub allow: Option<Vec<Ipv6Net>>,
     pub dns: Vec<Ipv6Addr>,
 }
 
 impl IsolatedNet {
-    /// The /64 of the guest whose /30 starts at `block`.
+    /// The /64 (or /127) of the guest whose /30 starts at `block`.
     pub fn block6(&self, block: Ipv4Addr) -> Option<Ipv6Net> {
         let v6 = self.v6.as_ref()?;
         let k = (u32::from(block) - u32::from(self.range.network())) / 4;
-        let net = u128::from(v6.range.network()) + (u128::from(k) << 64);
-        Ipv6Net::new(Ipv6Addr::from(net), 64).ok()
+        let net = u128::from(v6.range.network()) + (u128::from(k) << (128 - v6.guest_len));
+        Ipv6Net::new(Ipv6Addr::from(net), v6.guest_len).ok()
     }
 }
 
@@ -203,6 +206,7 @@ pub(super) fn validate_masquerade(m: RawMasquerade) -> Result<IsolatedNet, Strin
         allow: m.allow,
         dns: m.dns,
         range6: m.transit6,
+        guest_prefix6: None,
         drop6: m.drop6,
         allow6: m.allow6,
         dns6: m.dns6,
@@ -258,10 +262,23 @@ pub(super) fn validate_isolated(i: RawIsolated) -> Result<IsolatedNet, String> {
 /// `drop` closes).
 fn validate6(i: &RawIsolated) -> Result<Option<Isolated6>, String> {
     let Some(r) = i.range6 else {
-        if !i.drop6.is_empty() || i.allow6.is_some() || !i.dns6.is_empty() {
-            return Err("drop6, allow6 and dns6 are only used with range6".into());
+        if !i.drop6.is_empty()
+            || i.allow6.is_some()
+            || !i.dns6.is_empty()
+            || i.guest_prefix6.is_some()
+        {
+            return Err("drop6, allow6, dns6 and guest_prefix6 are only used with range6".into());
         }
         return Ok(None);
+    };
+    let guest_len = match i.guest_prefix6.unwrap_or(64) {
+        len @ (64 | 127) => len,
+        other => {
+            return Err(format!(
+                "guest_prefix6 = {other}: each guest gets a /64 (SLAAC allowed in it) or a /127 \
+                 (the gateway and the guest only)"
+            ))
+        }
     };
     if r != r.trunc() {
         return Err(format!(
@@ -276,10 +293,10 @@ fn validate6(i: &RawIsolated) -> Result<Option<Isolated6>, String> {
         ));
     }
     let slash30s = 30 - u32::from(i.range.prefix_len());
-    if u32::from(r.prefix_len()) + slash30s > 64 {
+    if u32::from(r.prefix_len()) + slash30s > u32::from(guest_len) {
         return Err(format!(
-            "range6 {r}: one /64 per guest needs a /{} or larger for range {}",
-            64 - slash30s,
+            "range6 {r}: one /{guest_len} per guest needs a /{} or larger for range {}",
+            u32::from(guest_len) - slash30s,
             i.range
         ));
     }
@@ -298,6 +315,7 @@ fn validate6(i: &RawIsolated) -> Result<Option<Isolated6>, String> {
     }
     Ok(Some(Isolated6 {
         range: r,
+        guest_len,
         drop: i.drop6.iter().map(|n| n.trunc()).collect(),
         allow: i
             .allow6

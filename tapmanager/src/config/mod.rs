@@ -487,6 +487,21 @@ dns = ["10.88.0.1"]
             "drop6 and/or allow6",
         );
         assert!(parse("range6 = \"fd99::/48\"\ndrop = [\"192.168.0.0/16\"]\nallow6 = []").is_ok());
+        // A /127 per guest: a range of 256 /127s is enough for the /22's 256 /30s.
+        let c = parse("range6 = \"fd99::/119\"\nguest_prefix6 = 127").unwrap();
+        let NetworkKind::Isolated(i) = &c.network(&"iso".parse().unwrap()).unwrap().kind else {
+            panic!("an isolated network")
+        };
+        assert_eq!(
+            i.block6("169.254.100.8".parse().unwrap()),
+            Some("fd99::4/127".parse().unwrap())
+        );
+        refused(
+            "range6 = \"fd99::/120\"\nguest_prefix6 = 127",
+            "a /119 or larger",
+        );
+        refused("range6 = \"fd99::/48\"\nguest_prefix6 = 96", "a /64");
+        refused("guest_prefix6 = 127", "only used with range6");
     }
 
     #[test]

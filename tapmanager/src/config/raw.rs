@@ -261,6 +261,9 @@ pub(super) struct RawIsolated {
     pub(super) dns: Vec<Ipv4Addr>,
     /// IPv6 on: one /64 of this range per guest, beside its /30.
     pub(super) range6: Option<ipnet::Ipv6Net>,
+    /// Each guest's IPv6 prefix: 64 (default; SLAAC allowed in it) or 127 (RFC 6164: the
+    /// gateway and the guest, nothing else).
+    pub(super) guest_prefix6: Option<u8>,
     #[serde(default)]
     pub(super) drop6: Vec<ipnet::Ipv6Net>,
     pub(super) allow6: Option<Vec<ipnet::Ipv6Net>>,

@@ -145,8 +145,9 @@ pub(crate) fn routed_port(kit: &Kit<'_>, nic: &Nic) -> Option<RoutedPort> {
     })
 }
 
-/// The /64 the host routes to a NIC's namespace: the guest's own, or for masquerade the
-/// transit /64 at its transit /30's position (whose `::2` the guest is NATed to).
+/// The /64 (or /127) the host routes to a NIC's namespace: the guest's own, or for
+/// masquerade the transit /64 at its transit /30's position (whose `::2` the guest is NATed
+/// to).
 fn routed6(
     iso: &IsolatedNet,
     iface: &Interface,
@@ -155,7 +156,9 @@ fn routed6(
     let l = iface.ipv6.as_ref()?;
     match transit {
         Some(t) => iso.block6(Ipv4Addr::from(u32::from(t) & !3)),
-        None => ipnet::Ipv6Net::new(l.address.0, 64).ok().map(|n| n.trunc()),
+        None => ipnet::Ipv6Net::new(l.address.0, l.address.1)
+            .ok()
+            .map(|n| n.trunc()),
     }
 }
 
@@ -168,13 +171,15 @@ pub(crate) fn plan(
     let block =
         crate::ipam::free_slash30(iso.range, p.used).ok_or_else(|| super::exhausted(p.network))?;
     let [_, gw, guest, _] = crate::ipam::slash30_parts(block);
-    // IPv6: the /64 at the same position in range6; the gateway ::1 on the TAP, the guest ::2.
+    // IPv6: the /64 at the same position in range6, the gateway ::1, the guest ::2; or the
+    // /127 there, the gateway ::0, the guest ::1 (RFC 6164).
     let mac = p.request.mac.unwrap_or(p.derived_mac);
     let ipv6 = iso.block6(block.network()).map(|net| {
         let base = u128::from(net.network());
+        let gw = base + u128::from(net.prefix_len() == 64);
         protocol::Lease6 {
-            address: (Ipv6Addr::from(base + 2), 64),
-            gateway: Ipv6Addr::from(base + 1),
+            address: (Ipv6Addr::from(gw + 1), net.prefix_len()),
+            gateway: Ipv6Addr::from(gw),
             router: dhcp::router::router_address(names::host_side_mac(mac).0),
             dns: iso.v6.as_ref().map(|v| v.dns.clone()).unwrap_or_default(),
         }
