@@ -430,9 +430,26 @@ fn cloud_init_seeds_of_both_versions_render_with_debians_cloud_init() {
         env!("CARGO_MANIFEST_DIR"),
         "/../scripts/cloud-init-render.sh"
     );
-    let sb = Sandbox::with_defaults(
-        "cloudinit",
+    // IPv4 only, then dual stack (issue 14): the same seeds with the IPv6 address beside.
+    for dual in [false, true] {
+        cloud_init_seeds_render(render, dual);
+    }
+}
+
+fn cloud_init_seeds_render(render: &str, dual: bool) {
+    let networks = tapmanager_tests::sandbox::default_networks();
+    let networks = if dual {
+        networks.replace(
+            "mtu = 1400",
+            "mtu = 1400\ngateway6 = \"fd88::1/64\"\ndns6 = [\"fd88::53\"]",
+        )
+    } else {
+        networks
+    };
+    let sb = Sandbox::new(
+        if dual { "cloudinit6" } else { "cloudinit" },
         tapmanager_tests::ids::vmwrapper::CLOUDINIT_GROUP,
+        &networks,
     );
     for version in ["1", "2"] {
         let seed = sb.dir.join(format!("seed-v{version}"));
@@ -463,6 +480,11 @@ fn cloud_init_seeds_of_both_versions_render_with_debians_cloud_init() {
         let network_config = seed.join("network-config");
         let text = std::fs::read_to_string(&network_config).unwrap();
         assert!(text.starts_with(&format!("version: {version}\n")), "{text}");
+        // The guest's IPv6 address is its IPv4 host part in the prefix (10.88.0.N: fd88::N).
+        let address6 = dual.then(|| {
+            let host: u8 = address.split(['.', '/']).nth(3).unwrap().parse().unwrap();
+            format!("fd88::{host:x}/64")
+        });
 
         // The file cloud-init's renderer of `kind` writes at `path` below the guest's root.
         let rendered = |kind: &str, path: &str| {
@@ -489,20 +511,34 @@ fn cloud_init_seeds_of_both_versions_render_with_debians_cloud_init() {
         // systemd-networkd, as cloud-init would write it in the guest.
         let file = rendered("networkd", "etc/systemd/network/10-cloud-init-eth0.network");
         let k = networkd_keys(&file);
+        let (addresses, gateways, dns) = match &address6 {
+            Some(a6) => (
+                format!("{address} {a6}"),
+                "10.88.0.1 fd88::1",
+                "10.88.0.1 10.88.0.53 fd88::53",
+            ),
+            None => (address.clone(), "10.88.0.1", "10.88.0.1 10.88.0.53"),
+        };
         let want = [
             ("MACAddress", mac.as_str()),
             ("Name", "eth0"),
-            ("Address", address.as_str()),
-            ("Gateway", "10.88.0.1"),
-            ("DNS", "10.88.0.1 10.88.0.53"),
+            ("Address", addresses.as_str()),
+            ("Gateway", gateways),
+            ("DNS", dns),
             ("Domains", "example.test"),
             ("MTUBytes", "1400"),
             ("DHCP", "no"),
         ];
+        // The values of a key in any order (v2 renders the IPv6 gateway's route first).
+        let words = |v: &str| {
+            let mut w: Vec<String> = v.split_whitespace().map(str::to_owned).collect();
+            w.sort();
+            w
+        };
         for (key, value) in want {
             assert_eq!(
-                k.get(key).map(String::as_str),
-                Some(value),
+                k.get(key).map(|v| words(v)),
+                Some(words(value)),
                 "v{version} {key}:\n{file}"
             );
         }
@@ -513,7 +549,6 @@ fn cloud_init_seeds_of_both_versions_render_with_debians_cloud_init() {
             "iface eth0 inet static".to_owned(),
             format!("address {address}"),
             "mtu 1400".to_owned(),
-            "dns-nameservers 10.88.0.1 10.88.0.53".to_owned(),
             "dns-search example.test".to_owned(),
         ] {
             assert!(
@@ -525,6 +560,29 @@ fn cloud_init_seeds_of_both_versions_render_with_debians_cloud_init() {
             file.contains("gateway 10.88.0.1") || file.contains("default gw 10.88.0.1"),
             "v{version}: no default route in\n{file}"
         );
+        // Each DNS server on a dns-nameservers line (v1 puts the IPv6 one on the inet6
+        // stanza's, v2 every one on each stanza's).
+        for server in dns.split_whitespace() {
+            assert!(
+                file.lines().any(|l| {
+                    let l = l.trim();
+                    l.starts_with("dns-nameservers ") && l.split_whitespace().any(|w| w == server)
+                }),
+                "v{version}: DNS server {server} missing in\n{file}"
+            );
+        }
+        if let Some(a6) = &address6 {
+            for line in [
+                "iface eth0 inet6 static".to_owned(),
+                format!("address {a6}"),
+                "gateway fd88::1".to_owned(),
+            ] {
+                assert!(
+                    file.lines().any(|l| l.trim() == line),
+                    "v{version}: no {line:?} in\n{file}"
+                );
+            }
+        }
     }
     assert!(sb.all_gone(10));
 }
