@@ -161,6 +161,15 @@ pub fn pod_state(pod: &Netns) -> String {
     )
 }
 
+/// The pod's IPv6 as `ip` shows it: eth0's global addresses and the IPv6 routes.
+pub fn pod_state6(pod: &Netns) -> String {
+    format!(
+        "{}{}",
+        pod.ip(&["-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"]),
+        pod.ip(&["-6", "route", "show"])
+    )
+}
+
 /// Debian's bridge plugin (with host-local, 10.88.50.0/24) run by the test into `pod`, with its host side in the sandbox's
 /// namespace, as a kubelet's CNI would.
 pub fn pod_cni(sb: &Sandbox, d: &CniDir, pod: &Netns, command: &str) -> String {

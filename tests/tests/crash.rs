@@ -11,7 +11,7 @@
 
 use protocol::{AttachRequest, NetworkRequest};
 use std::process::{Child, Command, Stdio};
-use tapmanager_tests::cnidir::{bridge_list, CniDir};
+use tapmanager_tests::cnidir::{dual_stack_list, CniDir};
 use tapmanager_tests::fakevm::FakeVm;
 use tapmanager_tests::sandbox::{bin, default_networks, Sandbox, UPLINK};
 
@@ -110,7 +110,7 @@ fn a_crash_at_every_step_leaves_nothing_and_live_guests_keep_their_lease() {
     let d = CniDir::new("crash");
     d.write(
         "tmcrash",
-        bridge_list(&d, "tmcrash", "1.0.0", "tmcnicrash", "10.60.0.0/16", &[]),
+        dual_stack_list(&d, "tmcrash", "tmcnicrash", "10.60.0.0/16", "fd60::/64"),
     );
     let networks = format!(
         "{}\n[networks.iso]\nkind = \"isolated\"\nrange = \"10.200.0.0/16\"\nuplink = \"{UPLINK}\"\n\
@@ -141,7 +141,7 @@ fn a_crash_at_every_step_leaves_nothing_and_live_guests_keep_their_lease() {
             .unwrap();
         let live = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
         // A macvtap guest's lease is the LAN's business: it must still reach the LAN instead.
-        let dual = net == "default" || net == "iso";
+        let dual = net == "default" || net == "iso" || net == "pod";
         let alive = |live: &FakeVm| match kind {
             "macvtap" => live.arp(live.mac, MV_GUEST, LAN_HOST).map(|_| MV_GUEST),
             // A dual-stack guest must renew both.
@@ -203,13 +203,13 @@ fn a_crash_at_every_step_leaves_nothing_and_live_guests_keep_their_lease() {
 fn a_crash_at_every_step_of_a_take_over_gives_the_pod_its_interface_back() {
     tapmanager_tests::require_root!();
     use std::os::fd::AsFd;
-    use tapmanager_tests::cnidir::{pod_cni, pod_state};
+    use tapmanager_tests::cnidir::{pod_cni_with, pod_state, pod_state6};
     use tapmanager_tests::sandbox::Netns;
     let d = CniDir::new("crashpod");
     let mut sb = Sandbox::new("crashpod", GROUP, "[networks.pods]\nkind = \"pod\"\n");
     // A live pod whose interface a guest holds throughout.
     let live_pod = Netns::new("livepod");
-    pod_cni(&sb, &d, &live_pod, "ADD");
+    pod_cni_with(&sb, &d, &live_pod, "ADD", true);
     let ns = std::fs::File::open(format!("/run/netns/{}", live_pod.name)).unwrap();
     let mut nic = NetworkRequest::new("pods".parse().unwrap());
     nic.take_over = Some("eth0".parse().unwrap());
@@ -225,10 +225,27 @@ fn a_crash_at_every_step_of_a_take_over_gives_the_pod_its_interface_back() {
         .unwrap();
     let live = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
     let lease = live.dhcp().expect("the live guest's lease").ip;
+    let lease6 = live
+        .dhcpv6(true)
+        .expect("the live guest's IPv6 lease")
+        .address;
     // The pod a crashing take-over works on.
     let pod = Netns::new("crashpod");
-    pod_cni(&sb, &d, &pod, "ADD");
-    let state = |sb: &Sandbox| format!("{}\npod:\n{}", snapshot(sb, &d), pod_state(&pod));
+    pod_cni_with(&sb, &d, &pod, "ADD", true);
+    // Both families given back (an address given back is tentative until its duplicate
+    // address detection is over: the wait below covers it).
+    let state = |sb: &Sandbox| {
+        format!(
+            "{}\npod:\n{}{}",
+            snapshot(sb, &d),
+            pod_state(&pod),
+            pod_state6(&pod)
+        )
+    };
+    assert!(
+        sb.wait_for(10, || !state(&sb).contains("tentative")),
+        "the pod's addresses stay tentative"
+    );
     let before = state(&sb);
     let points = points_of("pod");
     for (i, point) in points.iter().enumerate() {
@@ -272,6 +289,11 @@ fn a_crash_at_every_step_of_a_take_over_gives_the_pod_its_interface_back() {
             Some(lease),
             "pod {point}: the live guest lost its lease"
         );
+        assert_eq!(
+            live.dhcpv6(true).map(|l| l.address),
+            Some(lease6),
+            "pod {point}: the live guest lost its IPv6 lease"
+        );
     }
     eprintln!(
         "crash matrix: pods ({} points); every crash gave the pod its interface back and kept the \
@@ -281,8 +303,8 @@ fn a_crash_at_every_step_of_a_take_over_gives_the_pod_its_interface_back() {
     drop(live);
     sb.client().release(&"live-pod".parse().unwrap()).unwrap();
     assert!(sb.wait_for(20, || sb.journal_entries().is_empty()));
-    pod_cni(&sb, &d, &pod, "DEL");
-    pod_cni(&sb, &d, &live_pod, "DEL");
+    pod_cni_with(&sb, &d, &pod, "DEL", true);
+    pod_cni_with(&sb, &d, &live_pod, "DEL", true);
 }
 
 #[test]

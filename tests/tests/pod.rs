@@ -7,7 +7,7 @@ use protocol::{AttachRequest, NetworkRequest};
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
-use tapmanager_tests::cnidir::{pod_cni, pod_cni_with, pod_state, CniDir};
+use tapmanager_tests::cnidir::{pod_cni, pod_cni_with, pod_state, pod_state6, CniDir};
 use tapmanager_tests::fakevm::FakeVm;
 use tapmanager_tests::fakevm6 as v6;
 use tapmanager_tests::sandbox::{run, Netns, Sandbox};
@@ -154,15 +154,6 @@ fn a_shim_hands_its_pods_interface_to_the_guest_and_gets_it_back() {
         assert!(ok, "{binding}: the pod lost its network: {out}");
         pod_cni(&sb, &d, &pod, "DEL");
     }
-}
-
-/// The pod's IPv6 as `ip` shows it: eth0's global addresses and the IPv6 routes.
-fn pod_state6(pod: &Netns) -> String {
-    format!(
-        "{}{}",
-        pod.ip(&["-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"]),
-        pod.ip(&["-6", "route", "show"])
-    )
 }
 
 #[test]
