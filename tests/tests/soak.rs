@@ -1,11 +1,11 @@
 //! Kernel tier (root): a soak. 1000 attach/release cycles from 8 concurrent clients across
-//! the kinds (bridge and masquerade dual stack, isolated with tc-redirect, CNI); afterwards the kernel
+//! the kinds (all dual stack: bridge, isolated with tc-redirect, masquerade, CNI); afterwards the kernel
 //! objects (links, pinned namespaces, the nftables ruleset), the daemon's open fds and its
 //! memory are back where they started. Figures printed (`soak: ...`).
 
 use protocol::{AttachRequest, Client, NetworkRequest};
 use std::time::Instant;
-use tapmanager_tests::cnidir::{bridge_list, CniDir};
+use tapmanager_tests::cnidir::{dual_stack_list, CniDir};
 use tapmanager_tests::sandbox::{default_networks, Sandbox, UPLINK};
 
 use tapmanager_tests::ids::soak::GROUP;
@@ -62,11 +62,11 @@ fn a_thousand_cycles_from_eight_clients_leave_nothing_behind() {
     let d = CniDir::new("soak");
     d.write(
         "tmsoak",
-        bridge_list(&d, "tmsoak", "1.0.0", "tmcnisoak", "10.70.0.0/16", &[]),
+        dual_stack_list(&d, "tmsoak", "tmcnisoak", "10.70.0.0/16", "fd70::/64"),
     );
     let networks = format!(
         "{}\n[networks.iso]\nkind = \"isolated\"\nbinding = \"tc-redirect\"\nrange = \"10.200.0.0/16\"\nuplink = \"{UPLINK}\"\n\
-         [networks.nat]\nkind = \"masquerade\"\nuplink = \"{UPLINK}\"\ntransit = \"10.201.0.0/16\"\n\
+         range6 = \"fd99::/32\"\n[networks.nat]\nkind = \"masquerade\"\nuplink = \"{UPLINK}\"\ntransit = \"10.201.0.0/16\"\n\
          transit6 = \"fd97::/48\"\n{}",
         default_networks().replace("mtu = 1400", "mtu = 1400\ngateway6 = \"fd88::1/64\""),
         d.network("pod", "tmsoak", "")
