@@ -138,7 +138,7 @@ pub(crate) fn routed_port(kit: &Kit<'_>, nic: &Nic) -> Option<RoutedPort> {
         host6: match (binding, &iface.ipv6) {
             (Some(_), Some(l)) => Some((
                 vec![l.gateway, l.router],
-                dhcp::frame6::link_local(iface.mac.0),
+                crate::net::firewall::nd_sources(l, iface.mac),
             )),
             _ => None,
         },
@@ -288,6 +288,8 @@ fn harden(iface: &Interface) -> Result<(), KindError> {
 struct Setup {
     routed: bool,
     nat: Option<String>,
+    /// Routed with IPv6: the TAP's guard on the sources of neighbour discovery.
+    nd_guard: Option<String>,
     /// The NIC has IPv6: routed in the namespace instead of switched off there.
     ipv6: bool,
 }
@@ -310,6 +312,14 @@ impl Setup {
             // Joined, the namespace only switches frames: IPv6 stays off there.
             ipv6: nic.iface.ipv6.is_some() && binding.is_none(),
             routed: binding.is_none(),
+            nd_guard: match (&nic.iface.ipv6, binding) {
+                (Some(l), None) => Some(crate::net::firewall::nd_guard_script(
+                    "tapmanager_nd",
+                    NS_TAP,
+                    &crate::net::firewall::nd_sources(l, nic.iface.mac),
+                )),
+                _ => None,
+            },
             nat: match (iso.masquerade(), transit) {
                 (Some(m), Some(_)) => Some(super::masquerade::namespace_nat(
                     m,
@@ -348,6 +358,9 @@ impl Setup {
         }
         if let Some(script) = self.nat {
             crate::net::firewall::run_nft_once(&script, "the guest namespace's NAT")?;
+        }
+        if let Some(script) = self.nd_guard {
+            crate::net::firewall::run_nft_once(&script, "the guest TAP's neighbour guard")?;
         }
         let tap = nix::net::if_::if_nametoindex(NS_TAP)?;
         let veth = nix::net::if_::if_nametoindex(NS_VETH)?;

@@ -50,6 +50,52 @@ pub(super) fn macvtap_guard_script(g: &MacvtapGuard) -> String {
     s
 }
 
+/// The addresses a guest may send neighbour discovery from to a router of ours: its leased
+/// address, its link-local and (in a /64) the address SLAAC forms from its MAC, all from its
+/// MAC's modified EUI-64 identifier but the leased one. A router learns a neighbour entry
+/// from every solicitation with a link-layer option, and the kernel's neighbour table is the
+/// whole host's: from any address of a /64 a guest could fill it.
+pub fn nd_sources(l: &protocol::Lease6, mac: MacAddr) -> Vec<Ipv6Addr> {
+    let ll = dhcp::frame6::link_local(mac.0);
+    let mut v = vec![l.address.0, ll];
+    if l.address.1 == 64 {
+        let iid = u128::from(ll) & u128::from(u64::MAX);
+        let slaac = Ipv6Addr::from(u128::from(l.address.0) & !u128::from(u64::MAX) | iid);
+        if slaac != l.address.0 {
+            v.push(slaac);
+        }
+    }
+    v
+}
+
+/// How many other addresses of its prefix (privacy addresses, say) a guest may do neighbour
+/// discovery from per [`ND_OTHERS_WINDOW`]: its router learns at most that many entries
+/// beyond its own addresses, whatever it sends.
+pub const ND_OTHERS: u32 = 16;
+pub const ND_OTHERS_WINDOW: &str = "1m";
+
+/// A routed guest namespace's guard on its TAP (table `netdev NAME`): router and neighbour
+/// solicitations and neighbour advertisements from `sources` (and `::`, which teaches
+/// nothing) pass; from at most [`ND_OTHERS`] other addresses per minute (a dynamic set, full
+/// at that size) too; the rest is dropped. Replaces what is there.
+pub fn nd_guard_script(name: &str, tap: &str, sources: &[Ipv6Addr]) -> String {
+    let t = format!("netdev {name}");
+    let list = std::iter::once("::".to_owned())
+        .chain(sources.iter().map(Ipv6Addr::to_string))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let nd =
+        "ether type ip6 icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }";
+    format!(
+        "add table {t}\ndelete table {t}\ntable {t} {{\n  \
+         set others {{ type ipv6_addr; size {ND_OTHERS}; flags dynamic,timeout; timeout {ND_OTHERS_WINDOW}; }}\n  \
+         chain in {{ type filter hook ingress device \"{tap}\" priority -500; policy accept;\n    \
+         {nd} ip6 saddr {{ {list} }} accept\n    \
+         {nd} update @others {{ ip6 saddr }} accept\n    \
+         {nd} counter drop\n  }}\n}}\n"
+    )
+}
+
 /// What one port may send: its guest's MAC and addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortGuard {

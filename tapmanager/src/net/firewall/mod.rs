@@ -36,7 +36,9 @@ mod routed;
 mod session;
 
 use guards::*;
-pub use guards::{own_table_script, port_script, MacvtapGuard, PortGuard};
+pub use guards::{
+    nd_guard_script, nd_sources, own_table_script, port_script, MacvtapGuard, PortGuard,
+};
 use nat::*;
 pub use nat::{guest_nat_script, GuestNat, Hairpin, NatBridge};
 use routed::*;

@@ -45,9 +45,9 @@ pub struct RoutedPort {
     /// The guest's /64, its only IPv6 sources (any address in it: SLAAC is its own business).
     pub ip6: Option<ipnet::Ipv6Net>,
     /// A joined binding with IPv6: the host side's IPv6 gateway and router link-local (the
-    /// addresses the guest may ping there), and the guest's link-local (the source of its
-    /// neighbour discovery with them).
-    pub host6: Option<(Vec<Ipv6Addr>, Ipv6Addr)>,
+    /// addresses the guest may ping there), and the guest's own addresses its neighbour
+    /// discovery with them may come from (`nd_sources`).
+    pub host6: Option<(Vec<Ipv6Addr>, Vec<Ipv6Addr>)>,
 }
 
 pub(super) fn cidrs<N: std::fmt::Display>(list: &[N]) -> String {
@@ -69,7 +69,9 @@ pub(super) fn routed_base_script(nets: &[RoutedNet]) -> String {
          add set {r} iso_src {{ type ifname . ether_addr . ipv4_addr; }}; \
          add set {r} iso_gw {{ type ifname . ipv4_addr; }}; \
          add set {r} iso_src6 {{ type ifname . ether_addr . ipv6_addr; flags interval; }}; \
-         add set {r} iso_gw6 {{ type ifname . ipv6_addr; }}"
+         add set {r} iso_gw6 {{ type ifname . ipv6_addr; }}; \
+         add set {r} iso_nd6 {{ type ifname . ether_addr . ipv6_addr; }}; \
+         add set {r} iso_nd6_others {{ type ifname; size 65535; flags dynamic,timeout; timeout 2m; }}"
     );
     let mut nat6 = String::new();
     let mut per_net = String::new();
@@ -101,6 +103,9 @@ pub(super) fn routed_base_script(nets: &[RoutedNet]) -> String {
             }
         }
     }
+    // A joined guest's neighbour discovery from other addresses of its /64 than its own
+    // (privacy addresses): bounded per port, as a routed guest's is in its namespace.
+    let others = super::guards::ND_OTHERS;
     write!(
         s,
         "; add chain {r} forward {{ type filter hook forward priority 0; policy accept; }}; flush chain {r} forward\
@@ -112,7 +117,8 @@ pub(super) fn routed_base_script(nets: &[RoutedNet]) -> String {
          {per_net}\
          ; add chain {r} input {{ type filter hook input priority 0; policy accept; }}; flush chain {r} input\
          ; add rule {r} input iifname . ip daddr @iso_gw icmp type echo-request counter accept\
-         ; add rule {r} input iifname . ether saddr . ip6 saddr @iso_src6 icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} ip6 hoplimit 255 counter accept\
+         ; add rule {r} input iifname . ether saddr . ip6 saddr @iso_nd6 icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} ip6 hoplimit 255 counter accept\
+         ; add rule {r} input iifname . ether saddr . ip6 saddr @iso_src6 icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} ip6 hoplimit 255 update @iso_nd6_others {{ iifname limit rate {others}/minute burst {others} packets }} counter accept\
          ; add rule {r} input iifname . ip6 daddr @iso_gw6 iifname . ether saddr . ip6 saddr @iso_src6 icmpv6 type echo-request counter accept\
          ; add rule {r} input iifname @iso_ports counter drop\
          ; add table {NAT}; add chain {NAT} postrouting {{ type nat hook postrouting priority 100; policy accept; }}\
@@ -224,12 +230,22 @@ pub(super) fn routed_elements(p: &RoutedPort) -> Vec<(&'static str, String, Stri
             "iso_src6".to_owned(),
             format!("\"{ifname}\" . {mac} . {net6}"),
         ));
-        if let Some((gateways, ll)) = &p.host6 {
-            v.push((
-                ROUTED,
-                "iso_src6".to_owned(),
-                format!("\"{ifname}\" . {mac} . {ll}"),
-            ));
+        if let Some((gateways, sources)) = &p.host6 {
+            for a in sources {
+                v.push((
+                    ROUTED,
+                    "iso_nd6".to_owned(),
+                    format!("\"{ifname}\" . {mac} . {a}"),
+                ));
+                // The link-local too is a source of its own (for neighbour discovery).
+                if dhcp::frame6::is_link_local(*a) {
+                    v.push((
+                        ROUTED,
+                        "iso_src6".to_owned(),
+                        format!("\"{ifname}\" . {mac} . {a}"),
+                    ));
+                }
+            }
             for gw in gateways {
                 v.push((ROUTED, "iso_gw6".to_owned(), format!("\"{ifname}\" . {gw}")));
             }
