@@ -36,9 +36,14 @@ pub(crate) fn binding(
     };
     // An isolated guest owns its whole /64 (SLAAC in it is its own business); a bridge guest
     // shares a prefix, where the guards hold it to its one leased address.
-    // (A /127 has no room for SLAAC.)
-    let autonomous = matches!(nic.built, NicState::Isolated { .. })
-        && iface.ipv6.as_ref().is_some_and(|l| l.address.1 == 64);
+    // (A /127 has no room for SLAAC; tc-redirect's filters pass the leased address only.)
+    let autonomous = matches!(
+        nic.built,
+        NicState::Isolated {
+            binding: None | Some(crate::config::VethBinding::Bridge),
+            ..
+        }
+    ) && iface.ipv6.as_ref().is_some_and(|l| l.address.1 == 64);
     let (ip, prefix_len) = iface.address?;
     let gateway = iface.gateway?;
     Some(dhcp::Binding {

@@ -132,7 +132,6 @@ fn ipv6_filters(mac: MacAddr, guest6: &[Ipv6Addr]) -> Vec<(bool, Vec<TcU32Key>)>
         (stays, vec![next(17), at(2, &[0x02, 0x23])]),
         (stays, vec![next(17), at(2, &[0x02, 0x22])]),
         (stays, vec![next(17), at(0, &[0x02, 0x23])]),
-        (stays, vec![next(44), (V6_DST, vec![0xfe, 0x80])]),
         (stays, vec![next(44), (V6_DST, vec![0xff])]),
     ];
     for n in [6, 17, 44] {
@@ -171,14 +170,18 @@ fn ipv6_filters(mac: MacAddr, guest6: &[Ipv6Addr]) -> Vec<(bool, Vec<TcU32Key>)>
             ));
         }
     }
-    let mut filters: Vec<(bool, Vec<TcU32Key>)> = f
-        .into_iter()
-        .map(|(leaves, k)| {
-            let mut keys: Vec<(i32, &[u8])> = vec![(ETH_SRC, &m)];
-            keys.extend(k.iter().map(|(o, b)| (*o, b.as_slice())));
-            (leaves, u32_keys(&keys))
-        })
-        .collect();
+    // Fragments to link-local destinations (fe80::/10, a mask u32_keys' whole bytes cannot
+    // say) stay: first of all.
+    let mut link_local = u32_keys(&[(ETH_SRC, &m), (V6_NEXT, &[44])]);
+    let mut fe80 = TcU32Key::default();
+    (fe80.mask, fe80.val, fe80.off) = (0xffc0_0000, 0xfe80_0000, V6_DST);
+    link_local.push(fe80);
+    let mut filters: Vec<(bool, Vec<TcU32Key>)> = vec![(stays, link_local)];
+    filters.extend(f.into_iter().map(|(leaves, k)| {
+        let mut keys: Vec<(i32, &[u8])> = vec![(ETH_SRC, &m)];
+        keys.extend(k.iter().map(|(o, b)| (*o, b.as_slice())));
+        (leaves, u32_keys(&keys))
+    }));
     // ICMPv6 errors (types below 128, the high bit clear) from the global address.
     let mut errors = u32_keys(&[(ETH_SRC, &m), (V6_NEXT, &[58]), (V6_SRC, &global)]);
     let mut high_bit = TcU32Key::default();
@@ -213,4 +216,107 @@ pub fn bridge_guard_removal(table: &str) -> String {
         "add table bridge {table}\ndelete table bridge {table}\n\
          add table netdev {table}\ndelete table netdev {table}\n"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dhcp::frame6::{build_udp6_frame, icmp6_frame, link_local, neighbor_solicitation};
+
+    const MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+
+    /// What the kernel's u32 classifier does with these filters (in order, the first whose
+    /// keys all match decides): whether `frame` leaves by the veth. Offsets count from the
+    /// network header, 14 bytes into the frame.
+    fn leaves(filters: &[(bool, Vec<TcU32Key>)], frame: &[u8]) -> bool {
+        let word = |off: i32| {
+            let at = usize::try_from(14 + off).unwrap();
+            frame
+                .get(at..at + 4)
+                .map_or(0, |b| u32::from_be_bytes(b.try_into().unwrap()))
+        };
+        filters
+            .iter()
+            .find(|(_, keys)| keys.iter().all(|k| word(k.off) & k.mask == k.val))
+            .is_some_and(|(l, _)| *l)
+    }
+
+    fn udp(src: Ipv6Addr, dst: Ipv6Addr, ports: (u16, u16)) -> Vec<u8> {
+        build_udp6_frame((MAC.0, [2, 0, 0, 0, 0, 1]), (src, dst), ports, b"x")
+    }
+
+    /// The frame with a fragment header after the fixed header (its first fragment).
+    fn fragment(mut f: Vec<u8>) -> Vec<u8> {
+        let next = f[14 + 6];
+        f[14 + 6] = 44;
+        f.splice(54..54, [next, 0, 0, 1, 0, 0, 0, 1]);
+        f
+    }
+
+    #[test]
+    fn the_tc_redirect_ipv6_filters_pass_the_guests_own_and_nothing_spoofed_or_rogue() {
+        let me: Ipv6Addr = "fd99::2".parse().unwrap();
+        let ll = link_local(MAC.0);
+        let filters = ipv6_filters(MAC, &[me, ll]);
+        let far: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let router: Ipv6Addr = "fe80::1".parse().unwrap();
+        assert!(leaves(&filters, &udp(me, far, (4000, 53))));
+        assert!(leaves(&filters, &neighbor_solicitation(MAC.0, ll, router)));
+        assert!(leaves(&filters, &fragment(udp(me, far, (4000, 53)))));
+        let refused = [
+            (
+                "a spoofed source",
+                udp("fd99::3".parse().unwrap(), far, (4000, 53)),
+            ),
+            ("a DHCPv6 server message", udp(me, far, (547, 546))),
+            (
+                "a DHCPv6 client message",
+                udp(ll, "ff02::1:2".parse().unwrap(), (546, 547)),
+            ),
+            (
+                "a fragment to fe80::/16",
+                fragment(udp(me, router, (4000, 53))),
+            ),
+            (
+                "a fragment to fe81::/16",
+                fragment(udp(me, "fe81::1".parse().unwrap(), (4000, 53))),
+            ),
+            (
+                "a fragment to febf::/16",
+                fragment(udp(me, "febf::1".parse().unwrap(), (4000, 53))),
+            ),
+            (
+                "a fragment to multicast",
+                fragment(udp(me, "ff02::1".parse().unwrap(), (4000, 53))),
+            ),
+            (
+                "a router advertisement",
+                icmp6_frame(
+                    (MAC.0, [0x33, 0x33, 0, 0, 0, 1]),
+                    (ll, "ff02::1".parse().unwrap()),
+                    134,
+                    &[0; 12],
+                ),
+            ),
+            (
+                "a solicitation naming another MAC",
+                neighbor_solicitation([2, 9, 9, 9, 9, 9], ll, router)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, b)| {
+                        if (6..12).contains(&i) {
+                            MAC.0[i - 6]
+                        } else {
+                            b
+                        }
+                    })
+                    .collect(),
+            ),
+        ];
+        for (what, frame) in refused {
+            assert!(!leaves(&filters, &frame), "{what} leaves");
+        }
+        // Without IPv6 no filter: all of it stays.
+        assert!(ipv6_filters(MAC, &[]).is_empty());
+    }
 }

@@ -130,11 +130,14 @@ pub struct PortGuard {
 ///   MAC (`lla6`: the same bytes as `macs`, typed for the raw `@th,208,48`);
 /// - no multicast listener queries (a guest is no multicast router).
 ///
-/// Multicast listener reports pass (from the guest's own source). Nothing but IPv4, ARP and
-/// IPv6. `ether type` is the outer type also for a tagged frame whose tag the kernel took off
+/// Multicast listener reports pass (from the guest's own source). Nothing to a TAP's host
+/// side (a MAC the daemon makes, first byte 0xfe, which no guest may have): the bridge takes
+/// a frame to a port's own MAC as its own and routes it, past the hairpin table, which knows
+/// the bridge's MAC only. Nothing but IPv4, ARP and IPv6. `ether type` is the outer type also for a tagged frame whose tag the kernel took off
 /// before the hook, so 802.1Q and 802.1ad frames end in the last rule.
-pub(super) const GUARDS: [&str; 21] = [
+pub(super) const GUARDS: [&str; 22] = [
     "iifname . ether saddr != @macs counter drop",
+    "ether daddr & ff:00:00:00:00:00 == fe:00:00:00:00:00 counter drop",
     "ether type arp iifname . arp saddr ether != @macs counter drop",
     "ether type arp arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @ips counter drop",
     "ether type ip udp dport 67 counter drop",
