@@ -167,7 +167,8 @@ impl Binding {
 
 impl Binding6 {
     /// Checks the router is link-local and the address, if any, a unicast one inside the
-    /// prefix; a binding without an address must let the guest configure itself.
+    /// prefix (not its subnet-router anycast address, which a /127 and a /128 do not have,
+    /// RFC 6164); a binding without an address must let the guest configure itself.
     pub fn validate(&self) -> Result<(), BindingError> {
         if !crate::frame6::is_link_local(self.router) {
             return Err(BindingError::Router6(self.router));
@@ -176,7 +177,7 @@ impl Binding6 {
             self.prefix.contains(&ip)
                 && !ip.is_multicast()
                 && !ip.is_unspecified()
-                && ip != self.prefix.network()
+                && (ip != self.prefix.network() || self.prefix.prefix_len() >= 127)
         };
         let ok = match self.ip {
             Some(ip) => in_prefix(ip),

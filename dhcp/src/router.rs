@@ -63,13 +63,16 @@ fn advert_body(b: &Binding, v6: &Binding6) -> Vec<u8> {
         m.extend_from_slice(&[5, 1, 0, 0]);
         m.extend_from_slice(&u32::from(mtu).to_be_bytes());
     }
-    // Prefix information (type 3): on-link, autonomous as configured.
-    m.extend_from_slice(&[3, 4, v6.prefix.prefix_len()]);
-    m.push(0x80 | if v6.autonomous { 0x40 } else { 0 });
-    m.extend_from_slice(&b.lease_secs.to_be_bytes()); // valid lifetime
-    m.extend_from_slice(&b.lease_secs.to_be_bytes()); // preferred lifetime
-    m.extend_from_slice(&[0; 4]);
-    m.extend_from_slice(&v6.prefix.network().octets());
+    // Prefix information (type 3): on-link, autonomous as configured. A /128 (a Calico-style
+    // pod address) has no link to be on: none then, the guest reaches all through the router.
+    if v6.prefix.prefix_len() < 128 {
+        m.extend_from_slice(&[3, 4, v6.prefix.prefix_len()]);
+        m.push(0x80 | if v6.autonomous { 0x40 } else { 0 });
+        m.extend_from_slice(&b.lease_secs.to_be_bytes()); // valid lifetime
+        m.extend_from_slice(&b.lease_secs.to_be_bytes()); // preferred lifetime
+        m.extend_from_slice(&[0; 4]);
+        m.extend_from_slice(&v6.prefix.network().octets());
+    }
     // At most 16 servers: the option's length (in 8-byte units) is then 33, well within a byte.
     let dns: Vec<_> = v6.dns.iter().take(16).collect();
     if !dns.is_empty() {
@@ -281,6 +284,16 @@ mod tests {
             .map(|(k, _)| *k)
             .collect();
         assert_eq!(kinds, [5, 3, 25, 31]);
+        // A /128 address: no prefix to be on-link, the router is the way to everything.
+        let mut host = dual();
+        let v6 = host.v6.as_mut().unwrap();
+        v6.prefix = "fd77::5/128".parse().unwrap();
+        assert!(v6.validate().is_ok(), "a /128 address is its own prefix");
+        let kinds: Vec<u8> = options(&advertisement(&host).unwrap())
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(kinds, [1, 5, 25, 31]);
     }
 
     #[test]

@@ -277,6 +277,116 @@ fn a_dual_stack_pods_interface_gives_the_guest_both_families_and_gets_them_back(
 }
 
 #[test]
+fn a_calico_style_pod_gets_its_onlink_ipv6_route_back() {
+    tapmanager_tests::require_root!();
+    // Calico's shape, made by hand: /32 and /128 addresses, default routes `onlink` through a
+    // gateway no address of the pod's covers.
+    let mut sb = Sandbox::new("pod6c", GROUP, &pods_network("tc-redirect"));
+    let pod = Netns::new("pod6c");
+    let host = format!("tmc6{}", std::process::id() % 100_000);
+    pod.ip(&[
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &host,
+        "netns",
+        &sb.ns.name,
+    ]);
+    for (ns, link, cmds) in [
+        (
+            &sb.ns,
+            host.as_str(),
+            vec![
+                vec!["addr", "add", "10.51.0.1/32", "dev", "LINK"],
+                vec!["-6", "addr", "add", "fd51::1/128", "dev", "LINK", "nodad"],
+                vec!["link", "set", "LINK", "up"],
+                vec!["route", "add", "10.51.0.5/32", "dev", "LINK"],
+                vec!["-6", "route", "add", "fd51::5/128", "dev", "LINK"],
+            ],
+        ),
+        (
+            &pod,
+            "eth0",
+            vec![
+                vec!["addr", "add", "10.51.0.5/32", "dev", "LINK"],
+                vec!["-6", "addr", "add", "fd51::5/128", "dev", "LINK", "nodad"],
+                vec!["link", "set", "LINK", "up"],
+                vec![
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    "10.51.0.1",
+                    "dev",
+                    "LINK",
+                    "onlink",
+                ],
+                vec![
+                    "-6", "route", "add", "default", "via", "fd51::1", "dev", "LINK", "onlink",
+                ],
+            ],
+        ),
+    ] {
+        for c in cmds {
+            let args: Vec<&str> = c
+                .iter()
+                .map(|a| if *a == "LINK" { link } else { a })
+                .collect();
+            ns.ip(&args);
+        }
+    }
+    assert!(
+        sb.wait_for(5, || !pod.ip(&["-6", "addr"]).contains("tentative")),
+        "the pod's link-local stays tentative"
+    );
+    let (before, before6) = (pod_state(&pod), pod_state6(&pod));
+    assert!(before6.contains("onlink"), "{before6}");
+    let netns = File::open(format!("/run/netns/{}", pod.name)).unwrap();
+    let (a, fds) = sb
+        .client()
+        .attach_pod(take_over("pods"), netns.as_fd())
+        .expect("attach_pod");
+    let lease = a.interfaces[0]
+        .ipv6
+        .clone()
+        .expect("the guest takes the pod's IPv6");
+    assert_eq!(lease.address, ("fd51::5".parse().unwrap(), 128));
+    assert_eq!(lease.router, sb.ns.link_local(&host));
+    let vm = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
+    assert_eq!(
+        vm.dhcpv6(true).expect("a DHCPv6 lease").address,
+        lease.address.0
+    );
+    // A restart on the way: the saved state is read back from disk.
+    sb.kill();
+    sb.start();
+    drop(vm);
+    sb.client().release(&"podvm".parse().unwrap()).unwrap();
+    assert!(
+        sb.wait_for(10, || held(&sb) == (0, 0, 0)),
+        "left {:?}",
+        held(&sb)
+    );
+    assert!(
+        sb.wait_for(5, || !pod.ip(&["-6", "addr"]).contains("tentative")),
+        "the pod's addresses stay tentative"
+    );
+    assert_eq!(pod_state(&pod), before);
+    assert_eq!(
+        pod_state6(&pod),
+        before6,
+        "the onlink IPv6 route is not back"
+    );
+    let (ok, out) = pod.exec(&["busybox", "ping6", "-c", "1", "-W", "2", "fd51::1"]);
+    assert!(ok, "the pod lost its IPv6: {out}");
+    sb.ns.ip(&["link", "del", &host]);
+}
+
+#[test]
 fn namespaces_the_caller_does_not_own_are_refused() {
     tapmanager_tests::require_root!();
     let sb = Sandbox::new("podown", GROUP, &pods_network("tc-redirect"));

@@ -116,7 +116,7 @@ pub(crate) fn saved_lease(s: &Saved) -> Option<(Ipv4Net, Ipv4Addr, Routes)> {
 /// default route's gateway. None without either: the pod keeps its IPv6, the guest has
 /// IPv4 only.
 fn lease6(v6: &SavedIpv6, dns: &[std::net::Ipv6Addr]) -> Option<super::Lease6> {
-    let address = *v6.addresses.first()?;
+    let address = v6.addresses.first()?.net;
     let gateway = v6.routes.iter().find(|r| r.dst.prefix_len() == 0)?.gw?;
     Some(super::Lease6 {
         address,

@@ -25,13 +25,24 @@ pub struct SavedRoute {
     pub protocol: u8,
 }
 
-/// A link's IPv6 side as it was before the daemon took the link over: its global addresses
-/// (the link-local comes back by itself) and the main table's routes through it that the
-/// kernel did not derive from an address.
+/// A link's IPv6 side as it was before the daemon took the link over: its configured global
+/// addresses (the link-local, and what SLAAC or a DHCPv6 client made, come back by
+/// themselves) and the main table's routes through it that neither the kernel derived from
+/// an address nor a router advertisement taught. Not kept: routes of other tables,
+/// multipath routes, their MTU and preferred source.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SavedIpv6 {
-    pub addresses: Vec<Ipv6Net>,
+    pub addresses: Vec<SavedAddress6>,
     pub routes: Vec<SavedRoute6>,
+}
+
+/// A configured IPv6 address of a link, with the flags it was added with that say how it
+/// behaves (`nodad`, `noprefixroute`, `optimistic`, `mngtmpaddr`, `home`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedAddress6 {
+    pub net: Ipv6Net,
+    #[serde(default)]
+    pub flags: u32,
 }
 
 /// An IPv6 route through one link, as it was.
@@ -42,13 +53,18 @@ pub struct SavedRoute6 {
     /// `rtm_protocol`, and the metric (IPv6 routes are told apart by it).
     pub protocol: u8,
     pub metric: Option<u32>,
+    /// `onlink`: the gateway is on the link whatever the addresses say (a /128 pod address).
+    #[serde(default)]
+    pub onlink: bool,
 }
 
 impl Links {
     /// What [`SavedIpv6`] keeps of link `index`.
     pub async fn ipv6_state(&self, index: u32, name: &str) -> Result<SavedIpv6, LinkError> {
         use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressScope};
-        use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol};
+        use netlink_packet_route::route::{
+            RouteAddress, RouteAttribute, RouteFlags, RouteProtocol,
+        };
         let get = |e| LinkError::Get(name.to_owned(), e);
         let addrs: Vec<_> = self
             .handle
@@ -61,16 +77,30 @@ impl Links {
             .map_err(get)?;
         let mut saved = SavedIpv6::default();
         for a in &addrs {
-            let temporary = a.attributes.iter().any(
-                |x| matches!(x, AddressAttribute::Flags(f) if f.contains(AddressFlags::Secondary)),
+            // Configured addresses only: SLAAC's and a DHCPv6 client's have lifetimes.
+            let configured = a.attributes.iter().any(
+                |x| matches!(x, AddressAttribute::Flags(f) if f.contains(AddressFlags::Permanent)),
             );
-            if a.header.scope != AddressScope::Universe || temporary {
+            if a.header.scope != AddressScope::Universe || !configured {
                 continue;
             }
+            let kept = AddressFlags::Nodad
+                | AddressFlags::Optimistic
+                | AddressFlags::Homeaddress
+                | AddressFlags::Managetempaddr
+                | AddressFlags::Noprefixroute;
+            let flags = a
+                .attributes
+                .iter()
+                .find_map(|x| match x {
+                    AddressAttribute::Flags(f) => Some((*f & kept).bits()),
+                    _ => None,
+                })
+                .unwrap_or(0);
             for attr in &a.attributes {
                 if let AddressAttribute::Address(IpAddr::V6(v)) = attr {
                     if let Ok(net) = Ipv6Net::new(*v, a.header.prefix_len) {
-                        saved.addresses.push(net);
+                        saved.addresses.push(SavedAddress6 { net, flags });
                     }
                 }
             }
@@ -84,7 +114,9 @@ impl Links {
             .await
             .map_err(get)?;
         for r in &routes {
-            if r.header.table != 254 || r.header.protocol == RouteProtocol::Kernel {
+            if r.header.table != 254
+                || [RouteProtocol::Kernel, RouteProtocol::Ra].contains(&r.header.protocol)
+            {
                 continue;
             }
             let (mut oif, mut dst, mut gw, mut metric) = (None, Ipv6Addr::UNSPECIFIED, None, None);
@@ -106,6 +138,7 @@ impl Links {
                     gw,
                     protocol: r.header.protocol.into(),
                     metric,
+                    onlink: r.header.flags.contains(RouteFlags::Onlink),
                 });
             }
         }
@@ -113,7 +146,8 @@ impl Links {
     }
 
     /// Puts back what [`Links::ipv6_state`] saved (the link's IPv6 must be on again): the
-    /// addresses, through duplicate address detection as any address, then the routes.
+    /// addresses, through duplicate address detection as any address, then the routes,
+    /// those without a gateway first (a gateway may be reachable only through one).
     pub async fn restore_ipv6(
         &self,
         index: u32,
@@ -121,15 +155,24 @@ impl Links {
         saved: &SavedIpv6,
     ) -> Result<(), LinkError> {
         for a in &saved.addresses {
-            self.handle
+            use netlink_packet_route::address::{AddressAttribute, AddressFlags};
+            let mut req = self
+                .handle
                 .address()
-                .add(index, IpAddr::V6(a.addr()), a.prefix_len())
-                .replace()
-                .execute()
+                .add(index, IpAddr::V6(a.net.addr()), a.net.prefix_len())
+                .replace();
+            if a.flags != 0 {
+                req.message_mut().attributes.push(AddressAttribute::Flags(
+                    AddressFlags::from_bits_truncate(a.flags),
+                ));
+            }
+            req.execute()
                 .await
-                .map_err(|e| LinkError::AddAddress6(format!("{a} to {name}"), e))?;
+                .map_err(|e| LinkError::AddAddress6(format!("{} to {name}", a.net), e))?;
         }
-        for r in &saved.routes {
+        let mut routes: Vec<&SavedRoute6> = saved.routes.iter().collect();
+        routes.sort_by_key(|r| r.gw.is_some());
+        for r in routes {
             let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
                 .destination_prefix(r.dst.addr(), r.dst.prefix_len())
                 .output_interface(index)
@@ -139,6 +182,9 @@ impl Links {
             }
             if let Some(m) = r.metric {
                 b = b.priority(m);
+            }
+            if r.onlink {
+                b = b.onlink();
             }
             let what = match r.gw {
                 Some(gw) => format!("{} via {gw} dev {name}", r.dst),

@@ -12,7 +12,7 @@ mod neigh;
 mod route;
 mod tc;
 
-pub use addr::{SavedAddress, SavedIpv6, SavedRoute, SavedRoute6};
+pub use addr::{SavedAddress, SavedAddress6, SavedIpv6, SavedRoute, SavedRoute6};
 pub use tc::u32_keys;
 
 use futures::TryStreamExt;
