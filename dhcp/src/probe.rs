@@ -10,7 +10,11 @@
 //!    link-local address (the kernel answers a multicast echo from the address it would use
 //!    towards the asker). A second round sends it to the all-nodes group MAC and keeps the
 //!    answer from the gateway's MAC, for a router that ignores a group address in a frame to
-//!    itself.
+//!    itself; a router that answers no echo to all nodes at all is asked, last, whether it
+//!    holds the EUI-64 link-local of its MAC.
+//!
+//! It believes the first answer: whoever else is on that link could forge one, as they could
+//! send the guest router advertisements themselves.
 //!
 //! Blocking, with deadlines: call it on a thread inside the link's namespace (the socket is
 //! bound there). Needs CAP_NET_RAW.
@@ -94,7 +98,20 @@ pub fn router_of(
             return Ok(Some((ll, router_mac)));
         }
     }
-    Ok(None)
+    // A router that answers no echo to all nodes: the link-local its MAC gives (the kernel's
+    // default), if it claims it.
+    let guess = link_local(router_mac);
+    packet::send(fd.as_fd(), &neighbor_solicitation(mac, me, guess))?;
+    let claimed = until(
+        fd.as_fd(),
+        ECHO_ROUND,
+        (mac, me),
+        |p| match neighbor_message(p) {
+            Some((136, target, _)) if target == guess && p.src_mac == router_mac => Some(()),
+            _ => None,
+        },
+    )?;
+    Ok(claimed.map(|()| (guess, router_mac)))
 }
 
 /// Reads frames until `pick` takes one or `wait` is over. A solicitation for our own

@@ -238,6 +238,13 @@ fn a_dual_stack_bridge_and_host_local_network_gives_the_guest_both_families() {
             "{net}: an advertisement of the gateway's address got through"
         );
     }
+    // A router that answers no echo to all nodes is asked for the link-local its MAC gives.
+    sb.ns
+        .exec(&["sysctl", "-qw", "net.ipv6.icmp.echo_ignore_multicast=1"]);
+    let (again, _fds) = attach(&sb, "c7", &["pod"]).expect("attach with no multicast echo");
+    let router = again.interfaces[0].ipv6.clone().expect("IPv6").router;
+    assert_eq!(router, sb.ns.link_local("tmcni6"));
+    sb.client().release(&"c7".parse().unwrap()).unwrap();
     sb.client().release(&"c6".parse().unwrap()).unwrap();
     assert!(
         sb.wait_for(10, || held(&sb) == (0, 0, 0)),
