@@ -161,6 +161,36 @@ pub fn pod_state(pod: &Netns) -> String {
     )
 }
 
+/// Address `k` ("address", "gateway") of a CNI result's second IP (the IPv6 one of a
+/// dual-stack result), without its prefix length.
+pub fn result_ip6(result: &serde_json::Value, k: &str) -> String {
+    result["ips"][1][k]
+        .as_str()
+        .unwrap_or_else(|| panic!("no IPv6 {k} in {result}"))
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// Waits (up to 5 s) until no IPv6 address of `link` in `ns` is tentative (duplicate address
+/// detection over): whether it got there.
+pub fn ipv6_settled(ns: &Netns, link: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if !ns
+            .ip(&["-6", "addr", "show", "dev", link])
+            .contains("tentative")
+        {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// The pod's IPv6 as `ip` shows it: eth0's global addresses and the IPv6 routes.
 pub fn pod_state6(pod: &Netns) -> String {
     format!(

@@ -7,7 +7,9 @@ use protocol::{AttachRequest, NetworkRequest};
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
-use tapmanager_tests::cnidir::{pod_cni, pod_cni_with, pod_state, pod_state6, CniDir};
+use tapmanager_tests::cnidir::{
+    ipv6_settled, pod_cni, pod_cni_with, pod_state, pod_state6, result_ip6, CniDir,
+};
 use tapmanager_tests::fakevm::FakeVm;
 use tapmanager_tests::fakevm6 as v6;
 use tapmanager_tests::sandbox::{run, Netns, Sandbox};
@@ -166,29 +168,15 @@ fn a_dual_stack_pods_interface_gives_the_guest_both_families_and_gets_them_back(
         let pod = Netns::new("pod6");
         let result: serde_json::Value =
             serde_json::from_str(&pod_cni_with(&sb, &d, &pod, "ADD", true)).unwrap();
-        let ip6 = |k: &str| -> std::net::Ipv6Addr {
-            result["ips"][1][k]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
+        let ip6 = |k: &str| -> std::net::Ipv6Addr { result_ip6(&result, k).parse().unwrap() };
         let (own, gw) = (ip6("address"), ip6("gateway"));
         // The pod's gateway address answers once its duplicate address detection is over.
         assert!(
-            sb.wait_for(5, || !sb
-                .ns
-                .ip(&["-6", "addr", "show", "dev", "tmpodbr"])
-                .contains("tentative")),
+            ipv6_settled(&sb.ns, "tmpodbr"),
             "the pod bridge's address stays tentative"
         );
         assert!(
-            sb.wait_for(5, || !pod
-                .ip(&["-6", "addr", "show", "dev", "eth0"])
-                .contains("tentative")),
+            ipv6_settled(&pod, "eth0"),
             "the pod's address stays tentative"
         );
         let (before, before6) = (pod_state(&pod), pod_state6(&pod));
@@ -263,9 +251,7 @@ fn a_dual_stack_pods_interface_gives_the_guest_both_families_and_gets_them_back(
         );
         // The pod as it was, both families, once its address is through detection again.
         assert!(
-            sb.wait_for(5, || !pod
-                .ip(&["-6", "addr", "show", "dev", "eth0"])
-                .contains("tentative")),
+            ipv6_settled(&pod, "eth0"),
             "{binding}: the pod's address stays tentative"
         );
         assert_eq!(pod_state(&pod), before, "{binding}");
@@ -340,7 +326,7 @@ fn a_calico_style_pod_gets_its_onlink_ipv6_route_back() {
         }
     }
     assert!(
-        sb.wait_for(5, || !pod.ip(&["-6", "addr"]).contains("tentative")),
+        ipv6_settled(&pod, "eth0"),
         "the pod's link-local stays tentative"
     );
     let (before, before6) = (pod_state(&pod), pod_state6(&pod));
@@ -372,7 +358,7 @@ fn a_calico_style_pod_gets_its_onlink_ipv6_route_back() {
         held(&sb)
     );
     assert!(
-        sb.wait_for(5, || !pod.ip(&["-6", "addr"]).contains("tentative")),
+        ipv6_settled(&pod, "eth0"),
         "the pod's addresses stay tentative"
     );
     assert_eq!(pod_state(&pod), before);

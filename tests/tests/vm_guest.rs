@@ -322,15 +322,7 @@ fn real_guest_networkd_leases_and_pings_on_every_other_kind() {
         &sb, &d, &pod, "ADD", true,
     ))
     .unwrap();
-    let pod6 = |k: &str| -> String {
-        result["ips"][1][k]
-            .as_str()
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_owned()
-    };
+    let pod6 = |k: &str| tapmanager_tests::cnidir::result_ip6(&result, k);
     let lan_host6 = "fd77:77::2";
     let (pod_ip, pod_prefix) = result["ips"][0]["address"]
         .as_str()

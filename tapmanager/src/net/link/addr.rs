@@ -59,22 +59,44 @@ pub struct SavedRoute6 {
 }
 
 impl Links {
-    /// What [`SavedIpv6`] keeps of link `index`.
-    pub async fn ipv6_state(&self, index: u32, name: &str) -> Result<SavedIpv6, LinkError> {
-        use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressScope};
-        use netlink_packet_route::route::{
-            RouteAddress, RouteAttribute, RouteFlags, RouteProtocol,
-        };
-        let get = |e| LinkError::Get(name.to_owned(), e);
-        let addrs: Vec<_> = self
-            .handle
+    /// Every address of link `index` (`ip addr show dev`).
+    async fn addresses_on(
+        &self,
+        index: u32,
+        name: &str,
+    ) -> Result<Vec<netlink_packet_route::address::AddressMessage>, LinkError> {
+        self.handle
             .address()
             .get()
             .set_link_index_filter(index)
             .execute()
             .try_collect()
             .await
-            .map_err(get)?;
+            .map_err(|e| LinkError::Get(name.to_owned(), e))
+    }
+
+    /// The routes a dump of one family (`ip route show table all`) gives.
+    async fn routes(
+        &self,
+        family: netlink_packet_route::route::RouteMessage,
+        name: &str,
+    ) -> Result<Vec<netlink_packet_route::route::RouteMessage>, LinkError> {
+        self.handle
+            .route()
+            .get(family)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| LinkError::Get(name.to_owned(), e))
+    }
+
+    /// What [`SavedIpv6`] keeps of link `index`.
+    pub async fn ipv6_state(&self, index: u32, name: &str) -> Result<SavedIpv6, LinkError> {
+        use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressScope};
+        use netlink_packet_route::route::{
+            RouteAddress, RouteAttribute, RouteFlags, RouteProtocol,
+        };
+        let addrs = self.addresses_on(index, name).await?;
         let mut saved = SavedIpv6::default();
         for a in &addrs {
             // Configured addresses only: SLAAC's and a DHCPv6 client's have lifetimes.
@@ -105,14 +127,9 @@ impl Links {
                 }
             }
         }
-        let routes: Vec<_> = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(get)?;
+        let routes = self
+            .routes(RouteMessageBuilder::<Ipv6Addr>::new().build(), name)
+            .await?;
         for r in &routes {
             if r.header.table != 254
                 || [RouteProtocol::Kernel, RouteProtocol::Ra].contains(&r.header.protocol)
@@ -204,16 +221,7 @@ impl Links {
     /// Takes every IPv4 address off a link, then sets it down with a new MAC, which drops
     /// every route through it: what a CNI plugin configured there is the guest's now.
     pub async fn strip(&self, index: u32, name: &str, mac: MacAddr) -> Result<(), LinkError> {
-        let addrs: Vec<_> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| LinkError::Get(name.to_owned(), e))?;
-        for a in addrs {
+        for a in self.addresses_on(index, name).await? {
             if a.header.family != netlink_packet_route::AddressFamily::Inet {
                 continue;
             }
@@ -239,20 +247,11 @@ impl Links {
         index: u32,
         name: &str,
     ) -> Result<(Vec<SavedAddress>, Vec<SavedRoute>), LinkError> {
-        use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+        use netlink_packet_route::address::AddressAttribute;
         use netlink_packet_route::route::{
-            RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol,
+            RouteAddress, RouteAttribute, RouteFlags, RouteProtocol,
         };
-        let get = |e| LinkError::Get(name.to_owned(), e);
-        let addrs: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(get)?;
+        let addrs = self.addresses_on(index, name).await?;
         let mut out = Vec::new();
         for a in &addrs {
             let (mut ip, mut broadcast) = (None, None);
@@ -268,14 +267,9 @@ impl Links {
                 out.push(SavedAddress { net, broadcast });
             }
         }
-        let routes: Vec<RouteMessage> = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(get)?;
+        let routes = self
+            .routes(RouteMessageBuilder::<Ipv4Addr>::new().build(), name)
+            .await?;
         let mut saved = Vec::new();
         for r in &routes {
             if r.header.table != 254 || r.header.protocol == RouteProtocol::Kernel {
