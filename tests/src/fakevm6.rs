@@ -376,3 +376,10 @@ pub fn icmp6_from(frames: &[Vec<u8>], mac: [u8; 6], kind: u8) -> usize {
         .filter(|p| p.src_mac == mac && p.next_header == 58 && p.payload.first() == Some(&kind))
         .count()
 }
+
+/// The MAC of a TAP's host side for a guest's `mac` (the daemon's: first byte 0xfe).
+pub fn host_side(mac: [u8; 6]) -> [u8; 6] {
+    let mut m = mac;
+    m[0] = 0xfe;
+    m
+}

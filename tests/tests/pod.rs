@@ -624,6 +624,87 @@ fn a_masquerade_binding_natting_the_guest_behind_the_pods_address() {
 }
 
 #[test]
+fn a_masquerade_binding_gives_a_dual_stack_pods_guest_ipv6_behind_nat66() {
+    tapmanager_tests::require_root!();
+    let d = CniDir::new("pod-masq6");
+    let networks =
+        "[networks.pods]\nkind = \"pod\"\nbinding = \"masquerade\"\ndns6 = [\"fd50::53\"]\n";
+    let mut sb = Sandbox::new("podmasq6", GROUP, networks);
+    let pod = Netns::new("podmasq6");
+    let result: serde_json::Value =
+        serde_json::from_str(&pod_cni_with(&sb, &d, &pod, "ADD", true)).unwrap();
+    let pod_gw6: std::net::Ipv6Addr = result_ip6(&result, "gateway").parse().unwrap();
+    assert!(ipv6_settled(&pod, "eth0") && ipv6_settled(&sb.ns, "tmpodbr"));
+    let (before, before6) = (pod_state(&pod), pod_state6(&pod));
+    let forwarding = |pod: &Netns| {
+        pod.exec(&["cat", "/proc/sys/net/ipv6/conf/all/forwarding"])
+            .1
+    };
+    let forward6_before = forwarding(&pod);
+
+    let netns = File::open(format!("/run/netns/{}", pod.name)).unwrap();
+    let (a, fds) = sb
+        .client()
+        .attach_pod(take_over("pods"), netns.as_fd())
+        .expect("attach_pod");
+    let iface = &a.interfaces[0];
+    let lease = iface.ipv6.clone().expect("IPv6 behind the pod's address");
+    let (me, gw): (std::net::Ipv6Addr, std::net::Ipv6Addr) = (
+        "fd10:0:2::2".parse().unwrap(),
+        "fd10:0:2::1".parse().unwrap(),
+    );
+    assert_eq!((lease.address, lease.gateway), ((me, 64), gw));
+    // The pod keeps its addresses and routes, IPv6 included: the guest is behind them.
+    let during6 = pod_state6(&pod);
+    for line in before6.lines() {
+        assert!(during6.contains(line), "{line:?} gone:\n{during6}");
+    }
+
+    let vm = FakeVm::new(fds.into_iter().next().unwrap(), iface.mac.0);
+    let ra = vm.solicit_router().expect("a router advertisement");
+    assert_eq!(ra.router, lease.router);
+    assert_eq!(
+        ra.slla,
+        Some(tapmanager_tests::fakevm6::host_side(iface.mac.0)),
+        "the TAP is the router"
+    );
+    assert_eq!(
+        ra.rdnss,
+        ["fd50::53".parse::<std::net::Ipv6Addr>().unwrap()]
+    );
+    assert_eq!(vm.dhcpv6(true).expect("a DHCPv6 lease").address, me);
+    assert!(vm.ping6(me, gw), "the TAP does not answer");
+    // Out through the pod's interface, NATed to its IPv6 address: the pod's gateway answers.
+    assert!(vm.ping6_via(me, gw, pod_gw6), "NAT66 egress failed");
+    assert!(
+        !vm.ping6_via("fd10:0:2::3".parse().unwrap(), gw, pod_gw6),
+        "a spoofed source left the pod"
+    );
+    // A restart adopts it as it was.
+    sb.kill();
+    sb.start();
+    assert!(vm.ping6_via(me, gw, pod_gw6), "NAT66 lost after restart");
+
+    drop(vm);
+    sb.client().release(&"podvm".parse().unwrap()).unwrap();
+    assert!(
+        sb.wait_for(10, || held(&sb) == (0, 0, 0)),
+        "left {:?}",
+        held(&sb)
+    );
+    assert_eq!(pod_state(&pod), before);
+    assert_eq!(pod_state6(&pod), before6);
+    assert_eq!(
+        forwarding(&pod),
+        forward6_before,
+        "IPv6 forwarding not given back"
+    );
+    let (_, tables) = pod.exec(&["nft", "list", "tables"]);
+    assert!(!tables.contains("tapmanager"), "{tables}");
+    pod_cni_with(&sb, &d, &pod, "DEL", true);
+}
+
+#[test]
 fn a_pod_whose_shim_died_while_the_daemon_was_down_gets_its_interface_back() {
     tapmanager_tests::require_root!();
     let d = CniDir::new("pod-crash");

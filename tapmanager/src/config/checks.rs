@@ -55,6 +55,20 @@ pub(super) fn nat_cidr(cidr: Ipv4Net) -> Result<(), String> {
     Ok(())
 }
 
+/// A guest's IPv6 subnet behind NAT (`cidr6`, KubeVirt's `fd10:0:2::/64` by default): unicast,
+/// not link-local, /126 or larger, host bits clear.
+pub(super) fn nat_cidr6(c: Option<ipnet::Ipv6Net>) -> Result<ipnet::Ipv6Net, String> {
+    let c = c.unwrap_or_else(|| "fd10:0:2::/64".parse().expect("valid"));
+    let a = c.network();
+    if c != c.trunc() || c.prefix_len() > 126 || a.is_multicast() || dhcp::frame6::is_link_local(a)
+    {
+        return Err(format!(
+            "cidr6 {c}: a unicast subnet of /126 or larger with its host bits clear"
+        ));
+    }
+    Ok(c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -183,20 +183,7 @@ pub(super) fn validate_masquerade(m: RawMasquerade) -> Result<IsolatedNet, Strin
     let cidr6 = match (m.transit6, m.cidr6) {
         (None, None) => None,
         (None, Some(_)) => return Err("cidr6 is only used with transit6".into()),
-        (Some(_), c) => {
-            let c = c.unwrap_or_else(|| "fd10:0:2::/64".parse().expect("valid"));
-            let a = c.network();
-            if c != c.trunc()
-                || c.prefix_len() > 126
-                || a.is_multicast()
-                || dhcp::frame6::is_link_local(a)
-            {
-                return Err(format!(
-                    "cidr6 {c}: a unicast subnet of /126 or larger with its host bits clear"
-                ));
-            }
-            Some(c)
-        }
+        (Some(_), c) => Some(checks::nat_cidr6(c)?),
     };
     let mut iso = validate_isolated(RawIsolated {
         range: m.transit,

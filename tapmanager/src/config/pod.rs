@@ -38,11 +38,11 @@ pub(super) fn validate(pd: RawPod, adopt_any: Access) -> Result<PodNet, String> 
             PodBinding::Masquerade(Masquerade {
                 cidr,
                 ports: checks::forwards(&pd.ports, "port")?,
-                cidr6: None,
+                cidr6: Some(checks::nat_cidr6(pd.cidr6)?),
             })
         }
-        _ if pd.cidr.is_some() || !pd.ports.is_empty() => {
-            return Err("cidr and ports belong to binding = \"masquerade\"".into())
+        _ if pd.cidr.is_some() || pd.cidr6.is_some() || !pd.ports.is_empty() => {
+            return Err("cidr, cidr6 and ports belong to binding = \"masquerade\"".into())
         }
         None => PodBinding::Join(VethBinding::TcRedirect),
         Some("routed") => {

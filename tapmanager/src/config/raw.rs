@@ -102,6 +102,9 @@ pub(super) struct RawPod {
     pub(super) binding: Option<String>,
     /// Masquerade only: the guest's subnet inside the pod (gateway = network + 1, guest = + 2).
     pub(super) cidr: Option<Ipv4Net>,
+    /// Masquerade only: the same for IPv6, used when the pod's interface has IPv6 (default
+    /// `fd10:0:2::/64`, KubeVirt's).
+    pub(super) cidr6: Option<ipnet::Ipv6Net>,
     /// Masquerade only: `PROTO:POD_PORT:GUEST_PORT`, explicit forwards from the pod's address.
     #[serde(default)]
     pub(super) ports: Vec<String>,

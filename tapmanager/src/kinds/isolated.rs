@@ -452,25 +452,8 @@ async fn wire(kit: &Kit<'_>, nic: &Nic, inside: Inside, again: bool) -> Result<(
         kit.links
             .add_address6(host_index, name, ipnet::Ipv6Net::new(l.router, 64)?)
             .await?;
-        route_own64(kit.links, host_index, iface, l).await?;
+        super::route_own64(kit.links, host_index, iface.mac, l).await?;
     }
-    Ok(())
-}
-
-/// A guest's /64 routed to its MAC through a permanent neighbour entry (its EUI-64
-/// link-local), not on-link: an address of it that nobody holds, asked for from outside or
-/// by the guest itself through its router, costs the kernel's neighbour table nothing (that
-/// table is shared by every namespace of the host).
-async fn route_own64(
-    links: &Links,
-    index: u32,
-    iface: &Interface,
-    l: &protocol::Lease6,
-) -> Result<(), KindError> {
-    let guest_ll = dhcp::frame6::link_local(iface.mac.0);
-    links.add_neighbour(index, guest_ll, iface.mac).await?;
-    let own64 = ipnet::Ipv6Net::new(l.address.0, l.address.1)?.trunc();
-    links.add_onlink_route6(own64, guest_ll, index).await?;
     Ok(())
 }
 
@@ -535,7 +518,7 @@ async fn route_port(
                 ipnet::Ipv6Net::new(l.gateway, l.address.1)?,
             )
             .await?;
-        route_own64(inner, tap_index, iface, l).await?;
+        super::route_own64(inner, tap_index, iface.mac, l).await?;
         if transit.is_some() {
             let ns_side = std::net::Ipv6Addr::from(u128::from(net6.network()) + 2);
             inner

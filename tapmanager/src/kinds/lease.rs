@@ -76,7 +76,10 @@ pub(crate) fn binding(
             router_on_server_mac: !matches!(
                 nic.built,
                 NicState::Cni { .. }
-                    | NicState::Pod { .. }
+                    | NicState::Pod {
+                        masquerade: false,
+                        ..
+                    }
                     | NicState::Isolated {
                         binding: Some(_),
                         ..

@@ -637,6 +637,23 @@ pub(crate) fn own6(l: &protocol::Lease6, mac: protocol::MacAddr) -> Vec<Ipv6Addr
     vec![l.address.0, dhcp::frame6::link_local(mac.0)]
 }
 
+/// A guest's /64 (or /127) routed to its MAC through a permanent neighbour entry (its
+/// EUI-64 link-local), not on-link: an address of it that nobody holds, asked for from
+/// outside or by the guest itself through its router, costs the kernel's neighbour table
+/// nothing (that table is shared by every namespace of the host).
+pub(crate) async fn route_own64(
+    links: &Links,
+    index: u32,
+    mac: protocol::MacAddr,
+    l: &protocol::Lease6,
+) -> Result<(), KindError> {
+    let guest_ll = dhcp::frame6::link_local(mac.0);
+    links.add_neighbour(index, guest_ll, mac).await?;
+    let own = ipnet::Ipv6Net::new(l.address.0, l.address.1)?.trunc();
+    links.add_onlink_route6(own, guest_ll, index).await?;
+    Ok(())
+}
+
 /// A link of a guest's namespace with its IPv6 off (the guest has its addresses).
 pub(crate) fn ipv6_off_in(ns: &NetNs, name: &str) -> Result<(), KindError> {
     let owned = name.to_owned();
@@ -1139,6 +1156,7 @@ lease_secs = 120
             ipv6: Default::default(),
             binding,
             ip_forward: None,
+            ip6_forward: None,
         };
         pod::write_saved(&dir, &saved("tm00000000a3", pod::Binding::TcRedirect)).unwrap();
         pod::write_saved(&dir, &saved("tm00000000a4", pod::Binding::Masquerade)).unwrap();

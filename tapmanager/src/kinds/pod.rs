@@ -17,7 +17,7 @@
 use super::{KindError, Kit, Lack, Lease};
 use crate::config::{Masquerade, PodBinding, PodNet, VethBinding};
 use crate::hostfail::Step;
-use crate::net::link::{Links, SavedAddress, SavedIpv6, SavedRoute};
+use crate::net::link::{self, Links, SavedAddress, SavedIpv6, SavedRoute};
 use crate::net::netns::NetNs;
 use crate::net::tap;
 use crate::state::{Nic, NicState, Record};
@@ -48,6 +48,9 @@ pub struct Saved {
     /// Masquerade: the pod's `net.ipv4.ip_forward` before the daemon set it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_forward: Option<String>,
+    /// Masquerade with IPv6: the pod's `net.ipv6.conf.all.forwarding` before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6_forward: Option<String>,
 }
 
 /// The binding a pod NIC was built with, as saved (the config's may change meanwhile).
@@ -270,6 +273,7 @@ pub(crate) async fn build_port(
         ipv6: SavedIpv6::default(),
         binding: Binding::of(&net.binding),
         ip_forward: None,
+        ip6_forward: None,
     };
     let (uid, queues, tap_name) = (record.uid, iface.queues, iface.ifname.clone());
     let join = match &net.binding {
@@ -278,10 +282,16 @@ pub(crate) async fn build_port(
             if saved.addresses.is_empty() {
                 return Err(lacks(Lack::MasqueradeAddress));
             }
+            // With an IPv6 address and default route on the pod's interface, the guest has
+            // IPv6 behind it too: cidr6's ::2, NAT66 to the pod's address.
+            let v6 = inner.ipv6_state(eth.index, taken.as_str()).await?;
+            let ipv6 = lease6(&v6, &net.dns6).and_then(|_| masquerade6(m, iface.mac, &net.dns6));
             // Saved before any change: from here on, teardown can give it all back.
             save(&saved)?;
-            let script = masquerade_script(m, &iface.ifname, taken);
-            let (tap, tap_index, old) = ns
+            let script = masquerade_script(m, &iface.ifname, taken, ipv6.as_ref());
+            let nd = ipv6.as_ref().map(|l| nd_guard(&iface.ifname, l, iface.mac));
+            let v6_on = ipv6.is_some();
+            let (tap, tap_index, old, old6) = ns
                 .run_in(move || {
                     let tap = tap::create(&tap_name, queues, uid, gid).map_err(|e| {
                         std::io::Error::other(format!("cannot create the TAP in the pod: {e}"))
@@ -289,13 +299,29 @@ pub(crate) async fn build_port(
                     let index = nix::net::if_::if_nametoindex(tap_name.as_str())?;
                     crate::net::firewall::run_nft_once(&script, "the masquerade NAT in the pod")?;
                     let old = std::fs::read_to_string(IP_FORWARD)?;
-                    Ok((tap, index, old))
+                    let old6 = match v6_on {
+                        true => Some(std::fs::read_to_string(IP6_FORWARD)?),
+                        false => None,
+                    };
+                    if let Some(nd) = nd {
+                        // The TAP is the guest's IPv6 router, learning nothing from it.
+                        link::route_ipv6_on(tap_name.as_str())?;
+                        crate::net::firewall::run_nft_once(&nd, "the TAP's neighbour guard")?;
+                    }
+                    Ok((tap, index, old, old6))
                 })
                 .step(|| "set up the TAP and NAT in the pod's namespace".into())?;
             saved.ip_forward = Some(old.trim().to_owned());
+            saved.ip6_forward = old6.map(|v| v.trim().to_owned());
             save(&saved)?;
-            ns.run_in(|| std::fs::write(IP_FORWARD, "1"))
-                .step(|| "turn forwarding on in the pod's namespace".into())?;
+            ns.run_in(move || {
+                std::fs::write(IP_FORWARD, "1")?;
+                if v6_on {
+                    std::fs::write(IP6_FORWARD, "1")?;
+                }
+                Ok(())
+            })
+            .step(|| "turn forwarding on in the pod's namespace".into())?;
             let (guest, gw) = super::masquerade::guest_and_gateway(m.cidr);
             inner
                 .up(
@@ -312,9 +338,13 @@ pub(crate) async fn build_port(
                     Ipv4Net::new(gw, m.cidr.prefix_len())?,
                 )
                 .await?;
+            if let Some(l) = &ipv6 {
+                tap6(&inner, tap_index, iface, l).await?;
+            }
             iface.address = Some((guest, m.cidr.prefix_len()));
             iface.gateway = Some(gw);
             iface.mtu = mtu;
+            iface.ipv6 = ipv6;
             let b = super::binding(kit.config, kit.bridges, record, nic)
                 .ok_or(KindError::Bug("a pod NIC without a DHCP binding"))?;
             let server = super::bind_dhcp_in(&ns, nic.iface.ifname.as_str(), b)?;
@@ -406,15 +436,67 @@ pub(crate) async fn build_port(
 }
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+const IP6_FORWARD: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 
-/// The masquerade binding's table in the pod: the guest's traffic leaves NATed to the pod's
-/// interface, only by it, only from the guest's address; inbound only through `ports`.
-fn masquerade_script(m: &Masquerade, tap: &IfName, taken: &IfName) -> String {
+/// The guest's IPv6 behind a pod's masquerade binding: `cidr6`'s ::2, its gateway ::1 and the
+/// router's link-local on the TAP (whose MAC the server's is).
+fn masquerade6(
+    m: &Masquerade,
+    mac: MacAddr,
+    dns: &[std::net::Ipv6Addr],
+) -> Option<protocol::Lease6> {
+    let c = m.cidr6?;
+    let base = u128::from(c.network());
+    Some(protocol::Lease6 {
+        address: (std::net::Ipv6Addr::from(base + 2), c.prefix_len()),
+        gateway: std::net::Ipv6Addr::from(base + 1),
+        router: dhcp::router::router_address(crate::names::host_side_mac(mac).0),
+        dns: dns.to_vec(),
+    })
+}
+
+/// The TAP's guard on the sources of the guest's neighbour discovery (table `netdev
+/// tapmanager_nd_<NIC>` in the pod).
+fn nd_guard(tap: &IfName, l: &protocol::Lease6, mac: MacAddr) -> String {
+    crate::net::firewall::nd_guard_script(
+        &format!("tapmanager_nd_{tap}"),
+        tap.as_str(),
+        &crate::net::firewall::nd_sources(l, mac),
+    )
+}
+
+/// The TAP's IPv6 as the guest's router behind a masquerade binding: the gateway (its
+/// /64 routed to the guest's MAC, not on-link) and the router's link-local.
+async fn tap6(
+    links: &Links,
+    tap: u32,
+    iface: &Interface,
+    l: &protocol::Lease6,
+) -> Result<(), KindError> {
+    let name = iface.ifname.as_str();
+    links
+        .add_address6_alone(tap, name, ipnet::Ipv6Net::new(l.gateway, l.address.1)?)
+        .await?;
+    links
+        .add_address6(tap, name, ipnet::Ipv6Net::new(l.router, 64)?)
+        .await?;
+    super::route_own64(links, tap, iface.mac, l).await
+}
+
+/// The masquerade binding's tables in the pod: the guest's traffic leaves NATed to the pod's
+/// interface, only by it, only from the guest's address; inbound only through `ports`; with
+/// IPv6, the same in an `ip6` table.
+fn masquerade_script(
+    m: &Masquerade,
+    tap: &IfName,
+    taken: &IfName,
+    ipv6: Option<&protocol::Lease6>,
+) -> String {
     crate::net::firewall::guest_nat_script(&crate::net::firewall::GuestNat {
         table: &guard_table(tap),
         out: taken.as_str(),
         guest: Ipv4Addr::from(u32::from(m.cidr.network()) + 2),
-        guest6: None,
+        guest6: ipv6.map(|l| l.address.0),
         source_only: true,
         forwards: m
             .ports
@@ -423,6 +505,16 @@ fn masquerade_script(m: &Masquerade, tap: &IfName, taken: &IfName) -> String {
             .collect(),
         confine: Some(tap.as_str()),
     })
+}
+
+/// Removes the masquerade binding's tables (either family, and the TAP's neighbour guard);
+/// converges: any may be absent.
+fn masquerade_removal(tap: &IfName) -> String {
+    let table = guard_table(tap);
+    format!(
+        "add table ip {table}\ndelete table ip {table}\nadd table ip6 {table}\ndelete table ip6 {table}\n\
+         add table netdev tapmanager_nd_{tap}\ndelete table netdev tapmanager_nd_{tap}\n"
+    )
 }
 
 /// Whether an adopted pod NIC's pin and saved state are still there.
@@ -456,14 +548,25 @@ pub(crate) async fn converge(kit: &Kit<'_>, iface: &Interface) -> Result<(), Kin
                 return Err(KindError::Bug("adopted off its masquerade network"));
             };
             let gateway = iface.gateway.ok_or(KindError::Bug("no gateway planned"))?;
-            let table = guard_table(&iface.ifname);
             let script = format!(
-                "add table ip {table}\ndelete table ip {table}\n{}",
-                masquerade_script(m, &iface.ifname, &s.taken)
+                "{}{}",
+                masquerade_removal(&iface.ifname),
+                masquerade_script(m, &iface.ifname, &s.taken, iface.ipv6.as_ref())
             );
+            let nd = iface
+                .ipv6
+                .as_ref()
+                .map(|l| nd_guard(&iface.ifname, l, iface.mac));
+            let tap_name = iface.ifname.to_string();
             ns.run_in(move || {
                 crate::net::firewall::run_nft_once(&script, "the masquerade NAT in the pod")?;
-                std::fs::write(IP_FORWARD, "1")
+                std::fs::write(IP_FORWARD, "1")?;
+                if let Some(nd) = nd {
+                    link::route_ipv6_on(&tap_name)?;
+                    crate::net::firewall::run_nft_once(&nd, "the TAP's neighbour guard")?;
+                    std::fs::write(IP6_FORWARD, "1")?;
+                }
+                Ok(())
             })
             .step(|| "put the masquerade NAT in the pod back".into())?;
             let name = iface.ifname.as_str();
@@ -472,6 +575,9 @@ pub(crate) async fn converge(kit: &Kit<'_>, iface: &Interface) -> Result<(), Kin
             links
                 .add_address(tap, name, Ipv4Net::new(gateway, prefix)?)
                 .await?;
+            if let Some(l) = &iface.ipv6 {
+                tap6(&links, tap, iface, l).await?;
+            }
             return Ok(());
         }
     };
@@ -506,10 +612,10 @@ async fn restore(kit: &Kit<'_>, s: &Saved) -> Result<(), KindError> {
         let table = guard_table(&s.ifname);
         let removal = match s.binding {
             Binding::Bridge => Some(crate::net::join::bridge_guard_removal(&table)),
-            Binding::Masquerade => Some(format!("add table ip {table}\ndelete table ip {table}\n")),
+            Binding::Masquerade => Some(masquerade_removal(&s.ifname)),
             Binding::TcRedirect => None,
         };
-        let ip_forward = s.ip_forward.clone();
+        let (ip_forward, ip6_forward) = (s.ip_forward.clone(), s.ip6_forward.clone());
         let inner = ns
             .run_in(move || {
                 if let Some(script) = removal {
@@ -518,6 +624,9 @@ async fn restore(kit: &Kit<'_>, s: &Saved) -> Result<(), KindError> {
                 }
                 if let Some(v) = ip_forward {
                     std::fs::write(IP_FORWARD, v)?;
+                }
+                if let Some(v) = ip6_forward {
+                    std::fs::write(IP6_FORWARD, v)?;
                 }
                 let _entered = handle.enter();
                 Links::connect().map_err(std::io::Error::other)
