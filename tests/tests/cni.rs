@@ -52,6 +52,18 @@ fn a_guest_leases_what_host_local_allocated_and_del_frees_it() {
     let networks =
         d.network("pod", "tmpods", "") + &d.network("pod2", "tmsecond", "binding = \"bridge\"");
     let sb = Sandbox::new("cni", GROUP, &networks);
+    // The plugins' bridges have MACs of their own; one of them starts with 0xfe, as one
+    // random MAC in 64 does, the first byte of the daemon's TAP host sides (a guard once
+    // dropped every frame to such a MAC, and with it the gateway).
+    sb.ns.ip(&[
+        "link",
+        "add",
+        "tmcni1",
+        "address",
+        "fe:00:00:00:00:01",
+        "type",
+        "bridge",
+    ]);
 
     let (a, fds) = attach(&sb, "c1", &["pod", "pod2"]).expect("attach");
     assert_eq!(a.interfaces.len(), 2);

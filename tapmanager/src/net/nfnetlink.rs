@@ -137,6 +137,8 @@ fn keys(p: &PortGuard) -> Vec<(&'static str, Vec<u8>)> {
     let mut v = vec![
         ("macs", with(&[&p.mac.0[..], &[0, 0]].concat())),
         ("ips", with(&p.ip.octets())),
+        // `tapmacs` (type ether_addr, 6 bytes): the port's TAP's host side.
+        ("tapmacs", crate::names::host_side_mac(p.mac).0.to_vec()),
     ];
     for a in &p.ip6 {
         v.push(("ip6s", with(&a.octets())));
@@ -381,7 +383,8 @@ mod tests {
     fn set_keys_are_register_padded_concatenations() {
         let k = keys(&port());
         let [(macs, mac), (ips, ip)] = [k[0].clone(), k[1].clone()];
-        assert_eq!((macs, ips, k.len()), ("macs", "ips", 2));
+        assert_eq!((macs, ips, k.len()), ("macs", "ips", 3));
+        assert_eq!(k[2], ("tapmacs", vec![0xfe, 0x11, 0x22, 0x33, 0x44, 0x55]));
         assert_eq!(mac.len(), 24);
         assert_eq!(&mac[..12], b"tm0123456789");
         assert_eq!(&mac[16..], &[2, 0x11, 0x22, 0x33, 0x44, 0x55, 0, 0]);
@@ -394,25 +397,26 @@ mod tests {
         let k = keys(&dual);
         assert_eq!(
             k.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-            ["macs", "ips", "ip6s", "nd6s", "peers6", "v6ports", "lla6"]
+            ["macs", "ips", "tapmacs", "ip6s", "nd6s", "peers6", "v6ports", "lla6"]
         );
-        assert_eq!(k[6].1, k[0].1, "lla6 holds the bytes of macs");
+        assert_eq!(k[7].1, k[0].1, "lla6 holds the bytes of macs");
         assert_eq!(
-            k[4].1,
+            k[5].1,
             "fd77::2".parse::<std::net::Ipv6Addr>().unwrap().octets()
         );
-        assert_eq!(&k[5].1[..12], b"tm0123456789");
-        assert_eq!(k[2].1, k[3].1);
-        assert_eq!(k[2].1.len(), 32);
-        assert_eq!(&k[2].1[16..18], &[0xfd, 0x77]);
+        assert_eq!(&k[6].1[..12], b"tm0123456789");
+        assert_eq!(k[3].1, k[4].1);
+        assert_eq!(k[3].1.len(), 32);
+        assert_eq!(&k[3].1[16..18], &[0xfd, 0x77]);
     }
 
     #[test]
-    fn a_port_is_two_elements_a_chain_and_its_jump_and_goes_chain_first() {
+    fn a_port_is_three_elements_a_chain_and_its_jump_and_goes_chain_first() {
         let add: Vec<u16> = add_messages(&port()).iter().map(|m| m.0).collect();
         assert_eq!(
             add,
             [
+                NFT_MSG_NEWSETELEM,
                 NFT_MSG_NEWSETELEM,
                 NFT_MSG_NEWSETELEM,
                 NFT_MSG_NEWCHAIN,
@@ -422,7 +426,12 @@ mod tests {
         let rm: Vec<u16> = remove_messages(&port()).iter().map(|m| m.0).collect();
         assert_eq!(
             rm,
-            [NFT_MSG_DELCHAIN, NFT_MSG_DELSETELEM, NFT_MSG_DELSETELEM]
+            [
+                NFT_MSG_DELCHAIN,
+                NFT_MSG_DELSETELEM,
+                NFT_MSG_DELSETELEM,
+                NFT_MSG_DELSETELEM
+            ]
         );
     }
 }

@@ -131,13 +131,13 @@ pub struct PortGuard {
 /// - no multicast listener queries (a guest is no multicast router).
 ///
 /// Multicast listener reports pass (from the guest's own source). Nothing to a TAP's host
-/// side (a MAC the daemon makes, first byte 0xfe, which no guest may have): the bridge takes
-/// a frame to a port's own MAC as its own and routes it, past the hairpin table, which knows
-/// the bridge's MAC only. Nothing but IPv4, ARP and IPv6. `ether type` is the outer type also for a tagged frame whose tag the kernel took off
+/// side (`tapmacs`: the MACs the daemon gives them): the bridge takes a frame to a port's
+/// own MAC as its own and routes it, past the hairpin table, which knows the bridge's MAC
+/// only. Nothing but IPv4, ARP and IPv6. `ether type` is the outer type also for a tagged frame whose tag the kernel took off
 /// before the hook, so 802.1Q and 802.1ad frames end in the last rule.
 pub(super) const GUARDS: [&str; 22] = [
     "iifname . ether saddr != @macs counter drop",
-    "ether daddr & ff:00:00:00:00:00 == fe:00:00:00:00:00 counter drop",
+    "ether daddr @tapmacs counter drop",
     "ether type arp iifname . arp saddr ether != @macs counter drop",
     "ether type arp arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @ips counter drop",
     "ether type ip udp dport 67 counter drop",
@@ -178,6 +178,7 @@ fn base_script_in(t: &str) -> String {
          add set {t} v6ports {{ type ifname; }}; \
          add set {t} peers6 {{ type ipv6_addr; }}; \
          add set {t} lla6 {{ typeof iifname . @th,208,48; }}; \
+         add set {t} tapmacs {{ type ether_addr; }}; \
          add chain {t} guard; flush chain {t} guard"
     );
     for rule in GUARDS {
@@ -202,6 +203,7 @@ pub(super) fn elements(p: &PortGuard) -> Vec<(&'static str, String)> {
     let mut v = vec![
         ("macs", format!("\"{ifname}\" . {mac}")),
         ("ips", format!("\"{ifname}\" . {ip}")),
+        ("tapmacs", crate::names::host_side_mac(mac).to_string()),
     ];
     for a in &p.ip6 {
         v.push(("ip6s", format!("\"{ifname}\" . {a}")));

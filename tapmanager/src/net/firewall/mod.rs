@@ -314,6 +314,7 @@ mod tests {
             s,
             "add element netdev tapmanager macs { \"tm0123456789\" . 02:11:22:33:44:55 }; \
              add element netdev tapmanager ips { \"tm0123456789\" . 10.88.0.2 }; \
+             add element netdev tapmanager tapmacs { fe:11:22:33:44:55 }; \
              add chain netdev tapmanager in_tm0123456789 { type filter hook ingress device \"tm0123456789\" priority -500; policy accept; }; \
              add rule netdev tapmanager in_tm0123456789 jump guard"
         );
