@@ -92,9 +92,10 @@ fn cni_nic(spec: &mut GuestSpec) {
 }
 
 /// A CNI list of Debian's bridge + host-local on 10.91.0.0/24 whose result has a route
-/// besides the default one (192.168.90.0/24 via 10.91.0.254): the lease's option 121.
-fn cni_list(d: &CniDir, name: &str) -> serde_json::Value {
-    serde_json::json!({
+/// besides the default one (192.168.90.0/24 via 10.91.0.254): the lease's option 121. With
+/// `dual`, also an IPv6 range fd91::/64 and its default route (the guest's fd91::2).
+fn cni_list(d: &CniDir, name: &str, dual: bool) -> serde_json::Value {
+    let mut list = serde_json::json!({
         "cniVersion": "1.0.0",
         "name": name,
         "plugins": [{
@@ -108,7 +109,19 @@ fn cni_list(d: &CniDir, name: &str) -> serde_json::Value {
                 "dataDir": d.ipam(),
             }
         }]
-    })
+    });
+    if dual {
+        let ipam = &mut list["plugins"][0]["ipam"];
+        ipam["ranges"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!([{"subnet": "fd91::/64"}]));
+        ipam["routes"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"dst": "::/0"}));
+    }
+    list
 }
 
 #[test]
@@ -136,7 +149,9 @@ fn real_guest_bridge_three_dhcp_clients_lease_every_option_and_renew_across_a_re
         },
     ];
     let d = CniDir::new("vmguest");
-    d.write("tmgcni", cni_list(&d, "tmgcni"));
+    // The CNI network dual stack: networkd takes the plugins' IPv6 too (RA and DHCPv6, the
+    // router the daemon found for the plugins' gateway).
+    d.write("tmgcni", cni_list(&d, "tmgcni", true));
     let mut config: String = nets.iter().map(BridgeNet::toml).collect();
     config.push_str(&d.network("cni", "tmgcni", &format!("lease_secs = {LEASE_SECS}")));
     let mut sb = Sandbox::new("vmgdhcp", GROUP, &config);
@@ -153,6 +168,7 @@ fn real_guest_bridge_three_dhcp_clients_lease_every_option_and_renew_across_a_re
     // The CNI NIC takes the MAC the plugins gave its interface: the script finds it as the
     // fourth NIC.
     cni_nic(&mut spec);
+    spec.env("CNI_IP6", "fd91::2").env("CNI_GW6", "fd91::1");
 
     let mut guest = GuestVm::boot(&sb, &image, USER, GROUP, &spec);
     let mut host = Vec::new();
@@ -254,6 +270,9 @@ fn real_guest_bridge_three_dhcp_clients_lease_every_option_and_renew_across_a_re
         "cni-option121-route",
         "cni-option121-default",
         "cni-ping-gateway",
+        "cni-ipv6-address",
+        "cni-ipv6-default-route",
+        "cni-ipv6-ping-gateway",
     ]);
     out.assert_checks(&expected, &host);
 }
@@ -521,7 +540,7 @@ const LOCALE_CC: &str = "cc:locale:%20C.UTF-8%20end_cc";
 fn cloud_init_boot(version: u8, renderer: &str) {
     let image = Image::ensure();
     let d = CniDir::new(&format!("vmgci{version}{renderer}"));
-    d.write("tmgcni", cni_list(&d, "tmgcni"));
+    d.write("tmgcni", cni_list(&d, "tmgcni", false));
     let bridge = BridgeNet {
         name: "br",
         bridge: "tmgci0",

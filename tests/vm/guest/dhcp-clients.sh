@@ -7,7 +7,8 @@
 #
 # Inputs (/tm/env): VM, LEASE_SECS; for ND (networkd), DC (dhclient), DP (dhcpcd) and CNI:
 # <P>_MAC (not CNI: that NIC has the plugins' MAC, it is the fourth one) <P>_IP <P>_PREFIX <P>_GW; for ND, DC, DP: <P>_DNS, <P>_SEARCH (space-separated),
-# <P>_DOMAIN, <P>_MTU, <P>_BRD (broadcast address, option 28); CNI_ROUTE_DST, CNI_ROUTE_VIA (a route the plugins gave, option 121).
+# <P>_DOMAIN, <P>_MTU, <P>_BRD (broadcast address, option 28); CNI_ROUTE_DST, CNI_ROUTE_VIA (a route the plugins gave, option 121);
+# CNI_IP6, CNI_GW6 (optional: the plugins' IPv6 address and gateway).
 
 # The clients set the host name only when the machine has none of its own (networkd through
 # hostnamed, which ignores DHCP while a static name exists; dhclient and dhcpcd when the name
@@ -40,7 +41,7 @@ DC=$(iface_of "$DC_MAC") || { fail dc-lease "no NIC with MAC $DC_MAC"; exit 1; }
 DP=$(iface_of "$DP_MAC") || { fail dp-lease "no NIC with MAC $DP_MAC"; exit 1; }
 info nics "networkd=$ND dhclient=$DC dhcpcd=$DP cni=$CNI"
 networkd_for nd "$ND_MAC"
-networkd_for cni "$CNI_MAC"
+if [ -n "${CNI_IP6:-}" ]; then networkd_dual_for cni "$CNI_MAC"; else networkd_for cni "$CNI_MAC"; fi
 start_networkd
 if wait_until 40 has_addr "$ND" "$ND_IP/$ND_PREFIX" && wait_until 20 has_addr "$CNI" "$CNI_IP/$CNI_PREFIX"; then
     pass nd-lease "$ND $ND_IP/$ND_PREFIX"
@@ -103,6 +104,9 @@ else
 fi
 if default_via "$CNI" "$CNI_GW"; then pass cni-option121-default "via $CNI_GW"; else fail cni-option121-default "$(ip -4 route | tr '\n' '|')"; fi
 check_ping cni-ping-gateway "$CNI" "$CNI_GW"
+# With IPv6 (CNI_IP6, CNI_GW6): the plugins' address by DHCPv6, the default route via the
+# router the daemon found for the plugins' gateway, which answers.
+[ -z "${CNI_IP6:-}" ] || check6 cni "$CNI"
 
 # --- ISC dhclient ----------------------------------------------------------------------------
 hostname localhost
