@@ -392,24 +392,20 @@ fn nat66_reaches_the_lan_and_the_dns_forwarder_answers_on_the_ipv6_gateway() {
     // around it.
     let mut tap_mac = vm.mac;
     tap_mac[0] = 0xfe;
-    for i in 0..200u16 {
-        let dst = Ipv6Addr::new(0xfd88, 0, 0, 0, 0, 0, 0x7d, i);
-        vm.send(&dhcp::frame6::build_udp6_frame(
-            (vm.mac, tap_mac),
-            (me, dst),
-            (4000, 9),
-            b"TM-HAIRPIN",
-        ));
-    }
-    for i in 0..200u16 {
-        let dst = Ipv6Addr::new(0xfd88, 0, 0, 0, 0, 0, 0x7e, i);
-        vm.send(&dhcp::frame6::build_udp6_frame(
-            (vm.mac, bridge_mac),
-            (me, dst),
-            (4000, 9),
-            b"TM-HAIRPIN",
-        ));
-    }
+    to_unused(
+        &vm,
+        tap_mac,
+        me,
+        "fd88::7d:0".parse().unwrap(),
+        b"TM-HAIRPIN",
+    );
+    to_unused(
+        &vm,
+        bridge_mac,
+        me,
+        "fd88::7e:0".parse().unwrap(),
+        b"TM-HAIRPIN",
+    );
     for i in 200..250u8 {
         let dst = std::net::Ipv4Addr::new(10, 88, 0, i);
         // Protocol 253 (experiments, RFC 3692): routed as any other.
@@ -499,26 +495,9 @@ fn an_isolated_guest_routes_its_own_64_and_nothing_else_out_through_nat66() {
     // is the whole host's). 200 stays far below its limits; before the fix each one of them
     // was an entry.
     let gw_mac = vm.resolve6(me, gw).expect("the gateway resolves");
-    for i in 0..200u16 {
-        let dst = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0x7e, i);
-        vm.send(&dhcp::frame6::build_udp6_frame(
-            (vm.mac, gw_mac),
-            (me, dst),
-            (4000, 9),
-            b"TM-NEIGH",
-        ));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    to_unused(&vm, gw_mac, me, "fd99::7e:0".parse().unwrap(), b"TM-NEIGH");
     let pin = sb.dir.join("state/netns").join(iface.ifname.as_str());
-    let (_, neigh) = sb.ns.exec(&[
-        "nsenter",
-        &format!("--net={}", pin.display()),
-        "ip",
-        "-6",
-        "neigh",
-        "show",
-    ]);
-    let asked = neigh.lines().filter(|l| l.contains("fd99::7e:")).count();
+    let (asked, neigh) = learned(&sb, Some(&pin), "fd99::7e:");
     assert_eq!(
         asked, 0,
         "the namespace asked for its guest's unused addresses:\n{neigh}"
@@ -537,9 +516,9 @@ fn an_isolated_guest_routes_its_own_64_and_nothing_else_out_through_nat66() {
     assert_eq!(sysctl(&sb, iface.ifname.as_str(), "addr_gen_mode"), "1");
 }
 
-/// Neighbour entries for `prefix`'s `::7f:N` addresses: in the guest's namespace (`pin`) or
-/// the daemon's.
-fn learned(sb: &Sandbox, pin: Option<&std::path::Path>, prefix: &str) -> (usize, String) {
+/// The IPv6 neighbour entries (their count, and all of them) whose address starts with
+/// `start`: in the guest's namespace (`pin`) or the daemon's.
+fn learned(sb: &Sandbox, pin: Option<&std::path::Path>, start: &str) -> (usize, String) {
     let neigh = match pin {
         Some(pin) => {
             let net = format!("--net={}", pin.display());
@@ -549,11 +528,26 @@ fn learned(sb: &Sandbox, pin: Option<&std::path::Path>, prefix: &str) -> (usize,
         }
         None => sb.ns.ip(&["-6", "neigh", "show"]),
     };
-    let marker = format!("{prefix}7f:");
     (
-        neigh.lines().filter(|l| l.starts_with(&marker)).count(),
+        neigh.lines().filter(|l| l.starts_with(start)).count(),
         neigh,
     )
+}
+
+/// 200 datagrams from `me` to `base + i` (addresses nobody holds), sent to `to` (the MAC of a
+/// router, or of something the bridge routes as its own), then half a second for whatever
+/// neighbour discovery they start.
+fn to_unused(vm: &FakeVm, to: [u8; 6], me: Ipv6Addr, base: Ipv6Addr, marker: &[u8]) {
+    for i in 0..200u16 {
+        let dst = Ipv6Addr::from(u128::from(base) | u128::from(i));
+        vm.send(&dhcp::frame6::build_udp6_frame(
+            (vm.mac, to),
+            (me, dst),
+            (4000, 9),
+            marker,
+        ));
+    }
+    std::thread::sleep(Duration::from_millis(500));
 }
 
 #[test]
@@ -601,7 +595,7 @@ fn solicitations_from_many_addresses_of_a_guests_64_teach_its_router_nothing() {
         // The router: the guest's namespace (routed) or the host side of its veth (joined).
         let at = (binding == "routed").then_some(pin.as_path());
         // At most 16 addresses besides its own (privacy addresses have their budget).
-        let (n, neigh) = learned(&sb, at, prefix);
+        let (n, neigh) = learned(&sb, at, &format!("{prefix}7f:"));
         assert!(
             n <= 16,
             "{binding} {kind}: the router learned {n} sources:\n{neigh}"
@@ -695,18 +689,14 @@ fn isolated_guests_joined_by_bridge_or_tc_redirect_get_ipv6_from_the_host_side()
             "{binding}: a foreign source got out"
         );
         let router_mac = vm.resolve6(me, lease.router).expect("the router resolves");
-        for i in 0..200u16 {
-            let dst = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0x7e, i);
-            vm.send(&dhcp::frame6::build_udp6_frame(
-                (vm.mac, router_mac),
-                (me, dst),
-                (4000, 9),
-                b"TM-NEIGH",
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        let neigh = sb.ns.ip(&["-6", "neigh", "show"]);
-        let asked = neigh.lines().filter(|l| l.starts_with("fd99::7e:")).count();
+        to_unused(
+            &vm,
+            router_mac,
+            me,
+            "fd99::7e:0".parse().unwrap(),
+            b"TM-NEIGH",
+        );
+        let (asked, neigh) = learned(&sb, None, "fd99::7e:");
         assert_eq!(
             asked, 0,
             "{binding}: the host asked for unused addresses:\n{neigh}"

@@ -40,6 +40,16 @@ fn held(sb: &Sandbox) -> (usize, usize, usize) {
     )
 }
 
+/// Releases the pod guest and waits until the daemon holds nothing of it.
+fn released(sb: &Sandbox, what: &str) {
+    sb.client().release(&"podvm".parse().unwrap()).unwrap();
+    assert!(
+        sb.wait_for(10, || held(sb) == (0, 0, 0)),
+        "{what}: left {:?}",
+        held(sb)
+    );
+}
+
 #[test]
 fn a_shim_hands_its_pods_interface_to_the_guest_and_gets_it_back() {
     tapmanager_tests::require_root!();
@@ -139,12 +149,7 @@ fn a_shim_hands_its_pods_interface_to_the_guest_and_gets_it_back() {
         assert!(e.to_string().contains("already taken over"), "{e}");
 
         drop(vm);
-        sb.client().release(&"podvm".parse().unwrap()).unwrap();
-        assert!(
-            sb.wait_for(10, || held(&sb) == (0, 0, 0)),
-            "{binding}: left {:?}",
-            held(&sb)
-        );
+        released(&sb, binding);
         // The pod as it was: address, routes, MAC, MTU, and no link of ours.
         assert_eq!(pod_state(&pod), before, "{binding}");
         let qdisc = pod.ip(&["link", "show", "dev", "eth0"]);
@@ -243,12 +248,7 @@ fn a_dual_stack_pods_interface_gives_the_guest_both_families_and_gets_them_back(
         assert_eq!(vm.dhcpv6(false).expect("DHCPv6 after restart").address, own);
 
         drop(vm);
-        sb.client().release(&"podvm".parse().unwrap()).unwrap();
-        assert!(
-            sb.wait_for(10, || held(&sb) == (0, 0, 0)),
-            "{binding}: left {:?}",
-            held(&sb)
-        );
+        released(&sb, binding);
         // The pod as it was, both families, once its address is through detection again.
         assert!(
             ipv6_settled(&pod, "eth0"),
@@ -351,12 +351,7 @@ fn a_calico_style_pod_gets_its_onlink_ipv6_route_back() {
     sb.kill();
     sb.start();
     drop(vm);
-    sb.client().release(&"podvm".parse().unwrap()).unwrap();
-    assert!(
-        sb.wait_for(10, || held(&sb) == (0, 0, 0)),
-        "left {:?}",
-        held(&sb)
-    );
+    released(&sb, "");
     assert!(
         ipv6_settled(&pod, "eth0"),
         "the pod's addresses stay tentative"
@@ -609,12 +604,7 @@ fn a_masquerade_binding_natting_the_guest_behind_the_pods_address() {
     let _ = connect.join(); // no one listens in the fake guest: the connect times out
 
     drop(vm);
-    sb.client().release(&"podvm".parse().unwrap()).unwrap();
-    assert!(
-        sb.wait_for(10, || held(&sb) == (0, 0, 0)),
-        "left {:?}",
-        held(&sb)
-    );
+    released(&sb, "");
     assert_eq!(pod_state(&pod), before);
     let (_, forward_after) = pod.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"]);
     assert_eq!(forward_after, forward_before, "ip_forward not given back");
@@ -686,12 +676,7 @@ fn a_masquerade_binding_gives_a_dual_stack_pods_guest_ipv6_behind_nat66() {
     assert!(vm.ping6_via(me, gw, pod_gw6), "NAT66 lost after restart");
 
     drop(vm);
-    sb.client().release(&"podvm".parse().unwrap()).unwrap();
-    assert!(
-        sb.wait_for(10, || held(&sb) == (0, 0, 0)),
-        "left {:?}",
-        held(&sb)
-    );
+    released(&sb, "");
     assert_eq!(pod_state(&pod), before);
     assert_eq!(pod_state6(&pod), before6);
     assert_eq!(

@@ -287,9 +287,9 @@ fn harden(iface: &Interface) -> Result<(), KindError> {
 /// masquerade NAT, and a netlink connection there for [`wire`].
 struct Setup {
     routed: bool,
-    nat: Option<String>,
-    /// Routed with IPv6: the TAP's guard on the sources of neighbour discovery.
-    nd_guard: Option<String>,
+    /// One `nft -f` for the namespace: the masquerade NAT and, routed with IPv6, the TAP's
+    /// guard on the sources of neighbour discovery (whichever there are).
+    nft: Option<String>,
     /// The NIC has IPv6: routed in the namespace instead of switched off there.
     ipv6: bool,
 }
@@ -308,27 +308,29 @@ impl Setup {
             .iface
             .address
             .ok_or(KindError::Bug("no address planned"))?;
+        let nat = match (iso.masquerade(), transit) {
+            (Some(m), Some(_)) => Some(super::masquerade::namespace_nat(
+                m,
+                ip,
+                nic.iface.ipv6.as_ref().map(|l| l.address.0),
+                again,
+            )),
+            _ => None,
+        };
+        let nd_guard = match (&nic.iface.ipv6, binding) {
+            (Some(l), None) => Some(crate::net::firewall::nd_guard_script(
+                "tapmanager_nd",
+                NS_TAP,
+                &crate::net::firewall::nd_sources(l, nic.iface.mac),
+            )),
+            _ => None,
+        };
+        let scripts: Vec<String> = nat.into_iter().chain(nd_guard).collect();
         Ok(Setup {
             // Joined, the namespace only switches frames: IPv6 stays off there.
             ipv6: nic.iface.ipv6.is_some() && binding.is_none(),
             routed: binding.is_none(),
-            nd_guard: match (&nic.iface.ipv6, binding) {
-                (Some(l), None) => Some(crate::net::firewall::nd_guard_script(
-                    "tapmanager_nd",
-                    NS_TAP,
-                    &crate::net::firewall::nd_sources(l, nic.iface.mac),
-                )),
-                _ => None,
-            },
-            nat: match (iso.masquerade(), transit) {
-                (Some(m), Some(_)) => Some(super::masquerade::namespace_nat(
-                    m,
-                    ip,
-                    nic.iface.ipv6.as_ref().map(|l| l.address.0),
-                    again,
-                )),
-                _ => None,
-            },
+            nft: (!scripts.is_empty()).then(|| scripts.join("\n")),
         })
     }
 
@@ -356,11 +358,8 @@ impl Setup {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
                 .io_step(|| "turn forwarding on in the guest's namespace".into())?;
         }
-        if let Some(script) = self.nat {
-            crate::net::firewall::run_nft_once(&script, "the guest namespace's NAT")?;
-        }
-        if let Some(script) = self.nd_guard {
-            crate::net::firewall::run_nft_once(&script, "the guest TAP's neighbour guard")?;
+        if let Some(script) = self.nft {
+            crate::net::firewall::run_nft_once(&script, "the guest namespace's NAT and guard")?;
         }
         let tap = nix::net::if_::if_nametoindex(NS_TAP)?;
         let veth = nix::net::if_::if_nametoindex(NS_VETH)?;

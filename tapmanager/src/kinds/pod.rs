@@ -261,7 +261,7 @@ pub(crate) async fn build_port(
         .ok_or_else(|| lacks(Lack::Missing))?;
     let mac = eth.mac.ok_or_else(|| lacks(Lack::Mac))?;
     let mtu = eth.mtu.unwrap_or(1500);
-    let (addresses, routes) = inner.ipv4_state(eth.index, taken.as_str()).await?;
+    let (addresses, routes, v6) = inner.saved_state(eth.index, taken.as_str()).await?;
     let iface = &mut nic.iface;
     let mut saved = Saved {
         ifname: iface.ifname.clone(),
@@ -284,12 +284,14 @@ pub(crate) async fn build_port(
             }
             // With an IPv6 address and default route on the pod's interface, the guest has
             // IPv6 behind it too: cidr6's ::2, NAT66 to the pod's address.
-            let v6 = inner.ipv6_state(eth.index, taken.as_str()).await?;
             let ipv6 = lease6(&v6, &net.dns6).and_then(|_| masquerade6(m, iface.mac, &net.dns6));
             // Saved before any change: from here on, teardown can give it all back.
             save(&saved)?;
-            let script = masquerade_script(m, &iface.ifname, taken, ipv6.as_ref());
-            let nd = ipv6.as_ref().map(|l| nd_guard(&iface.ifname, l, iface.mac));
+            // One `nft -f`: the NAT and, with IPv6, the TAP's neighbour guard.
+            let mut script = masquerade_script(m, &iface.ifname, taken, ipv6.as_ref());
+            if let Some(l) = &ipv6 {
+                script.push_str(&nd_guard(&iface.ifname, l, iface.mac));
+            }
             let v6_on = ipv6.is_some();
             let (tap, tap_index, old, old6) = ns
                 .run_in(move || {
@@ -303,10 +305,9 @@ pub(crate) async fn build_port(
                         true => Some(std::fs::read_to_string(IP6_FORWARD)?),
                         false => None,
                     };
-                    if let Some(nd) = nd {
+                    if v6_on {
                         // The TAP is the guest's IPv6 router, learning nothing from it.
                         link::route_ipv6_on(tap_name.as_str())?;
-                        crate::net::firewall::run_nft_once(&nd, "the TAP's neighbour guard")?;
                     }
                     Ok((tap, index, old, old6))
                 })
@@ -355,7 +356,6 @@ pub(crate) async fn build_port(
     let (address, gateway, routes) = saved_lease(&saved).ok_or_else(|| lacks(Lack::Lease))?;
     // With an IPv6 address and default route the guest takes those too; their router is
     // asked for its link-local address while the interface is still the pod's.
-    let v6 = inner.ipv6_state(eth.index, taken.as_str()).await?;
     let ipv6 = match lease6(&v6, &net.dns6) {
         Some(l) => {
             let at = (taken.as_str(), eth.index);
@@ -548,22 +548,20 @@ pub(crate) async fn converge(kit: &Kit<'_>, iface: &Interface) -> Result<(), Kin
                 return Err(KindError::Bug("adopted off its masquerade network"));
             };
             let gateway = iface.gateway.ok_or(KindError::Bug("no gateway planned"))?;
-            let script = format!(
+            let mut script = format!(
                 "{}{}",
                 masquerade_removal(&iface.ifname),
                 masquerade_script(m, &iface.ifname, &s.taken, iface.ipv6.as_ref())
             );
-            let nd = iface
-                .ipv6
-                .as_ref()
-                .map(|l| nd_guard(&iface.ifname, l, iface.mac));
-            let tap_name = iface.ifname.to_string();
+            if let Some(l) = &iface.ipv6 {
+                script.push_str(&nd_guard(&iface.ifname, l, iface.mac));
+            }
+            let (tap_name, v6_on) = (iface.ifname.to_string(), iface.ipv6.is_some());
             ns.run_in(move || {
                 crate::net::firewall::run_nft_once(&script, "the masquerade NAT in the pod")?;
                 std::fs::write(IP_FORWARD, "1")?;
-                if let Some(nd) = nd {
+                if v6_on {
                     link::route_ipv6_on(&tap_name)?;
-                    crate::net::firewall::run_nft_once(&nd, "the TAP's neighbour guard")?;
                     std::fs::write(IP6_FORWARD, "1")?;
                 }
                 Ok(())

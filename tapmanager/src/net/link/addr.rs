@@ -90,15 +90,32 @@ impl Links {
             .map_err(|e| LinkError::Get(name.to_owned(), e))
     }
 
-    /// What [`SavedIpv6`] keeps of link `index`.
-    pub async fn ipv6_state(&self, index: u32, name: &str) -> Result<SavedIpv6, LinkError> {
+    /// What a taken-over link `index` had, both families ([`Links::ipv4_state`] and
+    /// [`SavedIpv6`]), from one address dump and a route dump per family.
+    pub async fn saved_state(
+        &self,
+        index: u32,
+        name: &str,
+    ) -> Result<(Vec<SavedAddress>, Vec<SavedRoute>, SavedIpv6), LinkError> {
+        let addrs = self.addresses_on(index, name).await?;
+        let (addresses, routes) = self.ipv4_state(index, name, &addrs).await?;
+        let v6 = self.ipv6_state(index, name, &addrs).await?;
+        Ok((addresses, routes, v6))
+    }
+
+    /// What [`SavedIpv6`] keeps of link `index`, whose addresses are `addrs`.
+    async fn ipv6_state(
+        &self,
+        index: u32,
+        name: &str,
+        addrs: &[netlink_packet_route::address::AddressMessage],
+    ) -> Result<SavedIpv6, LinkError> {
         use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressScope};
         use netlink_packet_route::route::{
             RouteAddress, RouteAttribute, RouteFlags, RouteProtocol,
         };
-        let addrs = self.addresses_on(index, name).await?;
         let mut saved = SavedIpv6::default();
-        for a in &addrs {
+        for a in addrs {
             // Configured addresses only: SLAAC's and a DHCPv6 client's have lifetimes.
             let configured = a.attributes.iter().any(
                 |x| matches!(x, AddressAttribute::Flags(f) if f.contains(AddressFlags::Permanent)),
@@ -242,18 +259,18 @@ impl Links {
 
     /// A link's IPv4 addresses and the main table's IPv4 routes through it that the kernel did
     /// not derive from an address (those come back with the address).
-    pub async fn ipv4_state(
+    async fn ipv4_state(
         &self,
         index: u32,
         name: &str,
+        addrs: &[netlink_packet_route::address::AddressMessage],
     ) -> Result<(Vec<SavedAddress>, Vec<SavedRoute>), LinkError> {
         use netlink_packet_route::address::AddressAttribute;
         use netlink_packet_route::route::{
             RouteAddress, RouteAttribute, RouteFlags, RouteProtocol,
         };
-        let addrs = self.addresses_on(index, name).await?;
         let mut out = Vec::new();
-        for a in &addrs {
+        for a in addrs {
             let (mut ip, mut broadcast) = (None, None);
             for attr in &a.attributes {
                 match attr {
