@@ -41,8 +41,16 @@ const MIN_BOOTP_LEN: usize = 300;
 const OPTIONS_OFFSET: usize = 240;
 const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 /// Receive buffer: the largest IPv4 packet plus an Ethernet header. Longer frames are truncated
-/// by the kernel and then rejected as malformed.
+/// by the kernel and then rejected as malformed. One per runtime thread, not one per server
+/// (see [`RECV_BUF`]).
 const RECV_BUF_LEN: usize = 65536 + 14;
+
+thread_local! {
+    /// The receive buffer every server on this thread shares: a frame is received, answered and
+    /// its reply sent without an `.await` in between, so no two servers hold it at once. A
+    /// buffer per server was 64 KiB per guest, nearly all of the daemon's memory per guest.
+    static RECV_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 /// Frames handled per wake-up before yielding, so a flooding guest cannot starve cancellation.
 const FRAMES_PER_WAKE: usize = 64;
 /// Frames a server takes at most: a burst, then a steady rate. A guest's DHCP client sends a
@@ -209,7 +217,6 @@ impl Server {
             counters,
         } = self;
         let fd = packet::register(socket).map_err(Error::Register)?;
-        let mut buf = vec![0u8; RECV_BUF_LEN];
         let mut bucket = Bucket::new();
         let (mut flood_logged, mut dropped_since) = (None::<std::time::Instant>, 0u64);
         // Unsolicited router advertisements: the first at once, then every interval.
@@ -229,9 +236,14 @@ impl Server {
                 }
                 ready = fd.readable() => ready.map_err(Error::Wait)?,
             };
-            for _ in 0..FRAMES_PER_WAKE {
-                let received =
-                    match guard.try_io(|inner| packet::recv(inner.get_ref().as_fd(), &mut buf)) {
+            RECV_BUF.with_borrow_mut(|buf| {
+                if buf.len() < RECV_BUF_LEN {
+                    buf.resize(RECV_BUF_LEN, 0);
+                }
+                for _ in 0..FRAMES_PER_WAKE {
+                    let received = match guard
+                        .try_io(|inner| packet::recv(inner.get_ref().as_fd(), buf))
+                    {
                         Err(_would_block) => break,
                         Ok(Ok(received)) => received,
                         Ok(Err(e)) if is_transient(&e) => {
@@ -240,30 +252,32 @@ impl Server {
                         }
                         Ok(Err(e)) => return Err(Error::Receive(e)),
                     };
-                if received.outgoing {
-                    continue;
-                }
-                Counters::bump(&counters.received);
-                let now = std::time::Instant::now();
-                if !bucket.take(now) {
-                    Counters::bump(&counters.rate_limited);
-                    dropped_since += 1;
-                    if flood_logged.is_none_or(|t| now.duration_since(t) >= FLOOD_LOG_EVERY) {
-                        tracing::warn!(ifindex, ip = %binding.ip, dropped = dropped_since,
-                            "DHCP flood from the guest: frames dropped unread (logged once per 10 s)");
-                        flood_logged = Some(now);
-                        dropped_since = 0;
+                    if received.outgoing {
+                        continue;
                     }
-                    continue;
+                    Counters::bump(&counters.received);
+                    let now = std::time::Instant::now();
+                    if !bucket.take(now) {
+                        Counters::bump(&counters.rate_limited);
+                        dropped_since += 1;
+                        if flood_logged.is_none_or(|t| now.duration_since(t) >= FLOOD_LOG_EVERY) {
+                            tracing::warn!(ifindex, ip = %binding.ip, dropped = dropped_since,
+                                "DHCP flood from the guest: frames dropped unread (logged once per 10 s)");
+                            flood_logged = Some(now);
+                            dropped_since = 0;
+                        }
+                        continue;
+                    }
+                    // A frame longer than the buffer was truncated by the kernel (MSG_TRUNC).
+                    let outcome = buf
+                        .get(..received.len)
+                        .map_or(Outcome::Malformed("frame truncated"), |f| {
+                            answer(f, &binding)
+                        });
+                    deliver(fd.get_ref().as_fd(), outcome, &counters, ifindex);
                 }
-                // A frame longer than the buffer was truncated by the kernel (MSG_TRUNC).
-                let outcome = buf
-                    .get(..received.len)
-                    .map_or(Outcome::Malformed("frame truncated"), |f| {
-                        answer(f, &binding)
-                    });
-                deliver(fd.get_ref().as_fd(), outcome, &counters, ifindex);
-            }
+                Ok(())
+            })?;
         }
 
         debug!(
