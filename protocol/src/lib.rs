@@ -111,12 +111,13 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 /// The version this crate speaks. 2: `NetworkRequest::take_over` and the request's netns fd
 /// (the shim path), `Check`/`Checked`, `Status`. 3: `NetworkRequest::by_name` (Firecracker)
 /// and the lease in `Interface` (`dns`, `search`, `routes`: cloud-init). 4:
-/// `ErrorCode::HostSetup`. 5: `Interface::ipv6`.
-pub const PROTOCOL_VERSION: u32 = 5;
+/// `ErrorCode::HostSetup`. 5: `Interface::ipv6`. 6: `ErrorCode::CapacityExceeded`.
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The oldest version the daemon still serves: 3's and 4's messages are 5's without
-/// `Interface::ipv6` (the daemon encodes [`legacy::Response`] for them), and 3 lacks one
-/// error code, which such a client gets as `Internal`.
+/// `Interface::ipv6` (the daemon encodes [`legacy::Response`] for them), 5's are 6's without
+/// one error code; an error code newer than a client's version reaches it as the nearest older
+/// one (`CapacityExceeded` as `HostSetup`, `HostSetup` as `Internal`).
 pub const OLDEST_PROTOCOL_VERSION: u32 = 3;
 
 /// Where the daemon listens by default.

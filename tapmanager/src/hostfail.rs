@@ -71,8 +71,10 @@ pub fn fix(errno: i32) -> &'static str {
              a container without CAP_NET_ADMIN; `tapmanager doctor` checks"
         }
         libc::EXFULL => {
-            "the bridge already has 1,023 ports, the most the kernel allows on one bridge: put \
-             further guests on another bridge network"
+            "the bridge already has 1,023 ports, the most the kernel allows on one bridge (the \
+             daemon puts 128 guests on a bridge and joins more bridges to it, so the other \
+             ports are not its guests'): remove ports that are not the daemon's, or put \
+             further guests on another network"
         }
         libc::ENODEV | libc::ENXIO => {
             "a device the step needs is not there: the link it names was deleted meanwhile, or \
@@ -84,9 +86,14 @@ pub fn fix(errno: i32) -> &'static str {
              bridge, nf_tables, sch_ingress, act_mirred); `tapmanager doctor` lists what is \
              missing"
         }
-        libc::EMFILE | libc::ENFILE => {
+        libc::EMFILE => {
             "the daemon is out of file descriptors: raise its limit (LimitNOFILE= in the unit; \
-             it needs one per queue of each NIC and one per attachment)"
+             it needs one per queue of each NIC and one per attachment); `tapmanager doctor` \
+             says the value"
+        }
+        libc::ENFILE => {
+            "the host is out of file descriptors (fs.file-max): raise it with sysctl, or run \
+             fewer guests"
         }
         libc::ENOMEM | libc::ENOBUFS => {
             "the kernel is short of memory for this step: free memory, or raise the limit the \
@@ -124,10 +131,19 @@ pub fn explain(e: &(dyn Error + 'static)) -> (ErrorCode, String) {
     let chain = crate::error_chain(e);
     match errno(e).filter(|n| *n != libc::EINVAL) {
         Some(n) => (
-            ErrorCode::HostSetup,
+            code(n),
             format!("{chain}. To fix: {}; nothing was left behind", fix(n)),
         ),
         None => (ErrorCode::Internal, chain),
+    }
+}
+
+/// A limit reached (a bridge's ports, file descriptors) is [`ErrorCode::CapacityExceeded`];
+/// any other refusal [`ErrorCode::HostSetup`].
+fn code(errno: i32) -> ErrorCode {
+    match errno {
+        libc::EXFULL | libc::EMFILE | libc::ENFILE => ErrorCode::CapacityExceeded,
+        _ => ErrorCode::HostSetup,
     }
 }
 
@@ -144,7 +160,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(errno(&err), Some(libc::EXFULL));
         let (code, msg) = explain(&err);
-        assert_eq!(code, ErrorCode::HostSetup);
+        assert_eq!(code, ErrorCode::CapacityExceeded);
         assert!(
             msg.starts_with("cannot add TAP tm0 to bridge tmbr0: "),
             "{msg}"

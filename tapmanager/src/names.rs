@@ -64,6 +64,32 @@ pub fn host_side_mac(guest: MacAddr) -> MacAddr {
     MacAddr(b)
 }
 
+/// The links that carry bridge `bridge` past one bridge's port limit, for its shard `k` (1 and
+/// up): the shard's own bridge, the veth end on `bridge` and the veth end on the shard. Each is
+/// the prefix, six hex digits of the bridge's name, a letter past `f` (`s`, `p`, `q`) and `k`
+/// in hex, so never of [`tap_name`]'s shape: reconcile never takes one for a guest's link.
+pub fn shard_links(prefix: &str, bridge: &str, k: u32) -> [IfName; 3] {
+    let stem = shard_stem(prefix, bridge);
+    ["s", "p", "q"].map(|letter| {
+        IfName::try_from(format!("{stem}{letter}{k:x}"))
+            .expect("a 1-4 letter prefix, 6 digits, a letter and at most 3 digits fit 15 bytes")
+    })
+}
+
+/// What every shard link of `bridge` starts with ([`shard_links`]).
+pub fn shard_stem(prefix: &str, bridge: &str) -> String {
+    let h = fnv1a(&[b"shard", bridge.as_bytes()]);
+    format!("{prefix}{:06x}", h >> 40)
+}
+
+/// Whether `name` is one of `bridge`'s shard bridges or the veth end on `bridge` (deleting
+/// those two removes every shard link: a veth goes with either end).
+pub fn is_shard_link(name: &str, prefix: &str, bridge: &str) -> bool {
+    name.strip_prefix(&shard_stem(prefix, bridge))
+        .and_then(|rest| rest.strip_prefix('s').or_else(|| rest.strip_prefix('p')))
+        .is_some_and(|k| !k.is_empty() && k.len() <= 3 && k.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// The bridge's own MAC, fixed so it does not change as ports come and go.
 pub fn bridge_mac(bridge: &str) -> MacAddr {
     let h = fnv1a(&[b"bridge", bridge.as_bytes()]).to_be_bytes();
@@ -73,6 +99,24 @@ pub fn bridge_mac(bridge: &str) -> MacAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shard_links_fit_never_look_like_a_guests_and_are_recognised() {
+        let [s, p, q] = shard_links("tmxx", "tmbr0", 0x37f);
+        assert!(
+            s.as_str().len() <= 15 && s.as_str().ends_with("s37f"),
+            "{s}"
+        );
+        for l in [&s, &p, &q] {
+            assert!(!is_generated(l.as_str(), "tmxx"), "{l}");
+        }
+        assert!(is_shard_link(s.as_str(), "tmxx", "tmbr0"));
+        assert!(is_shard_link(p.as_str(), "tmxx", "tmbr0"));
+        assert!(!is_shard_link(q.as_str(), "tmxx", "tmbr0"));
+        assert!(!is_shard_link(s.as_str(), "tmxx", "tmbr1"));
+        let tap = tap_name("tmxx", 1000, &"vm".parse().unwrap(), 0, 0);
+        assert!(!is_shard_link(tap.as_str(), "tmxx", "tmbr0"));
+    }
 
     fn vm(s: &str) -> VmId {
         s.parse().unwrap()

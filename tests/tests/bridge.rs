@@ -631,10 +631,11 @@ fn a_second_daemon_in_the_same_namespace_is_refused() {
     );
 }
 
-/// The 1,024th port of a bridge is refused by the kernel (EXFULL). The caller used to get
-/// `Internal` and a bare errno; it gets `HostSetup`, the step, the reason and the fix, and
-/// nothing is left behind. A client of protocol version 3, which has no such code, gets
-/// `Internal` with the same message.
+/// The 1,024th port of a bridge is refused by the kernel (EXFULL): here the network's bridge
+/// is filled with ports that are not the daemon's. The caller used to get `Internal` and a bare
+/// errno; it gets `CapacityExceeded`, the network, the step, the reason and the fix, and
+/// nothing is left behind. A client of protocol version 5 gets `HostSetup`, one of version 3
+/// `Internal`, with the same message.
 #[test]
 fn a_full_bridge_is_refused_with_the_step_and_the_fix() {
     tapmanager_tests::require_root!();
@@ -657,40 +658,259 @@ fn a_full_bridge_is_refused_with_the_step_and_the_fix() {
         })
         .expect_err("a 1,024th port was taken");
     eprintln!("refused: {refused}");
-    assert_eq!(refused.code(), Some(ErrorCode::HostSetup), "{refused}");
+    assert_eq!(
+        refused.code(),
+        Some(ErrorCode::CapacityExceeded),
+        "{refused}"
+    );
     let msg = refused.to_string();
     for part in [
+        "network default: ",
         "cannot set up TAP",
         "Exchange full",
         "1,023 ports",
-        "another bridge network",
+        "another network",
     ] {
         assert!(msg.contains(part), "`{part}` missing from: {msg}");
     }
     assert!(sb.all_gone(5), "left behind: {:?}", sb.taps());
 
-    // Protocol version 3, by hand: its hello, then the same attach.
-    let sock = std::os::unix::net::UnixStream::connect(&sb.socket).unwrap();
-    protocol::fdpass::write_frame(&sock, &protocol::Hello { version: 3 }, &[]).unwrap();
-    let (reply, _): (protocol::HelloReply, _) = protocol::fdpass::read_frame(&sock).unwrap();
-    assert!(
-        matches!(
-            reply,
-            protocol::HelloReply::Accepted(protocol::Hello { version: 3 })
-        ),
-        "{reply:?}"
-    );
-    let req = protocol::Request {
-        id: 1,
-        body: protocol::RequestBody::Attach(AttachRequest {
-            vm: "full2".parse().unwrap(),
-            networks: vec![NetworkRequest::new("default".parse().unwrap())],
-        }),
+    // Older protocol versions, by hand: the hello, then the same attach. Version 5 and 3
+    // read errors as version 6 does (only success replies differ, for version 3 and 4).
+    for (version, code) in [(5, ErrorCode::HostSetup), (3, ErrorCode::Internal)] {
+        let sock = std::os::unix::net::UnixStream::connect(&sb.socket).unwrap();
+        protocol::fdpass::write_frame(&sock, &protocol::Hello { version }, &[]).unwrap();
+        let (reply, _): (protocol::HelloReply, _) = protocol::fdpass::read_frame(&sock).unwrap();
+        assert!(
+            matches!(reply, protocol::HelloReply::Accepted(protocol::Hello { version: v }) if v == version),
+            "{reply:?}"
+        );
+        let req = protocol::Request {
+            id: 1,
+            body: protocol::RequestBody::Attach(AttachRequest {
+                vm: "full2".parse().unwrap(),
+                networks: vec![NetworkRequest::new("default".parse().unwrap())],
+            }),
+        };
+        protocol::fdpass::write_frame(&sock, &req, &[]).unwrap();
+        let (resp, _): (protocol::Response, _) = protocol::fdpass::read_frame(&sock).unwrap();
+        let e = resp.body.expect_err("attached on a full bridge");
+        assert_eq!(e.code, code, "version {version}");
+        assert!(e.message.contains("1,023 ports"), "{}", e.message);
+        assert!(sb.all_gone(5), "left behind: {:?}", sb.taps());
+    }
+}
+
+/// A /16 bridge network, as an operator with many guests has it.
+fn wide_network() -> String {
+    format!(
+        r#"
+[networks.default]
+kind = "bridge"
+bridge = "{BRIDGE}"
+gateway = "{GATEWAY}/16"
+dns = ["{GATEWAY}"]
+mtu = 1400
+"#
+    )
+}
+
+/// Past one bridge's 1,023 ports, as an operator runs it: 1,100 guests, each a `vmwrapper`
+/// process that execs a fake QEMU (a DHCP client that then ARPs and pings its router). Every
+/// guest leases a distinct address and reaches the gateway and back, wherever its TAP is (the
+/// network's bridge or one of the shard bridges joined to it); when they all exit at once,
+/// every TAP, journal entry and guard chain goes.
+#[test]
+fn eleven_hundred_guests_on_one_bridge_network_are_served_and_removed_on_exit() {
+    tapmanager_tests::require_root!();
+    const GUESTS: usize = 1100;
+    const BATCH: usize = 50;
+    // Each guest is a process with pipes here and two fds in the daemon: the soft limit
+    // (1,024) is below that, the hard one is what a service gets.
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
+        .expect("setrlimit");
+    let opts = tapmanager_tests::sandbox::SandboxOptions {
+        log_filter: "info".to_owned(),
+        ..Default::default()
     };
-    protocol::fdpass::write_frame(&sock, &req, &[]).unwrap();
-    let (resp, _): (protocol::Response, _) = protocol::fdpass::read_frame(&sock).unwrap();
-    let e = resp.body.expect_err("attached on a full bridge");
-    assert_eq!(e.code, ErrorCode::Internal);
-    assert!(e.message.contains("1,023 ports"), "{}", e.message);
-    assert!(sb.all_gone(5), "left behind: {:?}", sb.taps());
+    let sb = Sandbox::with_options("eleven", GROUP, &wide_network(), opts);
+    let out = sb.dir.join("guests.out");
+    // Whole lines only here (one write each); vmwrapper's stderr comes in pieces, elsewhere.
+    let append = |p: &std::path::Path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .unwrap()
+    };
+    let out_file = append(&out);
+    let err_file = append(&sb.dir.join("guests.err"));
+    // One pipe is every guest's stdin: closing its write end is every guest's exit at once.
+    let (stdin_r, stdin_w) = nix::unistd::pipe().expect("pipe");
+    let mut guests = Guests(Vec::new());
+    let lines = |prefix: &str| -> Vec<String> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_owned)
+            .collect()
+    };
+    for start in (0..GUESTS).step_by(BATCH) {
+        for i in start..(start + BATCH).min(GUESTS) {
+            let child = Command::new(bin("vmwrapper"))
+                .arg("--socket")
+                .arg(&sb.socket)
+                .args(["--id", &format!("g{i}"), "--hypervisor", "qemu"])
+                .args(["--net", "default", "--"])
+                .arg(env!("CARGO_BIN_EXE_fake-qemu"))
+                .arg("-tm-ping")
+                .stdin(Stdio::from(stdin_r.try_clone().unwrap()))
+                .stdout(Stdio::from(out_file.try_clone().unwrap()))
+                .stderr(Stdio::from(err_file.try_clone().unwrap()))
+                .spawn()
+                .expect("spawn vmwrapper");
+            guests.0.push(child);
+        }
+        let want = (start + BATCH).min(GUESTS);
+        assert!(
+            sb.wait_for(120, || lines("TM-PING").len()
+                + lines("TM-LEASE-FAIL").len()
+                >= want),
+            "{} of {want} guests done; their output:\n{}",
+            lines("TM-PING").len(),
+            std::fs::read_to_string(&out).unwrap_or_default()
+        );
+        // The host's neighbour table is shared by every namespace, 1,024 entries by default:
+        // the checked guests' entries go, so that this test never fills it.
+        sb.ns.ip(&["neigh", "flush", "dev", BRIDGE]);
+    }
+    let leases = lines("TM-LEASE ");
+    let addresses: std::collections::HashSet<&str> = leases
+        .iter()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("ip=")))
+        .collect();
+    assert_eq!(leases.len(), GUESTS, "failed: {:?}", lines("TM-LEASE-FAIL"));
+    assert_eq!(addresses.len(), GUESTS, "addresses not distinct");
+    let failed: Vec<String> = lines("TM-PING")
+        .into_iter()
+        .filter(|l| !l.ends_with(" ok"))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "guests that did not reach the gateway: {failed:?}"
+    );
+    assert_eq!(sb.taps().len(), GUESTS);
+    let bridges = sb.ns.ip(&["-o", "link", "show", "type", "bridge"]);
+    assert!(
+        bridges.lines().count() > GUESTS / 128,
+        "not enough bridges for {GUESTS} guests: {bridges}"
+    );
+
+    drop(stdin_w);
+    assert!(
+        sb.all_gone(120),
+        "left behind after the guests exited: {} TAPs, {} journal entries",
+        sb.taps().len(),
+        sb.journal_entries().len()
+    );
+    let (_, rules) = sb
+        .ns
+        .exec(&["nft", "list", "table", "netdev", "tapmanager"]);
+    assert!(
+        !rules.contains("hook ingress device"),
+        "guards left: {rules}"
+    );
+    guests.reap();
+}
+
+/// Guests on different bridges of one network (the network's own and a shard) are one L2
+/// segment: a broadcast from one reaches the other, and the answer comes back.
+#[test]
+fn guests_on_different_bridges_of_a_network_reach_each_other() {
+    tapmanager_tests::require_root!();
+    let sb = Sandbox::new("shards", GROUP, &wide_network());
+    let mut client = sb.client();
+    let mut vms = Vec::new();
+    // Addresses .2 to .127 are on the network's bridge, .128 and up on the first shard.
+    for i in 0..128 {
+        let (a, mut fds) = client
+            .attach(AttachRequest {
+                vm: format!("s{i}").parse().unwrap(),
+                networks: vec![NetworkRequest::new("default".parse().unwrap())],
+            })
+            .expect("attach");
+        let iface = &a.interfaces[0];
+        let ip = iface.address.unwrap().0;
+        vms.push((ip, FakeVm::new(fds.remove(0), iface.mac.0)));
+    }
+    let (ip_a, a) = &vms[0];
+    let (ip_b, b) = vms.last().unwrap();
+    assert_eq!(*ip_a, Ipv4Addr::new(10, 88, 0, 2));
+    assert_eq!(*ip_b, Ipv4Addr::new(10, 88, 0, 129));
+    let shard = sb
+        .ns
+        .ip(&["-o", "link", "show", "master", BRIDGE, "type", "veth"]);
+    assert_eq!(shard.lines().count(), 1, "one shard joined: {shard}");
+    // A asks for B; B sees the request and answers; A gets the answer.
+    a.send(&fakevm::arp_request(a.mac, *ip_a, *ip_b));
+    let asked = b.recv_until(Duration::from_secs(3), |f| {
+        (f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[38..42] == ip_b.octets()).then_some(())
+    });
+    assert!(asked.is_some(), "B never saw A's ARP request");
+    let mut reply = fakevm::arp_request(b.mac, *ip_b, *ip_a);
+    reply[0..6].copy_from_slice(&a.mac);
+    reply[21] = 2; // opcode: reply
+    reply[32..38].copy_from_slice(&a.mac);
+    b.send(&reply);
+    let answered = a.recv_until(Duration::from_secs(3), |f| {
+        (f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[21] == 2 && f[6..12] == b.mac)
+            .then_some(())
+    });
+    assert!(answered.is_some(), "A never got B's ARP reply");
+
+    // `tapmanager down` (the daemon stopped, the guests cut off) removes the shard too.
+    drop(vms);
+    let mut sb = sb;
+    sb.kill();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &sb.ns.name])
+        .arg(bin("tapmanager"))
+        .args(["down", "--force", "--config"])
+        .arg(&sb.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = sb.ns.ip(&["-o", "link", "show"]);
+    assert!(
+        !left.contains("master") && left.lines().count() <= 2,
+        "links left after down: {left}"
+    );
+}
+
+/// Guest processes, killed (by pid) and reaped if a test ends early.
+struct Guests(Vec<std::process::Child>);
+
+impl Guests {
+    fn reap(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.wait(); // its exit status is not the test's concern
+        }
+        self.0.clear();
+    }
+}
+
+impl Drop for Guests {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill(); // already exited is fine
+        }
+        self.reap();
+    }
 }

@@ -127,9 +127,12 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> Error {
     Error::new(code, msg)
 }
 
-/// An error as a client of protocol `version` can read it: codes newer than its version
-/// become `Internal`, with the same message.
+/// An error as a client of protocol `version` can read it: a code newer than its version
+/// becomes the nearest older one, with the same message.
 fn for_version(mut e: Error, version: u32) -> Error {
+    if version < 6 && e.code == ErrorCode::CapacityExceeded {
+        e.code = ErrorCode::HostSetup;
+    }
     if version < 4 && e.code == ErrorCode::HostSetup {
         e.code = ErrorCode::Internal;
     }
@@ -267,7 +270,26 @@ impl Daemon {
         // if it is still the one that was made (a mark outlives its bridge: the admin may
         // have made another of that name since).
         let marks = self.config.state_dir.join("bridges");
-        let found = std::fs::read_dir(&marks).map_err(|e| DownError::Remove(marks.clone(), e))?;
+        let found: Vec<_> = std::fs::read_dir(&marks)
+            .map_err(|e| DownError::Remove(marks.clone(), e))?
+            .collect();
+        // Shard bridges (the bridge kind's) of every bridge the daemon made or the config
+        // names: always the daemon's own.
+        let mut sharded: Vec<String> = self
+            .bridges
+            .keys()
+            .filter_map(|n| match self.config.network(n).map(|x| &x.kind) {
+                Some(crate::config::NetworkKind::Bridge(b)) => Some(b.bridge.to_string()),
+                _ => None,
+            })
+            .collect();
+        sharded.extend(found.iter().filter_map(|e| {
+            e.as_ref()
+                .ok()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+        }));
+        crate::kinds::bridge::remove_shards(&self.links, &self.config.interface_prefix, &sharded)
+            .await?;
         for entry in found {
             let mark = entry
                 .map_err(|e| DownError::Remove(marks.clone(), e))?

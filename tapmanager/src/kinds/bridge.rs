@@ -7,6 +7,27 @@
 //! ```text
 //!  guest ── tm… (TAP, guards on ingress) ── bridge (gateway) ── NAT ── uplink
 //! ```
+//!
+//! # Past one bridge's port limit: shards
+//!
+//! A Linux bridge takes at most 1,023 ports, and every port added or removed costs in
+//! proportion to the ports it already has (the kernel walks them all: STP port states,
+//! features, MTU, promiscuity). So a bridge network puts at most [`GUESTS_PER_BRIDGE`] guests
+//! on one bridge. A guest's bridge follows from its address ([`shard_of`]): its position in
+//! the subnet (or the address list) divided by [`GUESTS_PER_BRIDGE`]. Shard 0 is the network's
+//! own bridge; shard k ≥ 1 is a bridge of its own (`names::shard_links`), made when its first
+//! guest comes, joined to the network's bridge by a veth pair:
+//!
+//! ```text
+//!  guests 0..127 ── tmbr0 (gateway, NAT, DNS) ──┬── veth ── shard 1 ── guests 128..255
+//!                                                └── veth ── shard 2 ── guests 256..383 …
+//! ```
+//!
+//! One L2 segment still: guests on different shards reach each other and the gateway as on
+//! one bridge; a guest's guards are on its own TAP's ingress, whichever bridge it is on; the
+//! shard bridges and their veths carry no address and no IPv6. The network's bridge holds its
+//! 128 guests and up to [`MAX_SHARDS`] shard links: 114,688 guests in all. A shard stays when
+//! its last guest goes (three links, no rules), until `tapmanager down`.
 
 use super::{KindError, Kit, Lease};
 use crate::config::{BridgeNet, Config, NetworkKind};
@@ -21,11 +42,20 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use tokio_util::sync::CancellationToken;
 
+/// Guests on one bridge (the module's docs: shards).
+pub const GUESTS_PER_BRIDGE: u32 = 128;
+/// Shard bridges of one network at most: the network's bridge takes 1,023 ports, its own
+/// guests and one veth per shard.
+pub const MAX_SHARDS: u32 = 1023 - GUESTS_PER_BRIDGE;
+
 /// A bridge the daemon made sure of at start-up.
 #[derive(Debug, Clone)]
 pub struct BridgeState {
     pub index: u32,
     pub mac: MacAddr,
+    /// Its shard bridges known to be there, by number: their index. A lock per network, held
+    /// only while a missing shard is made.
+    pub shards: std::sync::Arc<tokio::sync::Mutex<HashMap<u32, u32>>>,
 }
 
 pub type Bridges = HashMap<NetworkName, BridgeState>;
@@ -89,7 +119,14 @@ async fn bridges(config: &Config, links: &Links, make: bool) -> Result<Bridges, 
                 None => continue,
             }
         };
-        out.insert(name.clone(), BridgeState { index, mac });
+        out.insert(
+            name.clone(),
+            BridgeState {
+                index,
+                mac,
+                shards: Default::default(),
+            },
+        );
     }
     Ok(out)
 }
@@ -106,6 +143,20 @@ pub(crate) fn plan(
     let ip = pool
         .allocate(p.used)
         .ok_or_else(|| super::exhausted(p.network))?;
+    if shard_of(b, ip) > MAX_SHARDS {
+        return Err(protocol::Error::new(
+            protocol::ErrorCode::CapacityExceeded,
+            format!(
+                "network {}: its bridges are full: {} takes 1,023 ports, {GUESTS_PER_BRIDGE} \
+                 guests and {MAX_SHARDS} bridges of {GUESTS_PER_BRIDGE} guests each ({} \
+                 guests); the next free address, {ip}, is past them. Use a smaller subnet, or \
+                 put further guests on another network",
+                p.network,
+                b.bridge,
+                (MAX_SHARDS + 1) * GUESTS_PER_BRIDGE
+            ),
+        ));
+    }
     let ipv6 = b
         .gateway6
         .zip(b.address6(ip))
@@ -216,13 +267,85 @@ pub(crate) async fn build_port(
     Ok(tap.fds)
 }
 
+/// Which of the network's bridges a guest of address `ip` is on: its position in the subnet
+/// (or in the address list), by [`GUESTS_PER_BRIDGE`]. 0 is the network's own bridge.
+pub(crate) fn shard_of(b: &BridgeNet, ip: std::net::Ipv4Addr) -> u32 {
+    let position = match &b.addresses {
+        Some(list) => list.iter().position(|a| *a == ip).unwrap_or(0) as u32,
+        None => u32::from(ip).saturating_sub(u32::from(b.gateway.network())),
+    };
+    position / GUESTS_PER_BRIDGE
+}
+
+/// The index of the bridge a NIC's TAP belongs on: the network's, or the shard its address
+/// falls in, made (and joined to the network's bridge) if it is not there.
+async fn bridge_for(kit: &Kit<'_>, iface: &Interface) -> Result<u32, KindError> {
+    let gone = || KindError::Gone(format!("the bridge of network {}", iface.network));
+    let bridge = kit.bridges.get(&iface.network).ok_or_else(gone)?;
+    let Some(NetworkKind::Bridge(b)) = kit.config.network(&iface.network).map(|n| &n.kind) else {
+        return Err(gone());
+    };
+    let k = iface.address.map_or(0, |(ip, _)| shard_of(b, ip));
+    if k == 0 {
+        return Ok(bridge.index);
+    }
+    let mut known = bridge.shards.lock().await;
+    let [shard, up, down] = names::shard_links(&kit.config.interface_prefix, b.bridge.as_str(), k);
+    if let Some(&index) = known.get(&k) {
+        if link::index_of(&shard) == Some(index) {
+            return Ok(index);
+        }
+    }
+    // No address, no IPv6 and strict rp_filter on all three before any is up: they carry
+    // guests' frames and nothing else (the rules of a guest's own link, link.rs).
+    let mac = |n: &protocol::IfName| names::bridge_mac(n.as_str());
+    let index = kit
+        .links
+        .ensure_plain_bridge(shard.as_str(), mac(&shard), b.mtu)
+        .await?;
+    kit.links
+        .ensure_veth_pair((up.as_str(), mac(&up)), (down.as_str(), mac(&down)), b.mtu)
+        .await?;
+    for name in [&shard, &up, &down] {
+        link::harden_guest_link(name.as_str()).step(|| {
+            format!(
+                "turn IPv6 off on {name}, a link of network {}",
+                iface.network
+            )
+        })?;
+    }
+    kit.links.join(down.as_str(), b.mtu, Some(index)).await?;
+    kit.links
+        .join(up.as_str(), b.mtu, Some(bridge.index))
+        .await?;
+    kit.links.join(shard.as_str(), b.mtu, None).await?;
+    tracing::info!(network = %iface.network, shard = %shard, k, "shard bridge ready");
+    known.insert(k, index);
+    Ok(index)
+}
+
+/// Deletes the shard bridges of the bridges named (`tapmanager down`): each shard bridge and
+/// the veth end on the network's bridge (its peer goes with it).
+pub async fn remove_shards(
+    links: &Links,
+    prefix: &str,
+    bridges: &[String],
+) -> Result<(), crate::net::link::LinkError> {
+    for name in links.list_names().await? {
+        if bridges
+            .iter()
+            .any(|b| names::is_shard_link(&name, prefix, b))
+        {
+            links.delete_if_exists(&name).await?;
+        }
+    }
+    Ok(())
+}
+
 /// MTU, host-side MAC, master and up, in one netlink message; returns the TAP's index.
 /// Convergent: at start it puts an adopted TAP back on a bridge recreated meanwhile.
 async fn enslave(kit: &Kit<'_>, iface: &Interface) -> Result<u32, KindError> {
-    let bridge = kit
-        .bridges
-        .get(&iface.network)
-        .ok_or_else(|| KindError::Gone(format!("the bridge of network {}", iface.network)))?;
+    let master = bridge_for(kit, iface).await?;
     let index = link::index_of(&iface.ifname)
         .ok_or_else(|| KindError::Gone(format!("TAP {}", iface.ifname)))?;
     kit.links
@@ -231,7 +354,7 @@ async fn enslave(kit: &Kit<'_>, iface: &Interface) -> Result<u32, KindError> {
             &iface.ifname,
             iface.mtu,
             names::host_side_mac(iface.mac),
-            bridge.index,
+            master,
         )
         .await?;
     Ok(index)

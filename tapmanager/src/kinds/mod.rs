@@ -775,6 +775,7 @@ lease_secs = 120
             BridgeState {
                 index: 7,
                 mac: MacAddr([0x02, 0xbb, 0, 0, 0, 1]),
+                shards: Default::default(),
             },
         );
         b

@@ -83,7 +83,13 @@ fn refusal(e: &NicError) -> Error {
         _ => {}
     }
     let (code, message) = crate::hostfail::explain(e);
-    Error::new(code, message)
+    match code {
+        // A limit is the network's to name first: "network X: ...".
+        ErrorCode::CapacityExceeded => {
+            Error::new(code, format!("network {}: {message}", e.network))
+        }
+        _ => Error::new(code, message),
+    }
 }
 
 /// A failed attach: its DHCP servers stop and whatever was built goes.

@@ -8,12 +8,15 @@
 //! TM-FAKE-QEMU pid=<pid> nics=<n>
 //! TM-LEASE nic=<i> mac=<mac> ip=<a.b.c.d/len> router=<ip|none> dns=<ip,ip|none> server=<ip|none>
 //! TM-LEASE-FAIL nic=<i> mac=<mac>
+//! TM-PING nic=<i> router=<ip> ok|fail       (with -tm-ping only)
 //! ```
 //!
 //! Then it stays up, as a running guest does, until SIGTERM or the end of stdin. Each stdin
 //! line `renew` renews every lease at T1 (unicast REQUEST to its server), printing `TM-RENEW
 //! nic=<i> ip=<a.b.c.d/len>` or `TM-RENEW-FAIL nic=<i>`. With `-tm-no-dhcp` (not a QEMU
-//! option: for networks that serve no DHCP, such as macvtap) it only reports its NICs.
+//! option: for networks that serve no DHCP, such as macvtap) it only reports its NICs. With
+//! `-tm-ping` (not a QEMU option either), each NIC that leased then ARPs its router and pings
+//! it: the router reached the guest back (ARP reply, echo reply), or not.
 
 use std::io::BufRead;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -107,6 +110,7 @@ fn lease(vm: &FakeVm) -> Option<Lease> {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dhcp = !args.iter().any(|a| a == "-tm-no-dhcp");
+    let ping = args.iter().any(|a| a == "-tm-ping");
     let nics = nics(&args);
     println!(
         "TM-FAKE-QEMU pid={} nics={}",
@@ -136,6 +140,15 @@ fn main() {
             ),
             None if dhcp => println!("TM-LEASE-FAIL nic={i} mac={}", mac_str(&vm.mac)),
             None => println!("TM-NIC nic={i} mac={}", mac_str(&vm.mac)),
+        }
+        if let Some((l, router)) = got.as_ref().zip(got.as_ref().and_then(|l| l.router)) {
+            if ping {
+                let reached = vm
+                    .arp(vm.mac, l.ip, router)
+                    .is_some_and(|router_mac| vm.ping(router_mac, l.ip, router));
+                let verdict = if reached { "ok" } else { "fail" };
+                println!("TM-PING nic={i} router={router} {verdict}");
+            }
         }
         leases.push(got);
     }

@@ -49,6 +49,11 @@ pub enum LinkError {
     List(#[source] rtnetlink::Error),
     #[error("cannot create veth {0} with its peer in the guest's namespace")]
     AddVeth(String, #[source] rtnetlink::Error),
+    #[error("cannot create veth pair {0}")]
+    AddVethPair(String, #[source] rtnetlink::Error),
+    /// "LINK to MASTER".
+    #[error("cannot join {0} (mtu, master, up)")]
+    Join(String, #[source] rtnetlink::Error),
     #[error("cannot create macvtap {0}")]
     AddMacvtap(String, #[source] rtnetlink::Error),
     #[error("cannot set up link {0}")]
@@ -211,6 +216,78 @@ impl Links {
             ..link
         };
         Ok((info, created))
+    }
+
+    /// A bridge `name` that holds only ports (no address), with a fixed MAC and `mtu`;
+    /// created down if missing ("already exists" is success, another daemon's thread may have
+    /// made it meanwhile). Returns its index.
+    pub async fn ensure_plain_bridge(
+        &self,
+        name: &str,
+        mac: MacAddr,
+        mtu: u32,
+    ) -> Result<u32, LinkError> {
+        if let Some(link) = self.get(name).await? {
+            return Ok(link.index);
+        }
+        let msg = LinkBridge::new(name)
+            .mtu(mtu)
+            .address(mac.0.to_vec())
+            .down()
+            .build();
+        match self.add(msg).await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == libc::EEXIST => {}
+            Err(e) => return Err(LinkError::CreateBridge(name.to_owned(), e)),
+        }
+        Ok(self
+            .get(name)
+            .await?
+            .ok_or_else(|| LinkError::Missing(name.to_owned()))?
+            .index)
+    }
+
+    /// A veth pair `name`/`peer` here, both down with fixed MACs and `mtu` ("already
+    /// exists" is success).
+    pub async fn ensure_veth_pair(
+        &self,
+        (name, mac): (&str, MacAddr),
+        (peer, peer_mac): (&str, MacAddr),
+        mtu: u32,
+    ) -> Result<(), LinkError> {
+        if self.get(name).await?.is_some() {
+            return Ok(());
+        }
+        let peer_msg = LinkUnspec::new_with_name(peer)
+            .address(peer_mac.0.to_vec())
+            .mtu(mtu)
+            .build();
+        let msg = LinkVeth::new(name, peer)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .address(mac.0.to_vec())
+            .mtu(mtu)
+            .build();
+        match self.add(msg).await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == libc::EEXIST => Ok(()),
+            Err(e) => Err(LinkError::AddVethPair(name.to_owned(), e)),
+        }
+    }
+
+    /// Link `name` onto `master` (`None`: none), with `mtu`, and up, in one message.
+    pub async fn join(&self, name: &str, mtu: u32, master: Option<u32>) -> Result<(), LinkError> {
+        let index = self
+            .get(name)
+            .await?
+            .ok_or_else(|| LinkError::Missing(name.to_owned()))?
+            .index;
+        let mut b = LinkUnspec::new_with_index(index).mtu(mtu);
+        if let Some(m) = master {
+            b = b.controller(m);
+        }
+        self.set(b.up().build())
+            .await
+            .map_err(|e| LinkError::Join(name.to_owned(), e))
     }
 
     /// Sets a new TAP's MTU and MAC, enslaves it to `master` and brings it up, in one message.
