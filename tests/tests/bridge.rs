@@ -871,6 +871,51 @@ fn guests_on_different_bridges_of_a_network_reach_each_other() {
     });
     assert!(answered.is_some(), "A never got B's ARP reply");
 
+    // The attack: B addresses its packets to the shard's own links (the shard bridge, the
+    // veth ends), whose MACs anyone can work out or learn. A frame to the end on the
+    // network's bridge would go up that bridge's stack past the hairpin rule (which knows only
+    // the bridge's own MAC) and be routed back out, making the host resolve an address no
+    // guest has; one to the shard bridge or its end would go up the shard bridge's own stack.
+    // Sealed: every such frame is dropped at B's TAP, so no neighbour entry appears. The host
+    // forwards, as hosts with NAT networks do.
+    sb.ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let shard_links: Vec<(String, [u8; 6])> = sb
+        .ns
+        .ip(&["-o", "link", "show"])
+        .lines()
+        .filter_map(|l| {
+            let name = l.split(": ").nth(1)?.split('@').next()?.to_owned();
+            let mac = l.split("link/ether ").nth(1)?.split_whitespace().next()?;
+            let mac: Vec<u8> = mac
+                .split(':')
+                .map(|b| u8::from_str_radix(b, 16).unwrap())
+                .collect();
+            (name.starts_with("tm") && name.len() != 12 && name != BRIDGE)
+                .then(|| (name, mac.try_into().unwrap()))
+        })
+        .collect();
+    assert_eq!(shard_links.len(), 3, "{shard_links:?}");
+    for (i, (name, mac)) in shard_links.iter().enumerate() {
+        let unused = Ipv4Addr::new(10, 88, 200, 1 + i as u8);
+        let frame = dhcp::frame::build_ipv4_udp_frame(b.mac, *mac, *ip_b, unused, 4000, 4000, b"x");
+        for _ in 0..3 {
+            b.send(&frame);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let neigh = sb.ns.ip(&["neigh", "show", &unused.to_string()]);
+        assert!(
+            neigh.trim().is_empty(),
+            "a frame to {name}'s MAC was routed: the host resolves {unused}: {neigh}"
+        );
+    }
+    let (_, rules) = sb
+        .ns
+        .exec(&["nft", "list", "table", "netdev", "tapmanager"]);
+    assert!(
+        rules.contains("policy drop"),
+        "no seal on the shard bridge: {rules}"
+    );
+
     // `tapmanager down` (the daemon stopped, the guests cut off) removes the shard too.
     drop(vms);
     let mut sb = sb;

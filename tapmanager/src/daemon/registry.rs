@@ -49,6 +49,8 @@ pub(crate) struct Registry {
     pub(super) entries: HashMap<Key, Entry>,
     /// Open connections per uid.
     pub(super) connections: HashMap<u32, usize>,
+    /// The most attachments seen at a release since memory was last given back.
+    pub(super) high: usize,
 }
 
 impl Registry {
@@ -148,8 +150,13 @@ impl Daemon {
         if complete {
             // Its addresses may be handed out again from here on.
             self.tell_dns_owners(&record, false);
+            reg.high = reg.high.max(reg.entries.len());
             reg.entries.remove(key);
             tracing::info!(vm = %key.1, uid = key.0, "released");
+            if reg.entries.len() <= reg.high / 2 {
+                reg.high = reg.entries.len();
+                crate::heap::give_back();
+            }
         } else if let Some(e) = reg.entries.get_mut(key) {
             e.state = State::Failed;
             tracing::warn!(vm = %key.1, uid = key.0, "teardown incomplete; release it again to retry");

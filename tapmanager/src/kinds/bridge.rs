@@ -296,6 +296,11 @@ async fn bridge_for(kit: &Kit<'_>, iface: &Interface) -> Result<u32, KindError> 
             return Ok(index);
         }
     }
+    // Sealed before any of its links is up: no guest may address them, the shard bridge's
+    // own stack takes nothing (ShardSeal says why).
+    kit.firewall
+        .seal_shard(&seal(&kit.config.interface_prefix, b.bridge.as_str(), k))
+        .await?;
     // No address, no IPv6 and strict rp_filter on all three before any is up: they carry
     // guests' frames and nothing else (the rules of a guest's own link, link.rs).
     let mac = |n: &protocol::IfName| names::bridge_mac(n.as_str());
@@ -322,6 +327,44 @@ async fn bridge_for(kit: &Kit<'_>, iface: &Interface) -> Result<u32, KindError> 
     tracing::info!(network = %iface.network, shard = %shard, k, "shard bridge ready");
     known.insert(k, index);
     Ok(index)
+}
+
+/// Shard `k`'s seal: its bridge and its three links' MACs (each link's fixed MAC is
+/// `names::bridge_mac` of its name).
+fn seal(prefix: &str, bridge: &str, k: u32) -> crate::net::firewall::ShardSeal {
+    let links = names::shard_links(prefix, bridge, k);
+    crate::net::firewall::ShardSeal {
+        bridge: links[0].clone(),
+        macs: links
+            .iter()
+            .map(|l| names::bridge_mac(l.as_str()))
+            .collect(),
+    }
+}
+
+/// The seals of every shard bridge there is of the config's bridge networks (start-up
+/// reconcile rebuilds them with the guards, in the same transaction).
+pub async fn existing_seals(
+    config: &Config,
+    links: &Links,
+) -> Result<Vec<crate::net::firewall::ShardSeal>, crate::net::link::LinkError> {
+    let prefix = &config.interface_prefix;
+    let names = links.list_names().await?;
+    let mut out = Vec::new();
+    for net in config.networks.values() {
+        let NetworkKind::Bridge(b) = &net.kind else {
+            continue;
+        };
+        let stem = format!("{}s", names::shard_stem(prefix, b.bridge.as_str()));
+        out.extend(
+            names
+                .iter()
+                .filter(|n| names::is_shard_link(n, prefix, b.bridge.as_str()))
+                .filter_map(|n| u32::from_str_radix(n.strip_prefix(&stem)?, 16).ok())
+                .map(|k| seal(prefix, b.bridge.as_str(), k)),
+        );
+    }
+    Ok(out)
 }
 
 /// Deletes the shard bridges of the bridges named (`tapmanager down`): each shard bridge and

@@ -130,7 +130,10 @@ pub(crate) async fn reconcile(cx: &Cx<'_>) -> Result<Vec<Adopted>, ReconcileErro
             },
         )
         .collect();
-    kit.firewall.rebuild(&guards, &routed, &macvtaps).await?;
+    let seals = kinds::bridge::existing_seals(kit.config, kit.links).await?;
+    kit.firewall
+        .rebuild(&guards, &routed, &macvtaps, &seals)
+        .await?;
     crate::failpoint::hit("start:reconcile:rebuilt");
     for r in &reap {
         let done = teardown(cx, r).await;

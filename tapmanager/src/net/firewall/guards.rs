@@ -107,6 +107,31 @@ pub struct PortGuard {
     pub ip6: Vec<Ipv6Addr>,
 }
 
+/// A shard of a bridge network (kinds/bridge.rs): the shard bridge, and the MACs of its three
+/// links (the shard bridge and both ends of its veth). Sealed, no guest frame addressed to one
+/// of those MACs passes a guard (they join `tapmacs`: such a frame would go up that link's
+/// own stack, or the network bridge's past its hairpin rule), and the shard bridge's own stack
+/// takes no frame at all (a drop-all chain on its ingress hook, which on a bridge sees only
+/// what the bridge passes up to itself, never what it forwards).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardSeal {
+    pub bridge: IfName,
+    pub macs: Vec<MacAddr>,
+}
+
+/// One shard's seal, as one line (add only: converges on a seal already there).
+pub(super) fn seal_script(s: &ShardSeal) -> String {
+    let t = GUARDS_TABLE;
+    let macs: Vec<String> = s.macs.iter().map(MacAddr::to_string).collect();
+    format!(
+        "add element {t} tapmacs {{ {} }}; \
+         add chain {t} seal_{b} {{ type filter hook ingress device \"{b}\" priority -500; \
+         policy drop; }}",
+        macs.join(", "),
+        b = s.bridge
+    )
+}
+
 /// The guards of DESIGN.md §5, for every port at once: source MAC and ARP sender MAC from the
 /// port's `macs` entry, source IPv4 and ARP sender IP from its `ips` entry (ARP probes from
 /// 0.0.0.0 pass), DHCP kept on the port (our server answers it there), no DHCP server in the

@@ -37,7 +37,7 @@ mod session;
 
 use guards::*;
 pub use guards::{
-    nd_guard_script, nd_sources, own_table_script, port_script, MacvtapGuard, PortGuard,
+    nd_guard_script, nd_sources, own_table_script, port_script, MacvtapGuard, PortGuard, ShardSeal,
 };
 use nat::*;
 pub use nat::{guest_nat_script, GuestNat, Hairpin, NatBridge};
@@ -248,15 +248,25 @@ impl Firewall {
         }
     }
 
-    /// Replaces every table with exactly these ports, in one transaction (start-up reconcile).
+    /// Replaces every table with exactly these ports and shard seals, in one transaction
+    /// (start-up reconcile).
     pub async fn rebuild(
         &self,
         ports: &[PortGuard],
         routed_ports: &[RoutedPort],
         macvtaps: &[MacvtapGuard],
+        seals: &[ShardSeal],
     ) -> Result<(), FirewallError> {
-        self.run(&rebuild_script(ports, &self.routed, routed_ports, macvtaps))
-            .await
+        let mut s = rebuild_script(ports, &self.routed, routed_ports, macvtaps);
+        for seal in seals {
+            write!(s, "; {}", seal_script(seal)).unwrap();
+        }
+        self.run(&s).await
+    }
+
+    /// Seals a new shard of a bridge network ([`ShardSeal`]), atomically.
+    pub async fn seal_shard(&self, seal: &ShardSeal) -> Result<(), FirewallError> {
+        self.run(&seal_script(seal)).await
     }
 }
 

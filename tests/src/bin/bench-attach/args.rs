@@ -17,6 +17,18 @@ pub(crate) enum Kind {
     Exit,
     /// A bridge attach with IPv6 against one without, alternating in one daemon.
     Dual,
+    /// Many guests on one network (`--guests`, `--network`): attach cost, memory and fds per
+    /// thousand, a restart with all of them journaled, their mass exit, 16 clients at once.
+    Scale,
+}
+
+/// The network `--kind scale` fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ScaleNetwork {
+    /// A bridge network, a /16.
+    Bridge,
+    /// An isolated network (routed binding), a /16 of /30s.
+    Isolated,
 }
 
 /// Attach latency of tapmanager against the usual way (root; namespaces of its own only).
@@ -36,6 +48,15 @@ pub(crate) struct Args {
     /// (bridge kind only; at most 1000: a Linux bridge takes 1024 ports).
     #[arg(long, default_value_t = 0, value_parser = held_ports)]
     pub(crate) held: usize,
+    /// Guests held at once (`--kind scale`).
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) guests: usize,
+    /// The network `--kind scale` fills.
+    #[arg(long, value_enum, default_value_t = ScaleNetwork::Bridge)]
+    pub(crate) network: ScaleNetwork,
+    /// Internal: this process is `--kind scale`'s guest holder, on this socket.
+    #[arg(long, hide = true)]
+    pub(crate) holder: Option<PathBuf>,
     /// The isolated network's binding (isolated kind only; the usual way stays routed).
     #[arg(long, default_value = "routed", value_parser = ["routed", "bridge", "tc-redirect"])]
     pub(crate) binding: String,

@@ -86,6 +86,7 @@ mod cni;
 mod dual;
 mod exit;
 mod isolated;
+mod scale;
 mod stats;
 
 use args::*;
@@ -95,6 +96,7 @@ use cni::*;
 use dual::*;
 use exit::*;
 use isolated::*;
+use scale::*;
 use stats::*;
 
 use protocol::{AttachRequest, Client, NetworkRequest, VmId};
@@ -211,7 +213,11 @@ fn main() {
         )
     }
     .expect("SIGINT handler");
+    if let Some(socket) = &args.holder {
+        return hold(socket, &args);
+    }
     match args.kind {
+        Kind::Scale => bench_scale(&args),
         Kind::Bridge => bench_bridge(&args),
         Kind::Isolated => bench_isolated(&args),
         Kind::Cni => bench_cni(&args),
