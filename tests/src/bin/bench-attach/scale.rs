@@ -40,12 +40,17 @@ fn network_name(n: ScaleNetwork) -> &'static str {
     }
 }
 
-/// Raises the soft fd limit to the hard one: the holder keeps a fd per guest, and the daemon
-/// (a child of this process) needs two per guest; 1,024 is a shell's default, not a host's.
+/// Raises the fd limit to at least the packaged unit's `LimitNOFILE=65536` (root may raise the
+/// hard limit): the holder keeps a fd per guest, and the daemon (a child of this process)
+/// needs two per guest; a shell's 1,024 (or this machine's hard 20,000) is not a host's.
 fn raise_nofile() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+    let limit = hard.max(65_536);
+    if setrlimit(Resource::RLIMIT_NOFILE, limit, limit).is_err() {
+        // Without CAP_SYS_RESOURCE (this development VM's root lacks it): the hard limit.
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+    }
 }
 
 /// The holder: `--guests` attaches on one connection, a `MARK n p50 p99` line after each
