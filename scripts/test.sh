@@ -41,7 +41,7 @@ tier "unit + root (setns)" cargo test --workspace -- --test-threads=2 \
 # Every kind's root tests again with the daemon started by `ip netns exec`, as operators do:
 # a mount namespace of its own, that network namespace's sysfs mounted read-write.
 tier "root kinds (ip netns exec)" env TM_LAUNCH=ip-netns-exec cargo test -p tapmanager-tests \
-  --test bridge --test isolated --test masquerade --test macvtap --test cni --test pod \
+  --test bridge --test routed --test isolated --test masquerade --test macvtap --test cni --test pod \
   --test desktop --test crash --test journal --test ipv6 -- --test-threads=2
 # The package under a real systemd: a Debian 12 VM (tests/vm/build-image.sh, cached under
 # target/vm) installs target/debian's .deb and checks it with systemd's tools (README.md,

@@ -222,9 +222,10 @@ pub enum ErrorCode {
     /// the kernel's reason and what would fix it. Nothing was left behind. Since version 4; a
     /// version 3 client gets `Internal` with the same message.
     HostSetup,
-    /// A limit of the host or of the network is reached: the network's bridge ports, the
-    /// daemon's file descriptors, the kernel's neighbour table. The message starts with the
-    /// network, names the limit and how to raise it. Nothing was left behind. Since version 6;
+    /// A limit of the host or of the network is reached: the network's bridges (a bridge
+    /// network holds 114,685 guests), the kernel's 1,023 ports on a bridge, the daemon's or the
+    /// host's file descriptors. The message names the network where a NIC hit it (`network
+    /// X: ...`), the limit and how to raise it. Nothing of the guest was left behind. Since version 6;
     /// a version 4 or 5 client gets `HostSetup`, a version 3 client `Internal`, with the same
     /// message.
     CapacityExceeded,

@@ -13,6 +13,8 @@ pub const POINTS: &[&str] = &[
     "attach:bridge:tap",
     "attach:bridge:guards",
     "attach:bridge:enslaved",
+    "attach:routed:tap",
+    "attach:routed:guards",
     "attach:isolated:netns",
     "attach:isolated:rules",
     "attach:isolated:veth",

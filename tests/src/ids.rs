@@ -59,6 +59,9 @@ ids! {
         GROUP = 47_061,
         USER = 47_062,
     }
+    routed {
+        GROUP = 47_211,
+    }
     admin {
         GROUP = 47_154,
         USER = 47_155,

@@ -1,5 +1,5 @@
 //! Kernel tier (root): a crash at every step. For each kind (bridge, also with a TAP by name
-//! as Firecracker gets it, isolated, masquerade, CNI, macvtap) and each crash point of attach
+//! as Firecracker gets it, routed, isolated, masquerade, CNI, macvtap) and each crash point of attach
 //! and teardown on its path (tapmanager's `failpoint::POINTS`, armed through
 //! `TAPMANAGER_CRASH_AT` in a build with the `failpoints` feature), the daemon kills
 //! itself there; restarted, it must leave exactly what was there before: no link, namespace,
@@ -116,7 +116,8 @@ fn a_crash_at_every_step_leaves_nothing_and_live_guests_keep_their_lease() {
         "{}\n[networks.iso]\nkind = \"isolated\"\nrange = \"10.200.0.0/16\"\nuplink = \"{UPLINK}\"\n\
          range6 = \"fd99::/32\"\n\
          [networks.nat]\nkind = \"masquerade\"\nuplink = \"{UPLINK}\"\ntransit = \"10.201.0.0/16\"\n\
-         [networks.mv]\nkind = \"macvtap\"\nlower = \"{UPLINK}\"\n{}",
+         [networks.mv]\nkind = \"macvtap\"\nlower = \"{UPLINK}\"\n\
+         [networks.fleet]\nkind = \"routed\"\ndevice = \"tmrt0\"\ngateway = \"10.90.0.1/16\"\n{}",
         default_networks().replace("mtu = 1400", "mtu = 1400\ngateway6 = \"fd88::1/64\""),
         d.network("pod", "tmcrash", "")
     );
@@ -126,6 +127,7 @@ fn a_crash_at_every_step_leaves_nothing_and_live_guests_keep_their_lease() {
     for (kind, net, by_name) in [
         ("bridge", "default", false),
         ("bridge", "default", true),
+        ("routed", "fleet", false),
         ("isolated", "iso", false),
         ("isolated", "nat", false),
         ("cni", "pod", false),

@@ -152,6 +152,38 @@ fn qemu_guest_on_an_isolated_network_reaches_the_lan() {
     isolated_guest_reaches_the_lan("qemuiso", "routed");
 }
 
+/// A guest on a routed network: busybox's udhcpc takes the /32 and option 121's on-link route
+/// to its gateway; it pings the gateway and a LAN host through NAT, not the dropped range, and
+/// leaves nothing behind.
+#[test]
+fn qemu_guest_on_a_routed_network_reaches_the_lan() {
+    tapmanager_tests::require_root!();
+    let networks = format!(
+        "[networks.fleet]\nkind = \"routed\"\ndevice = \"tmrt0\"\ngateway = \"10.90.0.1/16\"\n\
+         nat = true\nuplink = \"{UPLINK}\"\ndrop = [\"192.168.78.0/24\"]\n"
+    );
+    let (sb, _lan) = Sandbox::with_lan("qemurouted", GROUP, &networks);
+    let console = boot(
+        &sb,
+        "e2erouted",
+        "fleet",
+        "tm.dhcpopt=staticroutes tm.ping=192.168.77.2,192.168.78.1",
+    );
+    let lease = lease_line(&console);
+    assert!(
+        lease.contains("ip=10.90.0.2 mask=32 router=10.90.0.1 "),
+        "{lease}"
+    );
+    assert!(
+        console.contains("staticroutes=10.90.0.1/32,0.0.0.0,0.0.0.0/0,10.90.0.1"),
+        "{console}"
+    );
+    assert!(console.contains("TM-PING-OK 10.90.0.1"), "{console}");
+    assert!(console.contains("TM-PING-OK 192.168.77.2"), "{console}");
+    assert!(console.contains("TM-PING-FAIL 192.168.78.1"), "{console}");
+    assert_gone(&sb);
+}
+
 #[test]
 fn qemu_guest_on_a_masquerade_network_reaches_the_lan() {
     tapmanager_tests::require_root!();

@@ -359,6 +359,134 @@ pub fn tools() -> Vec<Finding> {
         .collect()
 }
 
+/// How many guests the config's networks can hold at once: each bridge or routed network's
+/// addresses and each isolated or masquerade network's /30s (the other kinds take theirs from outside,
+/// and are not counted).
+pub fn capacity(c: &crate::config::Config) -> u64 {
+    use crate::config::NetworkKind;
+    let hosts = |prefix: u8| (1u64 << (32 - u32::from(prefix))).saturating_sub(3);
+    c.networks
+        .values()
+        .map(|n| match &n.kind {
+            NetworkKind::Bridge(b) => match &b.addresses {
+                Some(list) => list.len() as u64,
+                None => hosts(b.gateway.prefix_len()),
+            },
+            NetworkKind::Routed(r) => hosts(r.gateway.prefix_len()),
+            NetworkKind::Isolated(i) => 1u64 << (30 - u32::from(i.range.prefix_len().min(30))),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// What a host needs for `guests` guests, up to 65,536 (past that, the same values at least):
+/// the neighbour tables' `gc_thresh` (IPv4 and IPv6, one table each for the whole host, every
+/// namespace included; a bridge guest is one entry the host keeps), the daemon's fd limit
+/// (two a guest: its DHCP socket and its caller's pidfd, and 64 more), and inotify instances
+/// (each guest's launcher often takes one: a containerd shim watching its cgroup). `gc3` are
+/// the two tables' `gc_thresh3` (IPv4, IPv6), `nofile` the running daemon's soft limit (if
+/// one runs), `inotify` `fs.inotify.max_user_instances`.
+pub fn scale(
+    guests: u64,
+    gc3: [Option<u64>; 2],
+    nofile: Option<u64>,
+    inotify: Option<u64>,
+) -> Vec<Finding> {
+    let guests = guests.min(65_536);
+    let mut out = Vec::new();
+    let need = (guests + 1024).next_power_of_two();
+    for (family, have) in ["ipv4", "ipv6"].iter().zip(gc3) {
+        out.push(match have {
+            // Room for the host's own neighbours too (256 is plenty for a host's LANs).
+            Some(h) if h >= guests + 256 => ok(format!(
+                "net.{family}.neigh.default.gc_thresh3 = {h}: room for {guests} guests"
+            )),
+            Some(h) => bad(
+                Level::Warn,
+                format!(
+                    "net.{family}.neigh.default.gc_thresh3 = {h}: the networks hold up to {guests} \
+                     guests, each an entry of this host-wide table, beside the host's own"
+                ),
+                format!(
+                    "`sysctl -w net.{family}.neigh.default.gc_thresh1={} \
+                     net.{family}.neigh.default.gc_thresh2={} \
+                     net.{family}.neigh.default.gc_thresh3={need}`, and the same in a file in \
+                     /etc/sysctl.d",
+                    need / 4,
+                    need / 2
+                ),
+            ),
+            None => ok(format!("no {family} neighbour table (IPv6 off?)")),
+        });
+    }
+    let fds = 2 * guests + 64;
+    match nofile {
+        Some(n) if n >= fds => out.push(ok(format!(
+            "the daemon may open {n} files: enough for {guests} guests (two each)"
+        ))),
+        Some(n) => out.push(bad(
+            Level::Warn,
+            format!(
+                "the daemon may open {n} files; {guests} guests need {fds} (a DHCP socket and a \
+                 pidfd each); past that, attaches fail with CapacityExceeded"
+            ),
+            format!(
+                "`LimitNOFILE={}` in the unit (`systemctl edit tapmanager`)",
+                fds.next_power_of_two()
+            ),
+        )),
+        None => {}
+    }
+    match inotify {
+        // Below a thousand guests the default (128 a user) has not been seen to bite.
+        Some(n) if guests <= 1024 || n >= guests + 128 => {
+            out.push(ok(format!("fs.inotify.max_user_instances = {n}")))
+        }
+        Some(n) => out.push(bad(
+            Level::Warn,
+            format!(
+                "fs.inotify.max_user_instances = {n}: launchers that watch their guest (containerd \
+                 shims, one per VM) run out past that many guests of one user"
+            ),
+            format!(
+                "`sysctl -w fs.inotify.max_user_instances={}`, and the same in /etc/sysctl.d",
+                (guests + 128).next_power_of_two()
+            ),
+        )),
+        None => {}
+    }
+    out
+}
+
+/// The pid of the daemon serving `state_dir`: the holder of its lock, from `/proc/locks`.
+fn daemon_pid(state_dir: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(state_dir.join("lock")).ok()?.ino();
+    std::fs::read_to_string("/proc/locks")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // "1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF"
+            let dev_ino = f.get(5)?;
+            (dev_ino.rsplit(':').next()?.parse::<u64>().ok()? == ino)
+                .then(|| f.get(4)?.parse().ok())
+                .flatten()
+        })
+}
+
+/// A process's soft limit on open files (`/proc/PID/limits`).
+fn nofile_of(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
+}
+
 pub fn render(findings: &[Finding]) -> String {
     let mut s = String::new();
     for f in findings {
@@ -459,6 +587,18 @@ pub fn check_host(config: &Path, socket: &Path) -> Vec<Finding> {
             .map_or(group.to_string(), |g| g.name);
         found.push(membership(uid, &groups, group, &name));
     }
+    if let Ok(c) = &loaded {
+        let num = |p: &str| read_trim(p).and_then(|v| v.parse().ok());
+        found.extend(scale(
+            capacity(c),
+            [
+                num("/proc/sys/net/ipv4/neigh/default/gc_thresh3"),
+                num("/proc/sys/net/ipv6/neigh/default/gc_thresh3"),
+            ],
+            daemon_pid(&c.state_dir).and_then(nofile_of),
+            num("/proc/sys/fs/inotify/max_user_instances"),
+        ));
+    }
     found.extend(managers(Path::new("/"), &prefix));
     found.extend(tools());
     found.push(
@@ -553,6 +693,35 @@ mod tests {
             Level::Ok,
             "resolved's stub"
         );
+    }
+
+    #[test]
+    fn scale_findings_name_the_values_to_set() {
+        // A /16 bridge network: 65,533 guests. The defaults of a host fall short.
+        let f = scale(65_533, [Some(1024), Some(1024)], Some(1024), Some(128));
+        assert_eq!(f.len(), 4, "{f:?}");
+        assert!(f.iter().all(|x| x.level == Level::Warn), "{f:?}");
+        assert!(
+            f[0].fix
+                .contains("net.ipv4.neigh.default.gc_thresh3=131072"),
+            "{}",
+            f[0].fix
+        );
+        assert!(
+            f[1].fix.contains("net.ipv6.neigh.default.gc_thresh1=32768"),
+            "{}",
+            f[1].fix
+        );
+        assert!(f[2].what.contains("131130"), "{}", f[2].what);
+        assert!(f[2].fix.contains("LimitNOFILE=262144"), "{}", f[2].fix);
+        assert!(
+            f[3].fix.contains("max_user_instances=131072"),
+            "{}",
+            f[3].fix
+        );
+        // The desktop's /24: the defaults do.
+        let f = scale(253, [Some(1024), Some(1024)], Some(65_536), Some(128));
+        assert!(f.iter().all(|x| x.level == Level::Ok), "{f:?}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod isolated;
 mod macvtap;
 mod pod;
 mod raw;
+mod routed;
 
 pub use bridge::{BridgeNet, DnsForward};
 pub use cni::CniNet;
@@ -32,6 +33,7 @@ pub use isolated::{IsolatedMode, IsolatedNet, Masquerade, PortForward, Proto, Ve
 pub use macvtap::{MacPolicy, MacvtapMode, MacvtapNet};
 pub use pod::{PodBinding, PodNet};
 use raw::*;
+pub use routed::RoutedNetwork;
 
 use protocol::{IfName, NetworkName};
 use std::collections::{BTreeMap, BTreeSet};
@@ -113,6 +115,7 @@ pub struct Access {
 #[derive(Debug, Clone)]
 pub enum NetworkKind {
     Bridge(BridgeNet),
+    Routed(RoutedNetwork),
     Isolated(IsolatedNet),
     Macvtap(MacvtapNet),
     Cni(CniNet),
@@ -124,6 +127,7 @@ impl NetworkKind {
     pub fn name(&self) -> &'static str {
         match self {
             NetworkKind::Bridge(_) => "bridge",
+            NetworkKind::Routed(_) => "routed",
             NetworkKind::Isolated(i) if i.masquerade().is_some() => "masquerade",
             NetworkKind::Isolated(_) => "isolated",
             NetworkKind::Macvtap(_) => "macvtap",
@@ -131,6 +135,32 @@ impl NetworkKind {
             NetworkKind::Pod(_) => "pod",
         }
     }
+}
+
+/// A routed network's subnet overlaps no other network's IPv4 addresses: the host routes
+/// each of its guests' /32s and blackholes the rest of it, which would cut off the other's.
+fn routed_overlaps(networks: &BTreeMap<NetworkName, Network>) -> Result<(), ConfigError> {
+    let subnets: Vec<(&NetworkName, ipnet::Ipv4Net, bool)> = networks
+        .iter()
+        .filter_map(|(name, n)| match &n.kind {
+            NetworkKind::Routed(r) => Some((name, r.gateway.trunc(), true)),
+            NetworkKind::Bridge(b) => Some((name, b.gateway.trunc(), false)),
+            NetworkKind::Isolated(i) => Some((name, i.range, false)),
+            _ => None,
+        })
+        .collect();
+    for (name, p, routed) in &subnets {
+        let clash = subnets.iter().find(|(other, q, _)| {
+            other != name && (q.contains(&p.network()) || p.contains(&q.network()))
+        });
+        if let (true, Some((other, q, _))) = (routed, clash) {
+            return Err(ConfigError::Network {
+                network: name.to_string(),
+                problem: format!("subnet {p} overlaps network {other}'s {q}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// No two networks' IPv6 prefixes overlap: a guest's address would be routed to both.
@@ -244,6 +274,7 @@ impl TryFrom<RawConfig> for Config {
                             isolated::validate_masquerade(m).map_err(problem)?,
                         ),
                         RawNetwork::Bridge(_)
+                        | RawNetwork::Routed(_)
                         | RawNetwork::Macvtap(_)
                         | RawNetwork::Cni(_)
                         | RawNetwork::Pod(_) => {
@@ -302,6 +333,21 @@ impl TryFrom<RawConfig> for Config {
                     }
                     (NetworkKind::Bridge(bridge), access)
                 }
+                RawNetwork::Routed(r) => {
+                    let access = access(r.private, &r.allow_users, &r.allow_groups)?;
+                    let routed = routed::validate(r, p).map_err(problem)?;
+                    // Its device and a bridge share one namespace of link names.
+                    if let Some(other) = bridges.insert(routed.device.clone(), name.clone()) {
+                        return Err(ConfigError::Network {
+                            network: name,
+                            problem: format!(
+                                "device {} is already used by network {other}",
+                                routed.device
+                            ),
+                        });
+                    }
+                    (NetworkKind::Routed(routed), access)
+                }
             };
             networks.insert(
                 name_v.clone(),
@@ -313,6 +359,7 @@ impl TryFrom<RawConfig> for Config {
             );
         }
         ipv6_overlaps(&networks)?;
+        routed_overlaps(&networks)?;
         let mut overrides = Vec::new();
         for q in &raw.policy.quota {
             let mut who = access(true, &q.users, &q.groups)?;
@@ -526,6 +573,49 @@ dns = ["10.88.0.1"]
             "cidr6 without transit6"
         );
         assert!(parse("transit6 = \"fd98::/48\"\ncidr6 = \"fd10:0:2::/127\"").is_err());
+    }
+
+    #[test]
+    fn routed_networks_parse_and_must_not_overlap_or_share_a_device() {
+        let base = "group = \"root\"\n";
+        let ok = format!(
+            "{base}[networks.fleet]\nkind = \"routed\"\ndevice = \"tmrt0\"\n\
+             gateway = \"10.90.0.1/16\"\nnat = true\nuplink = \"eth0\"\ndrop = [\"10.90.9.9/24\"]\n"
+        );
+        let c = Config::parse(&ok).unwrap();
+        let NetworkKind::Routed(r) = &c.network(&"fleet".parse().unwrap()).unwrap().kind else {
+            panic!("not routed");
+        };
+        assert_eq!(r.nat, Some(Some("eth0".parse().unwrap())));
+        assert_eq!(
+            r.drop,
+            vec!["10.90.9.0/24".parse::<ipnet::Ipv4Net>().unwrap()]
+        );
+        for (bad, why) in [
+            (
+                "[networks.r]\nkind = \"routed\"\ndevice = \"tmrt0\"\ngateway = \"10.90.0.1/16\"\nuplink = \"eth0\"\n",
+                "only used with nat = true",
+            ),
+            (
+                "[networks.r]\nkind = \"routed\"\ndevice = \"tmrt0\"\ngateway = \"10.90.0.0/16\"\n",
+                "must be a host address",
+            ),
+            (
+                "[networks.r]\nkind = \"routed\"\ndevice = \"tmbr0\"\ngateway = \"10.90.0.1/16\"\n\
+                 [networks.b]\nkind = \"bridge\"\nbridge = \"tmbr0\"\ngateway = \"10.88.0.1/24\"\n",
+                "already used by network",
+            ),
+            (
+                "[networks.r]\nkind = \"routed\"\ndevice = \"tmrt0\"\ngateway = \"10.88.0.1/16\"\n\
+                 [networks.b]\nkind = \"bridge\"\nbridge = \"tmbr0\"\ngateway = \"10.88.0.1/24\"\n",
+                "overlaps network b",
+            ),
+        ] {
+            match Config::parse(&format!("{base}{bad}")) {
+                Err(e) => assert!(crate::error_chain(&e).contains(why), "{e}"),
+                Ok(_) => panic!("accepted: {bad}"),
+            }
+        }
     }
 
     #[test]

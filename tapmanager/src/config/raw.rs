@@ -88,6 +88,7 @@ pub(super) fn default_prefix() -> String {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub(super) enum RawNetwork {
     Bridge(RawBridge),
+    Routed(RawRouted),
     Isolated(RawIsolated),
     Masquerade(RawMasquerade),
     Macvtap(RawMacvtap),
@@ -320,6 +321,34 @@ pub(super) struct RawBridge {
     #[serde(default)]
     pub(super) allow_groups: Vec<String>,
     /// When true, only root and `allow_users`/`allow_groups` may use the network.
+    #[serde(default)]
+    pub(super) private: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRouted {
+    pub(super) device: String,
+    pub(super) gateway: Ipv4Net,
+    #[serde(default)]
+    pub(super) dns: Vec<Ipv4Addr>,
+    #[serde(default)]
+    pub(super) search: Vec<String>,
+    pub(super) domain: Option<String>,
+    #[serde(default = "default_mtu")]
+    pub(super) mtu: u32,
+    #[serde(default = "default_lease")]
+    pub(super) lease_secs: u32,
+    #[serde(default)]
+    pub(super) nat: bool,
+    pub(super) uplink: Option<String>,
+    #[serde(default)]
+    pub(super) drop: Vec<Ipv4Net>,
+    pub(super) allow: Option<Vec<Ipv4Net>>,
+    #[serde(default)]
+    pub(super) allow_users: Vec<String>,
+    #[serde(default)]
+    pub(super) allow_groups: Vec<String>,
     #[serde(default)]
     pub(super) private: bool,
 }

@@ -93,6 +93,8 @@ pub enum DaemonError {
     OtherNetns(String, String),
     #[error("bridge")]
     Bridge(#[source] Box<crate::kinds::bridge::BridgeError>),
+    #[error("cannot set up a routed network's device")]
+    Routed(#[source] Box<crate::kinds::KindError>),
     #[error("reconciling the kernel with the journal")]
     Reconcile(#[source] Box<lifecycle::ReconcileError>),
     #[error("DNS forwarder")]
@@ -189,7 +191,13 @@ impl Daemon {
         let routed = crate::kinds::isolated::routed_nets(&config);
         let nat_bridges = crate::kinds::bridge::nat_bridges(&config);
         let hairpins = crate::kinds::bridge::hairpins(&config);
-        let firewall = Firewall::start(routed, &nat_bridges, &hairpins).await?;
+        let l3 = crate::kinds::routed::l3_nets(&config);
+        let firewall = Firewall::start(routed, l3, &nat_bridges, &hairpins).await?;
+        if purpose == Purpose::Serve {
+            crate::kinds::routed::ensure_devices(&config, &links)
+                .await
+                .map_err(|e| DaemonError::Routed(Box::new(e)))?;
+        }
         let bridges = match purpose {
             Purpose::Serve => crate::kinds::bridge::ensure_bridges(&config, &links)
                 .await
@@ -274,12 +282,14 @@ impl Daemon {
             .map_err(|e| DownError::Remove(marks.clone(), e))?
             .collect();
         // Shard bridges (the bridge kind's) of every bridge the daemon made or the config
-        // names: always the daemon's own.
+        // names, there or not (an admin's bridge deleted meanwhile leaves its shards): always
+        // the daemon's own.
         let mut sharded: Vec<String> = self
-            .bridges
-            .keys()
-            .filter_map(|n| match self.config.network(n).map(|x| &x.kind) {
-                Some(crate::config::NetworkKind::Bridge(b)) => Some(b.bridge.to_string()),
+            .config
+            .networks
+            .values()
+            .filter_map(|n| match &n.kind {
+                crate::config::NetworkKind::Bridge(b) => Some(b.bridge.to_string()),
                 _ => None,
             })
             .collect();

@@ -19,15 +19,17 @@
 //! guest comes, joined to the network's bridge by a veth pair:
 //!
 //! ```text
-//!  guests 0..127 ── tmbr0 (gateway, NAT, DNS) ──┬── veth ── shard 1 ── guests 128..255
-//!                                                └── veth ── shard 2 ── guests 256..383 …
+//!  positions 0..127 ── tmbr0 (gateway, NAT, DNS) ──┬── veth ── shard 1 ── positions 128..255
+//!                                                   └── veth ── shard 2 ── positions 256..383 …
 //! ```
 //!
 //! One L2 segment still: guests on different shards reach each other and the gateway as on
 //! one bridge; a guest's guards are on its own TAP's ingress, whichever bridge it is on; the
-//! shard bridges and their veths carry no address and no IPv6. The network's bridge holds its
-//! 128 guests and up to [`MAX_SHARDS`] shard links: 114,688 guests in all. A shard stays when
-//! its last guest goes (three links, no rules), until `tapmanager down`.
+//! shard bridges and their veths carry no address and no IPv6, and are sealed
+//! (`firewall::ShardSeal`). The network's bridge holds its own 128 positions (126 guests: the
+//! network address and the gateway take two) and up to [`MAX_SHARDS`] shard links: 114,688
+//! positions, 114,685 guests in all (the broadcast address is the last). A shard stays when its
+//! last guest goes (three links, a seal), until `tapmanager down`.
 
 use super::{KindError, Kit, Lease};
 use crate::config::{BridgeNet, Config, NetworkKind};
@@ -226,6 +228,7 @@ pub(crate) fn guard(iface: &Interface) -> Option<PortGuard> {
             .iter()
             .flat_map(|l| [l.address.0, dhcp::frame6::link_local(iface.mac.0)])
             .collect(),
+        bridged: true,
     })
 }
 
@@ -242,10 +245,11 @@ pub(crate) async fn build_port(
     // no IPv6 and strict rp_filter (tap.rs). No frame can pass it yet: it is down, and no fd
     // of it has left the daemon.
     let tap = tap::create(&iface.ifname, iface.queues, record.uid, gid)?;
-    if iface.by_name {
-        // It outlives our fd, for the caller to open by name; teardown deletes it.
-        tap::persist(&tap.fds[0]).step(|| format!("make TAP {} persistent", iface.ifname))?;
-    }
+    // It outlives its fds, opened by name or not: teardown deletes it, in batches (the
+    // reaper). A non-persistent TAP goes as its last fd closes, which the kernel does one TAP
+    // at a time with RTNL held (~25 ms each here): a thousand guests dying together took 25 s
+    // before the daemon even heard of it. Meanwhile only its owner may open it (tap.rs).
+    tap::persist(&tap.fds[0]).step(|| format!("make TAP {} persistent", iface.ifname))?;
     crate::failpoint::hit("attach:bridge:tap");
     // Guards on its ingress hook before it is up: they hold from its very first frame.
     if let Some(g) = guard(iface) {
@@ -291,8 +295,10 @@ async fn bridge_for(kit: &Kit<'_>, iface: &Interface) -> Result<u32, KindError> 
     }
     let mut known = bridge.shards.lock().await;
     let [shard, up, down] = names::shard_links(&kit.config.interface_prefix, b.bridge.as_str(), k);
+    // Known, and its bridge and its veth end on the network's bridge still there (deleted
+    // by hand, they are made again below).
     if let Some(&index) = known.get(&k) {
-        if link::index_of(&shard) == Some(index) {
+        if link::index_of(&shard) == Some(index) && link::index_of(&up).is_some() {
             return Ok(index);
         }
     }

@@ -611,7 +611,7 @@ pub(crate) fn sweep(kit: &Kit<'_>, known: &HashSet<IfName>) {
 /// the daemon's namespace, and IPv6 forwarding for bridges with NAT and IPv6.
 pub(crate) fn prepare_host(d_config: &crate::config::Config) -> std::io::Result<()> {
     if d_config.networks.values().any(|n| match &n.kind {
-        NetworkKind::Isolated(_) => true,
+        NetworkKind::Isolated(_) | NetworkKind::Routed(_) => true,
         NetworkKind::Bridge(b) => b.nat.is_some(),
         _ => false,
     }) {

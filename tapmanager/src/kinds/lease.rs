@@ -5,7 +5,7 @@
 //! its pod's interface had (`pod.rs`); a bridge or isolated NIC has none beyond the default
 //! route. `dhcp/src/reply.rs::classless_routes` encodes them.
 
-use super::{bridge, cni, isolated, pod, Bridges, NicState};
+use super::{bridge, cni, isolated, pod, routed, Bridges, NicState};
 use crate::config::{Config, NetworkKind};
 use crate::state::{Nic, Record};
 use std::net::Ipv4Addr;
@@ -23,6 +23,7 @@ pub(crate) fn binding(
     let net = config.network(&iface.network)?;
     let lease = match (&nic.built, &net.kind) {
         (NicState::Bridge, NetworkKind::Bridge(b)) => bridge::lease(bridges, iface, b)?,
+        (NicState::Routed, NetworkKind::Routed(r)) => routed::lease(iface, r),
         (NicState::Isolated { .. } | NicState::Masquerade { .. }, NetworkKind::Isolated(i)) => {
             isolated::lease(iface, i)
         }

@@ -21,6 +21,7 @@
 //! checks that no file here names either). Below them is only [`crate::net`].
 //!
 //! The kinds: [`bridge`] (a TAP on a shared bridge, with NAT and the DNS forwarder),
+//! [`routed`] (a TAP per guest as a point-to-point link, each guest's /32 routed by the host),
 //! [`isolated`] (a namespace per guest, routed or joined), [`masquerade`] (isolated behind NAT),
 //! [`macvtap`], [`pod`] (a shim's pod interface taken over), [`cni`] (the CNI plugins).
 
@@ -31,6 +32,7 @@ mod lease;
 pub mod macvtap;
 pub mod masquerade;
 pub mod pod;
+pub mod routed;
 
 use crate::config::VethBinding;
 use crate::config::{Config, NetworkKind};
@@ -60,6 +62,9 @@ pub(crate) use lease::{binding, routes, Lease};
 pub enum NicState {
     /// A TAP on the network's bridge, guarded on its ingress hook.
     Bridge,
+    /// A TAP in the daemon's namespace, the guest's /32 routed to it, guarded on its ingress
+    /// hook.
+    Routed,
     /// A namespace of its own (pinned by the NIC's name), a veth out of it; `binding` is how
     /// the TAP meets the veth (`None`: routed).
     Isolated { binding: Option<VethBinding> },
@@ -241,6 +246,7 @@ pub(crate) struct Addressing {
 pub(crate) fn plan(kind: &NetworkKind, p: &PlanNic<'_>) -> Result<Addressing, protocol::Error> {
     match kind {
         NetworkKind::Bridge(b) => bridge::plan(b, p),
+        NetworkKind::Routed(r) => routed::plan(r, p),
         NetworkKind::Isolated(iso) => match iso.masquerade() {
             None => isolated::plan(iso, p),
             Some(m) => masquerade::plan(iso, m, p),
@@ -280,6 +286,9 @@ pub(crate) async fn build(
         NetworkKind::Bridge(_) => {
             bridge::build_port(kit, record, &record.nics[i], gid, cancel).await
         }
+        NetworkKind::Routed(_) => {
+            routed::build_port(kit, record, &record.nics[i], gid, cancel).await
+        }
         NetworkKind::Isolated(iso) => {
             isolated::build_port(kit, iso, record, &record.nics[i], gid, cancel).await
         }
@@ -306,6 +315,7 @@ pub(crate) async fn build(
 fn fits(built: &NicState, kind: &NetworkKind) -> bool {
     match (built, kind) {
         (NicState::Bridge, NetworkKind::Bridge(_))
+        | (NicState::Routed, NetworkKind::Routed(_))
         | (NicState::Macvtap, NetworkKind::Macvtap(_))
         | (NicState::Pod { .. }, NetworkKind::Pod(_))
         | (NicState::Cni { .. }, NetworkKind::Cni(_)) => true,
@@ -329,6 +339,7 @@ pub(crate) fn intact(kit: &Kit<'_>, nic: &Nic) -> bool {
     let link = || link::index_of(&iface.ifname).is_some();
     match &nic.built {
         NicState::Bridge => link() && kit.bridges.contains_key(&iface.network),
+        NicState::Routed => link(),
         NicState::Isolated { .. } | NicState::Masquerade { .. } => {
             link() && kit.pin(&iface.ifname).exists()
         }
@@ -354,6 +365,7 @@ pub(crate) async fn converge(
     let outcome: Result<(), KindError> = async {
         match &nic.built {
             NicState::Bridge => bridge::converge(kit, iface).await?,
+            NicState::Routed => routed::converge(kit, iface).await?,
             NicState::Isolated { .. } | NicState::Masquerade { .. } => {
                 isolated::converge(kit, nic).await?
             }
@@ -381,7 +393,7 @@ pub(crate) async fn converge(
         NicState::Isolated { .. } | NicState::Masquerade { .. } => in_pin(isolated::NS_TAP),
         NicState::Pod { .. } => in_pin(iface.ifname.as_str()),
         NicState::Cni { .. } => cni::port::bind_dhcp(kit, iface, b.clone()),
-        NicState::Bridge | NicState::Macvtap | NicState::Unknown => {
+        NicState::Bridge | NicState::Routed | NicState::Macvtap | NicState::Unknown => {
             match link::index_of(&iface.ifname) {
                 Some(index) => dhcp::Server::bind(index, b.clone())
                     .map_err(|e| KindError::Dhcp(iface.ifname.to_string(), e)),
@@ -404,12 +416,14 @@ pub(crate) async fn teardown(kit: &Kit<'_>, nic: &Nic) -> bool {
     let iface = &nic.iface;
     let mut complete = true;
     let bridge = || async { bridge::teardown_port(kit, iface) };
+    let routed = || routed::teardown_port(kit, iface);
     let isolated = || isolated::teardown_port(kit, nic);
     let cni = || cni::port::teardown_port(kit, iface);
     let pod = || pod::teardown_port(kit, iface);
     let macvtap = || macvtap::teardown_port(kit, iface);
     match &nic.built {
         NicState::Bridge => complete &= bridge().await,
+        NicState::Routed => complete &= routed().await,
         NicState::Isolated { .. } | NicState::Masquerade { .. } => complete &= isolated().await,
         NicState::Cni { .. } => complete &= cni().await,
         NicState::Pod { .. } => complete &= pod().await,
@@ -417,6 +431,7 @@ pub(crate) async fn teardown(kit: &Kit<'_>, nic: &Nic) -> bool {
         // A NIC of an old journal whose network is gone: undo what any kind does.
         NicState::Unknown => {
             complete &= bridge().await;
+            complete &= routed().await;
             complete &= isolated().await;
             complete &= cni().await;
             complete &= pod().await;
@@ -443,6 +458,7 @@ pub(crate) fn migrate(config: &Config, old: RecordV1) -> Record {
     let mut record = old.migrate(|r, iface| {
         match config.network(&iface.network).map(|n| &n.kind) {
             Some(NetworkKind::Bridge(_)) => NicState::Bridge,
+            Some(NetworkKind::Routed(_)) => NicState::Routed,
             Some(NetworkKind::Macvtap(_)) => NicState::Macvtap,
             // A transit address is what made a NIC masquerade, whatever the config says now.
             Some(NetworkKind::Isolated(i)) => {
@@ -507,6 +523,7 @@ pub fn needs(config: &Config) -> crate::privileges::Needs {
             }
             NetworkKind::Macvtap(_) => needs.device_nodes = true,
             NetworkKind::Bridge(b) => needs.low_ports |= b.dns_forward.is_some(),
+            NetworkKind::Routed(_) => {}
         }
     }
     needs
@@ -552,6 +569,7 @@ pub(crate) async fn rejoin(r: Rejoin<'_>, again: bool) -> Result<(), KindError> 
                 mac: r.guest.0,
                 ip: r.guest.1,
                 ip6: r.guest6.clone(),
+                bridged: true,
             },
         ));
         r.ns.run_in(move || {

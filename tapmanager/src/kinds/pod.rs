@@ -381,6 +381,7 @@ pub(crate) async fn build_port(
                 mac,
                 ip: address.addr(),
                 ip6: guest6.clone(),
+                bridged: true,
             },
         )
     });

@@ -60,8 +60,8 @@ pub(crate) async fn reconcile(cx: &Cx<'_>) -> Result<Vec<Adopted>, ReconcileErro
                 r
             }
         };
-        // Adopt only if everything built for every NIC is still there (a TAP nobody holds
-        // disappears by itself) and the caller is the same live process.
+        // Adopt only if everything built for every NIC is still there and the caller is the
+        // same live process.
         let intact = r.nics.iter().all(|n| kinds::intact(&kit, n));
         match intact.then(|| peer::pin(r.pid, r.pid_start)).flatten() {
             Some(pidfd) => adopt.push((r, pidfd)),
@@ -104,11 +104,21 @@ pub(crate) async fn reconcile(cx: &Cx<'_>) -> Result<Vec<Adopted>, ReconcileErro
     let live = |n: &&crate::state::Nic| link::index_of(&n.iface.ifname).is_some();
     let nics = || guarded.iter().flat_map(|r| r.nics.iter());
     let guards: Vec<PortGuard> = nics()
-        .filter(|n| {
-            matches!(n.built, NicState::Bridge) && kit.bridges.contains_key(&n.iface.network)
-        })
         .filter(live)
-        .filter_map(|n| kinds::bridge::guard(&n.iface))
+        .filter_map(|n| match n.built {
+            NicState::Bridge if kit.bridges.contains_key(&n.iface.network) => {
+                kinds::bridge::guard(&n.iface)
+            }
+            // A routed NIC's TAP is guarded whatever its network became: its route to the
+            // guest is there until teardown deletes the TAP.
+            NicState::Routed => kinds::routed::guard(&n.iface),
+            _ => None,
+        })
+        .collect();
+    let l3_ports: Vec<_> = nics()
+        .filter(|n| matches!(n.built, NicState::Routed))
+        .filter(live)
+        .filter_map(|n| kinds::routed::l3_port(kit.config, &n.iface))
         .collect();
     let routed: Vec<_> = nics()
         .filter_map(|n| kinds::isolated::routed_port(&kit, n))
@@ -132,7 +142,7 @@ pub(crate) async fn reconcile(cx: &Cx<'_>) -> Result<Vec<Adopted>, ReconcileErro
         .collect();
     let seals = kinds::bridge::existing_seals(kit.config, kit.links).await?;
     kit.firewall
-        .rebuild(&guards, &routed, &macvtaps, &seals)
+        .rebuild(&guards, &routed, &macvtaps, &seals, &l3_ports)
         .await?;
     crate::failpoint::hit("start:reconcile:rebuilt");
     for r in &reap {

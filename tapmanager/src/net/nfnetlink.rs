@@ -137,9 +137,11 @@ fn keys(p: &PortGuard) -> Vec<(&'static str, Vec<u8>)> {
     let mut v = vec![
         ("macs", with(&[&p.mac.0[..], &[0, 0]].concat())),
         ("ips", with(&p.ip.octets())),
-        // `tapmacs` (type ether_addr, 6 bytes): the port's TAP's host side.
-        ("tapmacs", crate::names::host_side_mac(p.mac).0.to_vec()),
     ];
+    if p.bridged {
+        // `tapmacs` (type ether_addr, 6 bytes): the port's TAP's host side.
+        v.push(("tapmacs", crate::names::host_side_mac(p.mac).0.to_vec()));
+    }
     for a in &p.ip6 {
         v.push(("ip6s", with(&a.octets())));
         v.push(("nd6s", with(&a.octets())));
@@ -376,6 +378,7 @@ mod tests {
             mac: "02:11:22:33:44:55".parse().unwrap(),
             ip: std::net::Ipv4Addr::new(10, 88, 0, 2),
             ip6: Vec::new(),
+            bridged: true,
         }
     }
 

@@ -23,10 +23,11 @@
 //! another name. Then every per-device setting an fd could change is put back
 //! ([`reset_device`]), and only then is it renamed to its final name.
 //!
-//! The TAP is
-//! not persistent: it disappears when the last fd closes, and teardown deletes it explicitly
-//! anyway, since a hypervisor holding an fd may have made it persistent. The exception is a
-//! TAP asked for by name (Firecracker opens TAPs by name only): [`persist`].
+//! A bridge network's TAP is then made persistent ([`persist`]): it stays when its fds close,
+//! and teardown deletes it, in kernel batches (kinds/bridge.rs says why). Other kinds' TAPs
+//! live in a guest namespace of their own, which goes in one batch with everything in it; they
+//! stay non-persistent. Teardown deletes every TAP explicitly either way, since a hypervisor
+//! holding an fd may have made it persistent.
 //!
 //! Needs CAP_NET_ADMIN in the calling thread's network namespace.
 

@@ -105,6 +105,9 @@ pub struct PortGuard {
     /// Its IPv6 addresses (the leased one and its link-local); empty on a network without
     /// IPv6, where every IPv6 frame is dropped.
     pub ip6: Vec<Ipv6Addr>,
+    /// A bridge's port: its TAP's host-side MAC joins `tapmacs`, which no guest may address.
+    /// Not on a routed network, whose guest sends everything to that MAC (its router).
+    pub bridged: bool,
 }
 
 /// A shard of a bridge network (kinds/bridge.rs): the shard bridge, and the MACs of its three
@@ -228,8 +231,10 @@ pub(super) fn elements(p: &PortGuard) -> Vec<(&'static str, String)> {
     let mut v = vec![
         ("macs", format!("\"{ifname}\" . {mac}")),
         ("ips", format!("\"{ifname}\" . {ip}")),
-        ("tapmacs", crate::names::host_side_mac(mac).to_string()),
     ];
+    if p.bridged {
+        v.push(("tapmacs", crate::names::host_side_mac(mac).to_string()));
+    }
     for a in &p.ip6 {
         v.push(("ip6s", format!("\"{ifname}\" . {a}")));
         v.push(("nd6s", format!("\"{ifname}\" . 0x{:032x}", u128::from(*a))));

@@ -31,6 +31,7 @@
 //! by then is that line's error.
 
 mod guards;
+mod l3;
 mod nat;
 mod routed;
 mod session;
@@ -39,6 +40,8 @@ use guards::*;
 pub use guards::{
     nd_guard_script, nd_sources, own_table_script, port_script, MacvtapGuard, PortGuard, ShardSeal,
 };
+use l3::*;
+pub use l3::{L3Net, L3Port};
 use nat::*;
 pub use nat::{guest_nat_script, GuestNat, Hairpin, NatBridge};
 use routed::*;
@@ -138,14 +141,18 @@ pub struct Firewall {
     /// Ports' guards, over netlink (nfnetlink.rs): constant cost per port.
     ports: crate::net::nfnetlink::GuardPorts,
     routed: Vec<RoutedNet>,
+    /// The routed kind's networks (l3.rs).
+    l3: Vec<L3Net>,
 }
 
 impl Firewall {
     /// Starts `nft -i` in the calling thread's network namespace and makes sure the table exists.
     /// `routed` are the routed networks' filters and NAT, set up here and in every rebuild;
     /// `nat_bridges` the bridge networks that masquerade, set up here once.
+    /// `l3` the routed kind's networks: their tables are made here and in every rebuild.
     pub async fn start(
         routed: Vec<RoutedNet>,
+        l3: Vec<L3Net>,
         nat_bridges: &[NatBridge],
         hairpins: &[Hairpin],
     ) -> Result<Firewall, FirewallError> {
@@ -154,10 +161,14 @@ impl Firewall {
             teardown: Mutex::new(None),
             ports: crate::net::nfnetlink::GuardPorts::open().map_err(FirewallError::Netlink)?,
             routed,
+            l3,
         };
         fw.run(&base_script()).await?;
         fw.run(&bridge_nat_script(nat_bridges)).await?;
         fw.run(&hairpin_script(hairpins)).await?;
+        if !fw.l3.is_empty() {
+            fw.run(&l3_base_script(&fw.l3)).await?;
+        }
         if !fw.routed.is_empty() {
             fw.run(&routed_base_script(&fw.routed)).await?;
         }
@@ -256,12 +267,29 @@ impl Firewall {
         routed_ports: &[RoutedPort],
         macvtaps: &[MacvtapGuard],
         seals: &[ShardSeal],
+        l3_ports: &[L3Port],
     ) -> Result<(), FirewallError> {
         let mut s = rebuild_script(ports, &self.routed, routed_ports, macvtaps);
         for seal in seals {
             write!(s, "; {}", seal_script(seal)).unwrap();
         }
+        if !self.l3.is_empty() {
+            write!(s, "; {}", l3_base_script(&self.l3)).unwrap();
+            for p in l3_ports {
+                write!(s, "; {}", l3_port_script(p)).unwrap();
+            }
+        }
         self.run(&s).await
+    }
+
+    /// Puts a routed network's guest TAP under its network's rules.
+    pub async fn add_l3_port(&self, p: &L3Port) -> Result<(), FirewallError> {
+        self.run(&l3_port_script(p)).await
+    }
+
+    /// Takes a routed network's guest TAP out of its rules. Idempotent.
+    pub async fn remove_l3_port(&self, p: &L3Port) -> Result<(), FirewallError> {
+        self.remove_all(vec![l3_port_remove(p)]).await
     }
 
     /// Seals a new shard of a bridge network ([`ShardSeal`]), atomically.
@@ -314,6 +342,7 @@ mod tests {
             mac: "02:11:22:33:44:55".parse().unwrap(),
             ip: Ipv4Addr::new(10, 88, 0, 2),
             ip6: Vec::new(),
+            bridged: true,
         }
     }
 

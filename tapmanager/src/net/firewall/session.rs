@@ -132,6 +132,8 @@ pub fn remove_all_tables() -> std::io::Result<()> {
         BRIDGE_NAT,
         BRIDGE_NAT6,
         HAIRPIN,
+        L3_TABLES[0],
+        L3_TABLES[1],
         &sync,
     ]
     .iter()

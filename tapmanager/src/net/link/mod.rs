@@ -28,7 +28,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 pub enum LinkError {
     #[error("cannot open a netlink socket")]
     Connect(#[source] std::io::Error),
-    #[error("cannot create bridge {0}")]
+    /// A bridge, or a routed network's dummy device.
+    #[error("cannot create link {0}")]
     CreateBridge(String, #[source] rtnetlink::Error),
     #[error("cannot configure bridge {0}")]
     ConfigureBridge(String, #[source] rtnetlink::Error),
@@ -245,6 +246,22 @@ impl Links {
             .await?
             .ok_or_else(|| LinkError::Missing(name.to_owned()))?
             .index)
+    }
+
+    /// The link a routed network's gateway address lives on: a bridge with no ports, up,
+    /// with a fixed MAC and `mtu` (a dummy device would do, but is not built into every
+    /// kernel: the development VMs' lacks it). Created if missing; returns its index and
+    /// whether it was made.
+    pub async fn ensure_gateway_link(
+        &self,
+        name: &str,
+        mac: MacAddr,
+        mtu: u32,
+    ) -> Result<(u32, bool), LinkError> {
+        let created = self.get(name).await?.is_none();
+        let index = self.ensure_plain_bridge(name, mac, mtu).await?;
+        self.join(name, mtu, None).await?;
+        Ok((index, created))
     }
 
     /// A veth pair `name`/`peer` here, both down with fixed MACs and `mtu` ("already

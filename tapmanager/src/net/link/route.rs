@@ -6,6 +6,45 @@ use rtnetlink::RouteMessageBuilder;
 use std::net::Ipv4Addr;
 
 impl Links {
+    /// `ip route replace IP/32 dev INDEX scope link src SRC`: a routed guest behind its TAP,
+    /// answered from its gateway's address.
+    pub async fn add_host_route(
+        &self,
+        ip: Ipv4Addr,
+        index: u32,
+        src: Ipv4Addr,
+    ) -> Result<(), LinkError> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(ip, 32)
+            .output_interface(index)
+            .scope(netlink_packet_route::route::RouteScope::Link)
+            .pref_source(src)
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| LinkError::Route(Ipv4Net::from(ip), src, e))
+    }
+
+    /// `ip route replace blackhole DEST`: what of a routed network's subnet no guest holds is
+    /// dropped here, and costs no neighbour entry.
+    pub async fn add_blackhole_route(&self, dest: Ipv4Net) -> Result<(), LinkError> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dest.addr(), dest.prefix_len())
+            .kind(netlink_packet_route::route::RouteType::BlackHole)
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| LinkError::Route(dest, Ipv4Addr::UNSPECIFIED, e))
+    }
+
     /// `ip route replace DEST via VIA dev INDEX onlink`.
     pub async fn add_onlink_route(
         &self,

@@ -1,0 +1,79 @@
+//! A routed network's settings (the kind: `kinds/routed.rs`).
+
+use super::checks;
+use super::raw::RawRouted;
+use ipnet::Ipv4Net;
+use protocol::IfName;
+use std::net::Ipv4Addr;
+
+/// A routed network: no bridge; each guest's TAP a point-to-point link, each guest an address
+/// of `gateway`'s subnet as a /32, routed by the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutedNetwork {
+    /// The link that holds the gateway address (a bridge with no ports, which the daemon
+    /// makes as it makes a bridge network's bridge).
+    pub device: IfName,
+    /// The gateway address with the subnet the guests' addresses come from.
+    pub gateway: Ipv4Net,
+    pub dns: Vec<Ipv4Addr>,
+    pub search: Vec<String>,
+    pub domain: Option<String>,
+    pub mtu: u32,
+    pub lease_secs: u32,
+    /// Masquerade out of the host: `Some(None)` out of any link but the network's, `Some(Some(if))`
+    /// out of that one only. `None`: guests reach each other and the host, nothing beyond.
+    pub nat: Option<Option<IfName>>,
+    /// Destinations the guests may not reach (their own subnet included: guest to guest).
+    pub drop: Vec<Ipv4Net>,
+    /// If given, the only destinations they may reach.
+    pub allow: Option<Vec<Ipv4Net>>,
+}
+
+pub(super) fn validate(r: RawRouted, prefix: &str) -> Result<RoutedNetwork, String> {
+    let device = IfName::try_from(r.device).map_err(|e| format!("device: {e}"))?;
+    if crate::names::is_generated(device.as_str(), prefix) {
+        // Reconcile deletes unknown links of that shape; a configured device must not be one.
+        return Err(format!(
+            "device name {device} has the shape of a generated TAP name ({prefix} + 10 hex digits)"
+        ));
+    }
+    let gw = r.gateway;
+    if gw.prefix_len() > 30 {
+        return Err(format!("gateway {gw}: the subnet must be /30 or larger"));
+    }
+    if gw.addr() == gw.network() || gw.addr() == gw.broadcast() {
+        return Err(format!(
+            "gateway {gw}: the gateway must be a host address, not the network or broadcast address"
+        ));
+    }
+    checks::mtu(r.mtu)?;
+    checks::lease_secs(r.lease_secs)?;
+    let uplink = r
+        .uplink
+        .map(|u| IfName::try_from(u).map_err(|e| format!("uplink: {e}")))
+        .transpose()?;
+    if uplink.as_ref() == Some(&device) {
+        return Err(format!("uplink {device} is the network's own device"));
+    }
+    let nat = match (r.nat, uplink) {
+        (true, uplink) => Some(uplink),
+        (false, None) => None,
+        (false, Some(u)) => {
+            return Err(format!(
+                "uplink {u} is only used with nat = true (without it, nothing leaves the network)"
+            ))
+        }
+    };
+    Ok(RoutedNetwork {
+        device,
+        gateway: gw,
+        dns: r.dns,
+        search: r.search,
+        domain: r.domain,
+        mtu: r.mtu,
+        lease_secs: r.lease_secs,
+        nat,
+        drop: r.drop.iter().map(|n| n.trunc()).collect(),
+        allow: r.allow.map(|a| a.iter().map(|n| n.trunc()).collect()),
+    })
+}
