@@ -29,6 +29,8 @@ pub(crate) enum ScaleNetwork {
     Bridge,
     /// An isolated network (routed binding), a /16 of /30s.
     Isolated,
+    /// A routed network (the routed kind), a /16.
+    Routed,
 }
 
 /// Attach latency of tapmanager against the usual way (root; namespaces of its own only).
