@@ -167,6 +167,12 @@ fn two_guests_get_different_addresses_and_macs() {
         sb.wait_for(10, || !sb.ns.link_exists(a1.interfaces[0].ifname.as_str())
             && sb.journal_entries().len() == 1)
     );
+    // The journal entry goes before the daemon forgets the attachment (and frees its
+    // address): its log says when that happened.
+    assert!(sb.wait_for(10, || sb
+        .log()
+        .lines()
+        .any(|l| l.contains("released") && l.contains("vm1"))));
     // The freed address is handed out again.
     let (a3, _vm3) = guest(&sb, "vm3");
     assert_eq!(a3.interfaces[0].address.unwrap().0, l1.ip);

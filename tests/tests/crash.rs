@@ -44,8 +44,17 @@ fn snapshot(sb: &Sandbox, d: &CniDir) -> String {
         .lines()
         .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned() + "\n")
         .collect();
+    // Routes and permanent neighbours: a routed guest's /32 and its MAC (learned entries come
+    // and go by themselves, and are left out).
+    // (`linkdown` says whether a bridge has a port up at the moment: not the guest's.)
+    let routes = sb
+        .ns
+        .ip(&["-4", "route", "show", "table", "all"])
+        .replace(" linkdown", "");
+    let neighbours = sb.ns.ip(&["neigh", "show", "nud", "permanent"]);
     format!(
-        "state dir: {}\njournal: {:?}\nnetns: {}\ncni cache: {}\nhost-local: {:?}\nlinks:\n{links}rules:\n{rules}",
+        "state dir: {}\njournal: {:?}\nnetns: {}\ncni cache: {}\nhost-local: {:?}\nlinks:\n{links}\
+         routes:\n{routes}neighbours:\n{neighbours}rules:\n{rules}",
         listing(sb.dir.join("state")),
         sb.journal_entries(),
         listing(sb.dir.join("state/netns")),
@@ -148,6 +157,16 @@ fn a_crash_at_every_step_leaves_nothing_and_live_guests_keep_their_lease() {
             "macvtap" => live.arp(live.mac, MV_GUEST, LAN_HOST).map(|_| MV_GUEST),
             // A dual-stack guest must renew both.
             _ if dual && live.dhcpv6(true).is_none() => None,
+            // A routed guest's lease comes through a packet socket: it must also still get
+            // through its TAP's stack and rules to its gateway.
+            "routed" => live
+                .dhcp()
+                .filter(|l| {
+                    let gw = l.router.expect("a routed lease names its gateway");
+                    live.arp(live.mac, l.ip, gw)
+                        .is_some_and(|mac| live.ping(mac, l.ip, gw))
+                })
+                .map(|l| l.ip),
             _ => live.dhcp().map(|l| l.ip),
         };
         let lease = alive(&live).expect("the live guest's network");

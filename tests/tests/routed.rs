@@ -7,7 +7,7 @@ use protocol::{AttachRequest, NetworkRequest};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 use tapmanager_tests::fakevm::{self, FakeVm, Lease};
-use tapmanager_tests::sandbox::{Sandbox, UPLINK};
+use tapmanager_tests::sandbox::{bin, count_of, Sandbox, UPLINK};
 
 use tapmanager_tests::ids::routed::GROUP;
 
@@ -118,14 +118,18 @@ fn routed_guests_get_a_slash_32_reach_the_gateway_and_each_other_as_the_lists_al
         "A reached C, which the drop list forbids"
     );
 
-    // No L2 between guests: A's ARP request for B's address reaches no one.
-    a.send(&fakevm::arp_request(a.mac, la.ip, lb.ip));
-    let heard = b.recv_until(Duration::from_millis(500), |f| {
-        (f.len() >= 42 && f[12..14] == [0x08, 0x06]).then_some(())
-    });
-    assert!(heard.is_none(), "B heard A's ARP request");
+    // No L2 between guests: nothing answers A's ARP request for B's address (no proxy ARP,
+    // and B is not on A's link).
+    assert_eq!(
+        a.arp(a.mac, la.ip, lb.ip),
+        None,
+        "something answered ARP for B"
+    );
 
-    // A spoofed source (B's address) is dropped at A's TAP: B never sees it.
+    // A spoofed source (B's address, an unused one) is dropped by A's TAP's guards (counted
+    // there, before the host's rp_filter could), and B never sees it.
+    let spoofs = || count_of(&sb.guard_counters(), "ip saddr != @ips");
+    let before = spoofs();
     a.send(&fakevm::icmp_echo(a.mac, gw_mac, lb.ip, lb.ip, 9));
     a.send(&fakevm::icmp_echo(
         a.mac,
@@ -138,8 +142,20 @@ fn routed_guests_get_a_slash_32_reach_the_gateway_and_each_other_as_the_lists_al
         (f.len() >= 42 && f[12..14] == [0x08, 0x00] && f[23] == 1).then_some(())
     });
     assert!(spoofed.is_none(), "a spoofed packet reached B");
+    assert_eq!(spoofs() - before, 2, "{:?}", sb.guard_counters());
 
-    // An address of the subnet no guest holds costs the host nothing: no neighbour entry.
+    // The host's own addresses other than the gateway are not the guests' to reach (here one
+    // on its loopback, as a host's LAN address would be).
+    sb.ns.ip(&["addr", "add", "192.0.2.1/32", "dev", "lo"]);
+    assert!(
+        !a.ping(gw_mac, la.ip, Ipv4Addr::new(192, 0, 2, 1)),
+        "a guest reached a host address past its gateway"
+    );
+
+    // The subnet's addresses no guest holds are a blackhole: nothing routed there, no
+    // neighbour entry.
+    let blackholes = sb.ns.ip(&["route", "show", "type", "blackhole"]);
+    assert!(blackholes.contains("10.90.0.0/16"), "{blackholes}");
     let unused = Ipv4Addr::new(10, 90, 200, 7);
     for seq in 0..5 {
         a.send(&fakevm::icmp_echo(a.mac, gw_mac, la.ip, unused, seq));
@@ -165,6 +181,29 @@ fn routed_guests_get_a_slash_32_reach_the_gateway_and_each_other_as_the_lists_al
     };
     assert!(sb.wait_for(10, || !rules().contains(&tap_a)), "{}", rules());
     assert!(sb.wait_for(10, || sb.journal_entries().len() == 2));
+
+    // `tapmanager down` (the daemon stopped, the guests cut off): the device, the blackhole
+    // route and both tables go.
+    drop((a, b, c));
+    let mut sb = sb;
+    sb.kill();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &sb.ns.name])
+        .arg(bin("tapmanager"))
+        .args(["down", "--force", "--config"])
+        .arg(&sb.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!sb.ns.link_exists(DEVICE), "{DEVICE} left");
+    let blackholes = sb.ns.ip(&["route", "show", "type", "blackhole"]);
+    assert!(blackholes.trim().is_empty(), "{blackholes}");
+    let (_, tables) = sb.ns.exec(&["nft", "list", "tables"]);
+    assert!(!tables.contains("tapmanager_l3"), "{tables}");
 }
 
 /// A guest survives a daemon crash: killed and started again, the daemon adopts it, its route,
@@ -222,10 +261,22 @@ fn routed_nat_reaches_the_lan_only_with_nat() {
     let (sb2, _lan2) = Sandbox::with_lan("routednonat", GROUP, &networks(""));
     let (b, lb, _) = guest(&sb2, "nb");
     let gw_mac = b.arp(b.mac, lb.ip, GATEWAY).expect("gateway");
+    // The LAN has no route back, so a failed ping alone proves little: the network's rule
+    // counts the three echoes it dropped on their way out.
+    let forward = || sb2.nft_counters("inet", "tapmanager_l3", "forward");
+    let out = || -> u64 {
+        forward()
+            .iter()
+            .filter(|(rule, _)| rule == "iifname @ports_0")
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let before = out();
     assert!(
         !b.ping(gw_mac, lb.ip, lan_host),
         "a guest without NAT reached the LAN"
     );
+    assert_eq!(out() - before, 3, "{:?}", forward());
     drop(sb2);
     drop(sb);
 }

@@ -64,6 +64,16 @@ pub(super) fn validate(r: RawRouted, prefix: &str) -> Result<RoutedNetwork, Stri
             ))
         }
     };
+    // An address of the subnet is a guest's: a DNS server there would be whichever guest
+    // leased it (the gateway is the host's).
+    if let Some(d) = r.dns.iter().find(|d| gw.contains(*d) && **d != gw.addr()) {
+        return Err(format!(
+            "dns {d} is in the guests' subnet {}, where addresses are the guests' (the gateway \
+             {} is the host's)",
+            gw.trunc(),
+            gw.addr()
+        ));
+    }
     Ok(RoutedNetwork {
         device,
         gateway: gw,

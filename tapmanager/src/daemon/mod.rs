@@ -319,6 +319,7 @@ impl Daemon {
             }
             std::fs::remove_file(&mark).map_err(|e| DownError::Remove(mark, e))?;
         }
+        crate::kinds::routed::remove_routes(&self.config, &self.links).await;
         crate::net::firewall::remove_all_tables().map_err(DownError::Tables)?;
         let _ = std::fs::remove_file(self.config.state_dir.join("netns-id")); // absent is fine
         Ok(())

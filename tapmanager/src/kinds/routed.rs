@@ -43,6 +43,7 @@ pub fn l3_nets(config: &Config) -> Vec<L3Net> {
         .map(|(index, r)| L3Net {
             index,
             subnet: r.gateway.trunc(),
+            gateway: r.gateway.addr(),
             nat: r.nat.clone(),
             drop: r.drop.clone(),
             allow: r.allow.clone(),
@@ -95,6 +96,16 @@ pub async fn ensure_devices(config: &Config, links: &Links) -> Result<(), KindEr
         }
     }
     Ok(())
+}
+
+/// Deletes what [`ensure_devices`] made that its device does not take with it: each routed
+/// network's blackhole route (`tapmanager down`). Gone already is fine.
+pub async fn remove_routes(config: &Config, links: &Links) {
+    for r in networks(config) {
+        if let Err(e) = links.delete_blackhole_route(r.gateway.trunc()).await {
+            tracing::warn!(network = %r.device, error = %crate::error_chain(&e), "cannot delete the blackhole route");
+        }
+    }
 }
 
 /// A routed NIC's address: the next free one of the subnet, told to the guest as a /32.

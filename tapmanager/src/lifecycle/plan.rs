@@ -130,6 +130,22 @@ pub(crate) fn plan(
                 n.network
             )));
         }
+        // Its TAP's host side is the MAC with the first byte 0xfe, on any network: two
+        // guests whose MACs differ only there would share it, and a bridge guest's puts it in
+        // the guards' `tapmacs`, which no guest may send to (a routed guest sends everything
+        // to its own TAP's).
+        let host_side = names::host_side_mac(mac);
+        if taken
+            .iter()
+            .copied()
+            .chain(planned.iter().map(|p| &p.iface))
+            .any(|x| names::host_side_mac(x.mac) == host_side)
+        {
+            return Err(invalid(format!(
+                "MAC {mac} differs from another guest's only in its first byte (the daemon's \
+                 side of their TAPs would share {host_side}): pick another"
+            )));
+        }
         let ifname = (0u32..)
             .map(|salt| names::tap_name(&cx.config.interface_prefix, peer.uid, &req.vm, i, salt))
             .find(|name| {

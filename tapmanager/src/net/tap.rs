@@ -23,11 +23,13 @@
 //! another name. Then every per-device setting an fd could change is put back
 //! ([`reset_device`]), and only then is it renamed to its final name.
 //!
-//! A bridge network's TAP is then made persistent ([`persist`]): it stays when its fds close,
-//! and teardown deletes it, in kernel batches (kinds/bridge.rs says why). Other kinds' TAPs
-//! live in a guest namespace of their own, which goes in one batch with everything in it; they
-//! stay non-persistent. Teardown deletes every TAP explicitly either way, since a hypervisor
-//! holding an fd may have made it persistent.
+//! A bridge or routed network's TAP (in the daemon's namespace) is then made persistent
+//! ([`persist`]): it stays when its fds close, and teardown deletes it, in kernel batches
+//! (kinds/bridge.rs says why). If the daemon is down when its VM exits, it stays, guarded,
+//! until the next start reaps it; meanwhile only its owner may open it again. Other kinds'
+//! TAPs live in a guest namespace of their own, which goes in one batch with everything in it;
+//! they stay non-persistent. Teardown deletes every TAP explicitly either way, since a
+//! hypervisor holding an fd may have made it persistent.
 //!
 //! Needs CAP_NET_ADMIN in the calling thread's network namespace.
 

@@ -6,7 +6,9 @@
 //!
 //! From a guest: the network's drop list, then its allow list (guest to guest included),
 //! then to another guest of the network: accepted; out of the network only with NAT (and by
-//! its uplink when it names one). To a guest from outside its network: only answers.
+//! its uplink when it names one). To a guest from outside its network: only answers. To the
+//! host itself: only its gateway address (DHCP renewals, ping, the services an admin runs
+//! there), not the host's other addresses.
 
 use super::*;
 
@@ -14,10 +16,15 @@ const L3: &str = "inet tapmanager_l3";
 const L3_NAT: &str = "ip tapmanager_l3_nat";
 
 /// A routed network, by position among them (names its sets: `ports_N`, `drop_N`, `allow_N`).
+/// Positions change when the config does; the tables are only ever rebuilt whole, with their
+/// ports, in one transaction ([`l3_base_script`] and the ports' elements at start-up), so a
+/// set never holds another network's ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct L3Net {
     pub index: usize,
     pub subnet: Ipv4Net,
+    /// The gateway: the one host address its guests may reach.
+    pub gateway: Ipv4Addr,
     /// `Some(None)`: NAT out of any link but the network's; `Some(Some(u))`: out of `u` only.
     pub nat: Option<Option<IfName>>,
     pub drop: Vec<Ipv4Net>,
@@ -31,13 +38,21 @@ pub struct L3Port {
     pub net: usize,
 }
 
-/// Both tables with `nets`' sets, lists and rules and no port, in one transaction: made if
-/// missing, else every rule and element flushed first (flushed, not deleted: a table that
-/// stays keeps its place in the ruleset's listing).
+/// Both tables with `nets`' sets, lists and rules and no port: made if missing, else every
+/// rule and element flushed first (flushed, not deleted: a table that stays keeps its place in
+/// the ruleset's listing). Only ever run inside the start-up rebuild, whose same transaction
+/// puts the adopted ports back: a routed guest is never without its rules (the tables of the
+/// previous run hold until then). With no routed network, both tables go.
 pub(super) fn l3_base_script(nets: &[L3Net]) -> String {
+    if nets.is_empty() {
+        return format!(
+            "add table {L3}; delete table {L3}; add table {L3_NAT}; delete table {L3_NAT}"
+        );
+    }
     let mut s = format!(
         "add table {L3}; flush table {L3}; add table {L3_NAT}; flush table {L3_NAT}; \
          add chain {L3} forward {{ type filter hook forward priority 0; policy accept; }}; \
+         add chain {L3} input {{ type filter hook input priority 0; policy accept; }}; \
          add chain {L3_NAT} postrouting {{ type nat hook postrouting priority 100; policy accept; }}"
     );
     for n in nets {
@@ -97,7 +112,9 @@ pub(super) fn l3_base_script(nets: &[L3Net]) -> String {
         write!(
             s,
             "; add rule {L3} forward oifname @ports_{i} ct state {{ established, related }} counter accept\
-             ; add rule {L3} forward oifname @ports_{i} counter drop"
+             ; add rule {L3} forward oifname @ports_{i} counter drop\
+             ; add rule {L3} input iifname @ports_{i} ip daddr != {} counter drop",
+            n.gateway
         )
         .unwrap();
     }
@@ -126,6 +143,7 @@ mod tests {
         let s = l3_base_script(&[L3Net {
             index: 0,
             subnet: "10.90.0.0/16".parse().unwrap(),
+            gateway: "10.90.0.1".parse().unwrap(),
             nat: None,
             drop: vec!["10.90.9.0/24".parse().unwrap()],
             allow: None,
@@ -140,6 +158,20 @@ mod tests {
         assert!(drop < peers && peers < out, "{s}");
         assert!(!s.contains("masquerade"), "{s}");
         assert!(s.contains("oifname @ports_0 ct state { established, related } counter accept"));
+        assert!(
+            s.contains("input iifname @ports_0 ip daddr != 10.90.0.1 counter drop"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn without_routed_networks_the_tables_go() {
+        let s = l3_base_script(&[]);
+        assert_eq!(
+            s,
+            "add table inet tapmanager_l3; delete table inet tapmanager_l3; \
+             add table ip tapmanager_l3_nat; delete table ip tapmanager_l3_nat"
+        );
     }
 
     #[test]
@@ -147,6 +179,7 @@ mod tests {
         let s = l3_base_script(&[L3Net {
             index: 1,
             subnet: "10.91.0.0/24".parse().unwrap(),
+            gateway: "10.91.0.1".parse().unwrap(),
             nat: Some(Some("eth0".parse().unwrap())),
             drop: vec![],
             allow: Some(vec![]),

@@ -149,7 +149,7 @@ impl Firewall {
     /// Starts `nft -i` in the calling thread's network namespace and makes sure the table exists.
     /// `routed` are the routed networks' filters and NAT, set up here and in every rebuild;
     /// `nat_bridges` the bridge networks that masquerade, set up here once.
-    /// `l3` the routed kind's networks: their tables are made here and in every rebuild.
+    /// `l3` the routed kind's networks: their tables are made in every rebuild (start-up's).
     pub async fn start(
         routed: Vec<RoutedNet>,
         l3: Vec<L3Net>,
@@ -166,9 +166,8 @@ impl Firewall {
         fw.run(&base_script()).await?;
         fw.run(&bridge_nat_script(nat_bridges)).await?;
         fw.run(&hairpin_script(hairpins)).await?;
-        if !fw.l3.is_empty() {
-            fw.run(&l3_base_script(&fw.l3)).await?;
-        }
+        // The routed kind's tables are made in the start-up rebuild only, with their ports in
+        // the same transaction (l3.rs says why).
         if !fw.routed.is_empty() {
             fw.run(&routed_base_script(&fw.routed)).await?;
         }
@@ -273,11 +272,9 @@ impl Firewall {
         for seal in seals {
             write!(s, "; {}", seal_script(seal)).unwrap();
         }
-        if !self.l3.is_empty() {
-            write!(s, "; {}", l3_base_script(&self.l3)).unwrap();
-            for p in l3_ports {
-                write!(s, "; {}", l3_port_script(p)).unwrap();
-            }
+        write!(s, "; {}", l3_base_script(&self.l3)).unwrap();
+        for p in l3_ports {
+            write!(s, "; {}", l3_port_script(p)).unwrap();
         }
         self.run(&s).await
     }

@@ -45,6 +45,19 @@ impl Links {
             .map_err(|e| LinkError::Route(dest, Ipv4Addr::UNSPECIFIED, e))
     }
 
+    /// `ip route del blackhole DEST`; one that is not there is fine.
+    pub async fn delete_blackhole_route(&self, dest: Ipv4Net) -> Result<(), LinkError> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dest.addr(), dest.prefix_len())
+            .kind(netlink_packet_route::route::RouteType::BlackHole)
+            .build();
+        match self.handle.route().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if super::errno(&e) == libc::ESRCH => Ok(()),
+            Err(e) => Err(LinkError::Route(dest, Ipv4Addr::UNSPECIFIED, e)),
+        }
+    }
+
     /// `ip route replace DEST via VIA dev INDEX onlink`.
     pub async fn add_onlink_route(
         &self,
