@@ -404,6 +404,27 @@ impl Sandbox {
         self.daemon = Some(child);
     }
 
+    /// `tapmanager down --config CONFIG ARGS` on this sandbox's config, in its namespace (by `ip
+    /// netns exec`, as an operator runs it): whether it succeeded, and its output.
+    pub fn down(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns.name])
+            .arg(bin("tapmanager"))
+            .args(["down", "--config"])
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run tapmanager down");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
     /// Runs another `tapmanager serve --config CONFIG` in this sandbox's namespace and returns
     /// its stderr once it exits (killed after 10 s: a test expecting a refusal then fails).
     pub fn serve_other(&self, config: &std::path::Path) -> (bool, String) {

@@ -928,18 +928,8 @@ fn guests_on_different_bridges_of_a_network_reach_each_other() {
     drop(vms);
     let mut sb = sb;
     sb.kill();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &sb.ns.name])
-        .arg(bin("tapmanager"))
-        .args(["down", "--force", "--config"])
-        .arg(&sb.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, out) = sb.down(&["--force"]);
+    assert!(ok, "{out}");
     let left = sb.ns.ip(&["-o", "link", "show"]);
     assert!(
         !left.contains("master") && left.lines().count() <= 2,

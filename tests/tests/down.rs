@@ -25,7 +25,7 @@ fn caller(sb: &Sandbox, vm: &str, net: &str) -> Child {
 
 /// `tapmanager down ARGS` on the sandbox's config, in its namespace.
 fn down(sb: &Sandbox, args: &[&str]) -> (bool, String) {
-    down_in(&sb.ns, &sb.config, args)
+    sb.down(args)
 }
 
 /// `tapmanager down --config CONFIG ARGS` in namespace `ns`, by `ip netns exec`.

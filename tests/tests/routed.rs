@@ -7,7 +7,7 @@ use protocol::{AttachRequest, NetworkRequest};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 use tapmanager_tests::fakevm::{self, FakeVm, Lease};
-use tapmanager_tests::sandbox::{bin, count_of, Sandbox, UPLINK};
+use tapmanager_tests::sandbox::{count_of, Sandbox, UPLINK};
 
 use tapmanager_tests::ids::routed::GROUP;
 
@@ -187,18 +187,8 @@ fn routed_guests_get_a_slash_32_reach_the_gateway_and_each_other_as_the_lists_al
     drop((a, b, c));
     let mut sb = sb;
     sb.kill();
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &sb.ns.name])
-        .arg(bin("tapmanager"))
-        .args(["down", "--force", "--config"])
-        .arg(&sb.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, out) = sb.down(&["--force"]);
+    assert!(ok, "{out}");
     assert!(!sb.ns.link_exists(DEVICE), "{DEVICE} left");
     let blackholes = sb.ns.ip(&["route", "show", "type", "blackhole"]);
     assert!(blackholes.trim().is_empty(), "{blackholes}");
