@@ -97,10 +97,13 @@ impl Daemon {
             Err(e) => {
                 self.registry.lock().unwrap().entries.remove(&key);
                 self.settled.notify_waiters();
-                return Err(err(
-                    ErrorCode::Internal,
-                    format!("cannot duplicate pidfd: {e}"),
-                ));
+                // Out of fds is a limit, with its fix (hostfail.rs), not a bug.
+                use crate::hostfail::Step;
+                let named = Err::<(), _>(e)
+                    .step(|| "duplicate the caller's pidfd to watch it".into())
+                    .unwrap_err();
+                let (code, message) = crate::hostfail::explain(&named);
+                return Err(err(code, message));
             }
         };
         let started = std::time::Instant::now();
