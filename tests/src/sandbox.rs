@@ -227,6 +227,9 @@ pub struct Sandbox {
     pub crash_at: Option<String>,
     /// How the next `start` puts the daemon into the namespace.
     pub launch: Launch,
+    /// A file limit (soft and hard) the next `start` gives the daemon, as a unit's
+    /// `LimitNOFILE=` does; `None`: the test's own.
+    pub nofile: Option<u64>,
 }
 
 /// How a sandbox's daemon enters its namespace.
@@ -328,6 +331,7 @@ impl Sandbox {
             log_filter: opts.log_filter,
             crash_at: None,
             launch: Launch::from_env(),
+            nofile: None,
         };
         sb.start();
         sb
@@ -388,6 +392,21 @@ impl Sandbox {
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         let raw = nsfile.as_raw_fd();
+        if let Some(n) = self.nofile {
+            // SAFETY: between fork and exec only async-signal-safe calls: setrlimit is a syscall.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         if self.launch == Launch::Setns {
             // SAFETY: between fork and exec only async-signal-safe calls: setns is a syscall.
             unsafe {

@@ -957,3 +957,60 @@ impl Drop for Guests {
         self.reap();
     }
 }
+
+/// A daemon out of file descriptors (its unit's `LimitNOFILE=` too low for its guests) refuses
+/// the next attach with `CapacityExceeded` and the fix, never `Internal`, leaves nothing of it
+/// behind, and attaches again once guests have left.
+#[test]
+fn a_daemon_out_of_fds_refuses_with_capacity_exceeded_and_recovers() {
+    tapmanager_tests::require_root!();
+    let mut sb = Sandbox::with_defaults("nofile", GROUP);
+    sb.kill();
+    sb.nofile = Some(64);
+    sb.start();
+    let mut client = sb.client();
+    let mut held = Vec::new();
+    let refused = loop {
+        let vm = format!("fd{}", held.len());
+        match client.attach(AttachRequest {
+            vm: vm.parse().unwrap(),
+            networks: vec![NetworkRequest::new("default".parse().unwrap())],
+        }) {
+            Ok((_, fds)) => held.push((vm, fds)),
+            Err(e) => break e,
+        }
+        assert!(held.len() < 64, "64 attaches on 64 fds");
+    };
+    eprintln!("refused after {}: {refused}", held.len());
+    assert_eq!(
+        refused.code(),
+        Some(ErrorCode::CapacityExceeded),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("file descriptors"),
+        "{refused}"
+    );
+    // Nothing of the refused one: as many TAPs and journal entries as guests held.
+    assert!(
+        sb.wait_for(5, || sb.taps().len() == held.len()),
+        "{:?}",
+        sb.taps()
+    );
+    assert_eq!(sb.journal_entries().len(), held.len());
+    // Two guests leave; the next attach is served.
+    for (vm, fds) in held.drain(..2) {
+        client.release(&vm.parse().unwrap()).unwrap();
+        drop(fds);
+    }
+    assert!(sb.wait_for(10, || sb.journal_entries().len() == held.len()));
+    let again = sb.wait_for(10, || {
+        client
+            .attach(AttachRequest {
+                vm: "fd-again".parse().unwrap(),
+                networks: vec![NetworkRequest::new("default".parse().unwrap())],
+            })
+            .is_ok()
+    });
+    assert!(again, "no attach after guests left");
+}

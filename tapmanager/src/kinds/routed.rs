@@ -156,7 +156,7 @@ pub(crate) async fn build_port(
         kit.firewall.add_port(&g)?;
     }
     let port = l3_port(kit.config, iface).ok_or(KindError::Bug("a routed NIC off its network"))?;
-    kit.firewall.add_l3_port(&port).await?;
+    kit.firewall.add_l3_port(&port)?;
     crate::failpoint::hit("attach:routed:guards");
     let index = bring_up(kit, iface).await?;
     // DHCP listens before any fd leaves the daemon.
@@ -221,7 +221,7 @@ pub(crate) async fn teardown_port(kit: &Kit<'_>, iface: &Interface) -> bool {
         }
     }
     if let Some(p) = l3_port(kit.config, iface) {
-        if let Err(e) = kit.firewall.remove_l3_port(&p).await {
+        if let Err(e) = kit.firewall.remove_l3_port(&p) {
             tracing::error!(ifname = %iface.ifname, error = %crate::error_chain(&e), "cannot remove from the routed rules");
             complete = false;
         }

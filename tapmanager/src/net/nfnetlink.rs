@@ -32,6 +32,7 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 16;
 const NFNL_MSG_BATCH_END: u16 = 17;
 const NFPROTO_NETDEV: u8 = 5;
+const NFPROTO_INET: u8 = 1;
 
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_DELCHAIN: u16 = 5;
@@ -159,8 +160,12 @@ fn keys(p: &PortGuard) -> Vec<(&'static str, Vec<u8>)> {
 }
 
 fn elements(set: &str, key: &[u8]) -> Attrs {
+    elements_in(TABLE, set, key)
+}
+
+fn elements_in(table: &str, set: &str, key: &[u8]) -> Attrs {
     let mut a = Attrs::default();
-    a.str(NFTA_SET_ELEM_LIST_TABLE, TABLE)
+    a.str(NFTA_SET_ELEM_LIST_TABLE, table)
         .str(NFTA_SET_ELEM_LIST_SET, set)
         .nest(NFTA_SET_ELEM_LIST_ELEMENTS, |l| {
             l.nest(NFTA_LIST_ELEM, |e| {
@@ -268,15 +273,32 @@ impl GuardPorts {
 
     /// Guards one port, atomically.
     pub fn add(&self, p: &PortGuard) -> io::Result<()> {
-        self.batch(add_messages(p))
+        self.batch(add_messages(p), NFPROTO_NETDEV)
+    }
+
+    /// A routed network's TAP into its set (`inet tapmanager_l3`, set `set`): the same as
+    /// `add element inet tapmanager_l3 SET { "PORT" }`, without an `nft` that re-reads every
+    /// chain of the ruleset first (firewall/l3.rs).
+    pub fn add_l3(&self, set: &str, ifname: &str) -> io::Result<()> {
+        let e = elements_in("tapmanager_l3", set, &ifname_key(ifname));
+        self.batch(vec![(NFT_MSG_NEWSETELEM, NLM_F_CREATE, e)], NFPROTO_INET)
+    }
+
+    /// The TAP out of its set; already gone is done.
+    pub fn remove_l3(&self, set: &str, ifname: &str) -> io::Result<()> {
+        let e = elements_in("tapmanager_l3", set, &ifname_key(ifname));
+        match self.batch(vec![(NFT_MSG_DELSETELEM, 0, e)], NFPROTO_INET) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            r => r,
+        }
     }
 
     /// Removes one port's guards; what is already gone is done (then one message at a time).
     pub fn remove(&self, p: &PortGuard) -> io::Result<()> {
-        match self.batch(remove_messages(p)) {
+        match self.batch(remove_messages(p), NFPROTO_NETDEV) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 for m in remove_messages(p) {
-                    match self.batch(vec![m]) {
+                    match self.batch(vec![m], NFPROTO_NETDEV) {
                         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                         r => r?,
                     }
@@ -288,7 +310,7 @@ impl GuardPorts {
     }
 
     /// Sends `msgs` as one nf_tables transaction and waits for every answer.
-    fn batch(&self, msgs: Vec<(u16, u16, Attrs)>) -> io::Result<()> {
+    fn batch(&self, msgs: Vec<(u16, u16, Attrs)>, family: u8) -> io::Result<()> {
         let mut guard = self.sock.lock().unwrap_or_else(|e| e.into_inner());
         let (sock, next) = &mut *guard;
         let first = *next;
@@ -321,7 +343,7 @@ impl GuardPorts {
                 &mut buf,
                 (NFNL_SUBSYS_NFTABLES << 8) | kind,
                 flags | NLM_F_ACK,
-                NFPROTO_NETDEV,
+                family,
                 0,
                 &a.0,
             );

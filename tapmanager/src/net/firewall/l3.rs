@@ -121,14 +121,10 @@ pub(super) fn l3_base_script(nets: &[L3Net]) -> String {
     s
 }
 
-/// One guest's TAP into its network's rules.
+/// One guest's TAP into its network's rules, as text (start-up's rebuild; at attach and
+/// teardown the same element goes over netlink, nfnetlink.rs).
 pub(super) fn l3_port_script(p: &L3Port) -> String {
     format!("add element {L3} ports_{} {{ \"{}\" }}", p.net, p.ifname)
-}
-
-/// One guest's TAP out of its network's rules.
-pub(super) fn l3_port_remove(p: &L3Port) -> String {
-    format!("delete element {L3} ports_{} {{ \"{}\" }}", p.net, p.ifname)
 }
 
 /// The names `tapmanager down` removes.

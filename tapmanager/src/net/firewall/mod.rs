@@ -279,14 +279,27 @@ impl Firewall {
         self.run(&s).await
     }
 
-    /// Puts a routed network's guest TAP under its network's rules.
-    pub async fn add_l3_port(&self, p: &L3Port) -> Result<(), FirewallError> {
-        self.run(&l3_port_script(p)).await
+    /// Puts a routed network's guest TAP under its network's rules (one element, over
+    /// netlink: constant cost with any number of guests, as a port's guards).
+    pub fn add_l3_port(&self, p: &L3Port) -> Result<(), FirewallError> {
+        self.ports
+            .add_l3(&format!("ports_{}", p.net), p.ifname.as_str())
+            .map_err(|source| FirewallError::Port {
+                what: "add to its network's set",
+                port: p.ifname.to_string(),
+                source,
+            })
     }
 
     /// Takes a routed network's guest TAP out of its rules. Idempotent.
-    pub async fn remove_l3_port(&self, p: &L3Port) -> Result<(), FirewallError> {
-        self.remove_all(vec![l3_port_remove(p)]).await
+    pub fn remove_l3_port(&self, p: &L3Port) -> Result<(), FirewallError> {
+        self.ports
+            .remove_l3(&format!("ports_{}", p.net), p.ifname.as_str())
+            .map_err(|source| FirewallError::Port {
+                what: "remove from its network's set",
+                port: p.ifname.to_string(),
+                source,
+            })
     }
 
     /// Seals a new shard of a bridge network ([`ShardSeal`]), atomically.
