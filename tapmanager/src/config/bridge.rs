@@ -104,22 +104,9 @@ fn validate_gateway6(g6: Ipv6Net, gw: Ipv4Net) -> Result<(), String> {
 }
 
 pub(super) fn validate(b: RawBridge, prefix: &str) -> Result<BridgeNet, String> {
-    let bridge = IfName::try_from(b.bridge).map_err(|e| e.to_string())?;
-    if crate::names::is_generated(bridge.as_str(), prefix) {
-        // Reconcile deletes unknown links of that shape; a configured bridge must not be one.
-        return Err(format!(
-            "bridge name {bridge} has the shape of a generated TAP name ({prefix} + 10 hex digits)"
-        ));
-    }
+    let bridge = checks::own_link(b.bridge, "bridge", prefix)?;
     let gw = b.gateway;
-    if gw.prefix_len() > 30 {
-        return Err(format!("gateway {gw}: the subnet must be /30 or larger"));
-    }
-    if gw.addr() == gw.network() || gw.addr() == gw.broadcast() {
-        return Err(format!(
-            "gateway {gw}: the gateway must be a host address, not the network or broadcast address"
-        ));
-    }
+    checks::gateway(gw)?;
     checks::mtu(b.mtu)?;
     checks::lease_secs(b.lease_secs)?;
     if let Some(g6) = b.gateway6 {
@@ -160,22 +147,7 @@ pub(super) fn validate(b: RawBridge, prefix: &str) -> Result<BridgeNet, String> 
             Some(out)
         }
     };
-    let uplink = b
-        .uplink
-        .map(|u| IfName::try_from(u).map_err(|e| format!("uplink: {e}")))
-        .transpose()?;
-    if uplink.as_ref() == Some(&bridge) {
-        return Err(format!("uplink {bridge} is the network's own bridge"));
-    }
-    let nat = match (b.nat, uplink) {
-        (true, uplink) => Some(uplink),
-        (false, None) => None,
-        (false, Some(u)) => {
-            return Err(format!(
-                "uplink {u} is only used with nat = true (a plain bridge is not routed)"
-            ))
-        }
-    };
+    let nat = checks::nat(b.nat, b.uplink, &bridge, "a plain bridge is not routed")?;
     let dns_forward = match (b.dns_forward, b.dns_upstream, b.resolv_conf) {
         (true, upstream, resolv_conf) => {
             if let Some(a) = upstream.iter().find(|a| **a == gw.addr()) {

@@ -18,6 +18,55 @@ pub(super) fn routable6(a: std::net::Ipv6Addr) -> bool {
     !(a.is_multicast() || a.is_unspecified() || a.is_loopback() || dhcp::frame6::is_link_local(a))
 }
 
+/// A link the config names for the daemon to make (a bridge network's bridge, a routed
+/// network's device): a valid name, and not of a generated TAP's shape, which reconcile
+/// deletes as an orphan. `what` names the key.
+pub(super) fn own_link(name: String, what: &str, prefix: &str) -> Result<protocol::IfName, String> {
+    let link = protocol::IfName::try_from(name).map_err(|e| format!("{what}: {e}"))?;
+    if crate::names::is_generated(link.as_str(), prefix) {
+        return Err(format!(
+            "{what} name {link} has the shape of a generated TAP name ({prefix} + 10 hex digits)"
+        ));
+    }
+    Ok(link)
+}
+
+/// A gateway of guests: a host address of a subnet of at least /30.
+pub(super) fn gateway(gw: Ipv4Net) -> Result<(), String> {
+    if gw.prefix_len() > 30 {
+        return Err(format!("gateway {gw}: the subnet must be /30 or larger"));
+    }
+    if gw.addr() == gw.network() || gw.addr() == gw.broadcast() {
+        return Err(format!(
+            "gateway {gw}: the gateway must be a host address, not the network or broadcast address"
+        ));
+    }
+    Ok(())
+}
+
+/// `nat` and `uplink` of a network whose own link is `own`: `Some(None)` out of any link,
+/// `Some(Some(u))` out of `u` only, `None` without NAT (where an uplink means nothing).
+pub(super) fn nat(
+    nat: bool,
+    uplink: Option<String>,
+    own: &protocol::IfName,
+    without: &str,
+) -> Result<Option<Option<protocol::IfName>>, String> {
+    let uplink = uplink
+        .map(|u| protocol::IfName::try_from(u).map_err(|e| format!("uplink: {e}")))
+        .transpose()?;
+    if uplink.as_ref() == Some(own) {
+        return Err(format!("uplink {own} is the network's own link"));
+    }
+    match (nat, uplink) {
+        (true, uplink) => Ok(Some(uplink)),
+        (false, None) => Ok(None),
+        (false, Some(u)) => Err(format!(
+            "uplink {u} is only used with nat = true ({without})"
+        )),
+    }
+}
+
 /// A DHCP lease of at least a minute (clients renew at half of it).
 pub(super) fn lease_secs(secs: u32) -> Result<(), String> {
     if secs < 60 {

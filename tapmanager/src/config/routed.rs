@@ -30,40 +30,17 @@ pub struct RoutedNetwork {
 }
 
 pub(super) fn validate(r: RawRouted, prefix: &str) -> Result<RoutedNetwork, String> {
-    let device = IfName::try_from(r.device).map_err(|e| format!("device: {e}"))?;
-    if crate::names::is_generated(device.as_str(), prefix) {
-        // Reconcile deletes unknown links of that shape; a configured device must not be one.
-        return Err(format!(
-            "device name {device} has the shape of a generated TAP name ({prefix} + 10 hex digits)"
-        ));
-    }
+    let device = checks::own_link(r.device, "device", prefix)?;
     let gw = r.gateway;
-    if gw.prefix_len() > 30 {
-        return Err(format!("gateway {gw}: the subnet must be /30 or larger"));
-    }
-    if gw.addr() == gw.network() || gw.addr() == gw.broadcast() {
-        return Err(format!(
-            "gateway {gw}: the gateway must be a host address, not the network or broadcast address"
-        ));
-    }
+    checks::gateway(gw)?;
     checks::mtu(r.mtu)?;
     checks::lease_secs(r.lease_secs)?;
-    let uplink = r
-        .uplink
-        .map(|u| IfName::try_from(u).map_err(|e| format!("uplink: {e}")))
-        .transpose()?;
-    if uplink.as_ref() == Some(&device) {
-        return Err(format!("uplink {device} is the network's own device"));
-    }
-    let nat = match (r.nat, uplink) {
-        (true, uplink) => Some(uplink),
-        (false, None) => None,
-        (false, Some(u)) => {
-            return Err(format!(
-                "uplink {u} is only used with nat = true (without it, nothing leaves the network)"
-            ))
-        }
-    };
+    let nat = checks::nat(
+        r.nat,
+        r.uplink,
+        &device,
+        "without it, nothing leaves the network",
+    )?;
     // An address of the subnet is a guest's: a DNS server there would be whichever guest
     // leased it (the gateway is the host's).
     if let Some(d) = r.dns.iter().find(|d| gw.contains(*d) && **d != gw.addr()) {
