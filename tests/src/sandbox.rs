@@ -273,6 +273,21 @@ search = ["example.test"]
     )
 }
 
+/// The `default` network as [`default_networks`] has it, but a /16 with the gateway as its DNS:
+/// room for thousands of guests (the 1,100-guest test, the benchmarks).
+pub fn wide_networks() -> String {
+    format!(
+        r#"
+[networks.default]
+kind = "bridge"
+bridge = "{BRIDGE}"
+gateway = "{GATEWAY}/16"
+dns = ["{GATEWAY}"]
+mtu = 1400
+"#
+    )
+}
+
 /// Where a sandbox keeps its files and how its daemon logs. The default is what the tests use:
 /// the system temp dir and `RUST_LOG=debug`.
 #[derive(Debug, Clone)]

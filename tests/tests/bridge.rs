@@ -707,20 +707,6 @@ fn a_full_bridge_is_refused_with_the_step_and_the_fix() {
     }
 }
 
-/// A /16 bridge network, as an operator with many guests has it.
-fn wide_network() -> String {
-    format!(
-        r#"
-[networks.default]
-kind = "bridge"
-bridge = "{BRIDGE}"
-gateway = "{GATEWAY}/16"
-dns = ["{GATEWAY}"]
-mtu = 1400
-"#
-    )
-}
-
 /// Past one bridge's 1,023 ports, as an operator runs it: 1,100 guests, each a `vmwrapper`
 /// process that execs a fake QEMU (a DHCP client that then ARPs and pings its router). Every
 /// guest leases a distinct address and reaches the gateway and back, wherever its TAP is (the
@@ -741,7 +727,12 @@ fn eleven_hundred_guests_on_one_bridge_network_are_served_and_removed_on_exit() 
         log_filter: "info".to_owned(),
         ..Default::default()
     };
-    let sb = Sandbox::with_options("eleven", GROUP, &wide_network(), opts);
+    let sb = Sandbox::with_options(
+        "eleven",
+        GROUP,
+        &tapmanager_tests::sandbox::wide_networks(),
+        opts,
+    );
     let out = sb.dir.join("guests.out");
     // Whole lines only here (one write each); vmwrapper's stderr comes in pieces, elsewhere.
     let append = |p: &std::path::Path| {
@@ -839,7 +830,7 @@ fn eleven_hundred_guests_on_one_bridge_network_are_served_and_removed_on_exit() 
 #[test]
 fn guests_on_different_bridges_of_a_network_reach_each_other() {
     tapmanager_tests::require_root!();
-    let sb = Sandbox::new("shards", GROUP, &wide_network());
+    let sb = Sandbox::new("shards", GROUP, &tapmanager_tests::sandbox::wide_networks());
     let mut client = sb.client();
     let mut vms = Vec::new();
     // Addresses .2 to .127 are on the network's bridge, .128 and up on the first shard.

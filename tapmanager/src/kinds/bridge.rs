@@ -259,11 +259,7 @@ pub(crate) async fn build_port(
     let index = enslave(kit, iface).await?;
     crate::failpoint::hit("attach:bridge:enslaved");
     // DHCP listens before any fd leaves the daemon, so the guest's first DISCOVER is answered.
-    let b = super::binding(kit.config, kit.bridges, record, nic)
-        .ok_or(KindError::Bug("a bridge NIC without a DHCP binding"))?;
-    let server =
-        dhcp::Server::bind(index, b).map_err(|e| KindError::Dhcp(iface.ifname.to_string(), e))?;
-    super::spawn_dhcp(server, iface, cancel);
+    super::serve_dhcp(kit, record, nic, index, cancel)?;
     if iface.by_name {
         // Ours closes here: a TAP without IFF_MULTI_QUEUE takes one attached fd at a time.
         return Ok(Vec::new());
@@ -302,11 +298,6 @@ async fn bridge_for(kit: &Kit<'_>, iface: &Interface) -> Result<u32, KindError> 
             return Ok(index);
         }
     }
-    // Sealed before any of its links is up: no guest may address them, the shard bridge's
-    // own stack takes nothing (ShardSeal says why).
-    kit.firewall
-        .seal_shard(&seal(&kit.config.interface_prefix, b.bridge.as_str(), k))
-        .await?;
     // No address, no IPv6 and strict rp_filter on all three before any is up: they carry
     // guests' frames and nothing else (the rules of a guest's own link, link.rs).
     let mac = |n: &protocol::IfName| names::bridge_mac(n.as_str());
@@ -316,6 +307,12 @@ async fn bridge_for(kit: &Kit<'_>, iface: &Interface) -> Result<u32, KindError> 
         .await?;
     kit.links
         .ensure_veth_pair((up.as_str(), mac(&up)), (down.as_str(), mac(&down)), b.mtu)
+        .await?;
+    // Sealed before any of its links is up: no guest may address them, the shard bridge's
+    // own stack takes nothing (ShardSeal says why). After the bridge exists: kernels before
+    // 6.16 refuse a hook on a device that is not there.
+    kit.firewall
+        .seal_shard(&seal(&kit.config.interface_prefix, b.bridge.as_str(), k))
         .await?;
     for name in [&shard, &up, &down] {
         link::harden_guest_link(name.as_str()).step(|| {

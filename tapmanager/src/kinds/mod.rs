@@ -701,6 +701,23 @@ pub(crate) fn inside(ns: &NetNs, names: [&str; 2]) -> Result<(Links, [u32; 2]), 
 }
 
 /// Runs a bound DHCP server as a task owned by `cancel`; its death is logged.
+/// Starts a NIC's DHCP server on its TAP `index` in the daemon's namespace (the bridge and
+/// routed kinds), before any fd of it leaves the daemon.
+pub(crate) fn serve_dhcp(
+    kit: &Kit<'_>,
+    record: &Record,
+    nic: &Nic,
+    index: u32,
+    cancel: &CancellationToken,
+) -> Result<(), KindError> {
+    let b = binding(kit.config, kit.bridges, record, nic)
+        .ok_or(KindError::Bug("a NIC without a DHCP binding"))?;
+    let server = dhcp::Server::bind(index, b)
+        .map_err(|e| KindError::Dhcp(nic.iface.ifname.to_string(), e))?;
+    spawn_dhcp(server, &nic.iface, cancel);
+    Ok(())
+}
+
 pub(crate) fn spawn_dhcp(server: dhcp::Server, iface: &Interface, cancel: &CancellationToken) {
     let token = cancel.child_token();
     let ifname = iface.ifname.clone();

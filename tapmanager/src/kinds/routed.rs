@@ -160,11 +160,7 @@ pub(crate) async fn build_port(
     crate::failpoint::hit("attach:routed:guards");
     let index = bring_up(kit, iface).await?;
     // DHCP listens before any fd leaves the daemon.
-    let b = super::binding(kit.config, kit.bridges, record, nic)
-        .ok_or(KindError::Bug("a routed NIC without a DHCP binding"))?;
-    let server =
-        dhcp::Server::bind(index, b).map_err(|e| KindError::Dhcp(iface.ifname.to_string(), e))?;
-    super::spawn_dhcp(server, iface, cancel);
+    super::serve_dhcp(kit, record, nic, index, cancel)?;
     if iface.by_name {
         return Ok(Vec::new());
     }

@@ -5,6 +5,14 @@ use ipnet::Ipv4Net;
 use rtnetlink::RouteMessageBuilder;
 use std::net::Ipv4Addr;
 
+/// `blackhole DEST`, for adding and deleting alike.
+fn blackhole(dest: Ipv4Net) -> netlink_packet_route::route::RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(dest.addr(), dest.prefix_len())
+        .kind(netlink_packet_route::route::RouteType::BlackHole)
+        .build()
+}
+
 impl Links {
     /// `ip route replace IP/32 dev INDEX scope link src SRC`: a routed guest behind its TAP,
     /// answered from its gateway's address.
@@ -32,13 +40,9 @@ impl Links {
     /// `ip route replace blackhole DEST`: what of a routed network's subnet no guest holds is
     /// dropped here, and costs no neighbour entry.
     pub async fn add_blackhole_route(&self, dest: Ipv4Net) -> Result<(), LinkError> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dest.addr(), dest.prefix_len())
-            .kind(netlink_packet_route::route::RouteType::BlackHole)
-            .build();
         self.handle
             .route()
-            .add(msg)
+            .add(blackhole(dest))
             .replace()
             .execute()
             .await
@@ -47,11 +51,7 @@ impl Links {
 
     /// `ip route del blackhole DEST`; one that is not there is fine.
     pub async fn delete_blackhole_route(&self, dest: Ipv4Net) -> Result<(), LinkError> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dest.addr(), dest.prefix_len())
-            .kind(netlink_packet_route::route::RouteType::BlackHole)
-            .build();
-        match self.handle.route().del(msg).execute().await {
+        match self.handle.route().del(blackhole(dest)).execute().await {
             Ok(()) => Ok(()),
             Err(e) if super::errno(&e) == libc::ESRCH => Ok(()),
             Err(e) => Err(LinkError::Route(dest, Ipv4Addr::UNSPECIFIED, e)),

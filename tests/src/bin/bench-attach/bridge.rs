@@ -11,18 +11,10 @@ pub(crate) const MTU: u32 = 1400;
 /// A Linux bridge takes at most 1024 ports (DESIGN.md §6); keep one free for the measured one.
 pub(crate) const MAX_HELD: usize = 1000;
 
-/// The sandbox's `default` network as the tests have it, but a /16, so that `--held` ports fit.
+/// The sandbox's `default` network as the tests have it, but a /16, so that `--held` ports fit
+/// (its MTU is the usual way's, [`MTU`]).
 pub(crate) fn bench_networks() -> String {
-    format!(
-        r#"
-[networks.default]
-kind = "bridge"
-bridge = "{BRIDGE}"
-gateway = "{GATEWAY}/16"
-dns = ["{GATEWAY}"]
-mtu = {MTU}
-"#
-    )
+    tapmanager_tests::sandbox::wide_networks()
 }
 
 /// tapmanager over one connection kept open: (attach, release) samples.
