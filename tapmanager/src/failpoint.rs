@@ -31,6 +31,7 @@ pub const POINTS: &[&str] = &[
     "attach:pod:joined",
     "attach:built",
     "attach:journaled",
+    "teardown:begin",
     "teardown:link",
     "teardown:port",
     "teardown:done",

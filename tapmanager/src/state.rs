@@ -100,6 +100,10 @@ pub struct Record {
     pub created: u64,
     /// Each NIC, in the caller's order, with what was built for it.
     pub nics: Vec<Nic>,
+    /// A Release was answered: written before the answer, so a restart after a crash
+    /// mid-teardown finishes it instead of adopting the attachment of a caller still alive.
+    #[serde(default)]
+    pub releasing: bool,
 }
 
 /// One NIC of an attachment: what the caller is told, and what the daemon built.
@@ -138,6 +142,8 @@ impl Serialize for Record {
             pid_start: u64,
             created: u64,
             nics: &'a [Nic],
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            releasing: bool,
             interfaces: Vec<&'a Interface>,
             #[serde(skip_serializing_if = "Vec::is_empty")]
             transit: Vec<(&'a IfName, Ipv4Addr)>,
@@ -177,6 +183,7 @@ impl Serialize for Record {
             pid_start: self.pid_start,
             created: self.created,
             nics: &self.nics,
+            releasing: self.releasing,
             interfaces: self.interfaces().collect(),
             transit,
             taken,
@@ -255,6 +262,7 @@ impl RecordV1 {
             pid_start: self.pid_start,
             created: self.created,
             nics,
+            releasing: false,
         }
     }
 
@@ -446,6 +454,7 @@ pub(crate) mod fixture {
             pid_start: 7,
             created: 1,
             nics,
+            releasing: false,
         }
     }
 }
@@ -485,10 +494,18 @@ mod tests {
         let dir = tempdir();
         let j = Journal::open(&dir).unwrap();
         j.write(&record("a")).unwrap();
-        j.write(&record("b")).unwrap();
+        let released = Record {
+            releasing: true,
+            ..record("b")
+        };
+        j.write(&released).unwrap();
         let mut got = current(j.load().unwrap());
         got.sort_by(|x, y| x.vm.cmp(&y.vm));
-        assert_eq!(got, vec![record("a"), record("b")]);
+        assert_eq!(got, vec![record("a"), released]);
+        j.write(&record("b")).unwrap();
+        // An entry that is not being released says nothing of it, as before the field.
+        let text = fs::read_to_string(dir.join("attachments/1000-b.json")).unwrap();
+        assert!(!text.contains("releasing"), "{text}");
         j.remove(1000, &"a".parse().unwrap()).unwrap();
         j.remove(1000, &"a".parse().unwrap()).unwrap();
         assert_eq!(current(j.load().unwrap()), vec![record("b")]);

@@ -368,3 +368,51 @@ fn a_dead_callers_tap_that_lives_on_keeps_its_guards_until_its_teardown() {
         .exec(&["nft", "list", "table", "netdev", "tapmanager"]);
     assert!(!rules.contains(&tap), "{rules}");
 }
+
+#[test]
+fn a_release_answered_before_a_crash_is_finished_not_undone() {
+    tapmanager_tests::require_root!();
+    let d = CniDir::new("relcrash");
+    d.write(
+        "tmrel",
+        dual_stack_list(&d, "tmrel", "tmcnirel", "10.61.0.0/16", "fd61::/64"),
+    );
+    let networks = format!("{}\n{}", default_networks(), d.network("pod", "tmrel", ""));
+    let mut sb = Sandbox::new("relcrash", GROUP, &networks);
+    for net in ["default", "pod"] {
+        let vm: protocol::VmId = format!("rel-{net}").parse().unwrap();
+        let attach = |sb: &Sandbox| {
+            let (_, fds) = sb
+                .client()
+                .attach(AttachRequest {
+                    vm: vm.clone(),
+                    networks: vec![NetworkRequest::new(net.parse().unwrap())],
+                })
+                .unwrap();
+            drop(fds);
+            sb.client().release(&vm).unwrap();
+        };
+        // Once without a crash, so what stays (the CNI plugin's bridge) is in `before`.
+        attach(&sb);
+        assert!(sb.wait_for(20, || sb.journal_entries().is_empty()));
+        let before = snapshot(&sb, &d);
+        // The caller (this test) stays alive throughout: only its Release ends the guest.
+        sb.kill();
+        sb.crash_at = Some("teardown:begin".to_owned());
+        sb.start();
+        attach(&sb);
+        assert!(
+            sb.died_within(10),
+            "{net}: the daemon did not die in the teardown"
+        );
+        sb.crash_at = None;
+        sb.start();
+        assert!(
+            sb.wait_for(20, || snapshot(&sb, &d) == before),
+            "{net}: the released guest came back:\n--- before\n{before}\n--- after\n{}",
+            snapshot(&sb, &d)
+        );
+        let listed = sb.client().list().unwrap();
+        assert!(listed.is_empty(), "{net}: still listed: {listed:?}");
+    }
+}

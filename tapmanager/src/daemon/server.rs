@@ -196,7 +196,14 @@ impl Daemon {
                 // The reply does not wait for the kernel: deleting links and namespaces takes
                 // tens of ms. The entry stays (releasing) until teardown is complete, so the
                 // id, addresses and names are not reused before then.
-                if let Some(job) = self.begin_release(&key) {
+                if let Some(mut job) = self.begin_release(&key) {
+                    // On disk before the answer: a crash mid-teardown must not let the next
+                    // start adopt what the caller, still alive, gave back.
+                    job.releasing = true;
+                    if let Err(e) = self.journal.write(&job) {
+                        tracing::error!(vm = %job.vm, error = %crate::error_chain(&e),
+                            "cannot mark the journal entry as released; a crash before the teardown ends would adopt it again");
+                    }
                     let d = Arc::clone(self);
                     tokio::spawn(async move { d.finish_release(&key, job).await });
                 }

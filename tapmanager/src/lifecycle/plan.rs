@@ -203,6 +203,7 @@ pub(crate) fn plan(
             .map(|d| d.as_secs())
             .unwrap_or(0),
         nics: planned,
+        releasing: false,
     })
 }
 

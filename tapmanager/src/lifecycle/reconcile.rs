@@ -61,8 +61,8 @@ pub(crate) async fn reconcile(cx: &Cx<'_>) -> Result<Vec<Adopted>, ReconcileErro
             }
         };
         // Adopt only if everything built for every NIC is still there and the caller is the
-        // same live process.
-        let intact = r.nics.iter().all(|n| kinds::intact(&kit, n));
+        // same live process, and did not release it: a teardown a crash cut short is finished.
+        let intact = !r.releasing && r.nics.iter().all(|n| kinds::intact(&kit, n));
         match intact.then(|| peer::pin(r.pid, r.pid_start)).flatten() {
             Some(pidfd) => adopt.push((r, pidfd)),
             None => reap.push(r),
@@ -147,7 +147,12 @@ pub(crate) async fn reconcile(cx: &Cx<'_>) -> Result<Vec<Adopted>, ReconcileErro
     crate::failpoint::hit("start:reconcile:rebuilt");
     for r in &reap {
         let done = teardown(cx, r).await;
-        tracing::info!(vm = %r.vm, uid = r.uid, complete = done, "reaped attachment of a dead caller");
+        let why = if r.releasing {
+            "released before a crash"
+        } else {
+            "its caller is gone or a part of it is"
+        };
+        tracing::info!(vm = %r.vm, uid = r.uid, complete = done, why, "reaped attachment");
     }
     let mut known: HashSet<IfName> = HashSet::new();
     let mut adopted = Vec::new();

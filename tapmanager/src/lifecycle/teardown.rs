@@ -7,6 +7,7 @@ use crate::state::Record;
 /// Removes everything of a record: each link (so no frame passes unguarded), its guards, and
 /// last the journal entry. Idempotent; continues past errors. Returns whether it all went.
 pub(crate) async fn teardown(cx: &Cx<'_>, record: &Record) -> bool {
+    crate::failpoint::hit("teardown:begin");
     let mut complete = true;
     for nic in record.nics.iter().rev() {
         let iface = &nic.iface;
