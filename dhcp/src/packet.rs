@@ -1,7 +1,7 @@
 //! The AF_PACKET socket under the DHCP server: the only `unsafe` code in this crate.
 //!
-//! Each function is one system call wrapped in `std::io::Result`, so `Server::bind` reads as
-//! the script of steps it is. The socket is opened with protocol 0, which receives nothing,
+//! Each function is one system call wrapped in `std::io::Result`, so opening a namespace's
+//! socket reads as the script of steps it is. The socket is opened with protocol 0, which receives nothing,
 //! and only `bind` (after the filter is attached) names ETH_P_ALL: so no frame that the filter
 //! would have refused can be queued in between.
 //!
@@ -16,27 +16,12 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 /// Classic BPF over the Ethernet frame: accept untagged IPv4, UDP, not a fragment (so the UDP
-/// header is there), destination port 67; drop everything else. Equivalent to
-/// `tcpdump -dd 'ip and udp dst port 67 and ip[6:2] & 0x1fff = 0'`. Userspace checks the
-/// same again, so this is about not waking up for foreign traffic, not about safety.
-const FILTER: [libc::sock_filter; 11] = [
-    op(0x28, 0, 0, 12),          // 0: ldh [12]            ethertype
-    op(0x15, 0, 8, 0x0800),      // 1: jeq #IPv4 ? 2 : drop
-    op(0x30, 0, 0, 23),          // 2: ldb [23]            IP protocol
-    op(0x15, 0, 6, 17),          // 3: jeq #UDP ? 4 : drop
-    op(0x28, 0, 0, 20),          // 4: ldh [20]            flags + fragment offset
-    op(0x45, 4, 0, 0x1fff),      // 5: jset #0x1fff ? drop : 6
-    op(0xb1, 0, 0, 14),          // 6: ldxb 4*([14]&0xf)   IP header length
-    op(0x48, 0, 0, 16),          // 7: ldh [x+16]          UDP destination port
-    op(0x15, 0, 1, 67),          // 8: jeq #67 ? accept : drop
-    op(0x06, 0, 0, 0x0004_0000), // 9: accept (whole frame, up to 256 KiB)
-    op(0x06, 0, 0, 0),           // 10: drop
-];
-
-/// [`FILTER`] plus, for a guest with IPv6, router solicitations and DHCPv6: untagged IPv6
-/// whose next header is ICMPv6 type 133 or UDP to port 547 (no extension headers; userspace
-/// refuses those too). Instructions 0-8 are `FILTER`'s with the IPv4 miss sent on to 9.
-const FILTER_DUAL: [libc::sock_filter; 19] = [
+/// header is there), destination port 67 (`tcpdump -dd 'ip and udp dst port 67 and ip[6:2] &
+/// 0x1fff = 0'`); and untagged IPv6 whose next header is ICMPv6 type 133 (router
+/// solicitation) or UDP to port 547 (DHCPv6; no extension headers, which userspace refuses
+/// too). Everything else is dropped. Userspace checks the same again, so this is about not
+/// waking up for foreign traffic, not about safety.
+const FILTER: [libc::sock_filter; 19] = [
     op(0x28, 0, 0, 12),          // 0: ldh [12]            ethertype
     op(0x15, 0, 7, 0x0800),      // 1: jeq #IPv4 ? 2 : 9
     op(0x30, 0, 0, 23),          // 2: ldb [23]            IP protocol
@@ -54,7 +39,7 @@ const FILTER_DUAL: [libc::sock_filter; 19] = [
     op(0x15, 0, 3, 17),          // 14: jeq #UDP ? 15 : drop
     op(0x28, 0, 0, 56),          // 15: ldh [56]           UDP destination port
     op(0x15, 0, 1, 547),         // 16: jeq #547 ? accept : drop
-    op(0x06, 0, 0, 0x0004_0000), // 17: accept
+    op(0x06, 0, 0, 0x0004_0000), // 17: accept (whole frame, up to 256 KiB)
     op(0x06, 0, 0, 0),           // 18: drop
 ];
 
@@ -62,11 +47,14 @@ const fn op(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
 
-/// One received frame: its length and whether the kernel says we sent it ourselves.
+/// One received frame: its length, the interface it came in on, and whether the kernel says
+/// we sent it ourselves.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Received {
     /// Bytes in the frame; may be larger than the buffer (then the frame was truncated).
     pub(crate) len: usize,
+    /// The interface it was received on.
+    pub(crate) ifindex: u32,
     /// `PACKET_OUTGOING`: a frame leaving the interface, e.g. our own reply.
     pub(crate) outgoing: bool,
 }
@@ -89,11 +77,9 @@ pub(crate) fn open() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Attaches [`FILTER`], or [`FILTER_DUAL`] when the guest has IPv6 (SO_ATTACH_FILTER).
-pub(crate) fn attach_filter(fd: BorrowedFd<'_>, ipv6: bool) -> io::Result<()> {
-    let mut v4 = FILTER;
-    let mut dual = FILTER_DUAL;
-    let filter: &mut [libc::sock_filter] = if ipv6 { &mut dual } else { &mut v4 };
+/// Attaches [`FILTER`] (SO_ATTACH_FILTER).
+pub(crate) fn attach_filter(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut filter = FILTER;
     let prog = libc::sock_fprog {
         len: filter.len() as libc::c_ushort,
         filter: filter.as_mut_ptr(),
@@ -108,9 +94,8 @@ pub(crate) fn ignore_outgoing(fd: BorrowedFd<'_>) -> io::Result<()> {
     setsockopt(fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)
 }
 
-/// Binds to `ifindex` for IPv4 frames. From here on frames are queued, so the guest's first
-/// DISCOVER is kept even if the server loop starts later. `ifindex` must not be 0 (that means
-/// "every interface").
+/// Binds to `ifindex` (the prober's socket). `ifindex` must not be 0 (that means "every
+/// interface").
 pub(crate) fn bind(fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {
     let ifindex = i32::try_from(ifindex)
         .ok()
@@ -123,6 +108,39 @@ pub(crate) fn bind(fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {
         // first. The BPF filter already admits nothing but IPv4/UDP to port 67.
         sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
         sll_ifindex: ifindex,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
+    };
+    // SAFETY: `addr` is a fully initialised sockaddr_ll that outlives the call, and the length
+    // passed is its size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const addr).cast::<libc::sockaddr>(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Binds to every interface of the socket's namespace. From here on frames are queued.
+pub(crate) fn bind_all(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let addr = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as libc::c_ushort,
+        // ETH_P_ALL, not ETH_P_IP: on a bridge port the bridge's rx handler consumes every
+        // frame before protocol-specific taps run, and the guards on the port's ingress hook
+        // drop DHCP there; only ETH_P_ALL taps see the guest's frames first. The BPF filter
+        // admits nothing but the requests the servers answer.
+        sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
+        // 0: every interface. One socket serves every guest link of the namespace: a socket
+        // per link made every link event walk all of them (packet_notifier) and cost a
+        // descriptor per guest.
+        sll_ifindex: 0,
         sll_hatype: 0,
         sll_pkttype: 0,
         sll_halen: 0,
@@ -173,6 +191,7 @@ pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
     Ok(Received {
         // n >= 0 was checked above.
         len: n as usize,
+        ifindex: u32::try_from(addr.sll_ifindex).unwrap_or(0),
         outgoing: addr.sll_pkttype == libc::PACKET_OUTGOING,
     })
 }
@@ -188,14 +207,50 @@ pub(crate) fn send(fd: BorrowedFd<'_>, frame: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Registers the socket with the current tokio runtime's reactor, for readability only.
-/// Must be called inside a tokio runtime.
-pub(crate) fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: an OwnedFd is a valid open descriptor that stays open, and always returns the
-    // same number from as_raw_fd(), until it is dropped; the AsyncFd owns it, and
-    // into_inner() (used at shutdown) deregisters before handing the descriptor back, so the
-    // registration never outlives the descriptor.
-    let registered = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) };
+/// Transmits one complete Ethernet frame on interface `ifindex` without blocking.
+pub(crate) fn send_to(fd: BorrowedFd<'_>, ifindex: u32, frame: &[u8]) -> io::Result<()> {
+    let ifindex = i32::try_from(ifindex)
+        .ok()
+        .filter(|i| *i > 0)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // The frame's own EtherType, as the kernel would read it from the header.
+    let ethertype = frame
+        .get(12..14)
+        .map_or(0, |t| u16::from_be_bytes([t[0], t[1]]));
+    let addr = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as libc::c_ushort,
+        sll_protocol: ethertype.to_be(),
+        sll_ifindex: ifindex,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
+    };
+    // SAFETY: `frame` is valid for `frame.len()` readable bytes and `addr` is a fully
+    // initialised sockaddr_ll of the size passed, both for the duration of the call.
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&raw const addr).cast::<libc::sockaddr>(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Registers a descriptor's owner with the current tokio runtime's reactor, for readability
+/// only. Must be called inside a tokio runtime.
+pub(crate) fn register<T: AsRawFd>(owner: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: the caller's `T` owns (a share of) the descriptor and keeps it open, with the
+    // same number, for as long as it lives; the AsyncFd owns the `T`, and deregisters before
+    // dropping it, so the registration never outlives the descriptor.
+    let registered = unsafe { AsyncFd::register_with_interest(owner, Interest::READABLE) };
     registered.map_err(io::Error::from)
 }
 

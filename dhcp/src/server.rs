@@ -15,11 +15,12 @@
 //! frames at once, so the daemon can bind before it hands out the TAP fds and start `run`
 //! later without losing the guest's first DISCOVER.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use dhcproto::v4::{Message, MessageType};
 use dhcproto::{Decodable, Decoder, Encodable};
@@ -88,7 +89,7 @@ impl Bucket {
     }
 }
 
-/// Why the server could not start or had to stop.
+/// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The binding fails [`Binding::validate`].
@@ -97,30 +98,18 @@ pub enum Error {
     /// The interface index is 0 (which would mean every interface) or out of range.
     #[error("{0} is not a usable interface index")]
     Ifindex(u32),
+    /// The calling thread's network namespace could not be told (`/proc/thread-self/ns/net`).
+    #[error("reading the calling thread's network namespace")]
+    Namespace(#[source] io::Error),
     /// socket(AF_PACKET) failed; EPERM means CAP_NET_RAW is missing.
     #[error("creating the AF_PACKET socket")]
     Socket(#[source] io::Error),
     /// SO_ATTACH_FILTER failed.
     #[error("attaching the DHCP BPF filter")]
     AttachFilter(#[source] io::Error),
-    /// bind(2) to the interface failed (ENODEV: no such interface in this namespace).
-    #[error("binding the socket to interface index {ifindex}")]
-    Bind {
-        /// The interface index.
-        ifindex: u32,
-        /// What bind(2) said.
-        #[source]
-        source: io::Error,
-    },
-    /// The socket could not be registered with the tokio reactor (no runtime?).
-    #[error("registering the socket with the tokio reactor")]
-    Register(#[source] io::Error),
-    /// Waiting for the socket to become readable failed.
-    #[error("waiting for frames")]
-    Wait(#[source] io::Error),
-    /// recvfrom(2) failed with something other than a transient error.
-    #[error("receiving a frame")]
-    Receive(#[source] io::Error),
+    /// bind(2) failed.
+    #[error("binding the socket to the namespace's interfaces")]
+    Bind(#[source] io::Error),
 }
 
 /// What the server has seen, for tests and for the daemon's status output.
@@ -147,20 +136,113 @@ impl Counters {
     }
 }
 
-/// A DHCP server for one VM interface: an AF_PACKET socket bound to it plus the binding.
+/// A network namespace, as `(st_dev, st_ino)` of its nsfs file.
+type NetnsId = (u64, u64);
+
+/// The hubs of the namespaces that have servers. Weak: a hub lives as long as a server of it
+/// (or its pump) does.
+static HUBS: LazyLock<Mutex<HashMap<NetnsId, Weak<Hub>>>> = LazyLock::new(Mutex::default);
+
+/// The one packet socket of a network namespace, bound to all of its interfaces, and the
+/// servers behind it by interface index. One socket per guest link was a descriptor per guest
+/// and made every link event in the namespace walk every socket (the kernel's
+/// `packet_notifier`), so an attach cost more the more guests there were.
 #[derive(Debug)]
-pub struct Server {
-    socket: OwnedFd,
-    ifindex: u32,
+struct Hub {
+    netns: NetnsId,
+    socket: Option<OwnedFd>,
+    ports: Mutex<HashMap<u32, Arc<Port>>>,
+    /// Woken when a server leaves, so the pump ends with the last one.
+    left: tokio::sync::Notify,
+    /// Whether a pump was started (by the first `run`).
+    pumping: AtomicBool,
+}
+
+/// One server's side of its hub: what it hands out, what it saw, how much more it takes.
+#[derive(Debug)]
+struct Port {
     binding: Binding,
     counters: Arc<Counters>,
+    limit: Mutex<Limit>,
+}
+
+/// A port's flood control: its token bucket, and when a flood was last logged.
+#[derive(Debug)]
+struct Limit {
+    bucket: Bucket,
+    flood_logged: Option<std::time::Instant>,
+    dropped_since: u64,
+}
+
+impl Hub {
+    /// Opens the calling thread's namespace's socket: filter first, then bound, so no
+    /// unfiltered frame is ever queued.
+    fn open(netns: NetnsId) -> Result<Hub, Error> {
+        // Protocol 0: nothing is received until bind() below names ETH_P_ALL.
+        let socket = packet::open().map_err(Error::Socket)?;
+        packet::attach_filter(socket.as_fd()).map_err(Error::AttachFilter)?;
+        // Best effort: recv drops PACKET_OUTGOING frames anyway (kernels before 4.20 lack it).
+        // It also keeps the namespace's transmissions from being copied to this socket.
+        if let Err(e) = packet::ignore_outgoing(socket.as_fd()) {
+            debug!(error = %e, "PACKET_IGNORE_OUTGOING unavailable");
+        }
+        packet::bind_all(socket.as_fd()).map_err(Error::Bind)?;
+        Ok(Hub {
+            netns,
+            socket: Some(socket),
+            ports: Mutex::default(),
+            left: tokio::sync::Notify::new(),
+            pumping: AtomicBool::new(false),
+        })
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.socket
+            .as_ref()
+            .expect("the socket lives as long as the hub")
+            .as_fd()
+    }
+
+    fn port(&self, ifindex: u32) -> Option<Arc<Port>> {
+        self.ports.lock().unwrap().get(&ifindex).cloned()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        // Closing a packet socket waits for an RCU grace period (synchronize_net, 10-15 ms
+        // here): off the runtime when there is one, so other attaches do not stall.
+        if let Some(socket) = self.socket.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(move || drop(socket))),
+                Err(_) => drop(socket),
+            }
+        }
+    }
+}
+
+/// The namespace of the calling thread.
+fn current_netns() -> io::Result<NetnsId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata("/proc/thread-self/ns/net")?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// A DHCP server for one VM interface: its binding, behind its namespace's shared socket.
+#[derive(Debug)]
+pub struct Server {
+    hub: Arc<Hub>,
+    ifindex: u32,
+    port: Arc<Port>,
 }
 
 impl Server {
-    /// Opens an AF_PACKET socket bound to `ifindex` in the CALLING THREAD's network namespace
-    /// (the daemon calls this from a thread that did setns; the socket keeps that namespace).
-    /// Attaches a classic BPF filter so only IPv4/UDP destination port 67 frames are delivered,
-    /// and ignores PACKET_OUTGOING frames. Frames are queued from the moment this returns.
+    /// Serves `ifindex` of the CALLING THREAD's network namespace (the daemon calls this from
+    /// a thread that did setns). The namespace's socket (an AF_PACKET socket bound to all its
+    /// interfaces, with a classic BPF filter that admits DHCP requests, router solicitations
+    /// and DHCPv6 only, ignoring PACKET_OUTGOING frames) is opened by its first server and
+    /// closed after its last. Frames are queued from the moment this returns, and answered
+    /// once a server of the namespace runs.
     ///
     /// Needs CAP_NET_RAW in that namespace. Synchronous; does not need a tokio runtime.
     pub fn bind(ifindex: u32, binding: Binding) -> Result<Server, Error> {
@@ -168,118 +250,82 @@ impl Server {
         if ifindex == 0 || i32::try_from(ifindex).is_err() {
             return Err(Error::Ifindex(ifindex));
         }
-        // Protocol 0: nothing is received until bind() below names ETH_P_ALL.
-        let socket = packet::open().map_err(Error::Socket)?;
-        // Filter before bind, so no unfiltered frame is ever queued.
-        packet::attach_filter(socket.as_fd(), binding.v6.is_some()).map_err(Error::AttachFilter)?;
-        // Best effort: recv drops PACKET_OUTGOING frames anyway (kernels before 4.20 lack it).
-        if let Err(e) = packet::ignore_outgoing(socket.as_fd()) {
-            debug!(ifindex, error = %e, "PACKET_IGNORE_OUTGOING unavailable");
-        }
-        // From here on the guest's frames are queued for run().
-        packet::bind(socket.as_fd(), ifindex).map_err(|source| Error::Bind { ifindex, source })?;
-        Ok(Server {
-            socket,
-            ifindex,
+        let netns = current_netns().map_err(Error::Namespace)?;
+        let port = Arc::new(Port {
             binding,
             counters: Arc::default(),
-        })
+            limit: Mutex::new(Limit {
+                bucket: Bucket::new(),
+                flood_logged: None,
+                dropped_since: 0,
+            }),
+        });
+        let mut hubs = HUBS.lock().unwrap();
+        let hub = match hubs.get(&netns).and_then(Weak::upgrade) {
+            Some(hub) => hub,
+            None => {
+                let hub = Arc::new(Hub::open(netns)?);
+                hubs.retain(|_, h| h.strong_count() > 0);
+                hubs.insert(netns, Arc::downgrade(&hub));
+                hub
+            }
+        };
+        // Under the hubs' lock, so a pump ending with its last server cannot miss this one.
+        hub.ports.lock().unwrap().insert(ifindex, Arc::clone(&port));
+        drop(hubs);
+        Ok(Server { hub, ifindex, port })
     }
 
     /// The binding this server hands out.
     pub fn binding(&self) -> &Binding {
-        &self.binding
+        &self.port.binding
     }
 
-    /// The interface index the socket is bound to.
+    /// The interface index it serves.
     pub fn ifindex(&self) -> u32 {
         self.ifindex
     }
 
     /// Live counters of what the server saw; keeps working after `run` consumed the server.
     pub fn counters(&self) -> Arc<Counters> {
-        Arc::clone(&self.counters)
+        Arc::clone(&self.port.counters)
     }
 
-    /// Runs until `cancel` fires: receives frames, parses Ethernet/IPv4/UDP, decodes DHCP,
-    /// calls [`reply`], builds the reply frame and sends it on the same socket (straight to
-    /// the guest). Broadcast (ff:ff:ff:ff:ff:ff / 255.255.255.255) when the request has the
-    /// broadcast flag, ciaddr is 0, or the reply is a DHCPNAK; otherwise unicast to the guest's
-    /// MAC and ciaddr.
+    /// Runs until `cancel` fires: the namespace's pump (started by the first server that
+    /// runs) receives frames, parses Ethernet/IPv4/UDP, decodes DHCP, calls [`reply`], builds
+    /// the reply frame and sends it straight to the guest on its interface. Broadcast
+    /// (ff:ff:ff:ff:ff:ff / 255.255.255.255) when the request has the broadcast flag, ciaddr
+    /// is 0, or the reply is a DHCPNAK; otherwise unicast to the guest's MAC and ciaddr. With
+    /// IPv6, this server also sends the unsolicited router advertisements.
     ///
-    /// Malformed packets are counted and logged at debug only. Returns an error only when the
-    /// socket itself fails. Must be called inside a tokio runtime.
+    /// Malformed packets are counted and logged at debug only. Must be called inside a tokio
+    /// runtime. Always `Ok`: a failing socket is the pump's, which logs it.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), Error> {
-        let Server {
-            socket,
-            ifindex,
-            binding,
-            counters,
-        } = self;
-        let fd = packet::register(socket).map_err(Error::Register)?;
-        let mut bucket = Bucket::new();
-        let (mut flood_logged, mut dropped_since) = (None::<std::time::Instant>, 0u64);
-        // Unsolicited router advertisements: the first at once, then every interval.
-        let mut adverts = tokio::time::interval(crate::router::ADVERT_INTERVAL);
-        adverts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let advert = crate::router::advertisement(&binding);
-        debug!(ifindex, ip = %binding.ip, ipv6 = advert.is_some(), "DHCP server running");
-
-        loop {
-            let mut guard = tokio::select! {
-                () = cancel.cancelled() => break,
-                _ = adverts.tick(), if advert.is_some() => {
-                    if let Some(frame) = &advert {
-                        deliver(fd.get_ref().as_fd(), Outcome::Reply(frame.clone()), &counters, ifindex);
-                    }
-                    continue;
-                }
-                ready = fd.readable() => ready.map_err(Error::Wait)?,
-            };
-            RECV_BUF.with_borrow_mut(|buf| {
-                if buf.len() < RECV_BUF_LEN {
-                    buf.resize(RECV_BUF_LEN, 0);
-                }
-                for _ in 0..FRAMES_PER_WAKE {
-                    let received = match guard
-                        .try_io(|inner| packet::recv(inner.get_ref().as_fd(), buf))
-                    {
-                        Err(_would_block) => break,
-                        Ok(Ok(received)) => received,
-                        Ok(Err(e)) if is_transient(&e) => {
-                            debug!(ifindex, error = %e, "transient receive error");
-                            continue;
-                        }
-                        Ok(Err(e)) => return Err(Error::Receive(e)),
-                    };
-                    if received.outgoing {
-                        continue;
-                    }
-                    Counters::bump(&counters.received);
-                    let now = std::time::Instant::now();
-                    if !bucket.take(now) {
-                        Counters::bump(&counters.rate_limited);
-                        dropped_since += 1;
-                        if flood_logged.is_none_or(|t| now.duration_since(t) >= FLOOD_LOG_EVERY) {
-                            tracing::warn!(ifindex, ip = %binding.ip, dropped = dropped_since,
-                                "DHCP flood from the guest: frames dropped unread (logged once per 10 s)");
-                            flood_logged = Some(now);
-                            dropped_since = 0;
-                        }
-                        continue;
-                    }
-                    // A frame longer than the buffer was truncated by the kernel (MSG_TRUNC).
-                    let outcome = buf
-                        .get(..received.len)
-                        .map_or(Outcome::Malformed("frame truncated"), |f| {
-                            answer(f, &binding)
-                        });
-                    deliver(fd.get_ref().as_fd(), outcome, &counters, ifindex);
-                }
-                Ok(())
-            })?;
+        if !self.hub.pumping.swap(true, Ordering::SeqCst) {
+            tokio::spawn(pump(Arc::clone(&self.hub)));
         }
-
+        let (ifindex, counters) = (self.ifindex, &self.port.counters);
+        let advert = crate::router::advertisement(&self.port.binding);
+        debug!(ifindex, ip = %self.port.binding.ip, ipv6 = advert.is_some(), "DHCP server running");
+        match &advert {
+            None => cancel.cancelled().await,
+            Some(frame) => {
+                // Unsolicited router advertisements: the first at once, then every interval.
+                let mut adverts = tokio::time::interval(crate::router::ADVERT_INTERVAL);
+                adverts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        _ = adverts.tick() => deliver(
+                            self.hub.fd(),
+                            ifindex,
+                            Outcome::Reply(frame.clone()),
+                            counters,
+                        ),
+                    }
+                }
+            }
+        }
         debug!(
             ifindex,
             received = counters.received.load(Ordering::Relaxed),
@@ -288,23 +334,167 @@ impl Server {
             rate_limited = counters.rate_limited.load(Ordering::Relaxed),
             "DHCP server stopped"
         );
-        // Closing a packet socket waits for an RCU grace period (synchronize_net, 10-15 ms
-        // here): do it off the runtime so a teardown does not stall other attaches.
-        let socket = fd.into_inner();
-        drop(tokio::task::spawn_blocking(move || drop(socket)));
         Ok(())
     }
 }
 
-/// Sends a reply, or counts and logs why there is none.
-fn deliver(fd: BorrowedFd<'_>, outcome: Outcome, counters: &Counters, ifindex: u32) {
+impl Drop for Server {
+    /// Leaves the hub: its frames are dropped unread from here on.
+    fn drop(&mut self) {
+        let empty = {
+            let mut ports = self.hub.ports.lock().unwrap();
+            // A later server of the same index (a restart's) has replaced this one: it stays.
+            if ports
+                .get(&self.ifindex)
+                .is_some_and(|p| Arc::ptr_eq(p, &self.port))
+            {
+                ports.remove(&self.ifindex);
+            }
+            ports.is_empty()
+        };
+        if empty {
+            self.hub.left.notify_one();
+        }
+    }
+}
+
+/// A namespace's receive loop: every frame the filter admits goes to the server of the
+/// interface it came in on (none: dropped). Ends once the hub has no server left; a socket
+/// that fails ends it with an error in the log, and the next server of the namespace opens a
+/// new one.
+async fn pump(hub: Arc<Hub>) {
+    let fd = match packet::register(Pumped(Arc::clone(&hub))) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register the DHCP socket with the reactor; DHCP is not served in this namespace");
+            forget(&hub);
+            return;
+        }
+    };
+    loop {
+        let mut guard = tokio::select! {
+            () = hub.left.notified() => {
+                let mut hubs = HUBS.lock().unwrap();
+                if hub.ports.lock().unwrap().is_empty() {
+                    // No server can join it any more: a new one opens a socket of its own.
+                    if hubs.get(&hub.netns).is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&hub))) {
+                        hubs.remove(&hub.netns);
+                    }
+                    break;
+                }
+                continue;
+            }
+            ready = fd.readable() => match ready {
+                Ok(guard) => guard,
+                Err(e) => {
+                    tracing::error!(error = %e, "waiting for DHCP frames failed; DHCP is not served in this namespace until its next server");
+                    forget(&hub);
+                    break;
+                }
+            },
+        };
+        let failed = RECV_BUF.with_borrow_mut(|buf| {
+            if buf.len() < RECV_BUF_LEN {
+                buf.resize(RECV_BUF_LEN, 0);
+            }
+            for _ in 0..FRAMES_PER_WAKE {
+                let received = match guard.try_io(|inner| packet::recv(inner.get_ref().0.fd(), buf))
+                {
+                    Err(_would_block) => break,
+                    Ok(Ok(received)) => received,
+                    Ok(Err(e)) if is_transient(&e) => {
+                        debug!(error = %e, "transient receive error");
+                        continue;
+                    }
+                    Ok(Err(e)) => return Some(e),
+                };
+                if received.outgoing {
+                    continue;
+                }
+                let Some(port) = hub.port(received.ifindex) else {
+                    continue;
+                };
+                // A truncated frame (MSG_TRUNC) is longer than the buffer: malformed below.
+                let frame = buf.get(..received.len);
+                // IPv6 on a link without it: what the filter of a socket per link kept out.
+                let is_v6 = frame.and_then(|f| f.get(12..14))
+                    == Some(&crate::frame6::ETHERTYPE_IPV6.to_be_bytes()[..]);
+                if is_v6 && port.binding.v6.is_none() {
+                    continue;
+                }
+                let counters = &port.counters;
+                Counters::bump(&counters.received);
+                if !port.take(received.ifindex) {
+                    continue;
+                }
+                let outcome = frame.map_or(Outcome::Malformed("frame truncated"), |f| {
+                    answer(f, &port.binding)
+                });
+                deliver(hub.fd(), received.ifindex, outcome, counters);
+            }
+            None
+        });
+        if let Some(e) = failed {
+            tracing::error!(error = %e, "receiving DHCP frames failed; DHCP is not served in this namespace until its next server");
+            forget(&hub);
+            break;
+        }
+    }
+}
+
+/// The hub as its pump registers it: the registration holds a share of the hub, and with it
+/// the socket open.
+struct Pumped(Arc<Hub>);
+
+impl AsRawFd for Pumped {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.fd().as_raw_fd()
+    }
+}
+
+/// Takes a failed hub out of the map, so the namespace's next server opens a new socket.
+fn forget(hub: &Arc<Hub>) {
+    let mut hubs = HUBS.lock().unwrap();
+    if hubs
+        .get(&hub.netns)
+        .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(hub)))
+    {
+        hubs.remove(&hub.netns);
+    }
+}
+
+impl Port {
+    /// Whether the guest's frame is within its rate; a flood is logged once per
+    /// [`FLOOD_LOG_EVERY`] with what was dropped meanwhile.
+    fn take(&self, ifindex: u32) -> bool {
+        let now = std::time::Instant::now();
+        let mut l = self.limit.lock().unwrap();
+        if l.bucket.take(now) {
+            return true;
+        }
+        Counters::bump(&self.counters.rate_limited);
+        l.dropped_since += 1;
+        if l.flood_logged
+            .is_none_or(|t| now.duration_since(t) >= FLOOD_LOG_EVERY)
+        {
+            tracing::warn!(ifindex, ip = %self.binding.ip, dropped = l.dropped_since,
+                "DHCP flood from the guest: frames dropped unread (logged once per 10 s)");
+            l.flood_logged = Some(now);
+            l.dropped_since = 0;
+        }
+        false
+    }
+}
+
+/// Sends a reply on `ifindex`, or counts and logs why there is none.
+fn deliver(fd: BorrowedFd<'_>, ifindex: u32, outcome: Outcome, counters: &Counters) {
     match outcome {
         Outcome::Malformed(why) => {
             Counters::bump(&counters.malformed);
             debug!(ifindex, why, "dropping malformed frame");
         }
         Outcome::Ignored => Counters::bump(&counters.ignored),
-        Outcome::Reply(frame) => match packet::send(fd, &frame) {
+        Outcome::Reply(frame) => match packet::send_to(fd, ifindex, &frame) {
             Ok(()) => Counters::bump(&counters.replied),
             Err(e) => {
                 // The guest retransmits; a full queue or a downed link is not fatal.

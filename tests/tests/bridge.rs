@@ -717,7 +717,7 @@ fn eleven_hundred_guests_on_one_bridge_network_are_served_and_removed_on_exit() 
     tapmanager_tests::require_root!();
     const GUESTS: usize = 1100;
     const BATCH: usize = 50;
-    // Each guest is a process with pipes here and two fds in the daemon: the soft limit
+    // Each guest is a process with pipes here and an fd in the daemon: the soft limit
     // (1,024) is below that, the hard one is what a service gets.
     let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .expect("getrlimit");
@@ -800,6 +800,22 @@ fn eleven_hundred_guests_on_one_bridge_network_are_served_and_removed_on_exit() 
         "guests that did not reach the gateway: {failed:?}"
     );
     assert_eq!(sb.taps().len(), GUESTS);
+    // One packet socket serves every guest's DHCP (a socket per guest made every link event
+    // walk all of them), and the daemon holds one descriptor per guest (its caller's pidfd).
+    let pid = sb.daemon_pid();
+    let packet = std::fs::read_to_string(format!("/proc/{pid}/net/packet")).unwrap();
+    assert_eq!(
+        packet.lines().skip(1).count(),
+        1,
+        "packet sockets in the daemon's namespace:\n{packet}"
+    );
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    assert!(
+        fds < GUESTS + 100,
+        "the daemon holds {fds} descriptors for {GUESTS} guests"
+    );
     let bridges = sb.ns.ip(&["-o", "link", "show", "type", "bridge"]);
     assert!(
         bridges.lines().count() > GUESTS / 128,
@@ -812,6 +828,17 @@ fn eleven_hundred_guests_on_one_bridge_network_are_served_and_removed_on_exit() 
         "left behind after the guests exited: {} TAPs, {} journal entries",
         sb.taps().len(),
         sb.journal_entries().len()
+    );
+    // With its last guest, the namespace's DHCP socket goes too.
+    assert!(
+        sb.wait_for(10, || std::fs::read_to_string(format!(
+            "/proc/{pid}/net/packet"
+        ))
+        .unwrap()
+        .lines()
+        .count()
+            == 1),
+        "the DHCP socket outlived every guest"
     );
     let (_, rules) = sb
         .ns
