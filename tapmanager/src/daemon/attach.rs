@@ -78,10 +78,10 @@ impl Daemon {
                 bridge_macs: self.bridges.values().map(|b| b.mac).collect(),
                 link_exists: &|name| on_host.contains(name),
             };
-            let attached: Vec<&crate::state::Record> = reg.records().collect();
-            let record = lifecycle::plan(&cx, &attached, peer, &req, pod_netns)?;
+            let attached = |f: &mut dyn FnMut(&crate::state::Record)| reg.records().for_each(f);
+            let record = lifecycle::plan(&cx, &reg.taken, &attached, peer, &req, pod_netns)?;
             crate::failpoint::hit("attach:planned");
-            reg.entries.insert(
+            reg.insert(
                 key.clone(),
                 Entry {
                     record: record.clone(),
@@ -95,7 +95,7 @@ impl Daemon {
         let pidfd = match peer.pidfd.try_clone() {
             Ok(fd) => fd,
             Err(e) => {
-                self.registry.lock().unwrap().entries.remove(&key);
+                self.registry.lock().unwrap().remove(&key);
                 self.settled.notify_waiters();
                 // Out of fds is a limit, with its fix (hostfail.rs), not a bug.
                 use crate::hostfail::Step;
@@ -118,14 +118,17 @@ impl Daemon {
         let fds = match attached {
             Ok(fds) => fds,
             Err(e) => {
-                self.registry.lock().unwrap().entries.remove(&key);
+                self.registry.lock().unwrap().remove(&key);
                 self.settled.notify_waiters();
                 return Err(e);
             }
         };
-        if let Some(e) = self.registry.lock().unwrap().entries.get_mut(&key) {
-            e.state = State::Ready;
-            e.record = record.clone();
+        {
+            let mut reg = self.registry.lock().unwrap();
+            reg.set_record(&key, record.clone());
+            if let Some(e) = reg.entries.get_mut(&key) {
+                e.state = State::Ready;
+            }
         }
         self.settled.notify_waiters();
         // Before the fds go out: the guest cannot reach the forwarder any earlier.

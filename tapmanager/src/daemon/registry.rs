@@ -46,7 +46,11 @@ impl Entry {
 
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
+    /// Changed only through [`Registry::insert`], [`Registry::remove`] and
+    /// [`Registry::set_record`], which keep `taken` in step.
     pub(super) entries: HashMap<Key, Entry>,
+    /// What the entries' NICs hold, for plans.
+    pub(super) taken: lifecycle::Taken,
     /// Open connections per uid.
     pub(super) connections: HashMap<u32, usize>,
     /// The most attachments seen at a release since memory was last given back.
@@ -56,6 +60,28 @@ pub(crate) struct Registry {
 impl Registry {
     pub(crate) fn records(&self) -> impl Iterator<Item = &Record> {
         self.entries.values().map(|e| &e.record)
+    }
+
+    pub(super) fn insert(&mut self, key: Key, entry: Entry) {
+        self.taken.add(&entry.record);
+        if let Some(old) = self.entries.insert(key, entry) {
+            self.taken.remove(&old.record);
+        }
+    }
+
+    pub(super) fn remove(&mut self, key: &Key) -> Option<Entry> {
+        let e = self.entries.remove(key)?;
+        self.taken.remove(&e.record);
+        Some(e)
+    }
+
+    /// Replaces an entry's record with the built one (a CNI NIC learns its address at build).
+    pub(super) fn set_record(&mut self, key: &Key, record: Record) {
+        if let Some(e) = self.entries.get_mut(key) {
+            self.taken.remove(&e.record);
+            self.taken.add(&record);
+            e.record = record;
+        }
     }
 }
 
@@ -151,7 +177,7 @@ impl Daemon {
             // Its addresses may be handed out again from here on.
             self.tell_dns_owners(&record, false);
             reg.high = reg.high.max(reg.entries.len());
-            reg.entries.remove(key);
+            reg.remove(key);
             tracing::info!(vm = %key.1, uid = key.0, "released");
             if reg.entries.len() <= reg.high / 2 {
                 reg.high = reg.entries.len();
@@ -173,7 +199,7 @@ impl Daemon {
     ) {
         let key = (record.uid, record.vm.clone());
         self.tell_dns_owners(&record, true);
-        self.registry.lock().unwrap().entries.insert(
+        self.registry.lock().unwrap().insert(
             key.clone(),
             Entry {
                 record,

@@ -139,7 +139,7 @@ pub(crate) fn plan(
     p: &super::PlanNic<'_>,
 ) -> Result<super::Addressing, protocol::Error> {
     let pool = match &b.addresses {
-        Some(list) => crate::ipam::Pool::List(list.clone()),
+        Some(list) => crate::ipam::Pool::List(list),
         None => crate::ipam::Pool::Subnet(b.gateway),
     };
     let ip = pool

@@ -10,7 +10,7 @@
 
 use super::{Addressing, PlanNic};
 use crate::config::{IsolatedNet, Masquerade};
-use crate::state::NicState;
+use crate::state::{Nic, NicState};
 use protocol::{Error, ErrorCode};
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -23,32 +23,30 @@ pub(crate) fn plan(
     p: &PlanNic<'_>,
 ) -> Result<Addressing, Error> {
     if !m.ports.is_empty() {
-        if let Some(holder) = p
-            .attached
-            .iter()
-            .find(|r| r.interfaces().any(|x| x.network == *p.network))
-        {
+        let mut holder = None;
+        (p.attached)(&mut |r| {
+            if holder.is_none() && r.interfaces().any(|x| x.network == *p.network) {
+                holder = Some((r.vm.clone(), r.uid));
+            }
+        });
+        if let Some((vm, uid)) = holder {
             return Err(Error::new(
                 ErrorCode::QuotaExceeded,
                 format!(
                     "network {} forwards host ports, and VM {} (uid {}) holds them",
-                    p.network, holder.vm, holder.uid
+                    p.network, vm, uid
                 ),
             ));
         }
     }
     // The guest's address is the same in every namespace; the transit /30 between host and
     // namespace is what must be unique.
-    let used: HashSet<Ipv4Addr> = p
-        .attached
-        .iter()
-        .flat_map(|r| r.nics.iter())
-        .chain(p.planned)
-        .filter_map(|nic| match nic.built {
-            NicState::Masquerade { transit, .. } => Some(transit),
-            _ => None,
-        })
-        .collect();
+    let transit = |nic: &Nic| match nic.built {
+        NicState::Masquerade { transit, .. } => Some(transit),
+        _ => None,
+    };
+    let mut used: HashSet<Ipv4Addr> = p.planned.iter().filter_map(transit).collect();
+    (p.attached)(&mut |r| used.extend(r.nics.iter().filter_map(transit)));
     let block =
         crate::ipam::free_slash30(iso.range, &used).ok_or_else(|| super::exhausted(p.network))?;
     let (guest, gw) = guest_and_gateway(m.cidr);

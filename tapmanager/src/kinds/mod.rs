@@ -215,6 +215,9 @@ pub(crate) fn admit(
     Ok(())
 }
 
+/// Calls its argument with every attachment.
+pub(crate) type EachRecord<'a> = dyn Fn(&mut dyn FnMut(&Record)) + 'a;
+
 /// What plan() tells a kind about one NIC it is choosing for.
 pub(crate) struct PlanNic<'a> {
     pub network: &'a protocol::NetworkName,
@@ -222,9 +225,11 @@ pub(crate) struct PlanNic<'a> {
     /// The MAC the daemon derives for this NIC (the guest's unless the request asks another).
     pub derived_mac: protocol::MacAddr,
     /// The addresses in use on this NIC's network, attached or planned.
-    pub used: &'a HashSet<Ipv4Addr>,
-    /// Every attachment, and the NICs of this request planned before this one.
-    pub attached: &'a [&'a Record],
+    pub used: &'a dyn crate::ipam::Used,
+    /// Calls its argument with every attachment (only kinds that look at other attachments'
+    /// state do: the others' plans go by `used` alone); and the NICs of this request planned
+    /// before this one.
+    pub attached: &'a EachRecord<'a>,
     pub planned: &'a [Nic],
     /// The identity of the namespace a shim passed, for its take-overs.
     pub pod_netns: Option<(u64, u64)>,
@@ -1031,6 +1036,7 @@ lease_secs = 120
         pod_netns: Option<(u64, u64)>,
     ) -> Result<Addressing, protocol::Error> {
         let c = config();
+        let all = |f: &mut dyn FnMut(&Record)| attached.iter().for_each(|r| f(r));
         plan(
             &kind_of(&c, network),
             &PlanNic {
@@ -1038,7 +1044,7 @@ lease_secs = 120
                 request: r,
                 derived_mac: MacAddr([0x02, 0, 0, 0, 0, 1]),
                 used: &HashSet::new(),
-                attached,
+                attached: &all,
                 planned,
                 pod_netns,
             },

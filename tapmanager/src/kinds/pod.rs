@@ -182,13 +182,16 @@ pub(crate) fn plan(
         } => *ns == netns && *taken == name,
         _ => false,
     };
-    if let Some(r) = p.attached.iter().find(|r| r.nics.iter().any(took)) {
+    let mut holder = None;
+    (p.attached)(&mut |r| {
+        if holder.is_none() && r.nics.iter().any(took) {
+            holder = Some(r.vm.clone());
+        }
+    });
+    if let Some(vm) = holder {
         return Err(protocol::Error::new(
             protocol::ErrorCode::AlreadyAttached,
-            format!(
-                "{name} of that namespace is already taken over by VM {}",
-                r.vm
-            ),
+            format!("{name} of that namespace is already taken over by VM {vm}"),
         ));
     }
     if p.planned.iter().any(took) {

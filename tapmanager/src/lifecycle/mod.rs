@@ -18,6 +18,7 @@
 mod attach;
 mod plan;
 mod reconcile;
+mod taken;
 mod teardown;
 
 pub(crate) use attach::attach;
@@ -25,6 +26,7 @@ pub use attach::NicError;
 pub(crate) use plan::{candidate_names, plan, PlanContext};
 pub(crate) use reconcile::reconcile;
 pub use reconcile::ReconcileError;
+pub(crate) use taken::Taken;
 pub(crate) use teardown::teardown;
 
 /// What the lifecycle works with: the kinds' kit, the journal, and the reaper that deletes

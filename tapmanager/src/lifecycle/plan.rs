@@ -4,12 +4,12 @@
 //! asked the host about [`candidate_names`] before taking the lock), so it is tested without
 //! root and runs no syscall under the lock.
 
+use super::Taken;
 use crate::config::Config;
 use crate::names;
 use crate::peer::Peer;
 use crate::state::{Nic, Record};
 use protocol::{AttachRequest, Error, ErrorCode, IfName, Interface, MacAddr};
-use std::collections::HashSet;
 
 /// What a plan is made against, besides what is attached.
 pub(crate) struct PlanContext<'a> {
@@ -43,11 +43,14 @@ fn invalid(msg: String) -> Error {
 }
 
 /// Chooses every NIC's TAP name, MAC and address. Pure bookkeeping: called under the registry
-/// lock with everything already attached, so concurrent attaches never pick the same values.
-/// `pod_netns` is the identity of the namespace a shim passed (its NICs with `take_over`).
+/// lock with everything already attached (`taken`, and `attached` for the kinds that look at
+/// other attachments' state, collected only for them), so concurrent attaches never pick the
+/// same values. `pod_netns` is the identity of the namespace a shim passed (its NICs with
+/// `take_over`).
 pub(crate) fn plan(
     cx: &PlanContext<'_>,
-    attached: &[&Record],
+    taken: &Taken,
+    attached: &crate::kinds::EachRecord<'_>,
     peer: &Peer,
     req: &AttachRequest,
     pod_netns: Option<(u64, u64)>,
@@ -56,43 +59,28 @@ pub(crate) fn plan(
     // included, plus this request.
     if !peer.is_root() {
         let q = cx.config.policy.quota_of(peer.uid, |g| peer.in_group(g));
-        let mine: Vec<&Record> = attached
-            .iter()
-            .copied()
-            .filter(|r| r.uid == peer.uid)
-            .collect();
-        let queues: u32 = mine
-            .iter()
-            .flat_map(|r| r.interfaces())
-            .map(|i| u32::from(i.queues))
-            .sum();
+        let held = taken.holding(peer.uid);
         let asked: u32 = req.networks.iter().map(|n| u32::from(n.queues)).sum();
-        if mine.len() as u32 + 1 > q.max_attachments {
+        if held.attachments + 1 > q.max_attachments {
             return Err(Error::new(
                 ErrorCode::QuotaExceeded,
                 format!(
                     "uid {} holds {} attachments, its limit ([policy] max_attachments)",
-                    peer.uid,
-                    mine.len()
+                    peer.uid, held.attachments
                 ),
             ));
         }
-        if queues + asked > q.max_queues {
+        if held.queues + asked > q.max_queues {
             return Err(Error::new(
                 ErrorCode::QuotaExceeded,
                 format!(
-                    "uid {} holds {queues} queues and asks for {asked}; its limit is {} \
+                    "uid {} holds {} queues and asks for {asked}; its limit is {} \
                      ([policy] max_queues)",
-                    peer.uid, q.max_queues
+                    peer.uid, held.queues, q.max_queues
                 ),
             ));
         }
     }
-    let taken: Vec<&Interface> = attached
-        .iter()
-        .copied()
-        .flat_map(|r| r.interfaces())
-        .collect();
     let mut planned: Vec<Nic> = Vec::new();
     for (i, n) in req.networks.iter().enumerate() {
         let net = cx
@@ -105,13 +93,6 @@ pub(crate) fn plan(
                 "a TAP opened by name has one queue (Firecracker opens one)".to_owned(),
             ));
         }
-        // Everything already on this network, attached or planned in this request.
-        let on_net: Vec<&Interface> = taken
-            .iter()
-            .copied()
-            .chain(planned.iter().map(|p| &p.iface))
-            .filter(|x| x.network == n.network)
-            .collect();
         let mac = n
             .mac
             .unwrap_or_else(|| names::guest_mac(peer.uid, &req.vm, i))
@@ -124,7 +105,10 @@ pub(crate) fn plan(
                 "MAC {mac} is reserved (first byte fe, fa or f6, or a bridge's own MAC)"
             )));
         }
-        if on_net.iter().any(|x| x.mac == mac) {
+        let planned_here = || planned.iter().map(|p| &p.iface);
+        if taken.has_mac(&n.network, mac)
+            || planned_here().any(|x| x.network == n.network && x.mac == mac)
+        {
             return Err(invalid(format!(
                 "MAC {mac} is already in use on network {}",
                 n.network
@@ -135,11 +119,8 @@ pub(crate) fn plan(
         // the guards' `tapmacs`, which no guest may send to (a routed guest sends everything
         // to its own TAP's).
         let host_side = names::host_side_mac(mac);
-        if taken
-            .iter()
-            .copied()
-            .chain(planned.iter().map(|p| &p.iface))
-            .any(|x| names::host_side_mac(x.mac) == host_side)
+        if taken.has_host_side(host_side)
+            || planned_here().any(|x| names::host_side_mac(x.mac) == host_side)
         {
             return Err(invalid(format!(
                 "MAC {mac} differs from another guest's only in its first byte (the daemon's \
@@ -149,18 +130,18 @@ pub(crate) fn plan(
         let ifname = (0u32..)
             .map(|salt| names::tap_name(&cx.config.interface_prefix, peer.uid, &req.vm, i, salt))
             .find(|name| {
-                !taken
-                    .iter()
-                    .copied()
-                    .chain(planned.iter().map(|p| &p.iface))
-                    .any(|x| x.ifname == *name)
+                !taken.has_ifname(name)
+                    && !planned_here().any(|x| x.ifname == *name)
                     && !(cx.link_exists)(name)
             })
             .expect("an unused name exists");
-        let used: HashSet<_> = on_net
-            .iter()
-            .filter_map(|x| x.address.map(|(a, _)| a))
-            .collect();
+        let used = taken.used_on(
+            &n.network,
+            planned_here()
+                .filter(|x| x.network == n.network)
+                .filter_map(|x| x.address.map(|(a, _)| a))
+                .collect(),
+        );
         let kind = crate::kinds::plan(
             &net.kind,
             &crate::kinds::PlanNic {
@@ -281,7 +262,9 @@ max_queues = 3
             bridge_macs: vec![names::bridge_mac("tmbr0")],
             link_exists: &exists,
         };
-        plan(&cx, attached, &peer(uid), r, None)
+        let taken = Taken::of(attached.iter().copied());
+        let all = |f: &mut dyn FnMut(&Record)| attached.iter().for_each(|r| f(r));
+        plan(&cx, &taken, &all, &peer(uid), r, None)
     }
 
     fn code(r: Result<Record, Error>) -> ErrorCode {
