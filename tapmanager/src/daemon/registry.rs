@@ -181,6 +181,10 @@ impl Daemon {
             tracing::info!(vm = %key.1, uid = key.0, "released");
             if reg.entries.len() <= reg.high / 2 {
                 reg.high = reg.entries.len();
+                // The tables keep the room of their peak (some MiB at 10,000 guests) unless
+                // told, and a trim cannot give back what they still hold.
+                reg.entries.shrink_to_fit();
+                reg.taken.shrink_to_fit();
                 crate::heap::give_back();
             }
         } else if let Some(e) = reg.entries.get_mut(key) {

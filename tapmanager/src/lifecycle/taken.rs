@@ -39,6 +39,10 @@ impl<K: Hash + Eq> Counts<K> {
     fn contains(&self, k: &K) -> bool {
         self.0.contains_key(k)
     }
+
+    fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
+    }
 }
 
 /// One network's addresses in use, and the mark below which all of its subnet is (see
@@ -119,6 +123,20 @@ impl Taken {
                 }
             }
         }
+    }
+
+    /// Gives back the room of a peak (the registry calls it when attachments have halved).
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.ifnames.shrink_to_fit();
+        self.host_sides.shrink_to_fit();
+        self.macs.shrink_to_fit();
+        self.holdings.shrink_to_fit();
+        self.addresses
+            .retain(|_, a| !a.held.0.is_empty() || a.low.get().is_some());
+        for a in self.addresses.values_mut() {
+            a.held.shrink_to_fit();
+        }
+        self.addresses.shrink_to_fit();
     }
 
     pub(crate) fn holding(&self, uid: u32) -> Holding {
