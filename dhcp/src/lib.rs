@@ -10,7 +10,8 @@
 //! - [`router`]: router solicitations and advertisements; [`reply6`](mod@reply6): DHCPv6's
 //!   decisions, pure like `reply`.
 //! - [`probe`]: finding the link-local address of a router the daemon does not own.
-//! - [`server`]: the thin AF_PACKET socket loop ([`Server`]) around `reply`.
+//! - [`server`]: the thin AF_PACKET socket loop around `reply`: one socket per network
+//!   namespace, shared by the servers ([`Server`]) of its interfaces.
 //!
 //! The split follows dora's lesson: the protocol logic is tested without a network, and the
 //! privileged socket code is small enough to read in one sitting.

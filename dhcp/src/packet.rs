@@ -87,6 +87,12 @@ pub(crate) fn attach_filter(fd: BorrowedFd<'_>) -> io::Result<()> {
     setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
 }
 
+/// Makes the receive queue `bytes` long (SO_RCVBUFFORCE, past `rmem_max`; needs
+/// CAP_NET_ADMIN).
+pub(crate) fn force_rcvbuf(fd: BorrowedFd<'_>, bytes: libc::c_int) -> io::Result<()> {
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &bytes)
+}
+
 /// Asks the kernel not to loop our own transmitted frames back (PACKET_IGNORE_OUTGOING,
 /// Linux 4.20+). The receive path also drops `PACKET_OUTGOING` frames, so failure is harmless.
 pub(crate) fn ignore_outgoing(fd: BorrowedFd<'_>) -> io::Result<()> {

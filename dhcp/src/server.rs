@@ -52,6 +52,8 @@ thread_local! {
     /// buffer per server was 64 KiB per guest, nearly all of the daemon's memory per guest.
     static RECV_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
+/// The shared socket's receive queue, in bytes (the kernel counts each frame's whole buffer).
+const RCVBUF: libc::c_int = 4 << 20;
 /// Frames handled per wake-up before yielding, so a flooding guest cannot starve cancellation.
 const FRAMES_PER_WAKE: usize = 64;
 /// Frames a server takes at most: a burst, then a steady rate. A guest's DHCP client sends a
@@ -186,6 +188,11 @@ impl Hub {
         if let Err(e) = packet::ignore_outgoing(socket.as_fd()) {
             debug!(error = %e, "PACKET_IGNORE_OUTGOING unavailable");
         }
+        // Every guest of the namespace queues here: room for a flooding guest's burst beside
+        // its neighbours' requests (the default is about 200 KiB). Best effort.
+        if let Err(e) = packet::force_rcvbuf(socket.as_fd(), RCVBUF) {
+            debug!(error = %e, "SO_RCVBUFFORCE refused; the default receive queue stays");
+        }
         packet::bind_all(socket.as_fd()).map_err(Error::Bind)?;
         Ok(Hub {
             netns,
@@ -265,7 +272,11 @@ impl Server {
             Some(hub) => hub,
             None => {
                 let hub = Arc::new(Hub::open(netns)?);
-                hubs.retain(|_, h| h.strong_count() > 0);
+                // Dead entries of namespaces gone (the pump removes its own, a failed bind's
+                // hub never had one): swept as the map doubles, so each bind pays O(1).
+                if hubs.len().is_power_of_two() {
+                    hubs.retain(|_, h| h.strong_count() > 0);
+                }
                 hubs.insert(netns, Arc::downgrade(&hub));
                 hub
             }

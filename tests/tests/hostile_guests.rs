@@ -91,6 +91,63 @@ fn a_dhcp_flood_is_rate_limited_with_bounded_cpu_and_a_quiet_log() {
     assert!(vm.dhcp().is_some(), "no lease after the flood");
 }
 
+/// One guest flooding DHCP as fast as it can write does not keep a neighbour from its lease:
+/// the guests of a namespace share one DHCP socket (dhcp/src/server.rs), so the flood's frames
+/// queue beside the neighbour's, and are dropped unparsed past the flooder's rate.
+#[test]
+fn a_dhcp_flood_does_not_keep_a_neighbour_from_its_lease() {
+    tapmanager_tests::require_root!();
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let sb = Sandbox::with_defaults("dhcpnbr", GROUP);
+    let guest = |vm: &str| {
+        let (a, fds) = sb
+            .client()
+            .attach(protocol::AttachRequest {
+                vm: vm.parse().unwrap(),
+                networks: vec![protocol::NetworkRequest::new("default".parse().unwrap())],
+            })
+            .unwrap();
+        FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0)
+    };
+    let flooder = guest("flooder");
+    let neighbour = guest("neighbour");
+    let (stop, sent) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let flood = {
+        let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
+        std::thread::spawn(move || {
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                flooder.send(&flooder.discover_frame(0x2000 + i));
+                i = i.wrapping_add(1);
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let (mut tries, mut lease) = (0, None);
+    while lease.is_none() && tries < 3 {
+        tries += 1;
+        lease = neighbour.dhcp();
+    }
+    let took = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    let sent = sent.load(Ordering::Relaxed);
+    eprintln!(
+        "DHCP flood beside a neighbour: the neighbour leased after {tries} tries in {took:?}, \
+         while the flooder wrote {sent} DISCOVERs"
+    );
+    assert!(
+        lease.is_some(),
+        "the neighbour got no lease in 3 tries while {sent} DISCOVERs were flooded"
+    );
+}
+
 #[test]
 fn spoofed_and_rogue_frames_are_dropped_and_counted() {
     tapmanager_tests::require_root!();

@@ -360,34 +360,39 @@ pub fn tools() -> Vec<Finding> {
 }
 
 /// How many guests the config's networks can hold at once: each bridge or routed network's
-/// addresses and each isolated or masquerade network's /30s (the other kinds take theirs from outside,
-/// and are not counted).
-pub fn capacity(c: &crate::config::Config) -> u64 {
+/// addresses and each isolated or masquerade network's /30s (the other kinds take theirs from
+/// outside, and are not counted); and how many of them have a namespace of their own (the
+/// isolated and masquerade ones: a DHCP socket each, where the others share one).
+pub fn capacity(c: &crate::config::Config) -> (u64, u64) {
     use crate::config::NetworkKind;
     let hosts = |prefix: u8| (1u64 << (32 - u32::from(prefix))).saturating_sub(3);
     c.networks
         .values()
         .map(|n| match &n.kind {
             NetworkKind::Bridge(b) => match &b.addresses {
-                Some(list) => list.len() as u64,
-                None => hosts(b.gateway.prefix_len()),
+                Some(list) => (list.len() as u64, 0),
+                None => (hosts(b.gateway.prefix_len()), 0),
             },
-            NetworkKind::Routed(r) => hosts(r.gateway.prefix_len()),
-            NetworkKind::Isolated(i) => 1u64 << (30 - u32::from(i.range.prefix_len().min(30))),
-            _ => 0,
+            NetworkKind::Routed(r) => (hosts(r.gateway.prefix_len()), 0),
+            NetworkKind::Isolated(i) => {
+                let n = 1u64 << (30 - u32::from(i.range.prefix_len().min(30)));
+                (n, n)
+            }
+            _ => (0, 0),
         })
-        .sum()
+        .fold((0, 0), |(a, b), (x, y)| (a + x, b + y))
 }
 
 /// What a host needs for `guests` guests, up to 65,536 (past that, the same values at least):
 /// the neighbour tables' `gc_thresh` (IPv4 and IPv6, one table each for the whole host, every
 /// namespace included; a bridge guest is one entry the host keeps), the daemon's fd limit
-/// (two a guest: its DHCP socket and its caller's pidfd, and 64 more), and inotify instances
+/// (a guest's caller's pidfd, the DHCP socket of each of the `own_netns` guests with a
+/// namespace of their own, and 64 more), and inotify instances
 /// (each guest's launcher often takes one: a containerd shim watching its cgroup). `gc3` are
 /// the two tables' `gc_thresh3` (IPv4, IPv6), `nofile` the running daemon's soft limit (if
 /// one runs), `inotify` `fs.inotify.max_user_instances`.
 pub fn scale(
-    guests: u64,
+    (guests, own_netns): (u64, u64),
     gc3: [Option<u64>; 2],
     nofile: Option<u64>,
     inotify: Option<u64>,
@@ -419,16 +424,18 @@ pub fn scale(
             None => ok(format!("no {family} neighbour table (IPv6 off?)")),
         });
     }
-    let fds = 2 * guests + 64;
+    let own_netns = own_netns.min(guests);
+    let fds = guests + own_netns + 64;
     match nofile {
         Some(n) if n >= fds => out.push(ok(format!(
-            "the daemon may open {n} files: enough for {guests} guests (two each)"
+            "the daemon may open {n} files: enough for {guests} guests"
         ))),
         Some(n) => out.push(bad(
             Level::Warn,
             format!(
-                "the daemon may open {n} files; {guests} guests need {fds} (a DHCP socket and a \
-                 pidfd each); past that, attaches fail with CapacityExceeded"
+                "the daemon may open {n} files; {guests} guests need {fds} (a pidfd each, and a \
+                 DHCP socket for each of the {own_netns} in a namespace of their own); past \
+                 that, attaches fail with CapacityExceeded"
             ),
             format!(
                 "`LimitNOFILE={}` in the unit (`systemctl edit tapmanager`)",
@@ -698,7 +705,7 @@ mod tests {
     #[test]
     fn scale_findings_name_the_values_to_set() {
         // A /16 bridge network: 65,533 guests. The defaults of a host fall short.
-        let f = scale(65_533, [Some(1024), Some(1024)], Some(1024), Some(128));
+        let f = scale((65_533, 0), [Some(1024), Some(1024)], Some(1024), Some(128));
         assert_eq!(f.len(), 4, "{f:?}");
         assert!(f.iter().all(|x| x.level == Level::Warn), "{f:?}");
         assert!(
@@ -712,16 +719,24 @@ mod tests {
             "{}",
             f[1].fix
         );
-        assert!(f[2].what.contains("131130"), "{}", f[2].what);
-        assert!(f[2].fix.contains("LimitNOFILE=262144"), "{}", f[2].fix);
+        assert!(f[2].what.contains("65597"), "{}", f[2].what);
+        assert!(f[2].fix.contains("LimitNOFILE=131072"), "{}", f[2].fix);
         assert!(
             f[3].fix.contains("max_user_instances=131072"),
             "{}",
             f[3].fix
         );
         // The desktop's /24: the defaults do.
-        let f = scale(253, [Some(1024), Some(1024)], Some(65_536), Some(128));
+        let f = scale((253, 0), [Some(1024), Some(1024)], Some(65_536), Some(128));
         assert!(f.iter().all(|x| x.level == Level::Ok), "{f:?}");
+        // An isolated /16: 16,384 guests, each with a namespace and so a DHCP socket.
+        let f = scale(
+            (16_384, 16_384),
+            [Some(65_536), Some(65_536)],
+            Some(20_000),
+            None,
+        );
+        assert!(f[2].what.contains("32832"), "{}", f[2].what);
     }
 
     #[test]
