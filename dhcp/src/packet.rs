@@ -19,29 +19,37 @@ use tokio::io::Interest;
 /// header is there), destination port 67 (`tcpdump -dd 'ip and udp dst port 67 and ip[6:2] &
 /// 0x1fff = 0'`); and untagged IPv6 whose next header is ICMPv6 type 133 (router
 /// solicitation) or UDP to port 547 (DHCPv6; no extension headers, which userspace refuses
-/// too). Everything else is dropped. Userspace checks the same again, so this is about not
-/// waking up for foreign traffic, not about safety.
-const FILTER: [libc::sock_filter; 19] = [
-    op(0x28, 0, 0, 12),          // 0: ldh [12]            ethertype
-    op(0x15, 0, 7, 0x0800),      // 1: jeq #IPv4 ? 2 : 9
-    op(0x30, 0, 0, 23),          // 2: ldb [23]            IP protocol
-    op(0x15, 0, 14, 17),         // 3: jeq #UDP ? 4 : drop
-    op(0x28, 0, 0, 20),          // 4: ldh [20]            flags + fragment offset
-    op(0x45, 12, 0, 0x1fff),     // 5: jset #0x1fff ? drop : 6
-    op(0xb1, 0, 0, 14),          // 6: ldxb 4*([14]&0xf)   IP header length
-    op(0x48, 0, 0, 16),          // 7: ldh [x+16]          UDP destination port
-    op(0x15, 8, 9, 67),          // 8: jeq #67 ? accept : drop
-    op(0x15, 0, 8, 0x86dd),      // 9: jeq #IPv6 ? 10 : drop
-    op(0x30, 0, 0, 20),          // 10: ldb [20]           next header
-    op(0x15, 0, 2, 58),          // 11: jeq #ICMPv6 ? 12 : 14
-    op(0x30, 0, 0, 54),          // 12: ldb [54]           ICMPv6 type
-    op(0x15, 3, 4, 133),         // 13: jeq #RS ? accept : drop
-    op(0x15, 0, 3, 17),          // 14: jeq #UDP ? 15 : drop
-    op(0x28, 0, 0, 56),          // 15: ldh [56]           UDP destination port
-    op(0x15, 0, 1, 547),         // 16: jeq #547 ? accept : drop
-    op(0x06, 0, 0, 0x0004_0000), // 17: accept (whole frame, up to 256 KiB)
-    op(0x06, 0, 0, 0),           // 18: drop
+/// too); none longer than [`MAX_FRAME`]. Everything else is dropped. Userspace checks the same
+/// again, so this is about not waking up for foreign traffic, and not letting a guest fill the
+/// queue its neighbours share with a few large frames, not about safety. The comments number
+/// the instructions after the length check (jumps are relative, so they count the same).
+const FILTER: [libc::sock_filter; 21] = [
+    op(0x80, 0, 0, 0),                 // ld #len              frame length
+    op(0x25, 18, 0, MAX_FRAME as u32), // jgt #MAX_FRAME ? drop : next
+    op(0x28, 0, 0, 12),                // 0: ldh [12]            ethertype
+    op(0x15, 0, 7, 0x0800),            // 1: jeq #IPv4 ? 2 : 9
+    op(0x30, 0, 0, 23),                // 2: ldb [23]            IP protocol
+    op(0x15, 0, 14, 17),               // 3: jeq #UDP ? 4 : drop
+    op(0x28, 0, 0, 20),                // 4: ldh [20]            flags + fragment offset
+    op(0x45, 12, 0, 0x1fff),           // 5: jset #0x1fff ? drop : 6
+    op(0xb1, 0, 0, 14),                // 6: ldxb 4*([14]&0xf)   IP header length
+    op(0x48, 0, 0, 16),                // 7: ldh [x+16]          UDP destination port
+    op(0x15, 8, 9, 67),                // 8: jeq #67 ? accept : drop
+    op(0x15, 0, 8, 0x86dd),            // 9: jeq #IPv6 ? 10 : drop
+    op(0x30, 0, 0, 20),                // 10: ldb [20]           next header
+    op(0x15, 0, 2, 58),                // 11: jeq #ICMPv6 ? 12 : 14
+    op(0x30, 0, 0, 54),                // 12: ldb [54]           ICMPv6 type
+    op(0x15, 3, 4, 133),               // 13: jeq #RS ? accept : drop
+    op(0x15, 0, 3, 17),                // 14: jeq #UDP ? 15 : drop
+    op(0x28, 0, 0, 56),                // 15: ldh [56]           UDP destination port
+    op(0x15, 0, 1, 547),               // 16: jeq #547 ? accept : drop
+    op(0x06, 0, 0, 0x0004_0000),       // 17: accept (whole frame, up to 256 KiB)
+    op(0x06, 0, 0, 0),                 // 18: drop
 ];
+
+/// The longest request taken: far above any DHCP, DHCPv6 or solicitation a client sends (they
+/// fit the IPv4 and IPv6 minimum MTUs), far below a GSO frame a TAP with vnet headers takes.
+pub(crate) const MAX_FRAME: usize = 2048;
 
 const fn op(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
@@ -252,10 +260,13 @@ pub(crate) fn send_to(fd: BorrowedFd<'_>, ifindex: u32, frame: &[u8]) -> io::Res
 
 /// Registers a descriptor's owner with the current tokio runtime's reactor, for readability
 /// only. Must be called inside a tokio runtime.
-pub(crate) fn register<T: AsRawFd>(owner: T) -> io::Result<AsyncFd<T>> {
-    // SAFETY: the caller's `T` owns (a share of) the descriptor and keeps it open, with the
-    // same number, for as long as it lives; the AsyncFd owns the `T`, and deregisters before
-    // dropping it, so the registration never outlives the descriptor.
+///
+/// # Safety
+///
+/// `owner` must keep its descriptor open, with the same number, for as long as it lives.
+pub(crate) unsafe fn register<T: AsRawFd>(owner: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: the caller's `T` keeps the descriptor open as required above; the AsyncFd owns
+    // the `T`, and deregisters before dropping it, so the registration never outlives it.
     let registered = unsafe { AsyncFd::register_with_interest(owner, Interest::READABLE) };
     registered.map_err(io::Error::from)
 }

@@ -143,7 +143,14 @@ type NetnsId = (u64, u64);
 
 /// The hubs of the namespaces that have servers. Weak: a hub lives as long as a server of it
 /// (or its pump) does.
-static HUBS: LazyLock<Mutex<HashMap<NetnsId, Weak<Hub>>>> = LazyLock::new(Mutex::default);
+static HUBS: LazyLock<Mutex<Hubs>> = LazyLock::new(Mutex::default);
+
+/// [`HUBS`]: the map, and its size after its last sweep of dead entries.
+#[derive(Debug, Default)]
+struct Hubs {
+    map: HashMap<NetnsId, Weak<Hub>>,
+    swept: usize,
+}
 
 /// The one packet socket of a network namespace, bound to all of its interfaces, and the
 /// servers behind it by interface index. One socket per guest link was a descriptor per guest
@@ -153,7 +160,9 @@ static HUBS: LazyLock<Mutex<HashMap<NetnsId, Weak<Hub>>>> = LazyLock::new(Mutex:
 struct Hub {
     netns: NetnsId,
     socket: Option<OwnedFd>,
-    ports: Mutex<HashMap<u32, Arc<Port>>>,
+    /// The servers by interface index: the last bound of an index serves it (a re-bind of
+    /// the same link), and an earlier one serves again if the later one leaves first.
+    ports: Mutex<HashMap<u32, Vec<Arc<Port>>>>,
     /// Woken when a server leaves, so the pump ends with the last one.
     left: tokio::sync::Notify,
     /// Whether a pump was started (by the first `run`).
@@ -211,7 +220,12 @@ impl Hub {
     }
 
     fn port(&self, ifindex: u32) -> Option<Arc<Port>> {
-        self.ports.lock().unwrap().get(&ifindex).cloned()
+        self.ports
+            .lock()
+            .unwrap()
+            .get(&ifindex)
+            .and_then(|v| v.last())
+            .cloned()
     }
 }
 
@@ -268,21 +282,27 @@ impl Server {
             }),
         });
         let mut hubs = HUBS.lock().unwrap();
-        let hub = match hubs.get(&netns).and_then(Weak::upgrade) {
+        let hub = match hubs.map.get(&netns).and_then(Weak::upgrade) {
             Some(hub) => hub,
             None => {
                 let hub = Arc::new(Hub::open(netns)?);
-                // Dead entries of namespaces gone (the pump removes its own, a failed bind's
-                // hub never had one): swept as the map doubles, so each bind pays O(1).
-                if hubs.len().is_power_of_two() {
-                    hubs.retain(|_, h| h.strong_count() > 0);
+                // Dead entries (a hub whose pump never ran, or one whose pump failed): swept
+                // when the map has doubled since the last sweep, so each bind pays O(1).
+                if hubs.map.len() >= 2 * hubs.swept.max(64) {
+                    hubs.map.retain(|_, h| h.strong_count() > 0);
+                    hubs.swept = hubs.map.len();
                 }
-                hubs.insert(netns, Arc::downgrade(&hub));
+                hubs.map.insert(netns, Arc::downgrade(&hub));
                 hub
             }
         };
         // Under the hubs' lock, so a pump ending with its last server cannot miss this one.
-        hub.ports.lock().unwrap().insert(ifindex, Arc::clone(&port));
+        hub.ports
+            .lock()
+            .unwrap()
+            .entry(ifindex)
+            .or_default()
+            .push(Arc::clone(&port));
         drop(hubs);
         Ok(Server { hub, ifindex, port })
     }
@@ -354,12 +374,11 @@ impl Drop for Server {
     fn drop(&mut self) {
         let empty = {
             let mut ports = self.hub.ports.lock().unwrap();
-            // A later server of the same index (a restart's) has replaced this one: it stays.
-            if ports
-                .get(&self.ifindex)
-                .is_some_and(|p| Arc::ptr_eq(p, &self.port))
-            {
-                ports.remove(&self.ifindex);
+            if let Some(v) = ports.get_mut(&self.ifindex) {
+                v.retain(|p| !Arc::ptr_eq(p, &self.port));
+                if v.is_empty() {
+                    ports.remove(&self.ifindex);
+                }
             }
             ports.is_empty()
         };
@@ -374,7 +393,9 @@ impl Drop for Server {
 /// that fails ends it with an error in the log, and the next server of the namespace opens a
 /// new one.
 async fn pump(hub: Arc<Hub>) {
-    let fd = match packet::register(Pumped(Arc::clone(&hub))) {
+    // SAFETY: a `Pumped` holds a share of the hub, whose socket closes only when the hub is
+    // dropped, after every share.
+    let fd = match unsafe { packet::register(Pumped(Arc::clone(&hub))) } {
         Ok(fd) => fd,
         Err(e) => {
             tracing::error!(error = %e, "cannot register the DHCP socket with the reactor; DHCP is not served in this namespace");
@@ -388,8 +409,8 @@ async fn pump(hub: Arc<Hub>) {
                 let mut hubs = HUBS.lock().unwrap();
                 if hub.ports.lock().unwrap().is_empty() {
                     // No server can join it any more: a new one opens a socket of its own.
-                    if hubs.get(&hub.netns).is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&hub))) {
-                        hubs.remove(&hub.netns);
+                    if hubs.map.get(&hub.netns).is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&hub))) {
+                        hubs.map.remove(&hub.netns);
                     }
                     break;
                 }
@@ -427,15 +448,16 @@ async fn pump(hub: Arc<Hub>) {
                 };
                 // A truncated frame (MSG_TRUNC) is longer than the buffer: malformed below.
                 let frame = buf.get(..received.len);
-                // IPv6 on a link without it: what the filter of a socket per link kept out.
-                let is_v6 = frame.and_then(|f| f.get(12..14))
-                    == Some(&crate::frame6::ETHERTYPE_IPV6.to_be_bytes()[..]);
-                if is_v6 && port.binding.v6.is_none() {
-                    continue;
-                }
                 let counters = &port.counters;
                 Counters::bump(&counters.received);
                 if !port.take(received.ifindex) {
+                    continue;
+                }
+                // IPv6 on a link without it: counted and rated as the guest's, then ignored.
+                let is_v6 = frame.and_then(|f| f.get(12..14))
+                    == Some(&crate::frame6::ETHERTYPE_IPV6.to_be_bytes()[..]);
+                if is_v6 && port.binding.v6.is_none() {
+                    Counters::bump(&counters.ignored);
                     continue;
                 }
                 let outcome = frame.map_or(Outcome::Malformed("frame truncated"), |f| {
@@ -467,10 +489,11 @@ impl AsRawFd for Pumped {
 fn forget(hub: &Arc<Hub>) {
     let mut hubs = HUBS.lock().unwrap();
     if hubs
+        .map
         .get(&hub.netns)
         .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(hub)))
     {
-        hubs.remove(&hub.netns);
+        hubs.map.remove(&hub.netns);
     }
 }
 

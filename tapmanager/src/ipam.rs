@@ -158,8 +158,8 @@ mod tests {
             m.0.insert(a);
         }
         assert_eq!(pool.allocate(&m), None);
-        // A mark above a free address (as after a failed attach of several NICs): the
-        // search comes round from the start.
+        // A mark above a free address (the index lowers it when an address below it is
+        // given back; should it ever not): the search comes round from the start.
         m.0.remove(&Ipv4Addr::new(10, 0, 0, 7));
         assert_eq!(pool.allocate(&m), Some(Ipv4Addr::new(10, 0, 0, 7)));
     }
