@@ -115,51 +115,35 @@ pub(crate) fn bind(fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {
         .ok()
         .filter(|i| *i > 0)
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let addr = libc::sockaddr_ll {
+    bind_to(fd, ifindex)
+}
+
+/// Binds to every interface of the socket's namespace (index 0). One socket serves every
+/// guest link of the namespace: a socket per link made every link event walk all of them
+/// (packet_notifier) and cost a descriptor per guest. From here on frames are queued.
+pub(crate) fn bind_all(fd: BorrowedFd<'_>) -> io::Result<()> {
+    bind_to(fd, 0)
+}
+
+/// The address of interface `ifindex` for frames of EtherType `protocol`.
+fn link_addr(ifindex: i32, protocol: u16) -> libc::sockaddr_ll {
+    libc::sockaddr_ll {
         sll_family: libc::AF_PACKET as libc::c_ushort,
-        // ETH_P_ALL, not ETH_P_IP: on a bridge port the bridge's rx handler consumes every
-        // frame before protocol-specific taps run; only ETH_P_ALL taps see the guest's frames
-        // first. The BPF filter already admits nothing but IPv4/UDP to port 67.
-        sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
+        sll_protocol: protocol.to_be(),
         sll_ifindex: ifindex,
         sll_hatype: 0,
         sll_pkttype: 0,
         sll_halen: 0,
         sll_addr: [0; 8],
-    };
-    // SAFETY: `addr` is a fully initialised sockaddr_ll that outlives the call, and the length
-    // passed is its size.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&raw const addr).cast::<libc::sockaddr>(),
-            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
     }
-    Ok(())
 }
 
-/// Binds to every interface of the socket's namespace. From here on frames are queued.
-pub(crate) fn bind_all(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let addr = libc::sockaddr_ll {
-        sll_family: libc::AF_PACKET as libc::c_ushort,
-        // ETH_P_ALL, not ETH_P_IP: on a bridge port the bridge's rx handler consumes every
-        // frame before protocol-specific taps run, and the guards on the port's ingress hook
-        // drop DHCP there; only ETH_P_ALL taps see the guest's frames first. The BPF filter
-        // admits nothing but the requests the servers answer.
-        sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
-        // 0: every interface. One socket serves every guest link of the namespace: a socket
-        // per link made every link event walk all of them (packet_notifier) and cost a
-        // descriptor per guest.
-        sll_ifindex: 0,
-        sll_hatype: 0,
-        sll_pkttype: 0,
-        sll_halen: 0,
-        sll_addr: [0; 8],
-    };
+fn bind_to(fd: BorrowedFd<'_>, ifindex: i32) -> io::Result<()> {
+    // ETH_P_ALL, not ETH_P_IP: on a bridge port the bridge's rx handler consumes every frame
+    // before protocol-specific taps run, and the guards on the port's ingress hook drop DHCP
+    // there; only ETH_P_ALL taps see the guest's frames first. The BPF filter admits nothing
+    // but the requests the servers answer.
+    let addr = link_addr(ifindex, libc::ETH_P_ALL as u16);
     // SAFETY: `addr` is a fully initialised sockaddr_ll that outlives the call, and the length
     // passed is its size.
     let rc = unsafe {
@@ -231,15 +215,7 @@ pub(crate) fn send_to(fd: BorrowedFd<'_>, ifindex: u32, frame: &[u8]) -> io::Res
     let ethertype = frame
         .get(12..14)
         .map_or(0, |t| u16::from_be_bytes([t[0], t[1]]));
-    let addr = libc::sockaddr_ll {
-        sll_family: libc::AF_PACKET as libc::c_ushort,
-        sll_protocol: ethertype.to_be(),
-        sll_ifindex: ifindex,
-        sll_hatype: 0,
-        sll_pkttype: 0,
-        sll_halen: 0,
-        sll_addr: [0; 8],
-    };
+    let addr = link_addr(ifindex, ethertype);
     // SAFETY: `frame` is valid for `frame.len()` readable bytes and `addr` is a fully
     // initialised sockaddr_ll of the size passed, both for the duration of the call.
     let n = unsafe {

@@ -34,6 +34,18 @@ fn cpu(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / hz)
 }
 
+/// A fake guest attached to the sandbox's `default` network.
+fn on_default(sb: &Sandbox, vm: &str) -> FakeVm {
+    let (a, fds) = sb
+        .client()
+        .attach(protocol::AttachRequest {
+            vm: vm.parse().unwrap(),
+            networks: vec![protocol::NetworkRequest::new("default".parse().unwrap())],
+        })
+        .unwrap();
+    FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0)
+}
+
 #[test]
 fn a_dhcp_flood_is_rate_limited_with_bounded_cpu_and_a_quiet_log() {
     tapmanager_tests::require_root!();
@@ -100,18 +112,8 @@ fn a_dhcp_flood_does_not_keep_a_neighbour_from_its_lease() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
     let sb = Sandbox::with_defaults("dhcpnbr", GROUP);
-    let guest = |vm: &str| {
-        let (a, fds) = sb
-            .client()
-            .attach(protocol::AttachRequest {
-                vm: vm.parse().unwrap(),
-                networks: vec![protocol::NetworkRequest::new("default".parse().unwrap())],
-            })
-            .unwrap();
-        FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0)
-    };
-    let flooder = guest("flooder");
-    let neighbour = guest("neighbour");
+    let flooder = on_default(&sb, "flooder");
+    let neighbour = on_default(&sb, "neighbour");
     let (stop, sent) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicU64::new(0)),
@@ -237,14 +239,7 @@ fn a_dns_flood_holds_a_bounded_share_and_other_guests_are_answered() {
         true,
     );
     let guest = |vm: &str| {
-        let (a, fds) = sb
-            .client()
-            .attach(protocol::AttachRequest {
-                vm: vm.parse().unwrap(),
-                networks: vec![protocol::NetworkRequest::new("default".parse().unwrap())],
-            })
-            .unwrap();
-        let g = FakeVm::new(fds.into_iter().next().unwrap(), a.interfaces[0].mac.0);
+        let g = on_default(&sb, vm);
         let lease = g.dhcp().expect("lease");
         (g, lease)
     };
